@@ -1,0 +1,70 @@
+//! Private keys: checking that a key belongs to a certificate, and keeping key text out
+//! of logs.
+
+use std::fmt;
+use std::path::Path;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{Error, Result};
+
+/// PEM text of a private key. `Debug` never shows it, so it cannot leak into a log by
+/// accident; the only ways out are [`PrivateKeyPem::expose`] and writing it to a file.
+pub struct PrivateKeyPem(String);
+
+impl PrivateKeyPem {
+    pub(crate) fn new(pem: String) -> Self {
+        Self(pem)
+    }
+
+    /// The PEM text itself. Only for writing it to a 0600 file or handing it to a TLS
+    /// library; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKeyPem(<redacted>)")
+    }
+}
+
+/// Check that `key` is the private key of `cert`, by comparing the public key derived
+/// from the private key (with the same crypto provider rustls will use to serve it)
+/// with the certificate's SubjectPublicKeyInfo. The paths are only used in errors.
+pub fn check_key_matches(
+    cert: &CertificateDer<'_>,
+    key: &PrivateKeyDer<'_>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<()> {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| Error::BadKey {
+            path: key_path.to_owned(),
+            detail: e.to_string(),
+        })?;
+    let Some(public) = signing.public_key() else {
+        return Err(Error::BadKey {
+            path: key_path.to_owned(),
+            detail: "cannot derive its public key".into(),
+        });
+    };
+    let (_, x509) = X509Certificate::from_der(cert).map_err(|e| Error::BadCertificate {
+        path: cert_path.to_owned(),
+        index: 1,
+        detail: e.to_string(),
+    })?;
+    if x509.tbs_certificate.subject_pki.raw == public.as_ref() {
+        Ok(())
+    } else {
+        Err(Error::KeyMismatch {
+            key: key_path.to_owned(),
+            cert: cert_path.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! Reading certificates and private keys from PEM or DER files.
+//!
+//! Every function here names the file in its error and says what is wrong with it, in
+//! words: empty, truncated, not PEM, a private key where a certificate belongs, a CSR.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::{self, SectionKind};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::{Error, Result};
+
+/// Read a whole file, mapping I/O errors to [`Error::Read`] with the path.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| Error::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// Load every certificate in a file: PEM (one or several `CERTIFICATE` blocks; other
+/// blocks, such as a key in a combined file, are ignored) or DER (one certificate, or
+/// several concatenated).
+///
+/// Fails unless the file holds at least one certificate and every certificate in it
+/// parses as X.509.
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    parse_certificates(&read_file(path)?, path)
+}
+
+/// [`load_certificates`] on bytes already read; `path` is only used in errors.
+pub fn parse_certificates(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let path = path.to_owned();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Empty { path });
+    }
+    let certs = if looks_like_pem(bytes) {
+        let sections = pem_sections(bytes, &path)?;
+        let certs: Vec<_> = sections
+            .iter()
+            .filter(|s| s.kind == Some(SectionKind::Certificate))
+            .map(|s| CertificateDer::from(s.der.clone()))
+            .collect();
+        if certs.is_empty() {
+            return Err(Error::NotACertificate {
+                found: describe_sections(&sections),
+                path,
+            });
+        }
+        certs
+    } else {
+        der_certificates(bytes, &path)?
+    };
+    for (i, cert) in certs.iter().enumerate() {
+        check_certificate_der(cert, &path, i + 1)?;
+    }
+    Ok(certs)
+}
+
+/// Load the one private key in a file (PKCS#8, PKCS#1 RSA or SEC1 EC; PEM or DER).
+pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    parse_private_key(&read_file(path)?, path)
+}
+
+/// [`load_private_key`] on bytes already read; `path` is only used in errors.
+pub fn parse_private_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let path = path.to_owned();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Empty { path });
+    }
+    if !looks_like_pem(bytes) {
+        return match PrivateKeyDer::try_from(bytes.to_vec()) {
+            Ok(key) => Ok(key),
+            Err(_) if x509_parser::parse_x509_certificate(bytes).is_ok() => Err(Error::NotAKey {
+                path,
+                found: "a DER certificate".into(),
+            }),
+            Err(detail) => Err(Error::NotAKey {
+                path,
+                found: format!("neither PEM nor a DER private key ({detail})"),
+            }),
+        };
+    }
+    let sections = pem_sections(bytes, &path)?;
+    let mut keys = sections.iter().filter_map(|s| match s.kind {
+        Some(SectionKind::PrivateKey) => Some(PrivateKeyDer::Pkcs8(s.der.clone().into())),
+        Some(SectionKind::RsaPrivateKey) => Some(PrivateKeyDer::Pkcs1(s.der.clone().into())),
+        Some(SectionKind::EcPrivateKey) => Some(PrivateKeyDer::Sec1(s.der.clone().into())),
+        _ => None,
+    });
+    match (keys.next(), keys.next()) {
+        (Some(key), None) => Ok(key),
+        (Some(_), Some(_)) => Err(Error::BadKey {
+            path,
+            detail: "the file holds more than one private key".into(),
+        }),
+        (None, _) => Err(Error::NotAKey {
+            found: describe_sections(&sections),
+            path,
+        }),
+    }
+}
+
+/// One PEM block: its label, and its kind where rustls-pki-types knows it.
+struct Section {
+    label: String,
+    kind: Option<SectionKind>,
+    der: Vec<u8>,
+}
+
+fn looks_like_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// Decode every PEM block. Blocks whose label rustls-pki-types does not know (for
+/// example `ENCRYPTED PRIVATE KEY`) are kept with `kind: None` so errors can name them.
+fn pem_sections(bytes: &[u8], path: &Path) -> Result<Vec<Section>> {
+    let malformed = |detail: String| Error::MalformedPem {
+        path: path.to_owned(),
+        detail,
+    };
+    let labels = begin_labels(bytes);
+    let mut known = Vec::new();
+    let mut rd = Cursor::new(bytes);
+    loop {
+        match pem::from_buf(&mut rd) {
+            Ok(Some((kind, der))) => known.push((kind, der)),
+            Ok(None) => break,
+            Err(pem::Error::MissingSectionEnd { end_marker }) => {
+                let label = String::from_utf8_lossy(&end_marker).into_owned();
+                let label = label.trim_start_matches("-----END ").trim_end_matches('-');
+                return Err(malformed(format!(
+                    "truncated: the {label} block has no END line"
+                )));
+            }
+            Err(pem::Error::IllegalSectionStart { line }) => {
+                return Err(malformed(format!(
+                    "bad BEGIN line {:?}",
+                    String::from_utf8_lossy(&line).trim_end()
+                )));
+            }
+            Err(pem::Error::Base64Decode(e)) => {
+                return Err(malformed(format!("a block is not valid base64 ({e})")));
+            }
+            Err(e) => return Err(malformed(e.to_string())),
+        }
+    }
+    // Pair the decoded (known) blocks with the labels in file order.
+    let mut known = known.into_iter().peekable();
+    let mut out = Vec::with_capacity(labels.len());
+    for label in labels {
+        let kind = label_kind(&label);
+        match (kind, known.peek()) {
+            (Some(k), Some((next, _))) if *next == k => {
+                let (kind, der) = known.next().expect("peeked");
+                out.push(Section {
+                    label,
+                    kind: Some(kind),
+                    der,
+                });
+            }
+            _ => out.push(Section {
+                label,
+                kind: None,
+                der: Vec::new(),
+            }),
+        }
+    }
+    if out.is_empty() {
+        return Err(malformed("no PEM block found".into()));
+    }
+    Ok(out)
+}
+
+fn begin_labels(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"-----BEGIN "))
+        .map(|rest| {
+            let end = rest.iter().position(|&b| b == b'-').unwrap_or(rest.len());
+            String::from_utf8_lossy(&rest[..end]).into_owned()
+        })
+        .collect()
+}
+
+fn label_kind(label: &str) -> Option<SectionKind> {
+    Some(match label {
+        "CERTIFICATE" => SectionKind::Certificate,
+        "PUBLIC KEY" => SectionKind::PublicKey,
+        "RSA PRIVATE KEY" => SectionKind::RsaPrivateKey,
+        "PRIVATE KEY" => SectionKind::PrivateKey,
+        "EC PRIVATE KEY" => SectionKind::EcPrivateKey,
+        "X509 CRL" => SectionKind::Crl,
+        "CERTIFICATE REQUEST" => SectionKind::Csr,
+        "ECHCONFIG" => SectionKind::EchConfigList,
+        _ => return None,
+    })
+}
+
+/// "a private key (PRIVATE KEY)" for the first block, and how many more there are.
+fn describe_sections(sections: &[Section]) -> String {
+    let Some(first) = sections.first() else {
+        return "no PEM block".into();
+    };
+    let what = match first.label.as_str() {
+        "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => "a private key",
+        "ENCRYPTED PRIVATE KEY" => "an encrypted private key",
+        "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => "a certificate signing request",
+        "X509 CRL" => "a certificate revocation list",
+        "PUBLIC KEY" => "a public key",
+        "CERTIFICATE" => "a certificate",
+        "TRUSTED CERTIFICATE" => "an OpenSSL 'trusted certificate' (convert it with openssl x509)",
+        _ => "a PEM block",
+    };
+    let more = match sections.len() {
+        1 => String::new(),
+        n => format!(" and {} more block(s)", n - 1),
+    };
+    format!("{what} ({}){more}", first.label)
+}
+
+/// Certificates from a DER file: one, or several concatenated.
+fn der_certificates(bytes: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match x509_parser::parse_x509_certificate(rest) {
+            Ok((after, _)) => {
+                out.push(CertificateDer::from(
+                    rest[..rest.len() - after.len()].to_vec(),
+                ));
+                rest = after;
+            }
+            Err(e) if out.is_empty() => return Err(not_a_der_certificate(bytes, path, &e)),
+            Err(e) => {
+                return Err(Error::BadCertificate {
+                    path: path.to_owned(),
+                    index: out.len() + 1,
+                    detail: format!("trailing bytes after the last certificate ({e})"),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn not_a_der_certificate(
+    bytes: &[u8],
+    path: &Path,
+    e: &x509_parser::nom::Err<x509_parser::error::X509Error>,
+) -> Error {
+    let path: PathBuf = path.to_owned();
+    let found = if PrivateKeyDer::try_from(bytes).is_ok() {
+        "a DER private key"
+    } else if x509_parser::certification_request::X509CertificationRequest::from_der(bytes).is_ok()
+    {
+        "a DER certificate signing request"
+    } else if x509_parser::revocation_list::CertificateRevocationList::from_der(bytes).is_ok() {
+        "a DER certificate revocation list"
+    } else {
+        return Error::NotPemOrDer {
+            path,
+            detail: e.to_string(),
+        };
+    };
+    Error::NotACertificate {
+        path,
+        found: found.into(),
+    }
+}
+
+fn check_certificate_der(cert: &CertificateDer<'_>, path: &Path, index: usize) -> Result<()> {
+    let bad = |detail: String| Error::BadCertificate {
+        path: path.to_owned(),
+        index,
+        detail,
+    };
+    match x509_parser::parse_x509_certificate(cert) {
+        Ok(([], _)) => Ok(()),
+        Ok((rest, _)) => Err(bad(format!("{} trailing bytes", rest.len()))),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+use x509_parser::prelude::FromDer as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> &'static Path {
+        Path::new("f.pem")
+    }
+
+    #[test]
+    fn empty_and_whitespace() {
+        assert!(matches!(
+            parse_certificates(b"", p()),
+            Err(Error::Empty { .. })
+        ));
+        assert!(matches!(
+            parse_certificates(b" \n\t", p()),
+            Err(Error::Empty { .. })
+        ));
+        assert!(matches!(
+            parse_private_key(b"\n", p()),
+            Err(Error::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_pem_names_the_block() {
+        let e = parse_certificates(b"-----BEGIN CERTIFICATE-----\nMIIB\n", p()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.pem: malformed PEM: truncated: the CERTIFICATE block has no END line"
+        );
+    }
+
+    #[test]
+    fn unknown_block_is_named() {
+        let pem =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let e = parse_certificates(pem, p()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.pem: expected a certificate, found an encrypted private key (ENCRYPTED PRIVATE KEY)"
+        );
+        let e = parse_private_key(pem, p()).unwrap_err();
+        assert!(matches!(e, Error::NotAKey { .. }), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_not_pem_or_der() {
+        let e = parse_certificates(b"hello world", p()).unwrap_err();
+        assert!(matches!(e, Error::NotPemOrDer { .. }), "{e}");
+    }
+}

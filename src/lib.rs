@@ -1,0 +1,84 @@
+//! Test harness for aop's end-to-end tests (the `tests/` directory of the workspace root).
+//!
+//! What belongs here: things every end-to-end test needs — locating and running the
+//! workspace's binaries, temporary directories, and the rule for outside peers (openssl,
+//! curl, nginx): under `CI=true` a missing peer fails the test; elsewhere the test prints
+//! a loud `SKIPPED` line and returns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub use tempfile::{TempDir, tempdir};
+
+/// The directory cargo puts binaries in for this build (`target/debug` or `target/release`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// Path to a workspace binary (`certtool`, later `aop-origin`, …), built on first use.
+///
+/// `cargo test --workspace` does not build other packages' executables for the root
+/// package's tests, so the harness asks cargo to build them once per test process, with
+/// the same profile and target directory.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bins", "--workspace"]);
+        if bin_dir().file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Whether a peer program is on PATH. Under `CI=true` a missing peer panics (a test must
+/// not pass by skipping); elsewhere this prints a loud SKIPPED line and returns false.
+#[allow(clippy::print_stderr)] // the SKIPPED notice must be loud, in the test output
+pub fn have_peer(program: &str, test: &str) -> bool {
+    let found = Command::new(program)
+        .arg("version")
+        .output()
+        .map(|_| true)
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: `{program}` is required under CI=true but is not installed");
+    }
+    eprintln!("\n*** SKIPPED {test}: `{program}` is not installed ***\n");
+    false
+}
+
+/// Run a command, returning its output (never panicking on a non-zero exit).
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// stdout as UTF-8 text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as UTF-8 text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The root of the workspace (for testdata/).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,190 @@
+//! The command line, as clap derive types. Help text comes from the doc comments; every
+//! command has an example in its long help. Flags and exit codes follow the command-line
+//! contract in DESIGN.md.
+
+use std::path::PathBuf;
+
+use aop_pki::KeyType;
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 success; 1 the operation was refused (a target file exists without --force, \
+or a check failed); 2 usage error or unusable input (the message names the file and what \
+is wrong with it).";
+
+/// Issue, inspect and check the certificates of authenticated origin pulls (mTLS from a
+/// CDN edge to its origins).
+#[derive(Debug, Parser)]
+#[command(name = "certtool", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create and manage certificate authorities.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issue certificates from a CA made by `certtool ca create`.
+    #[command(subcommand)]
+    Issue(IssueCommand),
+    /// Show what certificate files hold: names, usages, validity, pins.
+    #[command(long_about = "\
+Show what certificate files hold: subject, issuer, serial, SANs, key usage, extended key \
+usage, CA flag and path length, key and signature algorithms, validity and days left, the \
+certificate pin (SHA-256 of the DER) and the SPKI pin (SHA-256 of the public key, which \
+survives re-issue with the same key). Reads PEM (bundles included) and DER.
+
+Example:
+  certtool inspect testdata/cloudflare/authenticated_origin_pull_ca.pem
+  certtool inspect --json edge/cert.pem | jq -r '.files[0].certificates[0].sha256'",
+        after_help = EXIT_CODES)]
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a self-signed CA: DIR/ca.pem and DIR/ca.key (0600).
+    #[command(long_about = "\
+Create a self-signed CA for origin pulls: DIR/ca.pem (the certificate origins will trust) \
+and DIR/ca.key (its private key, mode 0600). The CA has basicConstraints CA with a path \
+length (0 unless --path-len), key usage keyCertSign + cRLSign, a subject key identifier \
+and a random 159-bit serial. Existing files are never overwritten without --force.
+
+Example:
+  certtool ca create --name 'example.com origin-pull CA' --out pki/ca",
+        after_help = EXIT_CODES)]
+    Create(CaCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CaCreateArgs {
+    /// Common name of the CA.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Directory to write ca.pem and ca.key into (created 0700 if missing).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) key: KeyTypeArg,
+    /// Days of validity.
+    #[arg(long, default_value_t = 3650)]
+    pub(crate) days: u32,
+    /// How many intermediate CAs may sit below this one.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) path_len: u8,
+    #[command(flatten)]
+    pub(crate) write: WriteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IssueCommand {
+    /// Issue an edge (client) certificate: EKU clientAuth.
+    #[command(long_about = "\
+Issue the certificate an edge presents to origins: EKU clientAuth only, key usage \
+digitalSignature, subject CN=NAME, optional SANs (DNS names, URIs such as spiffe://…, or IP \
+addresses). Writes DIR/cert.pem (the certificate, then its CA) and DIR/key.pem (0600).
+
+Example:
+  certtool issue client --ca pki/ca --cn edge.example.net --san spiffe://example.net/edge --days 90 --out pki/edge",
+        after_help = EXIT_CODES)]
+    Client(IssueClientArgs),
+    /// Issue an origin (server) certificate, as Cloudflare's Origin CA does: EKU serverAuth.
+    #[command(long_about = "\
+Issue an origin's server certificate in the style of Cloudflare's Origin CA: EKU \
+serverAuth only, every --hostname a DNS SAN (wildcards such as *.example.com allowed; the \
+first is also the CN), and a validity of 7, 30, 90, 365, 730, 1095 or 5475 days. Writes \
+DIR/cert.pem (the certificate, then its CA) and DIR/key.pem (0600).
+
+Example:
+  certtool issue origin --ca pki/origin-ca --hostname example.com --hostname '*.example.com' --days 365 --out pki/origin",
+        after_help = EXIT_CODES)]
+    Origin(IssueOriginArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueClientArgs {
+    /// Directory of the issuing CA (ca.pem and ca.key, as `certtool ca create` writes them).
+    #[arg(long)]
+    pub(crate) ca: PathBuf,
+    /// Common name of the edge certificate.
+    #[arg(long)]
+    pub(crate) cn: String,
+    /// A subject alternative name: DNS name, URI, or IP address. Repeat for several.
+    #[arg(long = "san", value_name = "DNS|URI|IP")]
+    pub(crate) sans: Vec<String>,
+    /// Days of validity (must end before the CA does).
+    #[arg(long, default_value_t = 365)]
+    pub(crate) days: u32,
+    #[command(flatten)]
+    pub(crate) key: KeyTypeArg,
+    /// Directory to write cert.pem and key.pem into (created 0700 if missing).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IssueOriginArgs {
+    /// Directory of the issuing CA (ca.pem and ca.key).
+    #[arg(long)]
+    pub(crate) ca: PathBuf,
+    /// A hostname the origin serves (exact, or *.zone). Repeat for several.
+    #[arg(long = "hostname", value_name = "H", required = true)]
+    pub(crate) hostnames: Vec<String>,
+    /// Days of validity: 7, 30, 90, 365, 730, 1095 or 5475.
+    #[arg(long, default_value_t = 365)]
+    pub(crate) days: u32,
+    #[command(flatten)]
+    pub(crate) key: KeyTypeArg,
+    /// Directory to write cert.pem and key.pem into (created 0700 if missing).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyTypeArg {
+    /// Key algorithm of the new key.
+    #[arg(
+        long = "key-type",
+        default_value = "ecdsa-p256",
+        value_parser = PossibleValuesParser::new(KeyType::ALL.map(KeyType::name))
+            .map(|s| s.parse::<KeyType>().expect("listed as a possible value")),
+    )]
+    pub(crate) key_type: KeyType,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WriteArgs {
+    /// Replace existing files (atomically). Without it, nothing is overwritten.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Print the result as JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// Certificate files: PEM (bundles too) or DER.
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Print JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,139 @@
+//! `ca create`, `issue client`, `issue origin`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use aop_pki::{Ca, CaRequest, CertInfo, ClientRequest, Issued, OriginRequest, Overwrite};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::cli::{CaCreateArgs, IssueClientArgs, IssueOriginArgs, WriteArgs};
+use crate::output::{Report, cert_block, emit};
+
+/// What an issuing command did. JSON: see docs/json.md, "issue".
+#[derive(Serialize)]
+struct IssueReport {
+    /// `ca create`, `issue client` or `issue origin`.
+    command: &'static str,
+    /// The files written.
+    files: Vec<WrittenFile>,
+    /// The new certificate.
+    certificate: CertInfo,
+}
+
+#[derive(Serialize)]
+struct WrittenFile {
+    path: PathBuf,
+    /// `certificate` (with its chain after it) or `private-key`.
+    contents: &'static str,
+    /// Octal permission bits.
+    mode: &'static str,
+}
+
+impl Report for IssueReport {
+    fn human(&self, out: &mut String) {
+        out.push_str(&format!("{}: wrote\n", self.command));
+        for f in &self.files {
+            out.push_str(&format!(
+                "  {}  ({}, {})\n",
+                f.path.display(),
+                f.contents,
+                f.mode
+            ));
+        }
+        out.push('\n');
+        cert_block(&self.certificate, out);
+    }
+}
+
+pub(crate) fn ca_create(args: &CaCreateArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
+    let req = CaRequest {
+        name: args.name.clone(),
+        key_type: args.key.key_type,
+        days: args.days,
+        path_len: args.path_len,
+    };
+    let issued = aop_pki::create_ca(&req, now)?;
+    finish(
+        "ca create",
+        &issued,
+        &args.out,
+        (Ca::CERT_FILE, Ca::KEY_FILE),
+        &args.write,
+        now,
+    )
+}
+
+pub(crate) fn client(args: &IssueClientArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
+    let ca = Ca::load(&args.ca, now)?;
+    let req = ClientRequest {
+        common_name: args.cn.clone(),
+        sans: args.sans.clone(),
+        days: args.days,
+        key_type: args.key.key_type,
+    };
+    let issued = ca.issue_client(&req, now)?;
+    finish(
+        "issue client",
+        &issued,
+        &args.out,
+        ("cert.pem", "key.pem"),
+        &args.write,
+        now,
+    )
+}
+
+pub(crate) fn origin(args: &IssueOriginArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
+    let ca = Ca::load(&args.ca, now)?;
+    let req = OriginRequest {
+        hostnames: args.hostnames.clone(),
+        days: args.days,
+        key_type: args.key.key_type,
+    };
+    let issued = ca.issue_origin(&req, now)?;
+    finish(
+        "issue origin",
+        &issued,
+        &args.out,
+        ("cert.pem", "key.pem"),
+        &args.write,
+        now,
+    )
+}
+
+fn finish(
+    command: &'static str,
+    issued: &Issued,
+    out: &Path,
+    (cert_name, key_name): (&str, &str),
+    write: &WriteArgs,
+    now: OffsetDateTime,
+) -> anyhow::Result<ExitCode> {
+    aop_pki::ensure_dir(out, true)?;
+    let cert_path = out.join(cert_name);
+    let key_path = out.join(key_name);
+    let overwrite = if write.force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    };
+    aop_pki::write_issued(issued, &cert_path, &key_path, overwrite)?;
+    let report = IssueReport {
+        command,
+        files: vec![
+            WrittenFile {
+                path: cert_path,
+                contents: "certificate",
+                mode: "0644",
+            },
+            WrittenFile {
+                path: key_path,
+                contents: "private-key",
+                mode: "0600",
+            },
+        ],
+        certificate: issued.info(now),
+    };
+    emit(&report, write.json)?;
+    Ok(ExitCode::SUCCESS)
+}

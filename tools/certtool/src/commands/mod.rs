@@ -1,0 +1,41 @@
+//! One module per command; each parses nothing and prints through [`crate::output`].
+
+use std::process::ExitCode;
+
+use crate::cli::{CaCommand, Cli, Command, IssueCommand};
+
+mod inspect;
+mod issue;
+
+/// Run the parsed command line.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let now = time::OffsetDateTime::now_utc();
+    match cli.command {
+        Command::Ca(CaCommand::Create(args)) => issue::ca_create(&args, now),
+        Command::Issue(IssueCommand::Client(args)) => issue::client(&args, now),
+        Command::Issue(IssueCommand::Origin(args)) => issue::origin(&args, now),
+        Command::Inspect(args) => inspect::run(&args, now),
+    }
+}
+
+/// The contract's exit code for an error: 1 when the operation was refused or failed
+/// while acting (a file exists, a write failed), 2 when the input was unusable.
+pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<aop_pki::Error>() {
+        Some(
+            aop_pki::Error::Exists { .. }
+            | aop_pki::Error::Write { .. }
+            | aop_pki::Error::Generate(_),
+        ) => ExitCode::from(1),
+        Some(_) => ExitCode::from(2),
+        None => ExitCode::from(1),
+    }
+}
+
+/// A short hint appended to the error line, where there is an obvious next step.
+pub(crate) fn hint_for(e: &anyhow::Error) -> &'static str {
+    match e.downcast_ref::<aop_pki::Error>() {
+        Some(aop_pki::Error::Exists { .. }) => " (pass --force to replace it)",
+        _ => "",
+    }
+}

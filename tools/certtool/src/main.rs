@@ -1,0 +1,26 @@
+//! certtool: issue, inspect and (in later versions) verify, inventory and rotate the
+//! certificates of authenticated origin pulls. A thin shell over `aop-pki`: parse the
+//! command line, run the command, print the result, exit 0 / 1 / 2.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+mod cli;
+mod commands;
+mod output;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // Diagnostics go to stderr, one line, naming the file and the problem.
+            #[allow(clippy::print_stderr)] // the binary's one place for error output
+            {
+                eprintln!("certtool: {e:#}{}", commands::hint_for(&e));
+            }
+            commands::exit_code_for(&e)
+        }
+    }
+}
