@@ -61,7 +61,18 @@ impl KeyType {
         Ok(match self {
             Self::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
             Self::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?,
-            Self::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519)?,
+            Self::Ed25519 => {
+                // rcgen (via aws-lc-rs) serialises new Ed25519 keys as PKCS#8 v2 (RFC 5958,
+                // public key included), which OpenSSL 3.0 — and so nginx — cannot load.
+                // Write the v1 form every TLS stack reads.
+                let key = aws_lc_rs::signature::Ed25519KeyPair::generate()
+                    .map_err(|_| Error::Generate("Ed25519 key generation failed".into()))?;
+                let v1 = key
+                    .to_pkcs8v1()
+                    .map_err(|_| Error::Generate("Ed25519 PKCS#8 encoding failed".into()))?;
+                let der = rustls_pki_types::PrivatePkcs8KeyDer::from(v1.as_ref().to_vec());
+                KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)?
+            }
             Self::Rsa2048 => {
                 KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
             }
@@ -333,6 +344,9 @@ impl Ca {
                 max_days: (self.info.not_after - now).whole_days(),
             });
         }
+        // ExplicitNoCa: basicConstraints CA:FALSE, and rcgen then writes the subject key
+        // identifier as well.
+        params.is_ca = IsCa::ExplicitNoCa;
         params.use_authority_key_identifier_extension = true;
         let key = key_type.generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -523,6 +537,15 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 20);
         assert!(a[0] & 0x80 == 0 && a[0] != 0);
+    }
+
+    #[test]
+    fn ed25519_keys_are_pkcs8_v1() {
+        // OpenSSL 3.0 (nginx) cannot read the v2 form; see KeyType::generate.
+        let key = KeyType::Ed25519.generate().unwrap();
+        let der = key.serialized_der();
+        assert_eq!(der.len(), 48);
+        assert_eq!(&der[2..5], &[0x02, 0x01, 0x00], "version 0 = PKCS#8 v1");
     }
 
     #[test]

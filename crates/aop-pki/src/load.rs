@@ -261,12 +261,27 @@ fn not_a_der_certificate(
     } else {
         return Error::NotPemOrDer {
             path,
-            detail: e.to_string(),
+            detail: der_failure(bytes, e),
         };
     };
     Error::NotACertificate {
         path,
         found: found.into(),
+    }
+}
+
+/// Why bytes that are not PEM are not a DER certificate either, in words.
+fn der_failure(bytes: &[u8], e: &x509_parser::nom::Err<x509_parser::error::X509Error>) -> String {
+    let printable = bytes
+        .iter()
+        .filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+        .count();
+    if printable * 10 >= bytes.len() * 9 {
+        "text without a -----BEGIN line".into()
+    } else if bytes[0] != 0x30 {
+        "binary data that does not start with an ASN.1 SEQUENCE".into()
+    } else {
+        format!("binary data that is not a valid X.509 structure: {e}")
     }
 }
 
