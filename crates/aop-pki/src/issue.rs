@@ -556,3 +556,127 @@ mod tests {
         assert!("rsa1024".parse::<KeyType>().is_err());
     }
 }
+
+#[cfg(test)]
+mod issue_tests {
+    use super::*;
+    use crate::write::Overwrite;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    fn ca_in(dir: &Path, key_type: KeyType, days: u32, at: OffsetDateTime) -> Ca {
+        let req = CaRequest { name: "unit CA".into(), key_type, days, path_len: 0 };
+        let issued = create_ca(&req, at).unwrap();
+        crate::write_issued(&issued, &dir.join("ca.pem"), &dir.join("ca.key"), Overwrite::Refuse)
+            .unwrap();
+        Ca::load(dir, now()).unwrap()
+    }
+
+    #[test]
+    fn every_key_type_issues_what_it_says() {
+        for kt in KeyType::ALL {
+            let d = tempfile::tempdir().unwrap();
+            let ca = ca_in(d.path(), kt, 365, now());
+            assert_eq!(ca.info().role, Role::Ca);
+            assert_eq!(ca.info().path_len, Some(0));
+            assert_eq!(ca.info().key_usage, ["keyCertSign", "cRLSign"]);
+
+            let client = ca
+                .issue_client(
+                    &ClientRequest {
+                        common_name: "edge".into(),
+                        sans: vec!["edge.example.net".into(), "spiffe://cdn/edge".into()],
+                        days: 30,
+                        key_type: kt,
+                    },
+                    now(),
+                )
+                .unwrap();
+            let info = client.info(now());
+            assert_eq!(info.role, Role::Client, "{kt}");
+            assert_eq!(info.extended_key_usage, ["clientAuth"]);
+            assert_eq!(info.san.dns, ["edge.example.net"]);
+            assert_eq!(info.san.uri, ["spiffe://cdn/edge"]);
+            assert_eq!(info.issuer, "CN=unit CA");
+            assert_eq!(info.authority_key_id, ca.info().subject_key_id);
+            assert!(info.subject_key_id.is_some());
+            assert_eq!(info.days_left, 29, "{kt}: 30 days from now, minus the part-day");
+            assert_eq!(client.chain.len(), 1);
+            assert_eq!(info.serial.len(), 40, "a 20-byte serial");
+
+            let origin = ca
+                .issue_origin(
+                    &OriginRequest {
+                        hostnames: vec!["Example.com".into(), "*.example.com".into()],
+                        days: 90,
+                        key_type: kt,
+                    },
+                    now(),
+                )
+                .unwrap();
+            let info = origin.info(now());
+            assert_eq!(info.role, Role::Server, "{kt}");
+            assert_eq!(info.san.dns, ["example.com", "*.example.com"]);
+            assert_eq!(info.subject, "CN=Example.com");
+            let expect_ku: &[&str] = if kt.is_rsa() {
+                &["digitalSignature", "keyEncipherment"]
+            } else {
+                &["digitalSignature"]
+            };
+            assert_eq!(info.key_usage, expect_ku, "{kt}");
+
+            // The key written is the key of the certificate, and no other's.
+            let key = crate::parse_private_key(client.key.expose().as_bytes(), Path::new("k")).unwrap();
+            check_key_matches(&client.certificate, &key, Path::new("c"), Path::new("k")).unwrap();
+            let e = check_key_matches(&origin.certificate, &key, Path::new("c"), Path::new("k"))
+                .unwrap_err();
+            assert!(matches!(e, Error::KeyMismatch { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn origin_validity_is_cloudflares_list() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = ca_in(d.path(), KeyType::EcdsaP256, 36_500, now());
+        for days in ORIGIN_VALIDITY_DAYS {
+            let req = OriginRequest { hostnames: vec!["a.example".into()], days, key_type: KeyType::EcdsaP256 };
+            ca.issue_origin(&req, now()).unwrap();
+        }
+        for days in [0, 1, 31, 364, 366, 5474] {
+            let req = OriginRequest { hostnames: vec!["a.example".into()], days, key_type: KeyType::EcdsaP256 };
+            let e = ca.issue_origin(&req, now()).unwrap_err();
+            assert!(matches!(e, Error::OriginValidity { days: d } if d == days), "{e}");
+        }
+    }
+
+    #[test]
+    fn ca_validity_is_enforced() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = ca_in(d.path(), KeyType::EcdsaP256, 10, now());
+        let req = |days| ClientRequest { common_name: "e".into(), sans: vec![], days, key_type: KeyType::EcdsaP256 };
+        ca.issue_client(&req(9), now()).unwrap();
+        let e = ca.issue_client(&req(11), now()).unwrap_err();
+        assert!(matches!(e, Error::OutlivesCa { days: 11, max_days: 9, .. }), "{e}");
+
+        // Not yet valid, and expired, CAs are refused at load.
+        let future = tempfile::tempdir().unwrap();
+        let req = CaRequest { name: "f".into(), key_type: KeyType::EcdsaP256, days: 10, path_len: 0 };
+        let issued = create_ca(&req, now() + Duration::days(2)).unwrap();
+        crate::write_issued(&issued, &future.path().join("ca.pem"), &future.path().join("ca.key"), Overwrite::Refuse).unwrap();
+        let e = Ca::load(future.path(), now()).unwrap_err();
+        assert!(matches!(e, Error::CaNotValid { state: "not yet valid", .. }), "{e}");
+        let e = Ca::load(future.path(), now() + Duration::days(20)).unwrap_err();
+        assert!(matches!(e, Error::CaNotValid { state: "expired", .. }), "{e}");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for cn in ["", "   ", &"x".repeat(65), "a\nb"] {
+            assert!(matches!(base_params(cn, 1, now()), Err(Error::InvalidName { .. })), "{cn:?}");
+        }
+        assert!(matches!(base_params("ok", 0, now()), Err(Error::Validity { .. })));
+        assert!(matches!(base_params("ok", 40_000, now()), Err(Error::Validity { .. })));
+    }
+}
