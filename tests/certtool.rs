@@ -2,6 +2,8 @@
 //! OpenSSL as a second, independent verifier. What belongs here: anything that runs the
 //! certtool binary. Library-level behaviour is tested beside the code in aop-pki.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! The `--json` shapes of docs/json.md, parsed back from real certtool output into typed
 //! structs that refuse unknown fields: a renamed or missing field fails here.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
 #![allow(dead_code)] // the fields exist to be parsed, not read
 
 use std::path::PathBuf;
@@ -89,15 +90,30 @@ struct Written {
 }
 
 fn is_rfc3339_utc(s: &str) -> bool {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok() && s.ends_with('Z')
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+        && s.ends_with('Z')
 }
 
 fn check_cert(c: &CertInfo) {
     assert_eq!(c.sha256.len(), 64);
-    assert!(c.sha256.chars().all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase()));
+    assert!(
+        c.sha256
+            .chars()
+            .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
+    );
     assert_eq!(c.spki_sha256.len(), 64);
     assert!(is_rfc3339_utc(&c.not_before) && is_rfc3339_utc(&c.not_after));
-    assert!(["ca", "client", "server", "client-and-server", "unrestricted", "other"].contains(&c.role.as_str()));
+    assert!(
+        [
+            "ca",
+            "client",
+            "server",
+            "client-and-server",
+            "unrestricted",
+            "other"
+        ]
+        .contains(&c.role.as_str())
+    );
     assert!(["valid", "expired", "not-yet-valid"].contains(&c.validity.as_str()));
 }
 
@@ -111,22 +127,50 @@ fn issue_and_inspect_json_match_the_documented_schema() {
         assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
         stdout(&o)
     };
-    let out = run(&["ca", "create", "--name", "json CA", "--out", ca.to_str().unwrap(), "--json"]);
+    let out = run(&[
+        "ca",
+        "create",
+        "--name",
+        "json CA",
+        "--out",
+        ca.to_str().unwrap(),
+        "--json",
+    ]);
     let issued: Issue = serde_json::from_str(&out).unwrap();
     assert_eq!(issued.command, "ca create");
     assert_eq!(issued.files.len(), 2);
-    assert_eq!((issued.files[1].contents.as_str(), issued.files[1].mode.as_str()), ("private-key", "0600"));
+    assert_eq!(
+        (
+            issued.files[1].contents.as_str(),
+            issued.files[1].mode.as_str()
+        ),
+        ("private-key", "0600")
+    );
     assert_eq!(issued.files[1].path, ca.join("ca.key"));
     check_cert(&issued.certificate);
     assert!(!out.contains("PRIVATE KEY"), "key material in output");
 
     let out = run(&[
-        "issue", "client", "--ca", ca.to_str().unwrap(), "--cn", "edge", "--san", "10.0.0.9",
-        "--san", "spiffe://x/y", "--out", edge.to_str().unwrap(), "--json",
+        "issue",
+        "client",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--cn",
+        "edge",
+        "--san",
+        "10.0.0.9",
+        "--san",
+        "spiffe://x/y",
+        "--out",
+        edge.to_str().unwrap(),
+        "--json",
     ]);
     let issued: Issue = serde_json::from_str(&out).unwrap();
     assert_eq!(issued.command, "issue client");
-    assert_eq!(issued.certificate.san.ip, ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        issued.certificate.san.ip,
+        ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+    );
     assert_eq!(issued.certificate.san.uri, ["spiffe://x/y"]);
     check_cert(&issued.certificate);
 
@@ -134,7 +178,9 @@ fn issue_and_inspect_json_match_the_documented_schema() {
     let o = certtool([
         "inspect".as_ref(),
         edge.join("cert.pem").as_os_str(),
-        workspace_root().join("testdata/cloudflare/origin_pull_ca_2015.pem").as_os_str(),
+        workspace_root()
+            .join("testdata/cloudflare/origin_pull_ca_2015.pem")
+            .as_os_str(),
         bad.as_os_str(),
         "--json".as_ref(),
     ]);

@@ -567,10 +567,20 @@ mod issue_tests {
     }
 
     fn ca_in(dir: &Path, key_type: KeyType, days: u32, at: OffsetDateTime) -> Ca {
-        let req = CaRequest { name: "unit CA".into(), key_type, days, path_len: 0 };
+        let req = CaRequest {
+            name: "unit CA".into(),
+            key_type,
+            days,
+            path_len: 0,
+        };
         let issued = create_ca(&req, at).unwrap();
-        crate::write_issued(&issued, &dir.join("ca.pem"), &dir.join("ca.key"), Overwrite::Refuse)
-            .unwrap();
+        crate::write_issued(
+            &issued,
+            &dir.join("ca.pem"),
+            &dir.join("ca.key"),
+            Overwrite::Refuse,
+        )
+        .unwrap();
         Ca::load(dir, now()).unwrap()
     }
 
@@ -602,7 +612,10 @@ mod issue_tests {
             assert_eq!(info.issuer, "CN=unit CA");
             assert_eq!(info.authority_key_id, ca.info().subject_key_id);
             assert!(info.subject_key_id.is_some());
-            assert_eq!(info.days_left, 29, "{kt}: 30 days from now, minus the part-day");
+            assert_eq!(
+                info.days_left, 29,
+                "{kt}: 30 days from now, minus the part-day"
+            );
             assert_eq!(client.chain.len(), 1);
             assert_eq!(info.serial.len(), 40, "a 20-byte serial");
 
@@ -628,7 +641,8 @@ mod issue_tests {
             assert_eq!(info.key_usage, expect_ku, "{kt}");
 
             // The key written is the key of the certificate, and no other's.
-            let key = crate::parse_private_key(client.key.expose().as_bytes(), Path::new("k")).unwrap();
+            let key =
+                crate::parse_private_key(client.key.expose().as_bytes(), Path::new("k")).unwrap();
             check_key_matches(&client.certificate, &key, Path::new("c"), Path::new("k")).unwrap();
             let e = check_key_matches(&origin.certificate, &key, Path::new("c"), Path::new("k"))
                 .unwrap_err();
@@ -641,13 +655,24 @@ mod issue_tests {
         let d = tempfile::tempdir().unwrap();
         let ca = ca_in(d.path(), KeyType::EcdsaP256, 36_500, now());
         for days in ORIGIN_VALIDITY_DAYS {
-            let req = OriginRequest { hostnames: vec!["a.example".into()], days, key_type: KeyType::EcdsaP256 };
+            let req = OriginRequest {
+                hostnames: vec!["a.example".into()],
+                days,
+                key_type: KeyType::EcdsaP256,
+            };
             ca.issue_origin(&req, now()).unwrap();
         }
         for days in [0, 1, 31, 364, 366, 5474] {
-            let req = OriginRequest { hostnames: vec!["a.example".into()], days, key_type: KeyType::EcdsaP256 };
+            let req = OriginRequest {
+                hostnames: vec!["a.example".into()],
+                days,
+                key_type: KeyType::EcdsaP256,
+            };
             let e = ca.issue_origin(&req, now()).unwrap_err();
-            assert!(matches!(e, Error::OriginValidity { days: d } if d == days), "{e}");
+            assert!(
+                matches!(e, Error::OriginValidity { days: d } if d == days),
+                "{e}"
+            );
         }
     }
 
@@ -655,28 +680,81 @@ mod issue_tests {
     fn ca_validity_is_enforced() {
         let d = tempfile::tempdir().unwrap();
         let ca = ca_in(d.path(), KeyType::EcdsaP256, 10, now());
-        let req = |days| ClientRequest { common_name: "e".into(), sans: vec![], days, key_type: KeyType::EcdsaP256 };
+        let req = |days| ClientRequest {
+            common_name: "e".into(),
+            sans: vec![],
+            days,
+            key_type: KeyType::EcdsaP256,
+        };
         ca.issue_client(&req(9), now()).unwrap();
         let e = ca.issue_client(&req(11), now()).unwrap_err();
-        assert!(matches!(e, Error::OutlivesCa { days: 11, max_days: 9, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::OutlivesCa {
+                    days: 11,
+                    max_days: 9,
+                    ..
+                }
+            ),
+            "{e}"
+        );
 
         // Not yet valid, and expired, CAs are refused at load.
         let future = tempfile::tempdir().unwrap();
-        let req = CaRequest { name: "f".into(), key_type: KeyType::EcdsaP256, days: 10, path_len: 0 };
+        let req = CaRequest {
+            name: "f".into(),
+            key_type: KeyType::EcdsaP256,
+            days: 10,
+            path_len: 0,
+        };
         let issued = create_ca(&req, now() + Duration::days(2)).unwrap();
-        crate::write_issued(&issued, &future.path().join("ca.pem"), &future.path().join("ca.key"), Overwrite::Refuse).unwrap();
+        crate::write_issued(
+            &issued,
+            &future.path().join("ca.pem"),
+            &future.path().join("ca.key"),
+            Overwrite::Refuse,
+        )
+        .unwrap();
         let e = Ca::load(future.path(), now()).unwrap_err();
-        assert!(matches!(e, Error::CaNotValid { state: "not yet valid", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::CaNotValid {
+                    state: "not yet valid",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = Ca::load(future.path(), now() + Duration::days(20)).unwrap_err();
-        assert!(matches!(e, Error::CaNotValid { state: "expired", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::CaNotValid {
+                    state: "expired",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_names_are_refused() {
         for cn in ["", "   ", &"x".repeat(65), "a\nb"] {
-            assert!(matches!(base_params(cn, 1, now()), Err(Error::InvalidName { .. })), "{cn:?}");
+            assert!(
+                matches!(base_params(cn, 1, now()), Err(Error::InvalidName { .. })),
+                "{cn:?}"
+            );
         }
-        assert!(matches!(base_params("ok", 0, now()), Err(Error::Validity { .. })));
-        assert!(matches!(base_params("ok", 40_000, now()), Err(Error::Validity { .. })));
+        assert!(matches!(
+            base_params("ok", 0, now()),
+            Err(Error::Validity { .. })
+        ));
+        assert!(matches!(
+            base_params("ok", 40_000, now()),
+            Err(Error::Validity { .. })
+        ));
     }
 }
