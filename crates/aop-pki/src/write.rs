@@ -51,7 +51,8 @@ pub struct PendingFile<'a> {
     pub mode: FileMode,
 }
 
-/// Write one file atomically. See the [module docs](self).
+/// Write one file atomically: temp file in the same directory, fsync, rename, fsync the
+/// directory. The file never exists with wrong permissions or partial contents.
 pub fn write_atomic(
     path: &Path,
     contents: &[u8],
