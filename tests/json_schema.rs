@@ -14,6 +14,7 @@ use serde::Deserialize;
 struct CertInfo {
     subject: String,
     issuer: String,
+    common_name: Option<String>,
     serial: String,
     version: u32,
     role: String,

@@ -57,6 +57,15 @@ pub enum Error {
         found: String,
     },
 
+    /// A certificate revocation list was expected and the file holds something else.
+    #[error("{}: expected a CRL, found {found}", path.display())]
+    NotACrl {
+        /// The file.
+        path: PathBuf,
+        /// What the file holds instead.
+        found: String,
+    },
+
     /// A block that claims to be a certificate does not parse as X.509.
     #[error("{}: certificate #{index} is malformed: {detail}", path.display())]
     BadCertificate {

@@ -25,6 +25,8 @@ pub struct CertInfo {
     pub subject: String,
     /// Issuer, RFC 4514 string.
     pub issuer: String,
+    /// The subject's (first) common name, if it has one.
+    pub common_name: Option<String>,
     /// Serial number, lowercase hex of its big-endian bytes (no sign byte).
     pub serial: String,
     /// X.509 version (1 or 3).
@@ -275,6 +277,12 @@ impl CertInfo {
         Self {
             subject: rfc4514(tbs.subject()),
             issuer: rfc4514(tbs.issuer()),
+            common_name: tbs
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned),
             serial,
             version: tbs.version().0 + 1,
             role,

@@ -83,12 +83,13 @@ pub use issue::{
 };
 pub use keys::{PrivateKeyPem, check_key_matches};
 pub use load::{
-    load_certificates, load_private_key, parse_certificates, parse_private_key, read_file,
+    load_certificates, load_crls, load_private_key, parse_certificates, parse_private_key,
+    read_file,
 };
 pub use write::{FileMode, Overwrite, PendingFile, ensure_dir, write_all_atomic, write_atomic};
 
 /// Re-exported so users need not depend on rustls-pki-types for the DER types.
-pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+pub use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// PEM of one DER object, with `label` (`CERTIFICATE`, `X509 CRL`, …), LF line endings.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::pem::{self, SectionKind};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::{Error, Result};
 
@@ -100,6 +100,44 @@ pub fn parse_private_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'sta
             path,
         }),
     }
+}
+
+/// Load every certificate revocation list in a file: PEM (`X509 CRL` blocks) or DER.
+///
+/// Only the encoding is checked here; the CRL's signature and validity are checked by
+/// the verifier that uses it.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    let bytes = read_file(path)?;
+    let path = path.to_owned();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Empty { path });
+    }
+    let crls: Vec<_> = if looks_like_pem(&bytes) {
+        let sections = pem_sections(&bytes, &path)?;
+        let crls: Vec<_> = sections
+            .iter()
+            .filter(|s| s.kind == Some(SectionKind::Crl))
+            .map(|s| CertificateRevocationListDer::from(s.der.clone()))
+            .collect();
+        if crls.is_empty() {
+            return Err(Error::NotACrl {
+                found: describe_sections(&sections),
+                path,
+            });
+        }
+        crls
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    for crl in &crls {
+        if let Err(e) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl) {
+            return Err(Error::NotACrl {
+                path,
+                found: format!("something that does not parse as a CRL ({e})"),
+            });
+        }
+    }
+    Ok(crls)
 }
 
 /// One PEM block: its label, and its kind where rustls-pki-types knows it.

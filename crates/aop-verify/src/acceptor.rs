@@ -1,0 +1,262 @@
+//! Accepting connections: TCP in, a TLS stream and its verdict out — or a refusal that
+//! carries the verdict. Every connection's verdict is logged exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::HandshakeKind;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::policy::{Mode, Policy};
+use crate::reload::PolicyHandle;
+use crate::trust::unix_time;
+use crate::verdict::{NoneCause, Outcome, Reason, Verdict};
+use crate::verifier::Capture;
+
+/// Limits that keep a flood of slow or garbage handshakes from starving the origin.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The whole handshake (waiting for a slot included) must finish within this.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+    /// At most this many handshakes in progress at once; others wait (within their
+    /// timeout) for a slot. Established connections do not count. Default 1024.
+    pub max_handshakes: usize,
+    /// Log each verdict as a `tracing` event (target `aop::verdict`). Default true.
+    pub log_verdicts: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 1024,
+            log_verdicts: true,
+        }
+    }
+}
+
+/// A connection whose handshake completed. In `require` mode its verdict is `SUCCESS`;
+/// in `optional` mode it may be anything, for the application to decide.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The TLS stream, ready for the application protocol.
+    pub stream: TlsStream<TcpStream>,
+    /// The verdict (already logged).
+    pub verdict: Verdict,
+}
+
+/// A connection that was refused: the handshake failed, timed out, or the policy said no.
+#[derive(Debug)]
+pub struct Refused {
+    /// The verdict (already logged).
+    pub verdict: Verdict,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connection refused: {}", self.verdict)?;
+        if let Some(d) = &self.verdict.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The origin's acceptor: chooses the rule from the ClientHello's SNI, runs the
+/// handshake under that rule's `ServerConfig`, and produces the verdict.
+///
+/// Cheap to clone; clones share the policy handle and the handshake limit.
+#[derive(Clone, Debug)]
+pub struct Acceptor {
+    policy: PolicyHandle,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+}
+
+impl Acceptor {
+    /// An acceptor serving `policy` (reload it through the handle) with `limits`.
+    pub fn new(policy: PolicyHandle, limits: Limits) -> Self {
+        let permits = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+        Self {
+            policy,
+            limits,
+            permits,
+        }
+    }
+
+    /// The policy handle (for reloads).
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// Run the TLS handshake on `tcp` and decide. The policy in force when the
+    /// connection arrived is used for the whole handshake, even if a reload swaps in a
+    /// new one meanwhile.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<Accepted, Refused> {
+        let peer = tcp.peer_addr().ok();
+        let policy = self.policy.current();
+        let result =
+            match tokio::time::timeout(self.limits.handshake_timeout, self.handshake(tcp, &policy))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    let mut v = Verdict::new(Outcome::None(NoneCause::HandshakeTimeout));
+                    v.detail = Some(format!(
+                        "no complete handshake within {:?}",
+                        self.limits.handshake_timeout
+                    ));
+                    Err(v)
+                }
+            };
+        let (mut verdict, stream) = match result {
+            Ok((v, s)) => (v, Some(s)),
+            Err(v) => (v, None),
+        };
+        verdict.peer = peer;
+        if self.limits.log_verdicts {
+            verdict.log();
+        }
+        match stream {
+            Some(stream) => Ok(Accepted { stream, verdict }),
+            None => Err(Refused { verdict }),
+        }
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        policy: &Policy,
+    ) -> Result<(Verdict, TlsStream<TcpStream>), Verdict> {
+        let _permit = self.permits.acquire().await.map_err(|_| {
+            let mut v = Verdict::new(Outcome::None(NoneCause::HandshakeError));
+            v.detail = Some("acceptor closed".into());
+            v
+        })?;
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+            .await
+            .map_err(|e| {
+                let mut v = Verdict::new(Outcome::None(NoneCause::HandshakeError));
+                v.detail = Some(format!("not a TLS ClientHello: {e}"));
+                v
+            })?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let rule = match policy.select(sni.as_deref()) {
+            Ok(rule) => rule,
+            Err(cause) => {
+                let mut v = Verdict::new(Outcome::None(cause));
+                v.detail = Some(match &sni {
+                    Some(s) => format!("no rule serves SNI {s:?}"),
+                    None => "no SNI and no default rule".to_owned(),
+                });
+                v.sni = sni;
+                return Err(v);
+            }
+        };
+        let (result, slot) = Capture::new(start.into_stream(rule.server_config().clone())).await;
+        let base = |outcome| {
+            let mut v = Verdict::new(outcome);
+            v.rule = Some(rule.name().clone());
+            v.sni = sni.clone();
+            v
+        };
+        match result {
+            Ok(stream) => {
+                let (_, conn) = stream.get_ref();
+                let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+                let checked = match slot.checked {
+                    Some(c) => Some(c),
+                    // A resumed session carries the stored chain without re-verifying it:
+                    // check it against the policy in force now (expiry, revocation, reload).
+                    None if resumed => conn.peer_certificates().and_then(|chain| {
+                        let (ee, rest) = chain.split_first()?;
+                        Some(rule.verifier().check(
+                            ee,
+                            rest,
+                            unix_time(time::OffsetDateTime::now_utc()),
+                        ))
+                    }),
+                    None => None,
+                };
+                let mut v = match checked {
+                    Some(c) => {
+                        let mut v = base(c.outcome);
+                        v.detail = c.detail;
+                        v.client = c.client;
+                        v
+                    }
+                    None => base(Outcome::None(NoneCause::NoCertificate)),
+                };
+                v.resumed = resumed;
+                v.tls_version = conn.protocol_version().map(tls_version_name);
+                if rule.mode() == Mode::Require && !v.is_success() {
+                    // Only a resumed session can get here: the verifier refuses the rest.
+                    drop(stream);
+                    return Err(v);
+                }
+                Ok((v, stream))
+            }
+            Err(e) => Err(refusal(base, slot.checked, slot.signature_failed, &e)),
+        }
+    }
+}
+
+/// The verdict of a handshake rustls aborted.
+fn refusal(
+    base: impl Fn(Outcome) -> Verdict,
+    checked: Option<crate::trust::Checked>,
+    signature_failed: bool,
+    e: &std::io::Error,
+) -> Verdict {
+    let rustls_error = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let (outcome, detail, client) = match checked {
+        Some(c) if signature_failed && c.outcome.is_success() => (
+            Outcome::Failed(Reason::BadSignature),
+            Some(
+                "the client could not prove it holds the certificate's key (CertificateVerify)"
+                    .into(),
+            ),
+            c.client,
+        ),
+        Some(c) if !c.outcome.is_success() => (c.outcome, c.detail, c.client),
+        Some(c) => (
+            Outcome::None(NoneCause::HandshakeError),
+            Some(e.to_string()),
+            c.client,
+        ),
+        None => match rustls_error {
+            Some(rustls::Error::NoCertificatesPresented) => (
+                Outcome::None(NoneCause::NoCertificate),
+                Some("the client presented no certificate".into()),
+                None,
+            ),
+            _ => (
+                Outcome::None(NoneCause::HandshakeError),
+                Some(e.to_string()),
+                None,
+            ),
+        },
+    };
+    let mut v = base(outcome);
+    v.detail = detail;
+    v.client = client;
+    v
+}
+
+/// The protocol name as nginx's `$ssl_protocol` writes it.
+fn tls_version_name(v: rustls::ProtocolVersion) -> &'static str {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "other",
+    }
+}

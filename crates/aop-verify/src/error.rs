@@ -1,0 +1,67 @@
+//! The one error type of this crate: everything that can stop a policy from loading.
+//! (Rejected clients are not errors: they get a [`crate::Verdict`].)
+
+use std::path::PathBuf;
+
+/// Why a policy (or a reload) could not be loaded. The running policy, if any, is kept.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A certificate, key or CRL file is unreadable or malformed (the message names it).
+    #[error(transparent)]
+    Pki(#[from] aop_pki::Error),
+
+    /// A rule has no trust anchors: it would trust nothing, or (worse) be mistaken for
+    /// one that trusts everything.
+    #[error("a rule has no trust anchors (trust = [])")]
+    NoAnchors,
+
+    /// A certificate in a trust file cannot be used as a trust anchor.
+    #[error("{}: certificate #{index} cannot be a trust anchor: {detail}", path.display())]
+    BadAnchor {
+        /// The trust file.
+        path: PathBuf,
+        /// Position in the file, from 1.
+        index: usize,
+        /// Why.
+        detail: String,
+    },
+
+    /// A CRL file parses as PEM/DER but not as a CRL webpki can use.
+    #[error("{}: unusable CRL: {detail}", path.display())]
+    BadCrl {
+        /// The CRL file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+
+    /// The origin's own certificate and key cannot make a TLS server configuration.
+    #[error("{}: cannot serve this certificate: {detail}", path.display())]
+    ServerCert {
+        /// The certificate file.
+        path: PathBuf,
+        /// What rustls said.
+        detail: String,
+    },
+
+    /// A hostname pattern is not an exact DNS name or `*.zone`.
+    #[error("invalid hostname pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern as given.
+        pattern: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// Two rules claim the same hostname pattern.
+    #[error("hostname pattern {0:?} appears in more than one rule")]
+    DuplicatePattern(String),
+
+    /// Something else about the policy is inconsistent.
+    #[error("invalid policy: {0}")]
+    Config(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

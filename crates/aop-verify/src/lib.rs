@@ -1,0 +1,92 @@
+//! # aop-verify: the origin side of authenticated origin pulls
+//!
+//! An origin links this crate to talk to its edge and nobody else. Every TLS connection
+//! it accepts, or refuses, gets exactly one **verdict**, named like nginx's
+//! `$ssl_client_verify`:
+//!
+//! - `SUCCESS` — the client certificate chains to an anchor trusted for this SNI and
+//!   every policy check passed;
+//! - `FAILED:<reason>` — a certificate was presented and rejected; the reason is one of
+//!   a closed vocabulary ([`Reason`]): `unknown_ca`, `expired`, `not_yet_valid`,
+//!   `bad_signature`, `bad_eku`, `revoked`, `pin_mismatch`, `name_not_allowed`,
+//!   `zone_mismatch`, `bad_encoding`, `chain_too_long`, `unsupported_algorithm`,
+//!   `not_a_leaf`, `other`;
+//! - `NONE` — no certificate was presented (or the connection never got that far: the
+//!   log's `reason` field says `no_certificate`, `unknown_sni`, `no_sni`,
+//!   `handshake_timeout` or `handshake_error`).
+//!
+//! ```text
+//!                 ClientHello (SNI = shop.example.com)
+//!   edge ───────────────────────────────────────────────▶ Acceptor
+//!                                                          │ Policy::select(SNI)
+//!                                                          │   exact > *.zone > default
+//!                                                          ▼
+//!                                     that rule's ServerConfig + Verifier
+//!                                                          │ webpki chain check, anchor
+//!                                                          │ validity, EKU, pins, SANs, CRLs
+//!                                                          ▼
+//!               Accepted { stream, verdict }  or  Refused { verdict } (TLS alert sent)
+//!                                 verdict logged once: target "aop::verdict"
+//! ```
+//!
+//! Per-SNI policy needs one rustls `ServerConfig` per rule, because rustls does not tell
+//! a client-certificate verifier the SNI; the [`Acceptor`] reads the ClientHello first
+//! and picks the config. Each config has its own session cache, and a resumed session's
+//! stored certificate is re-checked against the policy in force.
+//!
+//! ## Getting started
+//!
+//! The smallest real origin server is `examples/origin.rs`
+//! (`cargo run -p aop-verify --features hyper --example origin -- --help`). In short:
+//!
+//! ```no_run
+//! use aop_verify::{Acceptor, Limits, PolicyHandle, PolicySpec, RuleSpec, TrustSpec};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let rule = RuleSpec::new(
+//!     "example.com",
+//!     ["example.com", "*.example.com"],
+//!     "origin/cert.pem",
+//!     "origin/key.pem",
+//!     TrustSpec::new(["edge-ca.pem"]), // several files overlap during a rotation
+//! );
+//! let policy = PolicyHandle::load(&PolicySpec::new(vec![rule]))?;
+//! let acceptor = Acceptor::new(policy.clone(), Limits::default());
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let acceptor = acceptor.clone();
+//!     tokio::spawn(async move {
+//!         match acceptor.accept(tcp).await {
+//!             Ok(conn) => { /* serve conn.stream; conn.verdict is SUCCESS in require mode */ }
+//!             Err(refused) => { /* already logged: refused.verdict */ }
+//!         }
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! `certtool verify` runs [`Trust::check`], the very function the TLS verifier runs, so
+//! its offline verdict is the one the origin would log.
+//!
+//! Reload with [`PolicyHandle::reload`]: the new policy serves from the next
+//! connection; connections in flight keep the one they started with; a policy that fails
+//! to load is refused with an error naming the file, and the old one keeps serving.
+
+mod acceptor;
+mod error;
+#[cfg(feature = "hyper")]
+pub mod hyper;
+mod policy;
+mod reload;
+mod trust;
+mod verdict;
+mod verifier;
+
+pub use acceptor::{Accepted, Acceptor, Limits, Refused};
+pub use error::{Error, Result};
+pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec};
+pub use reload::PolicyHandle;
+pub use trust::{Checked, DEFAULT_MAX_DEPTH, Trust, TrustSpec, unix_time};
+pub use verdict::{NoneCause, Outcome, Reason, Verdict};

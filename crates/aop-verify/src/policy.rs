@@ -1,0 +1,333 @@
+//! The origin's policy: rules keyed by SNI, each with its own trust and its own prebuilt
+//! rustls `ServerConfig`.
+//!
+//! rustls's client-certificate verifier is not told the SNI, so per-SNI trust means one
+//! `ServerConfig` per rule, chosen from the ClientHello before the handshake goes on
+//! (see [`crate::Acceptor`]). Each config has its own session cache, so a session made
+//! under one rule cannot be resumed under another.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use time::OffsetDateTime;
+
+use crate::trust::{Trust, TrustSpec};
+use crate::verdict::NoneCause;
+use crate::verifier::Verifier;
+use crate::{Error, Result};
+
+/// What happens to a connection whose client certificate is not `SUCCESS`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Fail closed (the default): the handshake is aborted with a TLS alert on `FAILED`
+    /// or `NONE`.
+    #[default]
+    Require,
+    /// Like nginx's `ssl_verify_client optional`: the handshake completes and the
+    /// verdict is handed to the application to decide. A certificate that fails to
+    /// prove possession of its key still aborts the handshake.
+    Optional,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "require" => Ok(Self::Require),
+            "optional" => Ok(Self::Optional),
+            _ => Err(Error::Config(format!(
+                "mode {s:?}: expected \"require\" or \"optional\""
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Require => "require",
+            Self::Optional => "optional",
+        })
+    }
+}
+
+/// One rule, as file paths and values.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RuleSpec {
+    /// A name for logs and metrics (the `rule` field of the verdict).
+    pub name: String,
+    /// SNI patterns it serves: exact hostnames or `*.zone` (any name ending in
+    /// `.zone`; the bare `zone` is not included). Empty for the default rule.
+    pub hostnames: Vec<String>,
+    /// The origin's own certificate chain for these hostnames (PEM).
+    pub cert: PathBuf,
+    /// The origin's private key.
+    pub key: PathBuf,
+    /// What client certificates it accepts.
+    pub trust: TrustSpec,
+    /// `require` (default) or `optional`.
+    pub mode: Mode,
+}
+
+impl RuleSpec {
+    /// A `require` rule with the given server identity and trust.
+    pub fn new(
+        name: impl Into<String>,
+        hostnames: impl IntoIterator<Item = impl Into<String>>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        trust: TrustSpec,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            hostnames: hostnames.into_iter().map(Into::into).collect(),
+            cert: cert.into(),
+            key: key.into(),
+            trust,
+            mode: Mode::Require,
+        }
+    }
+}
+
+/// The whole policy, as file paths and values (for [`Policy::load`]).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct PolicySpec {
+    /// Rules selected by SNI.
+    pub rules: Vec<RuleSpec>,
+    /// The shared rule: used when the ClientHello has no SNI, or an SNI no rule matches.
+    /// Without it, such connections are refused (verdict `NONE`, reason `no_sni` /
+    /// `unknown_sni`).
+    pub default: Option<RuleSpec>,
+    /// ALPN protocols offered, most preferred first. Default: `http/1.1`.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl PolicySpec {
+    /// A policy of these rules and no default rule.
+    pub fn new(rules: Vec<RuleSpec>) -> Self {
+        Self {
+            rules,
+            default: None,
+            alpn: vec![b"http/1.1".to_vec()],
+        }
+    }
+}
+
+/// One loaded rule.
+#[derive(Debug)]
+pub struct Rule {
+    name: Arc<str>,
+    mode: Mode,
+    trust: Arc<Trust>,
+    verifier: Arc<Verifier>,
+    config: Arc<ServerConfig>,
+}
+
+impl Rule {
+    /// Its name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Its mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// What it trusts.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// The rustls server configuration for connections under this rule.
+    pub fn server_config(&self) -> &Arc<ServerConfig> {
+        &self.config
+    }
+
+    pub(crate) fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+}
+
+/// A loaded policy: every file read, every `ServerConfig` built. Selecting a rule and
+/// checking a certificate do no I/O and build nothing.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    exact: HashMap<String, usize>,
+    /// `.zone` suffix → rule.
+    zones: HashMap<String, usize>,
+    default: Option<usize>,
+    loaded_at: OffsetDateTime,
+}
+
+impl Policy {
+    /// Read every file of `spec` and build the rustls configurations. Errors name the
+    /// file at fault.
+    pub fn load(spec: &PolicySpec) -> Result<Self> {
+        if spec.rules.is_empty() && spec.default.is_none() {
+            return Err(Error::Config("no rules and no default rule".into()));
+        }
+        let specs: Vec<&RuleSpec> = spec.rules.iter().chain(spec.default.as_ref()).collect();
+        let mut exact = HashMap::new();
+        let mut zones = HashMap::new();
+        for (i, r) in spec.rules.iter().enumerate() {
+            if r.hostnames.is_empty() {
+                return Err(Error::Config(format!("rule {:?} has no hostnames", r.name)));
+            }
+            for h in &r.hostnames {
+                let (map, key) = match parse_pattern(h)? {
+                    Pattern::Exact(name) => (&mut exact, name),
+                    Pattern::Zone(suffix) => (&mut zones, suffix),
+                };
+                if map.insert(key, i).is_some() {
+                    return Err(Error::DuplicatePattern(h.clone()));
+                }
+            }
+        }
+        let trusts = specs
+            .iter()
+            .map(|r| Trust::load(&r.trust).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rules = Vec::with_capacity(specs.len());
+        for (i, r) in specs.iter().enumerate() {
+            let name: Arc<str> = Arc::from(r.name.as_str());
+            let others = specs
+                .iter()
+                .zip(&trusts)
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (o, t))| (Arc::from(o.name.as_str()), Arc::clone(t)))
+                .collect();
+            let verifier = Arc::new(Verifier::new(
+                name.clone(),
+                trusts[i].clone(),
+                others,
+                r.mode,
+            ));
+            let config = server_config(r, verifier.clone(), &spec.alpn)?;
+            rules.push(Rule {
+                name,
+                mode: r.mode,
+                trust: trusts[i].clone(),
+                verifier,
+                config,
+            });
+        }
+        Ok(Self {
+            default: spec.default.as_ref().map(|_| rules.len() - 1),
+            rules,
+            exact,
+            zones,
+            loaded_at: OffsetDateTime::now_utc(),
+        })
+    }
+
+    /// The rule for an SNI: exact hostname, else the longest `*.zone` that matches, else
+    /// the default rule. Without a match, why the connection must be refused.
+    pub fn select(&self, sni: Option<&str>) -> Result<&Rule, NoneCause> {
+        let Some(sni) = sni else {
+            return self.default.map(|i| &self.rules[i]).ok_or(NoneCause::NoSni);
+        };
+        let name = sni.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(&i) = self.exact.get(&name) {
+            return Ok(&self.rules[i]);
+        }
+        for (pos, _) in name.match_indices('.') {
+            if let Some(&i) = self.zones.get(&name[pos..]) {
+                return Ok(&self.rules[i]);
+            }
+        }
+        self.default
+            .map(|i| &self.rules[i])
+            .ok_or(NoneCause::UnknownSni)
+    }
+
+    /// Every rule, the default last.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter()
+    }
+
+    /// When this policy was loaded.
+    pub fn loaded_at(&self) -> OffsetDateTime {
+        self.loaded_at
+    }
+}
+
+enum Pattern {
+    Exact(String),
+    /// The suffix including its leading dot: `.example.com`.
+    Zone(String),
+}
+
+fn parse_pattern(p: &str) -> Result<Pattern> {
+    let bad = |reason| Error::Pattern {
+        pattern: p.to_owned(),
+        reason,
+    };
+    let lower = p.trim_end_matches('.').to_ascii_lowercase();
+    let (zone, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    if name.contains('*') {
+        return Err(bad(
+            "a wildcard may only be the whole leftmost label (*.example.com)",
+        ));
+    }
+    if rustls_pki_types::DnsName::try_from(name).is_err()
+        || name.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(bad("not a DNS name"));
+    }
+    Ok(if zone {
+        Pattern::Zone(format!(".{name}"))
+    } else {
+        Pattern::Exact(name.to_owned())
+    })
+}
+
+fn server_config(
+    r: &RuleSpec,
+    verifier: Arc<Verifier>,
+    alpn: &[Vec<u8>],
+) -> Result<Arc<ServerConfig>> {
+    let chain = aop_pki::load_certificates(&r.cert)?;
+    let key = aop_pki::load_private_key(&r.key)?;
+    aop_pki::check_key_matches(&chain[0], &key, &r.cert, &r.key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| Error::ServerCert {
+            path: r.cert.clone(),
+            detail: e.to_string(),
+        })?;
+    config.alpn_protocols = alpn.to_vec();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(
+            matches!(parse_pattern("Example.COM").unwrap(), Pattern::Exact(n) if n == "example.com")
+        );
+        assert!(
+            matches!(parse_pattern("*.example.com").unwrap(), Pattern::Zone(z) if z == ".example.com")
+        );
+        for bad in ["*", "a.*.com", "*x.com", "10.0.0.1", "", "exa mple.com"] {
+            assert!(parse_pattern(bad).is_err(), "{bad}");
+        }
+    }
+}
