@@ -5,6 +5,11 @@
 //! curl, nginx): under `CI=true` a missing peer fails the test; elsewhere the test prints
 //! a loud `SKIPPED` line and returns.
 
+#![allow(clippy::unwrap_used)] // test support: a panic is how a broken test setup is reported
+
+pub mod origin;
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -41,6 +46,19 @@ pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// Path to an example of a workspace package, built on first use (like [`bin`]).
+pub fn example(package: &str, name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--example", name]);
+    if bin_dir().file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name} failed");
+    bin_dir().join("examples").join(name)
 }
 
 /// Whether a peer program is on PATH. Under `CI=true` a missing peer panics (a test must

@@ -129,6 +129,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A certificate to revoke was not issued by the CA asked to revoke it.
+    #[error("{}: issued by {issuer:?}, not by this CA ({ca:?})", path.display())]
+    NotIssuedBy {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its issuer.
+        issuer: String,
+        /// The CA's subject.
+        ca: String,
+    },
+
     /// The CA is outside its validity period, so nothing it signs would verify.
     #[error("{}: the CA is {state} (valid {} to {})", path.display(), rfc3339(*not_before), rfc3339(*not_after))]
     CaNotValid {

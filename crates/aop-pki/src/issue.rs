@@ -329,6 +329,67 @@ impl Ca {
         self.sign(params, req.days, req.key_type, now)
     }
 
+    /// Issue a CRL revoking `revoke` (each with the path it was read from, for errors),
+    /// valid for `days` from `now`. The CRL number is the issue time in seconds, so
+    /// later CRLs from the same CA have larger numbers. Every certificate must have been
+    /// issued by this CA. Returns the CRL as PEM.
+    pub fn create_crl(
+        &self,
+        revoke: &[(&Path, &CertificateDer<'_>)],
+        days: u32,
+        now: OffsetDateTime,
+    ) -> Result<String> {
+        if days == 0 {
+            return Err(Error::Validity {
+                days,
+                reason: "must be at least one day",
+            });
+        }
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let mut revoked_certs = Vec::with_capacity(revoke.len());
+        for (path, cert) in revoke {
+            let info = CertInfo::from_der(cert, now).map_err(|detail| Error::BadCertificate {
+                path: path.to_path_buf(),
+                index: 1,
+                detail,
+            })?;
+            let same_key_id = match (&info.authority_key_id, &self.info.subject_key_id) {
+                (Some(a), Some(s)) => a == s,
+                _ => true,
+            };
+            if info.issuer != self.info.subject || !same_key_id {
+                return Err(Error::NotIssuedBy {
+                    path: path.to_path_buf(),
+                    issuer: info.issuer,
+                    ca: self.info.subject.clone(),
+                });
+            }
+            let serial = x509_parser::parse_x509_certificate(cert)
+                .map(|(_, x)| x.tbs_certificate.raw_serial().to_vec())
+                .map_err(|e| Error::BadCertificate {
+                    path: path.to_path_buf(),
+                    index: 1,
+                    detail: e.to_string(),
+                })?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: now,
+                reason_code: None,
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - BACKDATE,
+            next_update: now + Duration::days(i64::from(days)),
+            crl_number: SerialNumber::from_slice(minimal(&now.unix_timestamp().to_be_bytes())),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer)?;
+        Ok(to_pem("X509 CRL", crl.der()))
+    }
+
     fn sign(
         &self,
         mut params: CertificateParams,
@@ -356,6 +417,16 @@ impl Ca {
             key: PrivateKeyPem::new(key.serialize_pem()),
         })
     }
+}
+
+/// Big-endian bytes without leading zero bytes (keeping at least one), for a minimal DER
+/// INTEGER.
+fn minimal(bytes: &[u8]) -> &[u8] {
+    let first = bytes
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    &bytes[first..]
 }
 
 /// Parameters every certificate shares: CN, validity, random serial, key identifiers.

@@ -40,6 +40,26 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Set [`Limits::handshake_timeout`].
+    pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Set [`Limits::max_handshakes`].
+    pub fn with_max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n;
+        self
+    }
+
+    /// Set [`Limits::log_verdicts`].
+    pub fn with_log_verdicts(mut self, on: bool) -> Self {
+        self.log_verdicts = on;
+        self
+    }
+}
+
 /// A connection whose handshake completed. In `require` mode its verdict is `SUCCESS`;
 /// in `optional` mode it may be anything, for the application to decide.
 #[derive(Debug)]

@@ -394,7 +394,7 @@ impl Trust {
                     )),
                 }
             }
-            Err(e) => Err(map_webpki_error(&e, info, at_dt)),
+            Err(e) => Err(map_webpki_error(&e, info, intermediates, at_dt)),
         }
     }
 }
@@ -409,15 +409,28 @@ fn sig_algs() -> &'static [&'static dyn rustls_pki_types::SignatureVerificationA
 fn map_webpki_error(
     e: &webpki::Error,
     leaf: &CertInfo,
+    intermediates: &[CertificateDer<'_>],
     at: OffsetDateTime,
 ) -> (Reason, Option<String>) {
     use webpki::Error as E;
+    // Which certificate is out of its validity period: the leaf, or a presented one above it.
     let which = |leaf_bad: bool| {
         if leaf_bad {
-            "the certificate"
-        } else {
-            "an intermediate"
+            return "the certificate".to_owned();
         }
+        intermediates
+            .iter()
+            .filter_map(|c| CertInfo::from_der(c, at).ok())
+            .find(|c| c.validity != aop_pki::Validity::Valid)
+            .map(|c| {
+                format!(
+                    "{} in the presented chain (valid {} to {})",
+                    c.subject,
+                    rfc3339(c.not_before),
+                    rfc3339(c.not_after)
+                )
+            })
+            .unwrap_or_else(|| "a certificate in the chain".to_owned())
     };
     match e {
         E::UnknownIssuer => (
@@ -428,7 +441,7 @@ fn map_webpki_error(
             let leaf_bad = at > leaf.not_after;
             (
                 Reason::Expired,
-                Some(format!("{} expired", which(leaf_bad))),
+                Some(format!("{} has expired", which(leaf_bad))),
             )
         }
         E::CertNotValidYet { .. } => {

@@ -42,6 +42,94 @@ Example:
   certtool inspect --json edge/cert.pem | jq -r '.files[0].certificates[0].sha256'",
         after_help = EXIT_CODES)]
     Inspect(InspectArgs),
+    /// Check a client chain offline and print the verdict the origin would log.
+    #[command(long_about = "\
+Check a client certificate chain offline, with the same code the origin runs during the \
+handshake (aop-verify's Trust::check), and print the verdict it would log: SUCCESS, \
+FAILED:<reason> or NONE. The chain file holds the client certificate first, then any \
+intermediates. Trust anchors must be valid at the time of the check: an expired CA \
+verifies nothing. Pins and --allow-san narrow trust; they never replace the chain check.
+
+Exit codes: 0 SUCCESS; 1 FAILED or NONE; 2 usage error or unreadable input.
+
+Example:
+  certtool verify --trust pki/ca/ca.pem --chain pki/edge/cert.pem --sni example.com
+  certtool verify --trust ca.pem --chain edge.pem --at 2030-01-01T00:00:00Z --json")]
+    Verify(VerifyArgs),
+    /// Certificate revocation lists.
+    #[command(subcommand)]
+    Crl(CrlCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CrlCommand {
+    /// Issue a CRL from a CA, revoking the given certificates.
+    #[command(long_about = "\
+Issue a CRL signed by the CA in DIR (ca.pem, ca.key) that revokes each CERT (each must \
+have been issued by that CA). The CRL number is the issue time, so a newer CRL always has \
+a larger number. Written atomically, 0644; never over an existing file without --force.
+
+Example:
+  certtool crl create --ca pki/ca --revoke pki/old-edge/cert.pem --days 7 --out pki/ca/crl.pem",
+        after_help = EXIT_CODES)]
+    Create(CrlCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Trust anchors (PEM or DER, bundles allowed). Repeat to trust several.
+    #[arg(long, required = true, value_name = "FILE")]
+    pub(crate) trust: Vec<PathBuf>,
+    /// The client's chain: its certificate first, then intermediates.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) chain: PathBuf,
+    /// The SNI the connection would carry (recorded in the verdict).
+    #[arg(long, value_name = "H")]
+    pub(crate) sni: Option<String>,
+    /// Certificate pin: SHA-256 of the client certificate's DER (hex, colons allowed).
+    #[arg(long = "pin", value_name = "SHA256")]
+    pub(crate) pins: Vec<aop_pki::Sha256Fingerprint>,
+    /// SPKI pin: SHA-256 of the client certificate's public key.
+    #[arg(long = "spki-pin", value_name = "SHA256")]
+    pub(crate) spki_pins: Vec<aop_pki::Sha256Fingerprint>,
+    /// Allowed DNS or URI SAN (the CN counts only if there is none). Repeat for several.
+    #[arg(long = "allow-san", value_name = "V")]
+    pub(crate) allow_san: Vec<String>,
+    /// CRL file (PEM or DER). Repeat for several.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub(crate) crls: Vec<PathBuf>,
+    /// Check as of this time instead of now (RFC 3339, e.g. 2030-01-01T00:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub(crate) at: Option<time::OffsetDateTime>,
+    /// The most certificates the chain may hold, the client's own included.
+    #[arg(long, default_value_t = aop_verify::DEFAULT_MAX_DEPTH)]
+    pub(crate) max_depth: usize,
+    /// Print JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CrlCreateArgs {
+    /// Directory of the issuing CA (ca.pem and ca.key).
+    #[arg(long)]
+    pub(crate) ca: PathBuf,
+    /// A certificate to revoke. Repeat for several; none gives an empty CRL.
+    #[arg(long = "revoke", value_name = "CERT")]
+    pub(crate) revoke: Vec<PathBuf>,
+    /// Days until the CRL's nextUpdate (an expired CRL fails every certificate it covers).
+    #[arg(long, default_value_t = 7)]
+    pub(crate) days: u32,
+    /// Where to write the CRL (PEM).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) write: WriteArgs,
+}
+
+fn parse_rfc3339(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time ({e}); example: 2030-01-01T00:00:00Z"))
 }
 
 #[derive(Debug, Subcommand)]

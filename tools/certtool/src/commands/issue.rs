@@ -7,7 +7,7 @@ use aop_pki::{Ca, CaRequest, CertInfo, ClientRequest, Issued, OriginRequest, Ove
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::cli::{CaCreateArgs, IssueClientArgs, IssueOriginArgs, WriteArgs};
+use crate::cli::{CaCreateArgs, CrlCreateArgs, IssueClientArgs, IssueOriginArgs, WriteArgs};
 use crate::output::{Report, cert_block, emit};
 
 /// What an issuing command did. JSON: see docs/json.md, "issue".
@@ -135,5 +135,70 @@ fn finish(
         certificate: issued.info(now),
     };
     emit(&report, write.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `crl create` did. JSON: see docs/json.md, "crl create".
+#[derive(Serialize)]
+struct CrlReport {
+    command: &'static str,
+    path: PathBuf,
+    issuer: String,
+    /// Serials (hex) of the revoked certificates.
+    revoked: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    next_update: OffsetDateTime,
+}
+
+impl Report for CrlReport {
+    fn human(&self, out: &mut String) {
+        out.push_str(&format!(
+            "crl create: wrote {} (issuer {}, next update {})\n",
+            self.path.display(),
+            self.issuer,
+            aop_pki::rfc3339(self.next_update)
+        ));
+        for s in &self.revoked {
+            out.push_str(&format!("  revoked serial {s}\n"));
+        }
+    }
+}
+
+pub(crate) fn crl_create(args: &CrlCreateArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
+    let ca = Ca::load(&args.ca, now)?;
+    let mut certs = Vec::with_capacity(args.revoke.len());
+    for path in &args.revoke {
+        let first = aop_pki::load_certificates(path)?.swap_remove(0);
+        certs.push((path.as_path(), first));
+    }
+    let refs: Vec<_> = certs.iter().map(|(p, c)| (*p, c)).collect();
+    let pem = ca.create_crl(&refs, args.days, now)?;
+    let overwrite = if args.write.force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    };
+    aop_pki::write_atomic(
+        &args.out,
+        pem.as_bytes(),
+        aop_pki::FileMode::Public,
+        overwrite,
+    )?;
+    let revoked = certs
+        .iter()
+        .map(|(_, c)| {
+            CertInfo::from_der(c, now)
+                .map(|i| i.serial)
+                .unwrap_or_default()
+        })
+        .collect();
+    let report = CrlReport {
+        command: "crl create",
+        path: args.out.clone(),
+        issuer: ca.info().subject.clone(),
+        revoked,
+        next_update: now + time::Duration::days(i64::from(args.days)),
+    };
+    emit(&report, args.write.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,10 +2,11 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{CaCommand, Cli, Command, IssueCommand};
+use crate::cli::{CaCommand, Cli, Command, CrlCommand, IssueCommand};
 
 mod inspect;
 mod issue;
+mod verify;
 
 /// Run the parsed command line.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -15,6 +16,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Issue(IssueCommand::Client(args)) => issue::client(&args, now),
         Command::Issue(IssueCommand::Origin(args)) => issue::origin(&args, now),
         Command::Inspect(args) => inspect::run(&args, now),
+        Command::Verify(args) => verify::run(&args, now),
+        Command::Crl(CrlCommand::Create(args)) => issue::crl_create(&args, now),
     }
 }
 
@@ -28,6 +31,8 @@ pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
             | aop_pki::Error::Generate(_),
         ) => ExitCode::from(1),
         Some(_) => ExitCode::from(2),
+        // aop-verify's load errors are all about unusable input files.
+        None if e.downcast_ref::<aop_verify::Error>().is_some() => ExitCode::from(2),
         None => ExitCode::from(1),
     }
 }

@@ -1,0 +1,290 @@
+//! Certificates for tests, made on the spot: with aop-pki where it can make them, and
+//! with rcgen directly for the cases aop-pki refuses to make (a leaf that outlives an
+//! expired CA, for instance).
+
+use std::path::{Path, PathBuf};
+
+use aop_pki::{Ca, CaRequest, ClientRequest, KeyType, OriginRequest, Overwrite};
+use time::{Duration, OffsetDateTime};
+
+/// A certificate file (leaf first, then its CA) and its key file.
+#[derive(Clone, Debug)]
+pub struct Leaf {
+    /// `cert.pem`.
+    pub cert: PathBuf,
+    /// `key.pem`.
+    pub key: PathBuf,
+}
+
+/// A CA written to a directory, ready to issue.
+pub struct TestCa {
+    /// The directory (ca.pem, ca.key).
+    pub dir: PathBuf,
+    ca: Ca,
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Create a CA named `name` in `root/name`, valid from `start` for `days`.
+pub fn ca_valid_from(root: &Path, name: &str, start: OffsetDateTime, days: u32) -> TestCa {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let req = CaRequest {
+        name: name.to_owned(),
+        key_type: KeyType::EcdsaP256,
+        days,
+        path_len: 0,
+    };
+    let issued = aop_pki::create_ca(&req, start).unwrap();
+    aop_pki::write_issued(
+        &issued,
+        &dir.join("ca.pem"),
+        &dir.join("ca.key"),
+        Overwrite::Refuse,
+    )
+    .unwrap();
+    let ca = Ca::load(&dir, start + Duration::minutes(1)).unwrap();
+    TestCa { dir, ca }
+}
+
+/// Create a CA named `name` in `root/name`, valid now for ten years.
+pub fn ca(root: &Path, name: &str) -> TestCa {
+    ca_valid_from(root, name, now(), 3650)
+}
+
+impl TestCa {
+    /// `ca.pem`.
+    pub fn pem(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `ca.pem` and `ca.key` as a [`Leaf`] (to present a CA as a client).
+    pub fn as_leaf(&self) -> Leaf {
+        Leaf {
+            cert: self.dir.join("ca.pem"),
+            key: self.dir.join("ca.key"),
+        }
+    }
+
+    fn write(&self, name: &str, issued: &aop_pki::Issued) -> Leaf {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let leaf = Leaf {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        aop_pki::write_issued(issued, &leaf.cert, &leaf.key, Overwrite::Replace).unwrap();
+        leaf
+    }
+
+    /// An edge client certificate with these SANs, valid from `start` for `days`.
+    pub fn client_at(&self, name: &str, sans: &[&str], start: OffsetDateTime, days: u32) -> Leaf {
+        let req = ClientRequest {
+            common_name: name.to_owned(),
+            sans: sans.iter().map(|s| (*s).to_owned()).collect(),
+            days,
+            key_type: KeyType::EcdsaP256,
+        };
+        let issued = self.ca.issue_client(&req, start).unwrap();
+        self.write(name, &issued)
+    }
+
+    /// An edge client certificate, valid now for 90 days.
+    pub fn client(&self, name: &str) -> Leaf {
+        self.client_at(name, &[], now(), 90)
+    }
+
+    /// An origin server certificate for `hosts`, valid now for 365 days.
+    pub fn origin(&self, name: &str, hosts: &[&str]) -> Leaf {
+        let req = OriginRequest {
+            hostnames: hosts.iter().map(|s| (*s).to_owned()).collect(),
+            days: 365,
+            key_type: KeyType::EcdsaP256,
+        };
+        let issued = self.ca.issue_origin(&req, now()).unwrap();
+        self.write(name, &issued)
+    }
+
+    /// A CRL revoking `leaves`, written to `ca-dir/crl.pem`.
+    pub fn crl(&self, leaves: &[&Leaf]) -> PathBuf {
+        self.crl_at(leaves, now(), 7, "crl.pem")
+    }
+
+    /// A CRL revoking `leaves`, issued at `at` for `days`, written to `ca-dir/name`.
+    pub fn crl_at(&self, leaves: &[&Leaf], at: OffsetDateTime, days: u32, name: &str) -> PathBuf {
+        let certs: Vec<_> = leaves
+            .iter()
+            .map(|l| {
+                (
+                    l.cert.clone(),
+                    aop_pki::load_certificates(&l.cert).unwrap().swap_remove(0),
+                )
+            })
+            .collect();
+        let refs: Vec<_> = certs.iter().map(|(p, c)| (p.as_path(), c)).collect();
+        let pem = self.ca.create_crl(&refs, days, at).unwrap();
+        let path = self.dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    }
+}
+
+/// A CA that expired yesterday (valid for a year before that) and a client certificate
+/// it signed that is itself still valid — which aop-pki refuses to make, and an origin
+/// must refuse to accept. Returns (ca.pem, the leaf). The leaf's `cert.pem` holds the
+/// leaf alone; `chain.pem` beside it holds the leaf and the CA.
+pub fn expired_ca_with_valid_leaf(root: &Path) -> (PathBuf, Leaf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let dir = root.join("expired-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "expired CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = now() - Duration::days(366);
+    ca_params.not_after = now() - Duration::days(1);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "edge under an expired CA");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.not_before = now() - Duration::days(10);
+    leaf.not_after = now() + Duration::days(30);
+    leaf.use_authority_key_identifier_extension = true;
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+    let out = Leaf {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    // The leaf alone: the chain check must then find the (expired) anchor itself.
+    std::fs::write(&out.cert, leaf_cert.pem()).unwrap();
+    // And with the CA in the presented chain, as cert.pem files usually are.
+    std::fs::write(dir.join("chain.pem"), leaf_cert.pem() + &ca_cert.pem()).unwrap();
+    std::fs::write(&out.key, leaf_key.serialize_pem()).unwrap();
+    (ca_pem, out)
+}
+
+/// A client certificate with no extended key usage at all (webpki would accept it for
+/// anything; the origin requires clientAuth), signed by `ca`.
+pub fn client_without_eku(ca: &TestCa, root: &Path) -> Leaf {
+    use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(ca.dir.join("ca.key")).unwrap()).unwrap();
+    let ca_der = aop_pki::load_certificates(&ca.pem())
+        .unwrap()
+        .swap_remove(0);
+    let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key).unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, "no-eku");
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.not_before = now() - Duration::minutes(5);
+    p.not_after = now() + Duration::days(30);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let dir = root.join("no-eku");
+    std::fs::create_dir_all(&dir).unwrap();
+    let leaf = Leaf {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&leaf.cert, cert.pem()).unwrap();
+    std::fs::write(&leaf.key, key.serialize_pem()).unwrap();
+    leaf
+}
+
+/// A CA and a client certificate signed with RSA-SHA1, which OpenSSL still makes and no
+/// origin should accept. Made with `openssl` (a test peer). Returns (ca.pem, the leaf).
+pub fn sha1_ca_and_client(root: &Path) -> (PathBuf, Leaf) {
+    use std::process::Command;
+    let dir = root.join("sha1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).display().to_string();
+    let ok = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-sha1",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=sha1 CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]);
+    ok(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=sha1 edge",
+        "-keyout",
+        &p("key.pem"),
+        "-out",
+        &p("req.pem"),
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "extendedKeyUsage=clientAuth\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    ok(&[
+        "x509",
+        "-req",
+        "-sha1",
+        "-in",
+        &p("req.pem"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "10",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("cert.pem"),
+    ]);
+    (
+        dir.join("ca.pem"),
+        Leaf {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        },
+    )
+}

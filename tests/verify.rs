@@ -1,0 +1,1292 @@
+//! The origin verifier end to end: real TLS handshakes on loopback against an origin
+//! built on aop-verify, with a rustls client, curl and openssl s_client as the edge, and
+//! `certtool verify` giving the same verdicts offline. What belongs here: anything about
+//! verdicts, SNI rules, modes, limits and reload as seen over a real connection.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use aop_e2e::origin::{TestClient, TestOrigin};
+use aop_e2e::pki::{self, Leaf, TestCa};
+use aop_e2e::{TempDir, certtool, code, have_peer, run, stderr, stdout, tempdir};
+use aop_pki::Sha256Fingerprint;
+use aop_verify::{Limits, Mode, NoneCause, Outcome, PolicySpec, RuleSpec, TrustSpec, Verdict};
+use tokio::io::AsyncWriteExt as _;
+
+/// Everything a test needs: an origin CA and the origin's certificate (for every test
+/// hostname), an edge CA and its edge certificate.
+struct World {
+    dir: TempDir,
+    origin_ca: TestCa,
+    server: Leaf,
+    edge_ca: TestCa,
+    edge: Leaf,
+}
+
+const HOSTS: &[&str] = &[
+    "example.com",
+    "*.example.com",
+    "*.api.example.com",
+    "*.zone-a.test",
+    "*.zone-b.test",
+    "plain.test",
+    "pinned.test",
+    "spki.test",
+    "named.test",
+    "crl.test",
+    "stale.test",
+    "deep.test",
+    "optional.test",
+    "other.test",
+    "stale-crl.test",
+    "sha1.test",
+];
+
+fn world() -> World {
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    let server = origin_ca.origin("origin", HOSTS);
+    let edge_ca = pki::ca(dir.path(), "edge-ca");
+    let edge = edge_ca.client("edge");
+    World {
+        dir,
+        origin_ca,
+        server,
+        edge_ca,
+        edge,
+    }
+}
+
+impl World {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn rule(&self, name: &str, hosts: &[&str], trust: &[&Path]) -> RuleSpec {
+        RuleSpec::new(
+            name,
+            hosts.iter().copied(),
+            &self.server.cert,
+            &self.server.key,
+            TrustSpec::new(trust.iter().map(|p| p.to_path_buf())),
+        )
+    }
+
+    fn client(&self, identity: Option<&Leaf>) -> TestClient {
+        TestClient::new(&self.origin_ca.pem(), identity)
+    }
+}
+
+fn assert_verdict(v: &Verdict, want: &str, case: &str) {
+    assert_eq!(v.to_string(), want, "{case}: detail {:?}", v.detail);
+}
+
+/// One connection: the client's result and the origin's verdict.
+async fn exchange(
+    origin: &mut TestOrigin,
+    client: &TestClient,
+    sni: &str,
+) -> (Result<aop_e2e::origin::Seen, String>, Verdict) {
+    let seen = client.get(origin.addr, sni).await;
+    let verdict = origin.verdict().await;
+    (seen, verdict)
+}
+
+/// (case, identity, SNI, verdict, alert the client sees, words the detail must hold)
+type Case<'a> = (
+    &'a str,
+    Option<&'a Leaf>,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+);
+
+#[tokio::test]
+async fn every_reason_is_produced_by_a_real_certificate_in_a_real_handshake() {
+    let w = world();
+    let root = w.path();
+    let foreign_ca = pki::ca(root, "foreign-ca");
+    let foreign = foreign_ca.client("foreign");
+    let now = time::OffsetDateTime::now_utc();
+    let expired = w
+        .edge_ca
+        .client_at("expired", &[], now - time::Duration::days(100), 30);
+    let future = w
+        .edge_ca
+        .client_at("future", &[], now + time::Duration::days(2), 30);
+    let named = w
+        .edge_ca
+        .client_at("named", &["spiffe://cdn.test/edge"], now, 30);
+    let revoked = w.edge_ca.client("revoked");
+    let crl = w.edge_ca.crl(&[&revoked]);
+    let server_as_client = w.edge_ca.origin("server-as-client", &["edge.test"]);
+    let no_eku = pki::client_without_eku(&w.edge_ca, root);
+    let (stale_ca, stale_leaf) = pki::expired_ca_with_valid_leaf(root);
+    let stale_chain = Leaf {
+        cert: stale_leaf.cert.with_file_name("chain.pem"),
+        key: stale_leaf.key.clone(),
+    };
+    let ca_a = pki::ca(root, "zone-a-ca");
+    let ca_b = pki::ca(root, "zone-b-ca");
+    let edge_a = ca_a.client("edge-a");
+    let edge_b = ca_b.client("edge-b");
+    let ca_as_leaf = w.edge_ca.as_leaf();
+    let edge_info =
+        aop_pki::CertInfo::from_der(&aop_pki::load_certificates(&w.edge.cert).unwrap()[0], now)
+            .unwrap();
+
+    let edge_ca_pem = w.edge_ca.pem();
+    let mut pinned = w.rule("pinned", &["pinned.test"], &[&edge_ca_pem]);
+    pinned.trust.pins = vec![Sha256Fingerprint::of(b"some other certificate")];
+    let mut spki = w.rule("spki", &["spki.test"], &[&edge_ca_pem]);
+    spki.trust.pins = vec![Sha256Fingerprint::of(b"not this one")];
+    spki.trust.spki_pins = vec![edge_info.spki_sha256];
+    let mut named_rule = w.rule("named", &["named.test"], &[&edge_ca_pem]);
+    named_rule.trust.allow_san = vec!["spiffe://cdn.test/edge".into()];
+    let mut crl_rule = w.rule("crl", &["crl.test"], &[&edge_ca_pem]);
+    crl_rule.trust.crls = vec![crl];
+    let mut deep = w.rule("deep", &["deep.test"], &[&edge_ca_pem]);
+    deep.trust.max_depth = 1;
+    let mut stale_crl = w.rule("crl-expired", &["stale-crl.test"], &[&edge_ca_pem]);
+    stale_crl.trust.crls =
+        vec![
+            w.edge_ca
+                .crl_at(&[], now - time::Duration::days(10), 1, "old-crl.pem"),
+        ];
+    let sha1 = have_peer("openssl", "every_reason: a SHA-1 certificate")
+        .then(|| pki::sha1_ca_and_client(root));
+    let mut rules = vec![
+        w.rule("plain", &["plain.test"], &[&edge_ca_pem]),
+        stale_crl,
+        pinned,
+        spki,
+        named_rule,
+        crl_rule,
+        deep,
+        w.rule("stale", &["stale.test"], &[&stale_ca]),
+        w.rule("zone-a", &["*.zone-a.test"], &[&ca_a.pem()]),
+        w.rule("zone-b", &["*.zone-b.test"], &[&ca_b.pem()]),
+    ];
+    if let Some((sha1_ca, _)) = &sha1 {
+        rules.push(w.rule("sha1", &["sha1.test"], &[sha1_ca]));
+    }
+    let mut origin = TestOrigin::start(&PolicySpec::new(rules), Limits::default()).await;
+
+    // (case, identity, SNI, verdict, alert the client sees, words the detail must hold)
+    let cases: Vec<Case<'_>> = vec![
+        ("the edge", Some(&w.edge), "plain.test", "SUCCESS", "", ""),
+        (
+            "no certificate",
+            None,
+            "plain.test",
+            "NONE",
+            "CertificateRequired",
+            "no certificate",
+        ),
+        (
+            "foreign CA",
+            Some(&foreign),
+            "plain.test",
+            "FAILED:unknown_ca",
+            "UnknownCA",
+            "CN=foreign-ca",
+        ),
+        (
+            "expired leaf",
+            Some(&expired),
+            "plain.test",
+            "FAILED:expired",
+            "CertificateExpired",
+            "the certificate has expired",
+        ),
+        (
+            "not yet valid",
+            Some(&future),
+            "plain.test",
+            "FAILED:not_yet_valid",
+            "CertificateExpired",
+            "the certificate is not valid yet",
+        ),
+        (
+            "server cert as client",
+            Some(&server_as_client),
+            "plain.test",
+            "FAILED:bad_eku",
+            "UnsupportedCertificate",
+            "serverAuth",
+        ),
+        (
+            "no EKU at all",
+            Some(&no_eku),
+            "plain.test",
+            "FAILED:bad_eku",
+            "UnsupportedCertificate",
+            "clientAuth is required",
+        ),
+        (
+            "CA as client",
+            Some(&ca_as_leaf),
+            "plain.test",
+            "FAILED:not_a_leaf",
+            "AccessDenied",
+            "CA certificate",
+        ),
+        (
+            "wrong pin",
+            Some(&w.edge),
+            "pinned.test",
+            "FAILED:pin_mismatch",
+            "AccessDenied",
+            "match no pin",
+        ),
+        (
+            "SPKI pin matches",
+            Some(&w.edge),
+            "spki.test",
+            "SUCCESS",
+            "",
+            "",
+        ),
+        (
+            "name not allowed",
+            Some(&w.edge),
+            "named.test",
+            "FAILED:name_not_allowed",
+            "AccessDenied",
+            "",
+        ),
+        (
+            "name allowed",
+            Some(&named),
+            "named.test",
+            "SUCCESS",
+            "",
+            "",
+        ),
+        (
+            "revoked",
+            Some(&revoked),
+            "crl.test",
+            "FAILED:revoked",
+            "CertificateRevoked",
+            "",
+        ),
+        ("not revoked", Some(&w.edge), "crl.test", "SUCCESS", "", ""),
+        (
+            "chain too long",
+            Some(&w.edge),
+            "deep.test",
+            "FAILED:chain_too_long",
+            "AccessDenied",
+            "at most 1",
+        ),
+        (
+            "expired anchor",
+            Some(&stale_leaf),
+            "stale.test",
+            "FAILED:expired",
+            "CertificateExpired",
+            "trust anchor CN=expired CA expired",
+        ),
+        (
+            "expired CA in the chain",
+            Some(&stale_chain),
+            "stale.test",
+            "FAILED:expired",
+            "CertificateExpired",
+            "CN=expired CA in the presented chain",
+        ),
+        (
+            "zone A on zone A",
+            Some(&edge_a),
+            "www.zone-a.test",
+            "SUCCESS",
+            "",
+            "",
+        ),
+        (
+            "zone A on zone B",
+            Some(&edge_a),
+            "www.zone-b.test",
+            "FAILED:zone_mismatch",
+            "AccessDenied",
+            "valid for rule \"zone-a\"",
+        ),
+        (
+            "zone B on zone A",
+            Some(&edge_b),
+            "api.zone-a.test",
+            "FAILED:zone_mismatch",
+            "AccessDenied",
+            "valid for rule \"zone-b\"",
+        ),
+        (
+            "expired CRL",
+            Some(&w.edge),
+            "stale-crl.test",
+            "FAILED:other",
+            "AccessDenied",
+            "CRL has expired",
+        ),
+    ];
+    let mut cases = cases;
+    if let Some((_, sha1_leaf)) = &sha1 {
+        cases.push((
+            "SHA-1 signature",
+            Some(sha1_leaf),
+            "sha1.test",
+            "FAILED:unsupported_algorithm",
+            "DecryptError",
+            "Unsupported",
+        ));
+    }
+    for (case, identity, sni, want, alert, detail) in cases {
+        let client = w.client(identity);
+        let (seen, v) = exchange(&mut origin, &client, sni).await;
+        assert_verdict(&v, want, case);
+        assert_eq!(v.sni.as_deref(), Some(sni), "{case}");
+        if want == "SUCCESS" {
+            let seen = seen.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(
+                (seen.status, seen.body.as_str()),
+                (200, "verdict SUCCESS\n"),
+                "{case}"
+            );
+            let c = v.client.as_ref().expect("the client certificate");
+            assert_eq!(
+                c.sha256,
+                aop_pki::CertInfo::from_der(
+                    &aop_pki::load_certificates(&identity.unwrap().cert).unwrap()[0],
+                    now
+                )
+                .unwrap()
+                .sha256
+            );
+            assert_eq!(v.tls_version, Some("TLSv1.3"));
+        } else {
+            let err = seen.expect_err(case);
+            assert!(
+                err.contains(alert),
+                "{case}: the client should see alert {alert}, saw {err:?}"
+            );
+            let d = v.detail.as_deref().unwrap_or("");
+            assert!(
+                d.contains(detail),
+                "{case}: detail {d:?} should contain {detail:?}"
+            );
+            if identity.is_some() {
+                assert!(
+                    v.client.is_some(),
+                    "{case}: the refused certificate is still described"
+                );
+            }
+        }
+    }
+
+    // A client that has the edge's certificate but not its key.
+    let thief = TestClient::with_stolen_cert(&w.origin_ca.pem(), &w.edge, &foreign);
+    let (seen, v) = exchange(&mut origin, &thief, "plain.test").await;
+    assert_verdict(&v, "FAILED:bad_signature", "stolen certificate");
+    assert!(seen.is_err());
+    assert_eq!(v.client.as_ref().unwrap().subject, "CN=edge");
+
+    // Bytes that are not a certificate at all.
+    let junk = TestClient::with_raw_chain(
+        &w.origin_ca.pem(),
+        vec![rustls::pki_types::CertificateDer::from(
+            b"\x30\x03\x02\x01\x00 not a certificate".to_vec(),
+        )],
+        &w.edge,
+    );
+    let (seen, v) = exchange(&mut origin, &junk, "plain.test").await;
+    assert_verdict(&v, "FAILED:bad_encoding", "junk certificate");
+    assert!(v.client.is_none());
+    assert!(seen.unwrap_err().contains("BadCertificate"));
+
+    // TLS 1.2 works the same.
+    let tls12 = TestClient::with_versions(
+        &w.origin_ca.pem(),
+        Some(&w.edge),
+        &[&rustls::version::TLS12],
+    );
+    let (seen, v) = exchange(&mut origin, &tls12, "plain.test").await;
+    assert_verdict(&v, "SUCCESS", "TLS 1.2");
+    assert_eq!(v.tls_version, Some("TLSv1.2"));
+    assert_eq!(seen.unwrap().status, 200);
+    let tls12_foreign = TestClient::with_versions(
+        &w.origin_ca.pem(),
+        Some(&foreign),
+        &[&rustls::version::TLS12],
+    );
+    let (seen, v) = exchange(&mut origin, &tls12_foreign, "plain.test").await;
+    assert_verdict(&v, "FAILED:unknown_ca", "TLS 1.2 foreign");
+    assert!(seen.unwrap_err().contains("UnknownCA"));
+}
+
+#[tokio::test]
+async fn sni_picks_the_most_specific_rule_and_unknown_names_are_refused() {
+    let w = world();
+    let ca = w.edge_ca.pem();
+    let spec = PolicySpec::new(vec![
+        w.rule("exact", &["www.example.com", "example.com"], &[&ca]),
+        w.rule("zone", &["*.example.com"], &[&ca]),
+    ]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let client = w.client(Some(&w.edge));
+    for (sni, rule) in [
+        ("www.example.com", "exact"),
+        ("EXAMPLE.com", "exact"),
+        ("api.example.com", "zone"),
+        ("deep.api.example.com", "zone"),
+    ] {
+        let (seen, v) = exchange(&mut origin, &client, sni).await;
+        assert_verdict(&v, "SUCCESS", sni);
+        assert_eq!(v.rule.as_deref(), Some(rule), "{sni}");
+        assert_eq!(seen.unwrap().status, 200);
+    }
+    // No rule and no default: refused before any certificate is asked for.
+    let (seen, v) = exchange(&mut origin, &client, "other.test").await;
+    assert_eq!(v.outcome, Outcome::None(NoneCause::UnknownSni));
+    assert_eq!(v.rule, None);
+    assert!(v.detail.unwrap().contains("other.test"));
+    assert!(seen.is_err());
+
+    // With a default (shared) rule, the unknown name lands there.
+    let shared_ca = pki::ca(w.path(), "shared-ca");
+    let shared_edge = shared_ca.client("shared-edge");
+    let mut spec = spec.clone();
+    spec.default = Some(w.rule("shared", &[], &[&shared_ca.pem()]));
+    origin.policy.reload(&spec).unwrap();
+    let (_, v) = exchange(&mut origin, &w.client(Some(&shared_edge)), "other.test").await;
+    assert_verdict(&v, "SUCCESS", "default rule");
+    assert_eq!(v.rule.as_deref(), Some("shared"));
+    // The shared certificate is not valid for a zone that has its own CA.
+    let (_, v) = exchange(
+        &mut origin,
+        &w.client(Some(&shared_edge)),
+        "api.example.com",
+    )
+    .await;
+    assert_verdict(&v, "FAILED:zone_mismatch", "shared cert on a per-zone rule");
+}
+
+#[tokio::test]
+async fn optional_mode_hands_none_and_failed_to_the_application() {
+    let w = world();
+    let foreign = pki::ca(w.path(), "foreign").client("foreign");
+    let mut rule = w.rule("optional", &["optional.test"], &[&w.edge_ca.pem()]);
+    rule.mode = Mode::Optional;
+    let mut origin = TestOrigin::start(&PolicySpec::new(vec![rule]), Limits::default()).await;
+    for (identity, want) in [
+        (None, "NONE"),
+        (Some(&foreign), "FAILED:unknown_ca"),
+        (Some(&w.edge), "SUCCESS"),
+    ] {
+        let (seen, v) = exchange(&mut origin, &w.client(identity), "optional.test").await;
+        assert_verdict(&v, want, want);
+        let seen =
+            seen.unwrap_or_else(|e| panic!("{want}: optional mode completes the handshake: {e}"));
+        // The application (the test origin's handler) decided: 403 unless SUCCESS.
+        let status = if want == "SUCCESS" { 200 } else { 403 };
+        assert_eq!(
+            (seen.status, seen.body),
+            (status, format!("verdict {want}\n"))
+        );
+    }
+    // Possession of the key is still required in optional mode.
+    let thief = TestClient::with_stolen_cert(&w.origin_ca.pem(), &w.edge, &foreign);
+    let (seen, v) = exchange(&mut origin, &thief, "optional.test").await;
+    assert_verdict(&v, "FAILED:bad_signature", "optional, stolen certificate");
+    assert!(seen.is_err());
+}
+
+#[tokio::test]
+async fn garbage_idle_and_slow_clients_do_not_stop_the_origin() {
+    let w = world();
+    let limits = Limits::default()
+        .with_handshake_timeout(Duration::from_millis(300))
+        .with_max_handshakes(1);
+    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let mut origin = TestOrigin::start(&spec, limits).await;
+    let client = w.client(Some(&w.edge));
+
+    // Plain HTTP (garbage, to TLS) on the TLS port.
+    let mut tcp = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+        .await
+        .unwrap();
+    let v = origin.verdict().await;
+    assert_eq!(v.outcome, Outcome::None(NoneCause::HandshakeError));
+    assert!(v.detail.unwrap().contains("not a TLS ClientHello"));
+    drop(tcp);
+    let (seen, v) = exchange(&mut origin, &client, "plain.test").await;
+    assert_verdict(&v, "SUCCESS", "after garbage");
+    assert_eq!(seen.unwrap().status, 200);
+
+    // A client that connects and says nothing is cut off at the handshake timeout.
+    let idle = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
+    let v = origin.verdict().await;
+    assert_eq!(v.outcome, Outcome::None(NoneCause::HandshakeTimeout));
+    drop(idle);
+
+    // With the one handshake slot held by an idle client, the edge waits for it rather
+    // than being refused; when the idle client goes away, the edge gets through.
+    let mut spec2 = spec.clone();
+    spec2.rules[0].name = "plain2".into();
+    let limits = Limits::default().with_max_handshakes(1);
+    let mut origin = TestOrigin::start(&spec2, limits).await;
+    let idle = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // let the origin accept it first
+    let addr = origin.addr;
+    let edge = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(addr, "plain.test").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !edge.is_finished(),
+        "the edge must wait for the handshake slot"
+    );
+    drop(idle);
+    let first = origin.verdict().await;
+    assert_eq!(
+        first.outcome,
+        Outcome::None(NoneCause::HandshakeError),
+        "{:?}",
+        first.detail
+    );
+    let v = origin.verdict().await;
+    assert_verdict(&v, "SUCCESS", "after the slot freed");
+    assert_eq!(edge.await.unwrap().unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn reload_swaps_trust_atomically_and_a_broken_reload_keeps_the_old_policy() {
+    let w = world();
+    let next_ca = pki::ca(w.path(), "next-ca");
+    let next_edge = next_ca.client("next-edge");
+    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let old = w.client(Some(&w.edge));
+    let new = w.client(Some(&next_edge));
+    assert_verdict(
+        &exchange(&mut origin, &old, "plain.test").await.1,
+        "SUCCESS",
+        "old before",
+    );
+    assert_verdict(
+        &exchange(&mut origin, &new, "plain.test").await.1,
+        "FAILED:unknown_ca",
+        "new before",
+    );
+
+    // Rotation step 1: trust both.
+    let both = PolicySpec::new(vec![w.rule(
+        "plain",
+        &["plain.test"],
+        &[&w.edge_ca.pem(), &next_ca.pem()],
+    )]);
+    origin.policy.reload(&both).unwrap();
+    assert_verdict(
+        &exchange(&mut origin, &old, "plain.test").await.1,
+        "SUCCESS",
+        "old during overlap",
+    );
+    assert_verdict(
+        &exchange(&mut origin, &new, "plain.test").await.1,
+        "SUCCESS",
+        "new during overlap",
+    );
+
+    // A reload naming a file that does not exist is refused, naming it; the overlap stays.
+    let missing = w.path().join("no-such-ca.pem");
+    let broken = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&missing])]);
+    let err = origin.policy.reload(&broken).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}: cannot read", missing.display())),
+        "{err}"
+    );
+    let garbage = w.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
+    let broken = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&garbage])]);
+    let err = origin.policy.reload(&broken).unwrap_err().to_string();
+    assert!(err.contains("garbage.pem: malformed PEM"), "{err}");
+    assert_verdict(
+        &exchange(&mut origin, &old, "plain.test").await.1,
+        "SUCCESS",
+        "old after broken reload",
+    );
+    assert_verdict(
+        &exchange(&mut origin, &new, "plain.test").await.1,
+        "SUCCESS",
+        "new after broken reload",
+    );
+
+    // Step 3: retire the old CA.
+    let retired = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&next_ca.pem()])]);
+    origin.policy.reload(&retired).unwrap();
+    assert_verdict(
+        &exchange(&mut origin, &old, "plain.test").await.1,
+        "FAILED:unknown_ca",
+        "old after retire",
+    );
+    assert_verdict(
+        &exchange(&mut origin, &new, "plain.test").await.1,
+        "SUCCESS",
+        "new after retire",
+    );
+}
+
+#[tokio::test]
+async fn resumed_sessions_carry_a_rechecked_verdict_and_do_not_survive_a_reload() {
+    let w = world();
+    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let client = w.client(Some(&w.edge));
+    let (seen, v) = exchange(&mut origin, &client, "plain.test").await;
+    assert!(!seen.unwrap().resumed);
+    assert!(!v.resumed);
+    let (seen, v) = exchange(&mut origin, &client, "plain.test").await;
+    assert!(
+        seen.unwrap().resumed,
+        "the second connection resumes (TLS 1.3 ticket)"
+    );
+    assert!(v.resumed);
+    assert_verdict(&v, "SUCCESS", "resumed");
+    assert_eq!(
+        v.client.as_ref().unwrap().subject,
+        "CN=edge",
+        "the stored certificate was re-checked"
+    );
+
+    // After a reload that stops trusting the edge, its old session is worthless: a full
+    // handshake happens and is refused.
+    let other = pki::ca(w.path(), "other-ca");
+    origin
+        .policy
+        .reload(&PolicySpec::new(vec![w.rule(
+            "plain",
+            &["plain.test"],
+            &[&other.pem()],
+        )]))
+        .unwrap();
+    let (seen, v) = exchange(&mut origin, &client, "plain.test").await;
+    assert!(seen.is_err());
+    assert!(!v.resumed);
+    assert_verdict(&v, "FAILED:unknown_ca", "after reload");
+}
+
+// ---- Outside peers: curl and openssl s_client as the edge ----
+
+fn curl_args(origin: &TestOrigin, w: &World, identity: Option<&Leaf>, host: &str) -> Vec<String> {
+    let mut a = vec![
+        "-sS".into(),
+        "--max-time".into(),
+        "10".into(),
+        "--resolve".into(),
+        origin.resolve(host),
+        "--cacert".into(),
+        w.origin_ca.pem().display().to_string(),
+    ];
+    if let Some(l) = identity {
+        a.extend([
+            "--cert".into(),
+            l.cert.display().to_string(),
+            "--key".into(),
+            l.key.display().to_string(),
+        ]);
+    }
+    a.push(format!("https://{host}:{}/", origin.addr.port()));
+    a
+}
+
+async fn curl(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || run(Command::new("curl").args(&args)))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn curl_resolve_sees_the_edge_accepted_and_everyone_else_refused() {
+    if !have_peer("curl", "curl_resolve_sees_the_edge_accepted") {
+        return;
+    }
+    let w = world();
+    let foreign = pki::ca(w.path(), "foreign").client("foreign");
+    let spec = PolicySpec::new(vec![w.rule(
+        "zone",
+        &["*.example.com", "example.com"],
+        &[&w.edge_ca.pem()],
+    )]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+
+    let o = curl(curl_args(&origin, &w, Some(&w.edge), "www.example.com")).await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "verdict SUCCESS\n");
+    assert_verdict(&origin.verdict().await, "SUCCESS", "curl edge");
+
+    let o = curl(curl_args(&origin, &w, None, "www.example.com")).await;
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("certificate required"),
+        "{}",
+        stderr(&o)
+    );
+    assert_verdict(&origin.verdict().await, "NONE", "curl without certificate");
+
+    let o = curl(curl_args(&origin, &w, Some(&foreign), "www.example.com")).await;
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("unknown ca"), "{}", stderr(&o));
+    assert_verdict(&origin.verdict().await, "FAILED:unknown_ca", "curl foreign");
+}
+
+async fn s_client(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = Command::new("openssl")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let host = args
+            .iter()
+            .skip_while(|a| *a != "-servername")
+            .nth(1)
+            .cloned()
+            .unwrap_or_default();
+        let _ = child.stdin.take().unwrap().write_all(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn openssl_s_client_as_the_edge() {
+    if !have_peer("openssl", "openssl_s_client_as_the_edge") {
+        return;
+    }
+    let w = world();
+    let foreign = pki::ca(w.path(), "foreign").client("foreign");
+    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let addr = origin.addr;
+    let base = |identity: Option<&Leaf>, servername: Option<&str>| {
+        let mut a: Vec<String> = vec![
+            "s_client".into(),
+            "-connect".into(),
+            addr.to_string(),
+            "-CAfile".into(),
+            w.origin_ca.pem().display().to_string(),
+            "-verify_return_error".into(),
+            "-ign_eof".into(),
+        ];
+        match servername {
+            Some(s) => a.extend(["-servername".into(), s.into()]),
+            None => a.push("-noservername".into()),
+        }
+        if let Some(l) = identity {
+            a.extend([
+                "-cert".into(),
+                l.cert.display().to_string(),
+                "-key".into(),
+                l.key.display().to_string(),
+            ]);
+        }
+        a
+    };
+    let o = s_client(base(Some(&w.edge), Some("plain.test"))).await;
+    assert!(
+        stdout(&o).contains("verdict SUCCESS"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_verdict(&origin.verdict().await, "SUCCESS", "s_client edge");
+
+    let o = s_client(base(Some(&foreign), Some("plain.test"))).await;
+    assert!(!stdout(&o).contains("verdict"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("alert unknown ca"), "{}", stderr(&o));
+    assert_verdict(
+        &origin.verdict().await,
+        "FAILED:unknown_ca",
+        "s_client foreign",
+    );
+
+    // No SNI and no default rule: refused, and the verdict says why.
+    let o = s_client(base(Some(&w.edge), None)).await;
+    assert!(!stdout(&o).contains("verdict"));
+    let v = origin.verdict().await;
+    assert_eq!(v.outcome, Outcome::None(NoneCause::NoSni));
+}
+
+/// Start `examples/origin.rs` on a free loopback port; returns the child and its port.
+fn start_example(
+    w: &World,
+    extra: &[&str],
+) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(aop_e2e::example("aop-verify", "origin"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            s(&w.server.cert),
+            "--key",
+            s(&w.server.key),
+        ])
+        .args(["--trust", s(&w.edge_ca.pem())])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let port = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the example origin starts");
+        if let Some(addr) = line.split("addr=").nth(1) {
+            break addr.trim().rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    (child, port, rx)
+}
+
+fn verdict_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a verdict line on stderr");
+        if line.contains("aop::verdict") {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn the_example_origin_serves_the_edge_and_says_the_verdict() {
+    if !have_peer("curl", "the_example_origin_serves_the_edge") {
+        return;
+    }
+    let w = world();
+    let curl = |port: u16, identity: Option<&Leaf>| {
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &format!("example.com:{port}:127.0.0.1"),
+        ])
+        .args(["--cacert", s(&w.origin_ca.pem())]);
+        if let Some(l) = identity {
+            c.args(["--cert", s(&l.cert), "--key", s(&l.key)]);
+        }
+        run(c.arg(format!("https://example.com:{port}/")))
+    };
+    let (mut child, port, rx) = start_example(&w, &[]);
+    let o = curl(port, Some(&w.edge));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hello from the origin; verdict SUCCESS\n");
+    let line = verdict_line(&rx);
+    assert!(
+        line.contains("verdict=SUCCESS") && line.contains("subject=\"CN=edge\""),
+        "{line}"
+    );
+    let o = curl(port, None);
+    assert_ne!(code(&o), 0);
+    assert!(verdict_line(&rx).contains("verdict=NONE"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, port, rx) = start_example(&w, &["--mode", "optional"]);
+    let o = curl(port, None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o), "hello from the origin; verdict NONE\n");
+    assert!(verdict_line(&rx).contains("reason=\"no_certificate\""));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+// ---- certtool verify: the same verdicts, offline ----
+
+fn verify(args: &[&str]) -> (i32, String) {
+    let o = certtool(std::iter::once("verify").chain(args.iter().copied()));
+    (
+        code(&o),
+        stdout(&o).lines().next().unwrap_or("").to_owned() + &stderr(&o),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn certtool_verify_gives_the_origins_verdict_offline() {
+    let w = world();
+    let root = w.path();
+    let now = time::OffsetDateTime::now_utc();
+    let ca = w.edge_ca.pem();
+    let foreign = pki::ca(root, "foreign").client("foreign");
+    let expired = w
+        .edge_ca
+        .client_at("expired", &[], now - time::Duration::days(100), 30);
+    let revoked = w.edge_ca.client("revoked");
+    let server = w.edge_ca.origin("server", &["x.test"]);
+    let (stale_ca, stale_leaf) = pki::expired_ca_with_valid_leaf(root);
+
+    // certtool makes the CRL here, and openssl must read it.
+    let crl = root.join("crl.pem");
+    let o = certtool([
+        "crl",
+        "create",
+        "--ca",
+        s(&w.edge_ca.dir),
+        "--revoke",
+        s(&revoked.cert),
+        "--out",
+        s(&crl),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    if have_peer("openssl", "certtool_verify: openssl crl") {
+        let o = run(Command::new("openssl").args(["crl", "-in", s(&crl), "-noout", "-text"]));
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let serial = aop_pki::CertInfo::from_der(
+            &aop_pki::load_certificates(&revoked.cert).unwrap()[0],
+            now,
+        )
+        .unwrap()
+        .serial;
+        assert!(
+            stdout(&o).to_lowercase().contains(&serial),
+            "{}",
+            stdout(&o)
+        );
+        let o = run(Command::new("openssl").args([
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            s(&ca),
+            "-CRLfile",
+            s(&crl),
+            s(&revoked.cert),
+        ]));
+        assert_ne!(code(&o), 0, "openssl agrees the certificate is revoked");
+        assert!(stdout(&o).contains("revoked") || stderr(&o).contains("revoked"));
+    }
+    let edge_pin =
+        aop_pki::CertInfo::from_der(&aop_pki::load_certificates(&w.edge.cert).unwrap()[0], now)
+            .unwrap()
+            .sha256
+            .to_colon_hex();
+
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["--trust", s(&ca), "--chain", s(&w.edge.cert)],
+            0,
+            "SUCCESS",
+        ),
+        (
+            vec!["--trust", s(&ca), "--chain", s(&foreign.cert)],
+            1,
+            "FAILED:unknown_ca",
+        ),
+        (
+            vec!["--trust", s(&ca), "--chain", s(&expired.cert)],
+            1,
+            "FAILED:expired",
+        ),
+        (
+            vec!["--trust", s(&ca), "--chain", s(&server.cert)],
+            1,
+            "FAILED:bad_eku",
+        ),
+        (
+            vec!["--trust", s(&ca), "--chain", s(&ca)],
+            1,
+            "FAILED:not_a_leaf",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&revoked.cert),
+                "--crl",
+                s(&crl),
+            ],
+            1,
+            "FAILED:revoked",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--crl",
+                s(&crl),
+            ],
+            0,
+            "SUCCESS",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--pin",
+                &edge_pin,
+            ],
+            0,
+            "SUCCESS",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&foreign.cert),
+                "--pin",
+                &edge_pin,
+            ],
+            1,
+            "FAILED:unknown_ca",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&revoked.cert),
+                "--pin",
+                &edge_pin,
+            ],
+            1,
+            "FAILED:pin_mismatch",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--allow-san",
+                "edge.test",
+            ],
+            1,
+            "FAILED:name_not_allowed",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--allow-san",
+                "EDGE",
+            ],
+            0,
+            "SUCCESS",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--max-depth",
+                "1",
+            ],
+            1,
+            "FAILED:chain_too_long",
+        ),
+        (
+            vec!["--trust", s(&stale_ca), "--chain", s(&stale_leaf.cert)],
+            1,
+            "FAILED:expired",
+        ),
+        // --at: the edge certificate (90 days) is expired in two years, not yet valid last year.
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--at",
+                "2099-01-01T00:00:00Z",
+            ],
+            1,
+            "FAILED:expired",
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--at",
+                "2000-01-01T00:00:00Z",
+            ],
+            1,
+            "FAILED:not_yet_valid",
+        ),
+    ];
+    let sha1 =
+        have_peer("openssl", "certtool_verify: SHA-1").then(|| pki::sha1_ca_and_client(root));
+    let mut cases = cases;
+    if let Some((sha1_ca, sha1_leaf)) = &sha1 {
+        cases.push((
+            vec!["--trust", s(sha1_ca), "--chain", s(&sha1_leaf.cert)],
+            1,
+            "FAILED:unsupported_algorithm",
+        ));
+    }
+    for (args, want_code, want) in cases {
+        let (c, first) = verify(&args);
+        assert_eq!(
+            (c, first.as_str()),
+            (want_code, want),
+            "certtool verify {args:?}"
+        );
+    }
+
+    // The JSON report parses and carries the same verdict.
+    let o = certtool([
+        "verify",
+        "--trust",
+        s(&ca),
+        "--chain",
+        s(&foreign.cert),
+        "--sni",
+        "plain.test",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 1);
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["verdict"], "FAILED:unknown_ca");
+    assert_eq!(j["reason"], "unknown_ca");
+    assert_eq!(j["sni"], "plain.test");
+    assert_eq!(j["certificate"]["subject"], "CN=foreign");
+
+    // Unreadable input is exit 2 with one line naming the file.
+    let bad = aop_e2e::workspace_root().join("testdata/bad");
+    for (args, names) in [
+        (
+            vec!["--trust", s(&ca), "--chain", s(&w.edge.key)],
+            w.edge.key.clone(),
+        ),
+        (
+            vec![
+                "--trust",
+                s(&bad.join("truncated.pem")),
+                "--chain",
+                s(&w.edge.cert),
+            ],
+            bad.join("truncated.pem"),
+        ),
+        (
+            vec![
+                "--trust",
+                s(&ca),
+                "--chain",
+                s(&w.edge.cert),
+                "--crl",
+                s(&ca),
+            ],
+            ca.clone(),
+        ),
+        (
+            vec!["--trust", s(&ca), "--chain", s(&root.join("missing.pem"))],
+            root.join("missing.pem"),
+        ),
+    ] {
+        let o = certtool(std::iter::once("verify").chain(args.iter().copied()));
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("certtool: {}: ", names.display())),
+            "{err}"
+        );
+    }
+    let (c, out) = verify(&["--trust", s(&ca), "--chain", s(&w.edge.cert), "--pin", "zz"]);
+    assert_eq!(c, 2, "{out}");
+    let (c, out) = verify(&[
+        "--trust",
+        s(&ca),
+        "--chain",
+        s(&w.edge.cert),
+        "--at",
+        "yesterday",
+    ]);
+    assert_eq!(c, 2, "{out}");
+}
+
+#[test]
+fn crl_create_refuses_what_it_should() {
+    let w = world();
+    let other = pki::ca(w.path(), "other").client("other");
+    let out = w.path().join("crl.pem");
+    let o = certtool([
+        "crl",
+        "create",
+        "--ca",
+        s(&w.edge_ca.dir),
+        "--revoke",
+        s(&other.cert),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("not by this CA"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let o = certtool(["crl", "create", "--ca", s(&w.edge_ca.dir), "--out", s(&out)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let before = std::fs::read(&out).unwrap();
+    let o = certtool([
+        "crl",
+        "create",
+        "--ca",
+        s(&w.edge_ca.dir),
+        "--revoke",
+        s(&w.edge.cert),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    let o = certtool([
+        "crl",
+        "create",
+        "--ca",
+        s(&w.edge_ca.dir),
+        "--revoke",
+        s(&w.edge.cert),
+        "--out",
+        s(&out),
+        "--force",
+    ]);
+    assert_eq!(code(&o), 0);
+    let _unused: PathBuf = out;
+}
