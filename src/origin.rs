@@ -51,6 +51,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     };
     let mut resp = Response::new(Full::new(Bytes::from(format!("verdict {verdict}\n"))));
     *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&verdict.to_string()) {
+        resp.headers_mut().insert("x-client-verify", v);
+    }
     Ok(resp)
 }
 

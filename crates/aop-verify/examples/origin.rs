@@ -48,9 +48,14 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         .get::<Arc<Verdict>>()
         .map(|v| v.to_string())
         .unwrap_or_default();
-    Ok(Response::new(Full::new(Bytes::from(format!(
+    let mut resp = Response::new(Full::new(Bytes::from(format!(
         "hello from the origin; verdict {verdict}\n"
-    )))))
+    ))));
+    // Expose the verdict so `certtool probe` can report it.
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&verdict) {
+        resp.headers_mut().insert("x-client-verify", v);
+    }
+    Ok(resp)
 }
 
 #[tokio::main]

@@ -59,6 +59,73 @@ Example:
     /// Certificate revocation lists.
     #[command(subcommand)]
     Crl(CrlCommand),
+    /// The curl --resolve negative test: does the origin let this client in?
+    #[command(long_about = "\
+Connect straight to an origin's address, as `curl --resolve HOST:PORT:ADDR` does (SNI and \
+the server-certificate check use HOST), optionally presenting a client certificate, and \
+say in words what happened: the TLS alert the origin refused with, the HTTP status it \
+answered, and the verdict where the origin exposes it (X-Client-Verify). Exit 0 iff the \
+expectation held for every URL.
+
+--expect reject without --cert is the negative test every origin behind a CDN should pass: \
+if the origin serves a client with no certificate, its back door is open. \
+--expect accept with the edge's --cert/--key proves the edge still gets in.
+
+Refusals recognised: a TLS alert (aop-verify, rustls, Envoy), nginx's 400 \"No required SSL \
+certificate was sent\" / 495 / 496, a closed connection, or an X-Client-Verify header that \
+is not SUCCESS. An unreachable origin proves nothing either way: exit 1.
+
+Exit codes: 0 every expectation held; 1 one did not (or an origin was unreachable); 2 usage \
+error or unreadable input.
+
+Example:
+  certtool probe https://example.com/ --resolve example.com:443:203.0.113.7 \\
+      --cacert origin_ca_rsa_root_2019.pem --expect reject
+  certtool probe https://example.com/ --resolve example.com:443:203.0.113.7 \\
+      --cacert origin-ca.pem --cert edge/cert.pem --key edge/key.pem --expect accept --json")]
+    Probe(ProbeArgs),
+}
+
+/// What the probe expects of the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Expect {
+    /// The origin serves this client.
+    Accept,
+    /// The origin refuses this client.
+    Reject,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// https:// URLs to probe (several probe several origins).
+    #[arg(required = true, value_name = "URL")]
+    pub(crate) urls: Vec<String>,
+    /// Connect to ADDR for HOST:PORT (like curl --resolve). Repeat for several origins.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub(crate) resolve: Vec<aop_edge::ResolveEntry>,
+    /// Client certificate to present (with its chain).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Roots the origin's certificate must chain to. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Vec<PathBuf>,
+    /// Do not verify the origin's certificate (says so in the output). Only to learn
+    /// whether the origin demands a client certificate when you lack its CA.
+    #[arg(long, conflicts_with = "cacert")]
+    pub(crate) insecure: bool,
+    /// accept: the origin must serve this client; reject: it must refuse it.
+    #[arg(long, value_enum)]
+    pub(crate) expect: Expect,
+    /// Seconds for each of TCP connect and TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) timeout: u64,
+    /// Print JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]

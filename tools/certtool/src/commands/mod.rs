@@ -6,6 +6,7 @@ use crate::cli::{CaCommand, Cli, Command, CrlCommand, IssueCommand};
 
 mod inspect;
 mod issue;
+mod probe;
 mod verify;
 
 /// Run the parsed command line.
@@ -18,6 +19,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(&args, now),
         Command::Verify(args) => verify::run(&args, now),
         Command::Crl(CrlCommand::Create(args)) => issue::crl_create(&args, now),
+        Command::Probe(args) => probe::run(&args),
     }
 }
 
@@ -33,6 +35,7 @@ pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         Some(_) => ExitCode::from(2),
         // aop-verify's load errors are all about unusable input files.
         None if e.downcast_ref::<aop_verify::Error>().is_some() => ExitCode::from(2),
+        None if e.downcast_ref::<aop_edge::Error>().is_some() => ExitCode::from(2),
         None => ExitCode::from(1),
     }
 }

@@ -1,0 +1,210 @@
+//! hyper glue (cargo feature `hyper`): a connector for hyper-util's pooled client, and a
+//! client whose connection pools are keyed on the client identity.
+//!
+//! hyper-util's pool is keyed on scheme and authority only. A connection made with one
+//! client certificate must never carry a request that needs another (after a reload, or
+//! when two names share an address), so [`EdgeClient`] keeps one pooled client per
+//! identity, as Pingora keys its pool on the client certificate. When a reload retires
+//! an identity, its pool is dropped: idle connections close at once, and connections
+//! still carrying a request close when it completes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use hyper::body::{Body, Incoming};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::connect::{Resolve, Timeouts, address, connect_tls};
+use crate::identity::{Identity, IdentityStore};
+use crate::{Error, Result};
+
+/// Which identity a response's connection presented (in the response's extensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresentedIdentity(pub u64);
+
+/// A hyper-util connector that presents one identity.
+#[derive(Clone, Debug)]
+pub struct EdgeConnector {
+    identity: Arc<Identity>,
+    resolve: Arc<Resolve>,
+    timeouts: Timeouts,
+}
+
+impl EdgeConnector {
+    /// Connect presenting `identity`, with `resolve` overrides and `timeouts`.
+    pub fn new(identity: Arc<Identity>, resolve: Arc<Resolve>, timeouts: Timeouts) -> Self {
+        Self {
+            identity,
+            resolve,
+            timeouts,
+        }
+    }
+}
+
+/// A TLS connection to an origin, as hyper sees it.
+#[derive(Debug)]
+pub struct EdgeStream {
+    io: TokioIo<TlsStream<TcpStream>>,
+    identity: u64,
+}
+
+impl Connection for EdgeStream {
+    fn connected(&self) -> Connected {
+        Connected::new().extra(PresentedIdentity(self.identity))
+    }
+}
+
+impl hyper::rt::Read for EdgeStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for EdgeStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl tower_service::Service<Uri> for EdgeConnector {
+    type Response = EdgeStream;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<EdgeStream>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if uri.scheme_str() != Some("https") {
+                return Err(Error::Syntax {
+                    input: uri.to_string(),
+                    reason: "origin pulls need https://",
+                });
+            }
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let addr = address(&host, port, &this.resolve).await?;
+            let tls = connect_tls(
+                this.identity.client_config().clone(),
+                &host,
+                addr,
+                this.timeouts,
+            )
+            .await?;
+            Ok(EdgeStream {
+                io: TokioIo::new(tls),
+                identity: this.identity.id(),
+            })
+        })
+    }
+}
+
+/// A pooled HTTP/1.1 client for origin pulls: for each request it picks the identity
+/// for the request's host (per-hostname > per-zone > shared) and uses that identity's
+/// own connection pool.
+pub struct EdgeClient<B> {
+    store: ArcSwap<IdentityStore>,
+    clients: Mutex<HashMap<u64, Client<EdgeConnector, B>>>,
+    resolve: Arc<Resolve>,
+    timeouts: Timeouts,
+}
+
+impl<B> std::fmt::Debug for EdgeClient<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeClient").finish_non_exhaustive()
+    }
+}
+
+impl<B> EdgeClient<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// A client presenting the identities of `store`.
+    pub fn new(store: IdentityStore, resolve: Resolve, timeouts: Timeouts) -> Self {
+        Self {
+            store: ArcSwap::from_pointee(store),
+            clients: Mutex::new(HashMap::new()),
+            resolve: Arc::new(resolve),
+            timeouts,
+        }
+    }
+
+    /// The identity a request to `host` would present.
+    pub fn identity_for(&self, host: &str) -> Option<Arc<Identity>> {
+        self.store.load().select(host).cloned()
+    }
+
+    /// Send `req` (its URI must be absolute `https://…`) presenting the right identity.
+    pub async fn request(&self, req: Request<B>) -> Result<Response<Incoming>> {
+        let host = req.uri().host().unwrap_or_default().to_owned();
+        let identity = self
+            .identity_for(&host)
+            .ok_or_else(|| Error::NoIdentity { host: host.clone() })?;
+        let client = {
+            let mut clients = self
+                .clients
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            clients
+                .entry(identity.id())
+                .or_insert_with(|| {
+                    Client::builder(TokioExecutor::new()).build(EdgeConnector::new(
+                        identity.clone(),
+                        self.resolve.clone(),
+                        self.timeouts,
+                    ))
+                })
+                .clone()
+        };
+        client.request(req).await.map_err(|e| Error::Request {
+            host,
+            error: Box::new(e),
+        })
+    }
+
+    /// Present the identities of `store` from the next request on. Pools of identities
+    /// that are gone are dropped; requests in flight on them complete.
+    pub fn reload(&self, store: IdentityStore) {
+        self.store.store(Arc::new(store));
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients.clear();
+    }
+}

@@ -1,0 +1,82 @@
+//! The one place where aop-edge weakens verification, so a reviewer finds it at a glance.
+//!
+//! Only `certtool probe --insecure` uses it: a probe of an origin whose server
+//! certificate you cannot verify (no Origin CA root to hand) still shows whether the
+//! origin demands a client certificate. Nothing else in aop skips server verification.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+
+use crate::IdentitySpec;
+
+/// Accepts any server certificate, but still checks the handshake signatures (so the
+/// peer at least holds the key of the certificate it sent).
+#[derive(Debug)]
+struct AnyServerCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// A client configuration that does NOT verify the server's certificate, presenting
+/// `identity` if given. For probes only.
+pub fn unverified_server_config(identity: Option<&IdentitySpec>) -> crate::Result<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let algs = provider.signature_verification_algorithms;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(algs)));
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let chain = aop_pki::load_certificates(&id.cert)?;
+            let key = aop_pki::load_private_key(&id.key)?;
+            aop_pki::check_key_matches(&chain[0], &key, &id.cert, &id.key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| crate::Error::BadIdentity {
+                    path: id.cert.clone(),
+                    detail: e.to_string(),
+                })?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

@@ -1,0 +1,273 @@
+//! Which client certificate the edge presents to which origin.
+//!
+//! Three flavours, as Cloudflare has them; the most specific wins:
+//! per-hostname > per-zone > shared. rustls's `ResolvesClientCert` is not told the
+//! server name, so each identity gets its own prebuilt `ClientConfig` (and so its own
+//! TLS session cache: a session made with one certificate is never resumed with another).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aop_pki::CertInfo;
+use rustls::{ClientConfig, RootCertStore};
+use time::OffsetDateTime;
+
+use crate::{Error, Result};
+
+/// Which kind of identity matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flavour {
+    /// A certificate for one origin hostname.
+    Hostname,
+    /// A certificate for a zone (the apex and every name below it).
+    Zone,
+    /// The shared certificate, for every origin.
+    Shared,
+}
+
+impl fmt::Display for Flavour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Hostname => "per-hostname",
+            Self::Zone => "per-zone",
+            Self::Shared => "shared",
+        })
+    }
+}
+
+/// A certificate (chain, PEM) and its key, as files.
+#[derive(Clone, Debug)]
+pub struct IdentitySpec {
+    /// The client certificate, then its chain.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl IdentitySpec {
+    /// An identity from these files.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// Everything the edge presents and trusts, as files (for [`IdentityStore::load`]).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StoreSpec {
+    /// Roots that origins' server certificates must chain to (for example Cloudflare's
+    /// Origin CA root). Required: there is no insecure mode.
+    pub roots: Vec<PathBuf>,
+    /// The shared certificate, if any.
+    pub shared: Option<IdentitySpec>,
+    /// Per-zone certificates: `("example.com", …)` covers example.com and every name
+    /// below it.
+    pub zones: Vec<(String, IdentitySpec)>,
+    /// Per-hostname certificates.
+    pub hostnames: Vec<(String, IdentitySpec)>,
+    /// ALPN protocols to offer. Default: `http/1.1`.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl StoreSpec {
+    /// Verify origins against `roots`; no client certificates yet.
+    pub fn new(roots: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        Self {
+            roots: roots.into_iter().map(Into::into).collect(),
+            alpn: vec![b"http/1.1".to_vec()],
+            ..Self::default()
+        }
+    }
+}
+
+/// One loaded identity.
+#[derive(Debug)]
+pub struct Identity {
+    id: u64,
+    flavour: Flavour,
+    label: String,
+    cert: Arc<CertInfo>,
+    config: Arc<ClientConfig>,
+}
+
+impl Identity {
+    /// A number unique to this identity in this process (a reload gives new numbers);
+    /// connection pools are keyed on it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Which flavour it is.
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
+    }
+
+    /// The hostname or zone it is for (`*` for the shared one).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The client certificate it presents.
+    pub fn certificate(&self) -> &Arc<CertInfo> {
+        &self.cert
+    }
+
+    /// The rustls client configuration that presents it.
+    pub fn client_config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// All identities, loaded: every file read and every `ClientConfig` built.
+#[derive(Debug)]
+pub struct IdentityStore {
+    shared: Option<Arc<Identity>>,
+    zones: HashMap<String, Arc<Identity>>,
+    hostnames: HashMap<String, Arc<Identity>>,
+    anonymous: Arc<ClientConfig>,
+}
+
+impl IdentityStore {
+    /// Read every file and build the client configurations. Errors name the file.
+    pub fn load(spec: &StoreSpec) -> Result<Self> {
+        let roots = load_roots(&spec.roots)?;
+        let build = |flavour, label: &str, id: &IdentitySpec| -> Result<Arc<Identity>> {
+            let chain = aop_pki::load_certificates(&id.cert)?;
+            let key = aop_pki::load_private_key(&id.key)?;
+            aop_pki::check_key_matches(&chain[0], &key, &id.cert, &id.key)?;
+            let cert =
+                CertInfo::from_der(&chain[0], OffsetDateTime::now_utc()).map_err(|detail| {
+                    aop_pki::Error::BadCertificate {
+                        path: id.cert.clone(),
+                        index: 1,
+                        detail,
+                    }
+                })?;
+            let mut config = builder(&roots)
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::BadIdentity {
+                    path: id.cert.clone(),
+                    detail: e.to_string(),
+                })?;
+            config.alpn_protocols = spec.alpn.clone();
+            Ok(Arc::new(Identity {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                flavour,
+                label: label.to_owned(),
+                cert: Arc::new(cert),
+                config: Arc::new(config),
+            }))
+        };
+        let shared = spec
+            .shared
+            .as_ref()
+            .map(|s| build(Flavour::Shared, "*", s))
+            .transpose()?;
+        let mut zones = HashMap::new();
+        for (zone, id) in &spec.zones {
+            let zone = dns_name("zone", zone)?;
+            if zones
+                .insert(zone.clone(), build(Flavour::Zone, &zone, id)?)
+                .is_some()
+            {
+                return Err(Error::Duplicate {
+                    what: "zone",
+                    name: zone,
+                });
+            }
+        }
+        let mut hostnames = HashMap::new();
+        for (host, id) in &spec.hostnames {
+            let host = dns_name("hostname", host)?;
+            if hostnames
+                .insert(host.clone(), build(Flavour::Hostname, &host, id)?)
+                .is_some()
+            {
+                return Err(Error::Duplicate {
+                    what: "hostname",
+                    name: host,
+                });
+            }
+        }
+        let mut anonymous = builder(&roots).with_no_client_auth();
+        anonymous.alpn_protocols = spec.alpn.clone();
+        Ok(Self {
+            shared,
+            zones,
+            hostnames,
+            anonymous: Arc::new(anonymous),
+        })
+    }
+
+    /// The identity to present to origin `host`: per-hostname, else the longest
+    /// matching zone, else shared.
+    pub fn select(&self, host: &str) -> Option<&Arc<Identity>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(id) = self.hostnames.get(&host) {
+            return Some(id);
+        }
+        let mut suffix = host.as_str();
+        loop {
+            if let Some(id) = self.zones.get(suffix) {
+                return Some(id);
+            }
+            match suffix.split_once('.') {
+                Some((_, rest)) => suffix = rest,
+                None => break,
+            }
+        }
+        self.shared.as_ref()
+    }
+
+    /// A configuration with the same roots and no client certificate (for probes).
+    pub fn anonymous(&self) -> &Arc<ClientConfig> {
+        &self.anonymous
+    }
+}
+
+fn builder(
+    roots: &RootCertStore,
+) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots.clone())
+}
+
+/// Load root certificates for verifying origins.
+pub fn load_roots(paths: &[PathBuf]) -> Result<RootCertStore> {
+    if paths.is_empty() {
+        return Err(Error::NoRoots);
+    }
+    let mut store = RootCertStore::empty();
+    for path in paths {
+        for cert in aop_pki::load_certificates(path)? {
+            store.add(cert).map_err(|e| Error::BadRoot {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+    }
+    Ok(store)
+}
+
+fn dns_name(what: &'static str, name: &str) -> Result<String> {
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    if rustls_pki_types::DnsName::try_from(lower.as_str()).is_err()
+        || lower.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(Error::BadName {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(lower)
+}

@@ -1,0 +1,84 @@
+//! Command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use aop_edge::ResolveEntry;
+use clap::Parser;
+
+/// Plain HTTP in, mutual TLS out: forward every request to the origin, presenting the
+/// edge's client certificate (per-hostname > per-zone > shared).
+#[derive(Debug, Parser)]
+#[command(
+    name = "aop-edge-proxy",
+    version,
+    long_about = "\
+Plain HTTP in, mutual TLS out: the smallest edge for authenticated origin pulls. Every \
+request is forwarded to --origin, presenting the client certificate for the origin's \
+hostname (a --hostname-cert for it, else a --zone-cert for its zone, else --cert/--key) \
+and verifying the origin's certificate against --cacert. X-Forwarded-For, CF-Connecting-IP \
+and X-Request-Id are set. When the origin refuses the handshake the proxy answers 502 \
+with the reason in the body and the log.
+
+Example:
+  aop-edge-proxy --listen 127.0.0.1:8080 --origin https://example.com:8443 \\
+      --resolve example.com:8443:127.0.0.1 --cacert origin-ca.pem \\
+      --cert edge/cert.pem --key edge/key.pem
+  curl http://127.0.0.1:8080/
+
+Exit codes: 2 when it cannot start (bad flags, unreadable certificate, address in use)."
+)]
+pub(crate) struct Args {
+    /// Address to listen on for plain HTTP.
+    #[arg(long)]
+    pub(crate) listen: SocketAddr,
+    /// The origin, https://HOST[:PORT].
+    #[arg(long)]
+    pub(crate) origin: String,
+    /// Connect to ADDR for HOST:PORT instead of resolving HOST (like curl --resolve).
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub(crate) resolve: Vec<ResolveEntry>,
+    /// Roots the origin's certificate must chain to (e.g. an Origin CA root). Repeatable.
+    #[arg(long, required = true, value_name = "FILE")]
+    pub(crate) cacert: Vec<PathBuf>,
+    /// The shared client certificate (with its chain).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// A per-zone certificate: ZONE=CERT,KEY (covers ZONE and every name below it).
+    #[arg(long = "zone-cert", value_name = "ZONE=CERT,KEY")]
+    pub(crate) zone_certs: Vec<NamedIdentity>,
+    /// A per-hostname certificate: HOST=CERT,KEY.
+    #[arg(long = "hostname-cert", value_name = "HOST=CERT,KEY")]
+    pub(crate) hostname_certs: Vec<NamedIdentity>,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
+}
+
+/// `NAME=CERT,KEY`.
+#[derive(Clone, Debug)]
+pub(crate) struct NamedIdentity {
+    pub(crate) name: String,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+impl std::str::FromStr for NamedIdentity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, files) = s.split_once('=').ok_or("expected NAME=CERT,KEY")?;
+        let (cert, key) = files.split_once(',').ok_or("expected NAME=CERT,KEY")?;
+        if name.is_empty() || cert.is_empty() || key.is_empty() {
+            return Err("expected NAME=CERT,KEY".into());
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            cert: cert.into(),
+            key: key.into(),
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! aop-edge-proxy: plain HTTP in, mutual TLS to the origin out. The smallest edge, for
+//! testing origins and as a client-side sidecar. A thin shell over `aop-edge`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+mod cli;
+mod proxy;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::anyhow!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(proxy::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    #[allow(clippy::print_stderr)] // the binary's one place for fatal errors
+    {
+        eprintln!("aop-edge-proxy: {e:#}");
+    }
+    ExitCode::from(2)
+}

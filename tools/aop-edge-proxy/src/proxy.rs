@@ -1,0 +1,210 @@
+//! The proxy: accept plain HTTP, forward through `aop_edge::EdgeClient`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use aop_edge::{
+    EdgeClient, Failure, IdentitySpec, IdentityStore, Resolve, StoreSpec, Target, Timeouts,
+};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+
+use crate::cli::Args;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+struct Proxy {
+    client: EdgeClient<Incoming>,
+    origin: Target,
+    authority: String,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    let origin: Target = args.origin.parse().context("--origin")?;
+    let mut spec = StoreSpec::new(args.cacert.iter().cloned());
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        spec.shared = Some(IdentitySpec::new(cert, key));
+    }
+    spec.zones = args
+        .zone_certs
+        .iter()
+        .map(|z| (z.name.clone(), IdentitySpec::new(&z.cert, &z.key)))
+        .collect();
+    spec.hostnames = args
+        .hostname_certs
+        .iter()
+        .map(|h| (h.name.clone(), IdentitySpec::new(&h.cert, &h.key)))
+        .collect();
+    let store = IdentityStore::load(&spec)?;
+    if store.select(&origin.host).is_none() {
+        anyhow::bail!(
+            "no client certificate applies to {}: give --cert/--key, or a --zone-cert or --hostname-cert for it",
+            origin.host
+        );
+    }
+    let authority = if origin.port == 443 {
+        origin.host.clone()
+    } else {
+        format!("{}:{}", origin.host, origin.port)
+    };
+    let proxy = Arc::new(Proxy {
+        client: EdgeClient::new(
+            store,
+            Resolve::new(args.resolve.iter().cloned()),
+            Timeouts::default(),
+        ),
+        origin,
+        authority,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(target: "aop::edge", addr = %listener.local_addr()?, origin = %proxy.origin.url, "edge proxy listening");
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(target: "aop::edge", error = %e, "accept failed");
+                continue;
+            }
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.forward(req, peer).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn init_logging(format: &str) {
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Headers that belong to one hop and are never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:012x}{:04x}{:08x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id() & 0xffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Proxy {
+    async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let id = request_id();
+        let method = req.method().clone();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        let uri: Uri = match format!("https://{}{}", self.authority, path).parse() {
+            Ok(u) => u,
+            Err(_) => return self.error(&id, StatusCode::BAD_REQUEST, "bad request target"),
+        };
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        for h in HOP_BY_HOP {
+            headers.remove(h);
+        }
+        let client_ip = peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {client_ip}"),
+            None => client_ip.clone(),
+        };
+        set(headers, "x-forwarded-for", &xff);
+        set(headers, "cf-connecting-ip", &client_ip);
+        set(headers, "x-forwarded-proto", "http");
+        set(headers, "x-request-id", &id);
+        set(headers, "host", &self.authority);
+        let identity = self.client.identity_for(&self.origin.host);
+        let (flavour, presented) = identity
+            .as_ref()
+            .map(|i| (i.flavour().to_string(), i.certificate().sha256.to_string()))
+            .unwrap_or_default();
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                tracing::info!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
+                    status = status.as_u16(), identity = %flavour, presented = %presented, "forwarded");
+                let (mut parts, body) = resp.into_parts();
+                for h in HOP_BY_HOP {
+                    parts.headers.remove(h);
+                }
+                set(&mut parts.headers, "x-request-id", &id);
+                Response::from_parts(parts, body.boxed())
+            }
+            Err(e) => {
+                let why = match aop_edge::classify(&e) {
+                    Failure::Refused { alert } => {
+                        format!("the origin refused the TLS handshake (alert {alert})")
+                    }
+                    Failure::ServerUntrusted { detail } => {
+                        format!("the origin's certificate is not trusted: {detail}")
+                    }
+                    _ => format!("{e}"),
+                };
+                tracing::warn!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
+                    status = 502, identity = %flavour, presented = %presented, error = %why, "origin pull failed");
+                self.error(&id, StatusCode::BAD_GATEWAY, &why)
+            }
+        }
+    }
+
+    fn error(&self, id: &str, status: StatusCode, why: &str) -> Response<Body> {
+        let body = Full::new(Bytes::from(format!(
+            "{} {}: {why}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )))
+        .map_err(|never| match never {})
+        .boxed();
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        set(resp.headers_mut(), "x-request-id", id);
+        resp
+    }
+}
+
+fn set(headers: &mut hyper::HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
