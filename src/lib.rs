@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // test support: a panic is how a broken test setup is reported
 
+pub mod nginx;
 pub mod origin;
 pub mod pki;
 
@@ -61,6 +62,19 @@ pub fn example(package: &str, name: &str) -> PathBuf {
     bin_dir().join("examples").join(name)
 }
 
+/// Whether nginx is installed; the same CI rule as [`have_peer`].
+#[allow(clippy::print_stderr)] // the SKIPPED notice must be loud, in the test output
+pub fn have_nginx(test: &str) -> bool {
+    if nginx::binary().is_some() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: nginx is required under CI=true but is not installed");
+    }
+    eprintln!("\n*** SKIPPED {test}: nginx is not installed ***\n");
+    false
+}
+
 /// Whether a peer program is on PATH. Under `CI=true` a missing peer panics (a test must
 /// not pass by skipping); elsewhere this prints a loud SKIPPED line and returns false.
 #[allow(clippy::print_stderr)] // the SKIPPED notice must be loud, in the test output
@@ -99,6 +113,41 @@ pub fn stderr(o: &Output) -> String {
 /// The root of the workspace (for testdata/).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Start a workspace binary that logs `… addr=IP:PORT …` on stderr when it listens;
+/// returns the child, the port, and a channel of its stderr lines (ANSI colour off).
+pub fn spawn_listening(
+    program: &Path,
+    args: &[&str],
+) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(program)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let port = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{} did not start listening", program.display()));
+        if let Some(addr) = line.split("addr=").nth(1) {
+            let addr = addr.split_whitespace().next().unwrap_or_default();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    (child, port, rx)
 }
 
 /// Run `certtool` with `args`.

@@ -54,6 +54,22 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     if let Ok(v) = hyper::header::HeaderValue::from_str(&verdict.to_string()) {
         resp.headers_mut().insert("x-client-verify", v);
     }
+    if let Some(c) = &verdict.client
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&c.sha256.to_string())
+    {
+        resp.headers_mut().insert("x-client-cert-sha256", v);
+    }
+    // Echo what an edge adds, so tests can see it arrived.
+    for (name, echo) in [
+        ("x-forwarded-for", "x-echo-x-forwarded-for"),
+        ("cf-connecting-ip", "x-echo-cf-connecting-ip"),
+        ("x-request-id", "x-echo-x-request-id"),
+        ("host", "x-echo-host"),
+    ] {
+        if let Some(v) = req.headers().get(name) {
+            resp.headers_mut().insert(echo, v.clone());
+        }
+    }
     Ok(resp)
 }
 
@@ -100,6 +116,15 @@ impl TestOrigin {
             .await
             .expect("a verdict within 15 s")
             .expect("origin running")
+    }
+
+    /// Verdicts produced so far and not yet taken (does not wait).
+    pub fn pending_verdicts(&mut self) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        while let Ok(v) = self.verdicts.try_recv() {
+            out.push(v);
+        }
+        out
     }
 
     /// `HOST:PORT:127.0.0.1` for curl's `--resolve`.

@@ -11,7 +11,25 @@ mod commands;
 mod output;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // Usage errors: one line, as every other error (clap's own text, first line).
+            let text = e.render().to_string();
+            #[allow(clippy::print_stderr)] // the binary's one place for error output
+            {
+                eprintln!(
+                    "certtool: {}",
+                    text.lines()
+                        .next()
+                        .unwrap_or("usage error")
+                        .trim_start_matches("error: ")
+                );
+            }
+            return ExitCode::from(2);
+        }
+    };
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -1,0 +1,106 @@
+//! nginx as a real peer: an origin with `ssl_verify_client on` (or off), started on a
+//! free loopback port with a generated config in a temporary directory.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running nginx; killed on drop.
+pub struct Nginx {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The nginx binary, if installed (it is often in /usr/sbin, outside a user's PATH).
+pub fn binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    /// Start nginx serving TLS with `cert`/`key`; with `client_ca`, it requires client
+    /// certificates from that CA (`ssl_verify_client on`), else it asks for none. Every
+    /// response body is `verify=$ssl_client_verify dn=$ssl_client_s_dn`.
+    pub fn start(dir: &Path, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Self {
+        let bin = binary().expect("nginx is installed");
+        let port = free_port();
+        let verify = match client_ca {
+            Some(ca) => format!(
+                "ssl_verify_client on;\n        ssl_client_certificate {};",
+                ca.display()
+            ),
+            None => "ssl_verify_client off;".to_owned(),
+        };
+        let d = dir.display();
+        let conf = format!(
+            r#"
+user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name _;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        {verify}
+        location / {{
+            default_type text/plain;
+            return 200 "verify=$ssl_client_verify dn=$ssl_client_s_dn\n";
+        }}
+    }}
+}}
+"#,
+            cert = cert.display(),
+            key = key.display(),
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(bin)
+            .args(["-p", &d.to_string(), "-c", &conf_path.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let nginx = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start; see {}/error.log",
+                d
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nginx
+    }
+}
