@@ -192,6 +192,11 @@ impl TestClient {
 
     /// `GET /` over TLS to `addr` with SNI `sni`. `Err` carries the TLS or I/O error text.
     pub async fn get(&self, addr: SocketAddr, sni: &str) -> Result<Seen, String> {
+        self.get_host(addr, sni, sni).await
+    }
+
+    /// As [`TestClient::get`], with a Host header that may differ from the SNI.
+    pub async fn get_host(&self, addr: SocketAddr, sni: &str, host: &str) -> Result<Seen, String> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
         let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
@@ -200,7 +205,7 @@ impl TestClient {
             .await
             .map_err(|e| e.to_string())?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        let req = format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         tls.write_all(req.as_bytes())
             .await
             .map_err(|e| e.to_string())?;

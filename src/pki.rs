@@ -184,6 +184,18 @@ pub fn expired_ca_with_valid_leaf(root: &Path) -> (PathBuf, Leaf) {
 /// A client certificate with no extended key usage at all (webpki would accept it for
 /// anything; the origin requires clientAuth), signed by `ca`.
 pub fn client_without_eku(ca: &TestCa, root: &Path) -> Leaf {
+    client_with(ca, root, "no-eku", Vec::new(), Vec::new())
+}
+
+/// A client certificate signed by `ca` with exactly these EKUs and extra extensions,
+/// made with rcgen directly (aop-pki only makes well-formed ones).
+pub fn client_with(
+    ca: &TestCa,
+    root: &Path,
+    name: &str,
+    ekus: Vec<rcgen::ExtendedKeyUsagePurpose>,
+    extensions: Vec<rcgen::CustomExtension>,
+) -> Leaf {
     use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key =
         KeyPair::from_pem(&std::fs::read_to_string(ca.dir.join("ca.key")).unwrap()).unwrap();
@@ -193,13 +205,15 @@ pub fn client_without_eku(ca: &TestCa, root: &Path) -> Leaf {
     let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key).unwrap();
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, "no-eku");
+    p.distinguished_name.push(DnType::CommonName, name);
     p.is_ca = IsCa::ExplicitNoCa;
+    p.extended_key_usages = ekus;
+    p.custom_extensions = extensions;
     p.not_before = now() - Duration::minutes(5);
     p.not_after = now() + Duration::days(30);
     let key = KeyPair::generate().unwrap();
     let cert = p.signed_by(&key, &issuer).unwrap();
-    let dir = root.join("no-eku");
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let leaf = Leaf {
         cert: dir.join("cert.pem"),

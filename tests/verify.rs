@@ -125,6 +125,31 @@ async fn every_reason_is_produced_by_a_real_certificate_in_a_real_handshake() {
     let crl = w.edge_ca.crl(&[&revoked]);
     let server_as_client = w.edge_ca.origin("server-as-client", &["edge.test"]);
     let no_eku = pki::client_without_eku(&w.edge_ca, root);
+    let any_eku = pki::client_with(
+        &w.edge_ca,
+        root,
+        "any-eku",
+        vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::Any,
+        ],
+        Vec::new(),
+    );
+    // A subjectAltName whose contents are not valid DER, on a certificate whose CN is
+    // on the allowlist: the CN must not stand in for SANs that could not be read.
+    let bad_san = pki::client_with(
+        &w.edge_ca,
+        root,
+        "spiffe://cdn.test/edge",
+        vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        vec![rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 17],
+            vec![0x30, 0x05, 0x82, 0x09, 0xff],
+        )],
+    );
+    let named_upper = w
+        .edge_ca
+        .client_at("named-upper", &["spiffe://cdn.test/EDGE"], now, 30);
     let (stale_ca, stale_leaf) = pki::expired_ca_with_valid_leaf(root);
     let stale_chain = Leaf {
         cert: stale_leaf.cert.with_file_name("chain.pem"),
@@ -268,6 +293,22 @@ async fn every_reason_is_produced_by_a_real_certificate_in_a_real_handshake() {
             "",
         ),
         (
+            "URI differs in case",
+            Some(&named_upper),
+            "named.test",
+            "FAILED:name_not_allowed",
+            "AccessDenied",
+            "",
+        ),
+        (
+            "clientAuth and anyExtendedKeyUsage",
+            Some(&any_eku),
+            "plain.test",
+            "SUCCESS",
+            "",
+            "",
+        ),
+        (
             "revoked",
             Some(&revoked),
             "crl.test",
@@ -394,6 +435,18 @@ async fn every_reason_is_produced_by_a_real_certificate_in_a_real_handshake() {
     assert!(seen.is_err());
     assert_eq!(v.client.as_ref().unwrap().subject, "CN=edge");
 
+    // An unreadable subjectAltName (rustls's own client refuses to send it, so send the
+    // bytes raw): bad_encoding, never a fall-back to the allowed CN.
+    let raw = TestClient::with_raw_chain(
+        &w.origin_ca.pem(),
+        aop_pki::load_certificates(&bad_san.cert).unwrap(),
+        &bad_san,
+    );
+    let (seen, v) = exchange(&mut origin, &raw, "named.test").await;
+    assert_verdict(&v, "FAILED:bad_encoding", "unreadable SAN");
+    assert!(v.detail.unwrap().contains("subjectAltName"));
+    assert!(seen.unwrap_err().contains("BadCertificate"));
+
     // Bytes that are not a certificate at all.
     let junk = TestClient::with_raw_chain(
         &w.origin_ca.pem(),
@@ -454,6 +507,44 @@ async fn sni_picks_the_most_specific_rule_and_unknown_names_are_refused() {
     assert_eq!(v.rule, None);
     assert!(v.detail.unwrap().contains("other.test"));
     assert!(seen.is_err());
+
+    // A client let in under one rule's SNI cannot reach another rule's hostname by its
+    // Host header: 421, and the service is not called.
+    let seen = client
+        .get_host(origin.addr, "www.example.com", "api.example.com")
+        .await
+        .unwrap();
+    assert_eq!(seen.status, 421);
+    assert_eq!(seen.body, "");
+    assert_verdict(&origin.verdict().await, "SUCCESS", "the handshake itself");
+    let seen = client
+        .get_host(origin.addr, "api.example.com", "deep.api.example.com:443")
+        .await
+        .unwrap();
+    assert_eq!(seen.status, 200, "same rule, port ignored");
+    origin.verdict().await;
+    let seen = client
+        .get_host(origin.addr, "api.example.com", "nowhere.test")
+        .await
+        .unwrap();
+    assert_eq!(seen.status, 421, "a Host no rule serves");
+    origin.verdict().await;
+
+    // A default rule takes no hostnames, and rule names are unique.
+    let mut bad = spec.clone();
+    bad.default = Some(w.rule("shared", &["x.test"], &[&ca]));
+    let err = aop_verify::PolicyHandle::load(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("takes no hostnames"), "{err}");
+    let dup = PolicySpec::new(vec![
+        w.rule("same", &["a.test"], &[&ca]),
+        w.rule("same", &["b.test"], &[&ca]),
+    ]);
+    let err = aop_verify::PolicyHandle::load(&dup)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("two rules are named \"same\""), "{err}");
 
     // With a default (shared) rule, the unknown name lands there.
     let shared_ca = pki::ca(w.path(), "shared-ca");

@@ -45,6 +45,10 @@ pub struct CertInfo {
     pub extended_key_usage: Vec<String>,
     /// Subject alternative names.
     pub san: SubjectAltNames,
+    /// Whether the certificate has a subjectAltName extension at all (a name check may
+    /// fall back to the CN only when it has none).
+    #[serde(skip)]
+    pub has_san_extension: bool,
     /// Public key algorithm and size.
     pub key: KeyInfo,
     /// Signature algorithm name (`sha256WithRSAEncryption`, `ecdsa-with-SHA256`, …).
@@ -202,12 +206,20 @@ impl CertInfo {
     ///
     /// Certificates returned by [`crate::load_certificates`] have already been checked to
     /// parse; for arbitrary bytes this returns x509-parser's error text.
+    ///
+    /// A subjectAltName extension that does not parse, or holds a name that is not valid
+    /// text or a valid IP address, makes the whole certificate malformed: a name check
+    /// must never fall back to the CN because the SANs could not be read.
     pub fn from_der(der: &CertificateDer<'_>, at: OffsetDateTime) -> Result<Self, String> {
         let (_, x509) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
-        Ok(Self::from_x509(&x509, der, at))
+        Self::from_x509(&x509, der, at)
     }
 
-    fn from_x509(x509: &X509Certificate<'_>, der: &[u8], at: OffsetDateTime) -> Self {
+    fn from_x509(
+        x509: &X509Certificate<'_>,
+        der: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<Self, String> {
         let tbs = &x509.tbs_certificate;
         let not_before = tbs.validity.not_before.to_datetime();
         let not_after = tbs.validity.not_after.to_datetime();
@@ -238,21 +250,34 @@ impl CertInfo {
         };
 
         let mut san = SubjectAltNames::default();
-        if let Ok(Some(ext)) = x509.subject_alternative_name() {
-            for name in &ext.value.general_names {
-                match name {
-                    GeneralName::DNSName(s) => san.dns.push((*s).to_owned()),
-                    GeneralName::URI(s) => san.uri.push((*s).to_owned()),
-                    GeneralName::RFC822Name(s) => san.email.push((*s).to_owned()),
-                    GeneralName::IPAddress(b) => {
-                        if let Ok(a) = <[u8; 4]>::try_from(*b) {
-                            san.ip.push(IpAddr::from(a));
-                        } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
-                            san.ip.push(IpAddr::from(a));
-                        }
+        let san_ext = x509
+            .subject_alternative_name()
+            .map_err(|e| format!("subjectAltName does not parse: {e}"))?;
+        let has_san_extension = san_ext.is_some();
+        for name in san_ext.iter().flat_map(|ext| &ext.value.general_names) {
+            match name {
+                GeneralName::DNSName(s) => san.dns.push((*s).to_owned()),
+                GeneralName::URI(s) => san.uri.push((*s).to_owned()),
+                GeneralName::RFC822Name(s) => san.email.push((*s).to_owned()),
+                GeneralName::IPAddress(b) => {
+                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                        san.ip.push(IpAddr::from(a));
+                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                        san.ip.push(IpAddr::from(a));
+                    } else {
+                        return Err(format!(
+                            "subjectAltName has an IP address of {} bytes",
+                            b.len()
+                        ));
                     }
-                    _ => {}
                 }
+                GeneralName::Invalid(tag, _) => {
+                    return Err(format!(
+                        "subjectAltName has an invalid entry (tag {})",
+                        tag.0
+                    ));
+                }
+                _ => {}
             }
         }
 
@@ -274,7 +299,8 @@ impl CertInfo {
             s => hex(s),
         };
 
-        Self {
+        Ok(Self {
+            has_san_extension,
             subject: rfc4514(tbs.subject()),
             issuer: rfc4514(tbs.issuer()),
             common_name: tbs
@@ -302,7 +328,7 @@ impl CertInfo {
             spki_sha256: Sha256Fingerprint::of(tbs.subject_pki.raw),
             subject_key_id,
             authority_key_id,
-        }
+        })
     }
 }
 

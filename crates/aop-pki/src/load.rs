@@ -213,7 +213,7 @@ fn pem_sections(bytes: &[u8], path: &Path) -> Result<Vec<Section>> {
 
 fn begin_labels(bytes: &[u8]) -> Vec<String> {
     bytes
-        .split(|&b| b == b'\n')
+        .split(|&b| b == b'\n' || b == b'\r')
         .filter_map(|line| line.strip_prefix(b"-----BEGIN "))
         .map(|rest| {
             let end = rest.iter().position(|&b| b == b'-').unwrap_or(rest.len());

@@ -68,6 +68,37 @@ pub struct Accepted {
     pub stream: TlsStream<TcpStream>,
     /// The verdict (already logged).
     pub verdict: Verdict,
+    /// The policy the connection was accepted under (to check that each request's Host
+    /// belongs to the same rule as the SNI).
+    pub policy: Arc<Policy>,
+}
+
+impl Accepted {
+    /// Whether a request for `host` (its Host header or URI authority, port allowed)
+    /// belongs to the rule this connection was accepted under. A client that got in
+    /// under one rule's SNI (or under the default rule with no SNI) must not reach a
+    /// hostname whose rule trusts someone else: answer such requests 421.
+    pub fn host_matches_rule(&self, host: &str) -> bool {
+        host_in_rule(&self.policy, self.verdict.rule.as_deref(), host)
+    }
+}
+
+/// See [`Accepted::host_matches_rule`].
+pub(crate) fn host_in_rule(policy: &Policy, rule: Option<&str>, host: &str) -> bool {
+    let name = strip_port(host);
+    let selected = policy.select(Some(name)).ok().map(|r| r.name().as_ref());
+    selected.is_some() && selected == rule
+}
+
+/// `example.com:8443` → `example.com`; `[::1]:443` → `::1`.
+fn strip_port(host: &str) -> &str {
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
 }
 
 /// A connection that was refused: the handshake failed, timed out, or the policy said no.
@@ -103,7 +134,9 @@ pub struct Acceptor {
 impl Acceptor {
     /// An acceptor serving `policy` (reload it through the handle) with `limits`.
     pub fn new(policy: PolicyHandle, limits: Limits) -> Self {
-        let permits = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+        let permits = Arc::new(Semaphore::new(
+            limits.max_handshakes.clamp(1, Semaphore::MAX_PERMITS),
+        ));
         Self {
             policy,
             limits,
@@ -145,7 +178,11 @@ impl Acceptor {
             verdict.log();
         }
         match stream {
-            Some(stream) => Ok(Accepted { stream, verdict }),
+            Some(stream) => Ok(Accepted {
+                stream,
+                verdict,
+                policy,
+            }),
             None => Err(Refused { verdict }),
         }
     }
@@ -218,7 +255,13 @@ impl Acceptor {
                 v.tls_version = conn.protocol_version().map(tls_version_name);
                 if rule.mode() == Mode::Require && !v.is_success() {
                     // Only a resumed session can get here: the verifier refuses the rest.
-                    drop(stream);
+                    // The handshake is over, so no alert can be sent; close properly.
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::io::AsyncWriteExt::shutdown(&mut stream),
+                    )
+                    .await;
                     return Err(v);
                 }
                 Ok((v, stream))
@@ -248,9 +291,13 @@ fn refusal(
             c.client,
         ),
         Some(c) if !c.outcome.is_success() => (c.outcome, c.detail, c.client),
+        // A certificate was presented and passed, but the handshake did not finish: the
+        // verdict is FAILED (NONE means no certificate was presented).
         Some(c) => (
-            Outcome::None(NoneCause::HandshakeError),
-            Some(e.to_string()),
+            Outcome::Failed(Reason::Other),
+            Some(format!(
+                "the handshake failed after the certificate was checked: {e}"
+            )),
             c.client,
         ),
         None => match rustls_error {
@@ -278,5 +325,18 @@ fn tls_version_name(v: rustls::ProtocolVersion) -> &'static str {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8443"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:443"), "::1");
+        assert_eq!(strip_port("::1"), "::1");
     }
 }

@@ -1,17 +1,28 @@
 //! hyper 1 glue (cargo feature `hyper`): serve a service over an accepted connection,
 //! with the connection's verdict in every request's extensions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hyper::body::{Body, Incoming};
+use hyper::header::HOST;
 use hyper::service::Service;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::{Accepted, Verdict};
+use crate::acceptor::host_in_rule;
+use crate::{Accepted, Policy, Verdict};
 
 /// Serve HTTP/1.1 on an accepted connection. Every request carries the connection's
-/// verdict as an `Arc<Verdict>` extension:
+/// verdict as an `Arc<Verdict>` extension.
+///
+/// A request whose Host belongs to another rule than the connection's SNI did (or to no
+/// rule) is answered `421 Misdirected Request` with an empty body, without calling the
+/// service: a client accepted under one zone's trust, or under the shared default rule,
+/// must not reach a hostname whose rule trusts someone else.
+///
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -25,34 +36,88 @@ pub async fn serve_connection<S, B>(accepted: Accepted, service: S) -> Result<()
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + 'static,
+    B: Body + Default + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let service = WithVerdict {
         inner: service,
         verdict: Arc::new(accepted.verdict),
+        policy: accepted.policy,
     };
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(accepted.stream), service)
         .await
 }
 
-/// Inserts the verdict into each request, then calls the inner service.
+/// Checks the Host against the connection's rule, inserts the verdict into each
+/// request, then calls the inner service.
 struct WithVerdict<S> {
     inner: S,
     verdict: Arc<Verdict>,
+    policy: Arc<Policy>,
 }
 
-impl<S> Service<Request<Incoming>> for WithVerdict<S>
+impl<S, B> Service<Request<Incoming>> for WithVerdict<S>
 where
-    S: Service<Request<Incoming>>,
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    B: Default,
 {
-    type Response = S::Response;
+    type Response = Response<B>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Checked<S::Future, B, S::Error>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        if let Some(host) = host
+            && !host_in_rule(&self.policy, self.verdict.rule.as_deref(), &host)
+        {
+            tracing::warn!(target: "aop::verdict", %host, rule = self.verdict.rule.as_deref().unwrap_or(""),
+                sni = self.verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
+            let mut resp = Response::new(B::default());
+            *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+            return Checked::Misdirected(Some(resp));
+        }
         req.extensions_mut().insert(Arc::clone(&self.verdict));
-        self.inner.call(req)
+        Checked::Inner(Box::pin(self.inner.call(req)))
+    }
+}
+
+/// The service's future, or an immediate 421.
+pub enum Checked<F, B, E> {
+    /// The inner service is handling the request.
+    Inner(Pin<Box<F>>),
+    /// The Host did not belong to the connection's rule.
+    Misdirected(Option<Response<B>>),
+    #[doc(hidden)]
+    _Error(std::marker::PhantomData<fn() -> E>),
+}
+
+// Nothing in `Checked` is structurally pinned: the inner future is boxed, and the
+// response is moved out, never pinned.
+impl<F, B, E> Unpin for Checked<F, B, E> {}
+
+impl<F, B, E> Future for Checked<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Inner(f) => f.as_mut().poll(cx),
+            Self::Misdirected(resp) => {
+                Poll::Ready(Ok(resp.take().expect("polled after completion")))
+            }
+            Self::_Error(_) => unreachable!("never constructed"),
+        }
     }
 }

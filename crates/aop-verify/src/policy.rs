@@ -144,8 +144,11 @@ impl Rule {
         &self.trust
     }
 
-    /// The rustls server configuration for connections under this rule.
-    pub fn server_config(&self) -> &Arc<ServerConfig> {
+    /// The rustls server configuration for connections under this rule. Crate-private:
+    /// in `optional` mode its verifier lets failed chains through and only the
+    /// [`crate::Acceptor`] knows their verdict, so handing it to a plain rustls acceptor
+    /// would turn "has peer certificates" into a false SUCCESS.
+    pub(crate) fn server_config(&self) -> &Arc<ServerConfig> {
         &self.config
     }
 
@@ -174,6 +177,20 @@ impl Policy {
             return Err(Error::Config("no rules and no default rule".into()));
         }
         let specs: Vec<&RuleSpec> = spec.rules.iter().chain(spec.default.as_ref()).collect();
+        if let Some(d) = &spec.default
+            && !d.hostnames.is_empty()
+        {
+            return Err(Error::Config(format!(
+                "the default rule {:?} applies to every SNI; it takes no hostnames",
+                d.name
+            )));
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &specs {
+            if !names.insert(r.name.as_str()) {
+                return Err(Error::Config(format!("two rules are named {:?}", r.name)));
+            }
+        }
         let mut exact = HashMap::new();
         let mut zones = HashMap::new();
         for (i, r) in spec.rules.iter().enumerate() {

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aop_pki::{CertInfo, Role, Sha256Fingerprint, rfc3339};
+use aop_pki::{CertInfo, Sha256Fingerprint, rfc3339};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 use webpki::{
@@ -79,7 +79,10 @@ pub struct Trust {
     crls: Vec<CertRevocationList<'static>>,
     pins: Vec<Sha256Fingerprint>,
     spki_pins: Vec<Sha256Fingerprint>,
-    allow_san: Vec<String>,
+    /// Allowed DNS names (and CNs), lowercase: DNS is case-insensitive.
+    allow_dns: Vec<String>,
+    /// Allowed URIs, exactly as given: URI paths are case-sensitive.
+    allow_uri: Vec<String>,
     max_depth: usize,
     earliest_expiry: Option<OffsetDateTime>,
 }
@@ -176,10 +179,18 @@ impl Trust {
             crls,
             pins: spec.pins.clone(),
             spki_pins: spec.spki_pins.clone(),
-            allow_san: spec
+            // Anything with a scheme is a URI, matched exactly; the rest are DNS names.
+            allow_dns: spec
                 .allow_san
                 .iter()
+                .filter(|s| !s.contains(':'))
                 .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            allow_uri: spec
+                .allow_san
+                .iter()
+                .filter(|s| s.contains(':'))
+                .cloned()
                 .collect(),
             max_depth: spec.max_depth,
             earliest_expiry,
@@ -220,10 +231,13 @@ impl Trust {
             return Checked::failed(reason, detail, client);
         }
         // webpki accepts a leaf without any EKU; an origin-pull certificate must say clientAuth.
-        if !matches!(info.role, Role::Client | Role::ClientAndServer) {
+        if !info.extended_key_usage.iter().any(|e| e == "clientAuth") {
             return Checked::failed(
                 Reason::BadEku,
-                "the certificate has no extended key usage; clientAuth is required".to_owned(),
+                format!(
+                    "extended key usage is [{}]; clientAuth is required",
+                    info.extended_key_usage.join(", ")
+                ),
                 client,
             );
         }
@@ -240,7 +254,8 @@ impl Trust {
                 client,
             );
         }
-        if !self.allow_san.is_empty() && !self.name_allowed(info) {
+        let has_allowlist = !self.allow_dns.is_empty() || !self.allow_uri.is_empty();
+        if has_allowlist && !self.name_allowed(info) {
             return Checked::failed(Reason::NameNotAllowed, None, client);
         }
         Checked {
@@ -274,24 +289,18 @@ impl Trust {
     }
 
     fn name_allowed(&self, info: &CertInfo) -> bool {
-        let sans: Vec<String> = info
-            .san
-            .dns
-            .iter()
-            .map(|d| d.to_ascii_lowercase())
-            .chain(info.san.uri.iter().cloned())
-            .collect();
-        if sans.is_empty() {
+        // The CN counts only when there is no subjectAltName extension at all.
+        if !info.has_san_extension {
             return info
                 .common_name
                 .as_ref()
-                .is_some_and(|cn| self.allow_san.contains(&cn.to_ascii_lowercase()));
+                .is_some_and(|cn| self.allow_dns.contains(&cn.to_ascii_lowercase()));
         }
-        sans.iter().any(|s| {
-            self.allow_san
-                .iter()
-                .any(|a| a == s || *a == s.to_ascii_lowercase())
-        })
+        info.san
+            .dns
+            .iter()
+            .any(|d| self.allow_dns.contains(&d.to_ascii_lowercase()))
+            || info.san.uri.iter().any(|u| self.allow_uri.contains(u))
     }
 
     /// webpki path building against the anchors valid at `at`; if that finds no issuer
@@ -399,10 +408,15 @@ impl Trust {
     }
 }
 
-fn sig_algs() -> &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm] {
-    rustls::crypto::aws_lc_rs::default_provider()
-        .signature_verification_algorithms
-        .all
+/// The signature algorithms rustls's aws-lc-rs provider verifies (built once: making a
+/// provider allocates).
+pub(crate) fn sig_algs() -> &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm]
+{
+    static ALGS: std::sync::LazyLock<rustls::crypto::WebPkiSupportedAlgorithms> =
+        std::sync::LazyLock::new(|| {
+            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+        });
+    ALGS.all
 }
 
 /// Map a webpki error onto the closed reason vocabulary, with words for a human.

@@ -83,6 +83,10 @@ impl<F: Future + Unpin> Future for Capture<F> {
     }
 }
 
+/// How many other rules a rejected certificate is tried against to tell
+/// `zone_mismatch` from `unknown_ca`.
+const MAX_ZONE_CHECKS: usize = 16;
+
 /// The client-certificate verifier of one rule.
 #[derive(Debug)]
 pub(crate) struct Verifier {
@@ -123,6 +127,9 @@ impl Verifier {
             && let Some((other, _)) = self
                 .others
                 .iter()
+                // Bounded: a client can make each attempt cost a signature check by
+                // copying issuer names, so never try more than a few rules.
+                .take(MAX_ZONE_CHECKS)
                 .find(|(_, t)| t.chain_verifies(end_entity, intermediates, now))
         {
             checked.outcome = Outcome::Failed(Reason::ZoneMismatch);
