@@ -73,8 +73,10 @@ pub fn write_atomic(
 ///
 /// Nothing is renamed into place until every file has been written and synced to a
 /// temporary file, and with [`Overwrite::Refuse`] nothing is written at all if any
-/// target exists. If a rename fails part way with `Refuse`, the files already renamed
-/// (which did not exist before) are removed again, so the set appears whole or not at all.
+/// target exists. If a rename fails part way, the files already renamed are removed
+/// (if they are new) or put back from a hard-linked backup (if they replaced one), so
+/// the set appears whole or not at all. (A crash between two renames can still leave a
+/// mix; the old file then survives as `.NAME.aop-old` beside it.)
 pub fn write_all_atomic(files: &[PendingFile<'_>], overwrite: Overwrite) -> Result<()> {
     if overwrite == Overwrite::Refuse {
         for f in files {
@@ -89,6 +91,22 @@ pub fn write_all_atomic(files: &[PendingFile<'_>], overwrite: Overwrite) -> Resu
     for f in files {
         staged.push((f, stage(f)?));
     }
+    // With Replace, keep a hard link to each old file until the whole set is in place, so
+    // a failure part way can put the old set back (never a new key beside an old
+    // certificate).
+    let mut backups: Vec<(&Path, PathBuf)> = Vec::new();
+    if overwrite == Overwrite::Replace {
+        for f in files {
+            if fs::symlink_metadata(&f.path).is_ok() {
+                let backup = backup_path(&f.path);
+                fs::hard_link(&f.path, &backup).map_err(|error| Error::Write {
+                    path: backup.clone(),
+                    error,
+                })?;
+                backups.push((&f.path, backup));
+            }
+        }
+    }
     let mut done: Vec<&Path> = Vec::with_capacity(files.len());
     for (f, tmp) in staged {
         let result = match overwrite {
@@ -96,10 +114,19 @@ pub fn write_all_atomic(files: &[PendingFile<'_>], overwrite: Overwrite) -> Resu
             Overwrite::Refuse => tmp.persist_noclobber(&f.path).map(drop),
         };
         if let Err(e) = result {
-            if overwrite == Overwrite::Refuse {
-                for p in &done {
-                    let _ = fs::remove_file(p);
+            // Undo: files that did not exist before go; replaced ones come back.
+            for p in &done {
+                match backups.iter().find(|(target, _)| target == p) {
+                    Some((target, backup)) => {
+                        let _ = fs::rename(backup, target);
+                    }
+                    None => {
+                        let _ = fs::remove_file(p);
+                    }
                 }
+            }
+            for (_, backup) in &backups {
+                let _ = fs::remove_file(backup);
             }
             return Err(if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                 Error::Exists {
@@ -114,10 +141,24 @@ pub fn write_all_atomic(files: &[PendingFile<'_>], overwrite: Overwrite) -> Resu
         }
         done.push(&f.path);
     }
-    for f in files {
-        sync_parent(&f.path)?;
+    for (_, backup) in &backups {
+        let _ = fs::remove_file(backup);
+    }
+    let mut dirs: Vec<&Path> = files.iter().map(|f| parent_of(&f.path)).collect();
+    dirs.dedup();
+    for dir in dirs {
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// `.NAME.aop-old` beside `path`.
+fn backup_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_of(path).join(format!(".{name}.aop-old"))
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -155,19 +196,16 @@ fn stage(f: &PendingFile<'_>) -> Result<tempfile::NamedTempFile> {
     Ok(tmp)
 }
 
-fn sync_parent(path: &Path) -> Result<()> {
+fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
-    {
-        let dir = parent_of(path);
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|error| Error::Write {
-                path: dir.to_owned(),
-                error,
-            })?;
-    }
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|error| Error::Write {
+            path: dir.to_owned(),
+            error,
+        })?;
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = dir;
     Ok(())
 }
 
