@@ -32,7 +32,7 @@ pub(crate) struct Args {
     /// Address to listen on for plain HTTP.
     #[arg(long)]
     pub(crate) listen: SocketAddr,
-    /// The origin, https://HOST[:PORT].
+    /// The origin, `https://HOST[:PORT]`.
     #[arg(long)]
     pub(crate) origin: String,
     /// Connect to ADDR for HOST:PORT instead of resolving HOST (like curl --resolve).
