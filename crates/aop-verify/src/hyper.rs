@@ -39,14 +39,40 @@ where
     B: Body + Default + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_connection_until(accepted, service, std::future::pending()).await
+}
+
+/// As [`serve_connection`], and when `shutdown` completes, finish the request in
+/// progress (if any), then close the connection gracefully instead of waiting for the
+/// next request.
+pub async fn serve_connection_until<S, B, F>(
+    accepted: Accepted,
+    service: S,
+    shutdown: F,
+) -> Result<(), hyper::Error>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Default + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
     let service = WithVerdict {
         inner: service,
         verdict: Arc::new(accepted.verdict),
         policy: accepted.policy,
     };
-    hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(accepted.stream), service)
-        .await
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(accepted.stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.as_mut() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }
 
 /// Checks the Host against the connection's rule, inserts the verdict into each

@@ -122,6 +122,7 @@ impl PolicySpec {
 #[derive(Debug)]
 pub struct Rule {
     name: Arc<str>,
+    server_cert: aop_pki::CertInfo,
     mode: Mode,
     trust: Arc<Trust>,
     verifier: Arc<Verifier>,
@@ -137,6 +138,11 @@ impl Rule {
     /// Its mode.
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// The origin's own certificate for this rule (what it presents to the edge).
+    pub fn server_certificate(&self) -> &aop_pki::CertInfo {
+        &self.server_cert
     }
 
     /// What it trusts.
@@ -227,9 +233,10 @@ impl Policy {
                 others,
                 r.mode,
             ));
-            let config = server_config(r, verifier.clone(), &spec.alpn)?;
+            let (config, server_cert) = server_config(r, verifier.clone(), &spec.alpn)?;
             rules.push(Rule {
                 name,
+                server_cert,
                 mode: r.mode,
                 trust: trusts[i].clone(),
                 verifier,
@@ -313,10 +320,18 @@ fn server_config(
     r: &RuleSpec,
     verifier: Arc<Verifier>,
     alpn: &[Vec<u8>],
-) -> Result<Arc<ServerConfig>> {
+) -> Result<(Arc<ServerConfig>, aop_pki::CertInfo)> {
     let chain = aop_pki::load_certificates(&r.cert)?;
     let key = aop_pki::load_private_key(&r.key)?;
     aop_pki::check_key_matches(&chain[0], &key, &r.cert, &r.key)?;
+    let info =
+        aop_pki::CertInfo::from_der(&chain[0], OffsetDateTime::now_utc()).map_err(|detail| {
+            aop_pki::Error::BadCertificate {
+                path: r.cert.clone(),
+                index: 1,
+                detail,
+            }
+        })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -328,7 +343,7 @@ fn server_config(
             detail: e.to_string(),
         })?;
     config.alpn_protocols = alpn.to_vec();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), info))
 }
 
 #[cfg(test)]

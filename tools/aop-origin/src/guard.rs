@@ -1,0 +1,454 @@
+//! The guard: accept with aop-verify, forward to the site's upstream with the verdict
+//! attached, count, log, reload on SIGHUP, drain on SIGTERM.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aop_verify::{Acceptor, Limits, PolicyHandle, Verdict};
+use arc_swap::ArcSwap;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::{ConfigError, Loaded, Upstream};
+use crate::metrics::Metrics;
+
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The headers the guard sets for the upstream. Any copy a client sent is removed first:
+/// a client must never be able to claim a verdict.
+pub(crate) const VERDICT_HEADERS: [&str; 7] = [
+    "x-client-verify",
+    "x-client-cert-fingerprint",
+    "x-client-cert-subject",
+    "x-client-cert-issuer",
+    "x-client-cert-serial",
+    "x-client-cert-not-after",
+    "x-forwarded-client-cert",
+];
+
+/// Headers that belong to one hop.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Site name → upstream, as loaded with the policy.
+#[derive(Debug)]
+struct Sites(HashMap<String, Upstream>);
+
+/// Shared state of a running guard.
+struct Shared {
+    policy: PolicyHandle,
+    acceptor: Acceptor,
+    sites: ArcSwap<Sites>,
+    client: Client<HttpConnector, Incoming>,
+    metrics: Metrics,
+    active: AtomicUsize,
+    config_path: std::path::PathBuf,
+    listen: Vec<SocketAddr>,
+}
+
+/// A running guard (for `--config`, the demo and tests).
+pub(crate) struct Running {
+    /// Where the TLS listeners are (ports resolved).
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// Where /metrics is, if configured.
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Re-read the config file and swap in its policy and upstreams. On error the running
+    /// configuration stays, and the error (naming the file) is returned and logged.
+    pub(crate) fn reload(&self) -> Result<(), ConfigError> {
+        reload(&self.shared)
+    }
+
+    /// Stop accepting, let requests in flight finish (up to `grace`), then return.
+    pub(crate) async fn drain(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + grace;
+        while self.shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn reload(shared: &Shared) -> Result<(), ConfigError> {
+    let result = Loaded::read(&shared.config_path).and_then(|loaded| {
+        if loaded.config.listen != shared.listen {
+            tracing::warn!(target: "aop::origin", "`listen` changed; listeners change only on restart");
+        }
+        let policy = loaded.load_policy()?;
+        shared.policy.replace(policy);
+        shared.sites.store(Arc::new(Sites(loaded.upstreams.into_iter().collect())));
+        Ok(())
+    });
+    shared.metrics.reload(result.is_ok());
+    match &result {
+        Ok(()) => {
+            tracing::info!(target: "aop::origin", config = %shared.config_path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(target: "aop::origin", error = %e, "reload refused; the running configuration stays");
+        }
+    }
+    result
+}
+
+/// Bind the listeners and start serving `loaded`.
+pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
+    let policy = PolicyHandle::new(loaded.load_policy()?);
+    let cfg = &loaded.config;
+    let limits = Limits::default()
+        .with_handshake_timeout(Duration::from_secs(cfg.handshake_timeout_secs.max(1)))
+        .with_max_handshakes(cfg.max_handshakes);
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(http);
+    let shared = Arc::new(Shared {
+        acceptor: Acceptor::new(policy.clone(), limits),
+        policy,
+        sites: ArcSwap::from_pointee(Sites(loaded.upstreams.iter().cloned().collect())),
+        client,
+        metrics: Metrics::default(),
+        active: AtomicUsize::new(0),
+        config_path: loaded.path.clone(),
+        listen: cfg.listen.clone(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(
+        cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut addrs = Vec::new();
+    for addr in &cfg.listen {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("{}: cannot listen on {addr}: {e}", loaded.path.display())
+        })?;
+        let local = listener.local_addr()?;
+        tracing::info!(target: "aop::origin", addr = %local, "listening");
+        addrs.push(local);
+        tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            connections.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
+    let metrics_addr = match cfg.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: cannot listen on metrics_listen {addr}: {e}",
+                    loaded.path.display()
+                )
+            })?;
+            let local = listener.local_addr()?;
+            tracing::info!(target: "aop::origin", metrics = %local, "metrics listening");
+            tokio::spawn(metrics_loop(listener, shared.clone(), shutdown_rx.clone()));
+            Some(local)
+        }
+        None => None,
+    };
+    Ok(Running {
+        addrs,
+        metrics_addr,
+        shared,
+        shutdown,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(target: "aop::origin", error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(target: "aop::origin", %peer, "connection limit reached; closing");
+            continue;
+        };
+        let shared = shared.clone();
+        let mut shutdown = shutdown.clone();
+        shared.active.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let sites = shared.sites.load_full();
+            match shared.acceptor.accept(tcp).await {
+                Ok(conn) => {
+                    shared.metrics.handshake(&conn.verdict);
+                    let site = conn.verdict.rule.as_deref().unwrap_or("").to_owned();
+                    let ctx = Arc::new(ConnCtx {
+                        site: site.clone(),
+                        upstream: sites.0.get(&site).cloned(),
+                        peer,
+                    });
+                    let service = {
+                        let shared = shared.clone();
+                        service_fn(move |req| {
+                            let (shared, ctx) = (shared.clone(), ctx.clone());
+                            async move { Ok::<_, Infallible>(forward(&shared, &ctx, req).await) }
+                        })
+                    };
+                    let stop = async move {
+                        let _ = shutdown.wait_for(|s| *s).await;
+                    };
+                    let _ = aop_verify::hyper::serve_connection_until(conn, service, stop).await;
+                }
+                Err(refused) => shared.metrics.handshake(&refused.verdict),
+            }
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+struct ConnCtx {
+    site: String,
+    upstream: Option<Upstream>,
+    peer: SocketAddr,
+}
+
+fn request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:012x}{:04x}{:08x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id() & 0xffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A header value from text a certificate chose: control characters dropped.
+fn value(s: &str) -> Option<HeaderValue> {
+    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+    HeaderValue::from_bytes(clean.as_bytes()).ok()
+}
+
+/// Remove every verdict header a client sent, then set the real ones.
+pub(crate) fn set_verdict_headers(headers: &mut HeaderMap, verdict: &Verdict) {
+    for h in VERDICT_HEADERS {
+        headers.remove(h);
+    }
+    let mut set = |name: &'static str, v: Option<HeaderValue>| {
+        if let Some(v) = v {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-client-verify", value(&verdict.to_string()));
+    if let Some(c) = &verdict.client {
+        set("x-client-cert-fingerprint", value(&c.sha256.to_string()));
+        set("x-client-cert-subject", value(&c.subject));
+        set("x-client-cert-issuer", value(&c.issuer));
+        set("x-client-cert-serial", value(&c.serial));
+        set(
+            "x-client-cert-not-after",
+            value(&aop_pki::rfc3339(c.not_after)),
+        );
+        if verdict.is_success() {
+            // Envoy's x-forwarded-client-cert: Hash, Subject, URI, DNS.
+            let mut xfcc = format!(
+                "Hash={};Subject=\"{}\"",
+                c.sha256,
+                c.subject.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+            for u in &c.san.uri {
+                xfcc.push_str(&format!(";URI={u}"));
+            }
+            for d in &c.san.dns {
+                xfcc.push_str(&format!(";DNS={d}"));
+            }
+            set("x-forwarded-client-cert", value(&xfcc));
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_owned()))
+            .map_err(|n| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let verdict = req
+        .extensions()
+        .get::<Arc<Verdict>>()
+        .cloned()
+        .expect("aop-verify sets the verdict");
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(request_id, str::to_owned);
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    let cf_ip = header_str(req.headers(), "cf-connecting-ip");
+    let xff = header_str(req.headers(), "x-forwarded-for");
+
+    let resp = match &ctx.upstream {
+        None => text(StatusCode::BAD_GATEWAY, "no upstream for this site\n"),
+        Some(up) => {
+            let headers = req.headers_mut();
+            for h in HOP_BY_HOP {
+                headers.remove(h);
+            }
+            set_verdict_headers(headers, &verdict);
+            if let Some(v) = value(&id) {
+                headers.insert(HeaderName::from_static("x-request-id"), v);
+            }
+            match format!("http://{}{}", up.authority, path).parse() {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
+            }
+            match shared.client.request(req).await {
+                Ok(r) => {
+                    let (mut parts, body) = r.into_parts();
+                    for h in HOP_BY_HOP {
+                        parts.headers.remove(h);
+                    }
+                    Response::from_parts(parts, body.boxed())
+                }
+                Err(e) => {
+                    shared.metrics.upstream_error(&ctx.site);
+                    tracing::warn!(target: "aop::origin", request_id = %id, site = %ctx.site, upstream = %up.authority, error = %e, "upstream error");
+                    text(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
+                }
+            }
+        }
+    };
+    let status = resp.status().as_u16();
+    shared.metrics.request(&ctx.site, status);
+    tracing::info!(
+        target: "aop::access",
+        request_id = %id,
+        site = %ctx.site,
+        peer = %ctx.peer,
+        cf_connecting_ip = %cf_ip,
+        x_forwarded_for = %xff,
+        %method,
+        %path,
+        status,
+        verdict = %verdict,
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    let mut resp = resp;
+    if let Some(v) = value(&id) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
+    }
+    resp
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn metrics_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r { Ok((t, _)) => t, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let shared = shared.clone();
+                async move {
+                    let resp = match req.uri().path() {
+                        "/metrics" => {
+                            let body = shared
+                                .metrics
+                                .render(&shared.policy.current(), time::OffsetDateTime::now_utc());
+                            let mut r = text(StatusCode::OK, &body);
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                HeaderValue::from_static(
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                ),
+                            );
+                            r
+                        }
+                        "/healthz" => text(StatusCode::OK, "ok\n"),
+                        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+/// Run from a config file until SIGTERM/SIGINT; SIGHUP reloads.
+pub(crate) async fn run(loaded: Loaded) -> anyhow::Result<()> {
+    let running = start(loaded).await?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { let _ = running.reload(); }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!(target: "aop::origin", "draining");
+    running.drain(Duration::from_secs(30)).await;
+    tracing::info!(target: "aop::origin", "stopped");
+    Ok(())
+}

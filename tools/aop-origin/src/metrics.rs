@@ -1,0 +1,172 @@
+//! Counters and the Prometheus text exposition on `metrics_listen` (`/metrics`,
+//! `/healthz`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use aop_verify::{Policy, Verdict};
+use time::OffsetDateTime;
+
+/// Everything counted. Small maps behind mutexes: touched once per handshake and once
+/// per request, never held across an await.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    handshakes: Mutex<BTreeMap<(String, String, String), u64>>,
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    upstream_errors: Mutex<BTreeMap<String, u64>>,
+    misdirected: Mutex<BTreeMap<String, u64>>,
+    reloads: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
+    *m.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(k)
+        .or_default() += 1;
+}
+
+impl Metrics {
+    pub(crate) fn handshake(&self, v: &Verdict) {
+        let verdict = match v.outcome {
+            aop_verify::Outcome::Success => "SUCCESS".to_owned(),
+            aop_verify::Outcome::Failed(_) => "FAILED".to_owned(),
+            aop_verify::Outcome::None(_) => "NONE".to_owned(),
+        };
+        let site = v.rule.as_deref().unwrap_or("").to_owned();
+        bump(
+            &self.handshakes,
+            (site, verdict, v.outcome.reason_str().to_owned()),
+        );
+    }
+
+    pub(crate) fn request(&self, site: &str, status: u16) {
+        bump(&self.requests, (site.to_owned(), status));
+        if status == 421 {
+            bump(&self.misdirected, site.to_owned());
+        }
+    }
+
+    pub(crate) fn upstream_error(&self, site: &str) {
+        bump(&self.upstream_errors, site.to_owned());
+    }
+
+    pub(crate) fn reload(&self, ok: bool) {
+        bump(&self.reloads, if ok { "success" } else { "failure" });
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub(crate) fn render(&self, policy: &Policy, now: OffsetDateTime) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP aop_handshakes_total TLS handshakes, by site, verdict and reason.\n");
+        out.push_str("# TYPE aop_handshakes_total counter\n");
+        for ((site, verdict, reason), n) in self
+            .handshakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "aop_handshakes_total{{site=\"{}\",verdict=\"{}\",reason=\"{}\"}} {n}",
+                esc(site),
+                esc(verdict),
+                esc(reason)
+            );
+        }
+        out.push_str("# HELP aop_requests_total HTTP requests answered, by site and status.\n");
+        out.push_str("# TYPE aop_requests_total counter\n");
+        for ((site, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "aop_requests_total{{site=\"{}\",status=\"{status}\"}} {n}",
+                esc(site)
+            );
+        }
+        out.push_str(
+            "# HELP aop_upstream_errors_total Requests the upstream could not answer (502).\n",
+        );
+        out.push_str("# TYPE aop_upstream_errors_total counter\n");
+        for (site, n) in self
+            .upstream_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "aop_upstream_errors_total{{site=\"{}\"}} {n}",
+                esc(site)
+            );
+        }
+        out.push_str("# HELP aop_misdirected_requests_total Requests whose Host belongs to another site than the SNI (421).\n");
+        out.push_str("# TYPE aop_misdirected_requests_total counter\n");
+        for (site, n) in self
+            .misdirected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "aop_misdirected_requests_total{{site=\"{}\"}} {n}",
+                esc(site)
+            );
+        }
+        out.push_str(
+            "# HELP aop_config_reloads_total Configuration reloads (SIGHUP), by result.\n",
+        );
+        out.push_str("# TYPE aop_config_reloads_total counter\n");
+        for (result, n) in self
+            .reloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(out, "aop_config_reloads_total{{result=\"{result}\"}} {n}");
+        }
+        // As Envoy's days_until_first_cert_expiring: the origin's own certificates and
+        // every trust anchor loaded.
+        let first = policy
+            .rules()
+            .flat_map(|r| {
+                [
+                    Some(r.server_certificate().not_after),
+                    r.trust().earliest_anchor_expiry(),
+                ]
+            })
+            .flatten()
+            .min();
+        out.push_str("# HELP aop_days_until_first_cert_expiring Days until the first loaded certificate or trust anchor expires.\n");
+        out.push_str("# TYPE aop_days_until_first_cert_expiring gauge\n");
+        if let Some(t) = first {
+            let _ = writeln!(
+                out,
+                "aop_days_until_first_cert_expiring {}",
+                (t - now).whole_days()
+            );
+        }
+        out.push_str(
+            "# HELP aop_policy_loaded_timestamp_seconds When the policy in force was loaded.\n",
+        );
+        out.push_str("# TYPE aop_policy_loaded_timestamp_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "aop_policy_loaded_timestamp_seconds {}",
+            policy.loaded_at().unix_timestamp()
+        );
+        out
+    }
+}
+
+/// Escape a Prometheus label value.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
