@@ -10,6 +10,7 @@
 pub mod nginx;
 pub mod origin;
 pub mod pki;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -286,8 +286,27 @@ impl Loaded {
     }
 
     /// Load the policy's files (certificates, keys, trust, CRLs): errors name the file and
-    /// the config line that refers to it.
+    /// the config line and key that refer to it.
     pub(crate) fn load_policy(&self) -> Result<aop_verify::Policy, ConfigError> {
+        // Read each file once here first, knowing which key named it, so an error can
+        // point at the right line (the same file may appear under several keys).
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        for (i, site) in self.config.sites.iter().enumerate() {
+            let at = |key: &str, file: &Path, e: &dyn std::fmt::Display| {
+                let line = self.line_of(i, key, &file.to_string_lossy());
+                ConfigError(format!("{}:{line}: key `{key}`: {e}", self.path.display()))
+            };
+            aop_pki::load_certificates(&base.join(&site.cert))
+                .map_err(|e| at("cert", &site.cert, &e))?;
+            aop_pki::load_private_key(&base.join(&site.key))
+                .map_err(|e| at("key", &site.key, &e))?;
+            for t in &site.trust {
+                aop_pki::load_certificates(&base.join(t)).map_err(|e| at("trust", t, &e))?;
+            }
+            for c in &site.crl {
+                aop_pki::load_crls(&base.join(c)).map_err(|e| at("crl", c, &e))?;
+            }
+        }
         aop_verify::Policy::load(&self.policy).map_err(|e| {
             let msg = e.to_string();
             let line = self
@@ -302,6 +321,35 @@ impl Loaded {
                 .map_or(String::new(), |i| format!(":{}", i + 1));
             ConfigError(format!("{}{line}: {msg}", self.path.display()))
         })
+    }
+}
+
+impl Loaded {
+    /// The line of `"value"` under `key` in the `site`-th `[[site]]` table (0 if not found).
+    fn line_of(&self, site: usize, key: &str, value: &str) -> usize {
+        let quoted = format!("\"{value}\"");
+        let mut seen_sites = 0;
+        let mut in_site = false;
+        let mut current_key = String::new();
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with("[[") || (t.starts_with('[') && !t.starts_with("[\"")) {
+                in_site = t == "[[site]]" && {
+                    seen_sites += 1;
+                    seen_sites == site + 1
+                };
+                continue;
+            }
+            if let Some((k, _)) = t.split_once('=')
+                && !k.trim().starts_with('"')
+            {
+                current_key = k.trim().to_owned();
+            }
+            if in_site && current_key == key && line.contains(&quoted) {
+                return i + 1;
+            }
+        }
+        0
     }
 }
 

@@ -1,0 +1,96 @@
+//! A plain-HTTP upstream for the origin guard's tests: it answers every request with the
+//! request's headers, one `name: value` per line, and counts requests. `?sleep_ms=N`
+//! makes it wait first (to have a request in flight).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// A running echo upstream.
+pub struct Echo {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests answered.
+    pub requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(
+    req: Request<Incoming>,
+    count: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(ms) = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("sleep_ms="))
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut body = String::new();
+    for (name, value) in req.headers() {
+        let _ = writeln!(
+            body,
+            "{name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        );
+    }
+    count.fetch_add(1, Ordering::Relaxed);
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+impl Echo {
+    /// Start on 127.0.0.1, a free port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let count = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| echo(req, count.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            requests,
+            task,
+        }
+    }
+}
+
+/// The header lines of an echo body as (name, value) pairs.
+pub fn headers(body: &str) -> Vec<(String, String)> {
+    body.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The value of one echoed header, if present.
+pub fn header(body: &str, name: &str) -> Option<String> {
+    headers(body)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}

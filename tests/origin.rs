@@ -1,0 +1,613 @@
+//! aop-origin, the guard, end to end: the real binary with a config file, a plain-HTTP
+//! echo upstream, and the edge (aop-edge's pooled client) in front. What belongs here:
+//! config errors, forwarding and header hygiene, per-site isolation, optional mode,
+//! reload under traffic, metrics, draining, and the demo.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use aop_e2e::pki::{self, Leaf, TestCa};
+use aop_e2e::upstream::{Echo, header};
+use aop_e2e::{TempDir, bin, code, run, spawn_listening, stderr, stdout, tempdir};
+use aop_edge::{EdgeClient, IdentitySpec, IdentityStore, Resolve, StoreSpec, Timeouts};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+
+struct World {
+    dir: TempDir,
+    origin_ca: TestCa,
+    edge: Leaf,
+}
+
+fn world() -> World {
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    origin_ca.origin(
+        "origin",
+        &["a.example", "*.a.example", "b.example", "opt.example"],
+    );
+    let edge_ca = pki::ca(dir.path(), "edge-ca");
+    let edge = edge_ca.client_at(
+        "edge",
+        &["spiffe://cdn.test/edge"],
+        time::OffsetDateTime::now_utc(),
+        30,
+    );
+    World {
+        dir,
+        origin_ca,
+        edge,
+    }
+}
+
+fn site(hosts: &str, trust: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "\n[[site]]\nhostnames = [{hosts}]\ncert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\ntrust = [{trust}]\nupstream = \"http://{upstream}\"\n{extra}"
+    )
+}
+
+struct Guard {
+    child: Child,
+    port: u16,
+    metrics: u16,
+    log: Receiver<String>,
+    config: std::path::PathBuf,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Guard {
+    fn start(dir: &Path, sites: &str) -> Self {
+        let config = dir.join("origin.toml");
+        std::fs::write(
+            &config,
+            format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{sites}"),
+        )
+        .unwrap();
+        let (child, port, log) =
+            spawn_listening(&bin("aop-origin"), &["--config", config.to_str().unwrap()]);
+        let mut g = Self {
+            child,
+            port,
+            metrics: 0,
+            log,
+            config,
+        };
+        let line = g.wait_log("metrics=");
+        g.metrics = line
+            .split("metrics=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        g
+    }
+
+    /// The next log line containing `needle` (waits up to 15 s).
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let o = run(Command::new("kill").args([sig, &self.child.id().to_string()]));
+        assert_eq!(code(&o), 0);
+    }
+
+    fn resolve(&self) -> Resolve {
+        Resolve::new(
+            ["a.example", "www.a.example", "b.example", "opt.example"]
+                .iter()
+                .map(|h| format!("{h}:{}:127.0.0.1", self.port).parse().unwrap()),
+        )
+    }
+
+    fn client(&self, w: &World, identity: Option<&Leaf>) -> EdgeClient<Empty<Bytes>> {
+        let mut spec = StoreSpec::new([w.origin_ca.pem()]);
+        spec.shared = identity.map(|l| IdentitySpec::new(&l.cert, &l.key));
+        // With no identity, a zone identity nobody uses keeps EdgeClient from refusing
+        // to send: the probe-style anonymous case is tested through certtool probe.
+        EdgeClient::new(
+            IdentityStore::load(&spec).unwrap(),
+            self.resolve(),
+            Timeouts::default(),
+        )
+    }
+
+    async fn metrics_text(&self) -> String {
+        let port = self.metrics;
+        tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+            .await
+            .unwrap()
+            .1
+    }
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (
+        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        body.to_owned(),
+    )
+}
+
+async fn get(
+    client: &EdgeClient<Empty<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String, hyper::HeaderMap), aop_edge::Error> {
+    let mut req = hyper::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Empty::new()).unwrap()).await?;
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned(), h))
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_file_line_and_key() {
+    let w = world();
+    let dir = w.dir.path();
+    let up = "127.0.0.1:9".parse().unwrap();
+    let cases = [
+        (
+            format!(
+                "listen = \"127.0.0.1:0\"\n{}mode = \"sometimes\"\n",
+                site("\"a.example\"", "\"edge-ca/ca.pem\"", up, "")
+            ),
+            9,
+            "key `mode`: invalid policy: mode \"sometimes\"",
+        ),
+        (
+            format!(
+                "listen = \"127.0.0.1:0\"\nlisten_backlog = 5\n{}",
+                site("\"a.example\"", "\"edge-ca/ca.pem\"", up, "")
+            ),
+            2,
+            "key `listen_backlog`: unknown field",
+        ),
+        (
+            format!(
+                "listen = \"here\"\n{}",
+                site("\"a.example\"", "\"edge-ca/ca.pem\"", up, "")
+            ),
+            1,
+            "key `listen`: \"here\" is not an address",
+        ),
+        (
+            format!(
+                "listen = \"127.0.0.1:0\"\n{}",
+                site("\"a.example\"", "\"edge-ca/missing.pem\"", up, "")
+            ),
+            7,
+            "edge-ca/missing.pem: cannot read",
+        ),
+        (
+            format!(
+                "listen = \"127.0.0.1:0\"\n{}",
+                site("\"a.example\"", "\"origin-ca/origin/key.pem\"", up, "")
+            ),
+            7,
+            "expected a certificate, found a private key",
+        ),
+    ];
+    let config = dir.join("bad.toml");
+    for (text, line, want) in cases {
+        std::fs::write(&config, &text).unwrap();
+        for check in [false, true] {
+            let mut cmd = Command::new(bin("aop-origin"));
+            cmd.args(["--config", config.to_str().unwrap()]);
+            if check {
+                cmd.arg("--check");
+            }
+            let o = run(&mut cmd);
+            assert_eq!(code(&o), 2, "{text}\n{}", stderr(&o));
+            let err = stderr(&o);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            let prefix = format!("aop-origin: {}:{line}: ", config.display());
+            assert!(err.starts_with(&prefix), "want {prefix:?}, got {err:?}");
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
+    }
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n{}",
+            site("\"a.example\"", "\"edge-ca/ca.pem\"", up, "")
+        ),
+    )
+    .unwrap();
+    let o = run(Command::new(bin("aop-origin")).args([
+        "--config",
+        config.to_str().unwrap(),
+        "--check",
+    ]));
+    assert_eq!(
+        (code(&o), stdout(&o)),
+        (0, format!("{}: ok\n", config.display()))
+    );
+    let o = run(&mut Command::new(bin("aop-origin")));
+    assert_eq!(code(&o), 2);
+}
+
+#[tokio::test]
+async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
+    let w = world();
+    let echo = Echo::start().await;
+    let g = Guard::start(
+        w.dir.path(),
+        &site(
+            "\"a.example\", \"*.a.example\"",
+            "\"edge-ca/ca.pem\"",
+            echo.addr,
+            "",
+        ),
+    );
+    let client = g.client(&w, Some(&w.edge));
+    let forged = [
+        ("x-client-verify", "SUCCESS"),
+        ("x-client-cert-subject", "CN=admin"),
+        ("x-client-cert-fingerprint", "00"),
+        ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+        ("cf-connecting-ip", "198.51.100.7"),
+        ("x-forwarded-for", "198.51.100.7, 10.0.0.1"),
+        ("x-request-id", "edge-req-1"),
+    ];
+    let (status, body, resp_headers) = get(
+        &client,
+        &format!("https://www.a.example:{}/path?q=1", g.port),
+        &forged,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let edge = aop_pki::CertInfo::from_der(
+        &aop_pki::load_certificates(&w.edge.cert).unwrap()[0],
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    assert_eq!(header(&body, "x-client-verify").as_deref(), Some("SUCCESS"));
+    assert_eq!(
+        header(&body, "x-client-cert-subject").as_deref(),
+        Some("CN=edge")
+    );
+    assert_eq!(
+        header(&body, "x-client-cert-issuer").as_deref(),
+        Some("CN=edge-ca")
+    );
+    assert_eq!(
+        header(&body, "x-client-cert-fingerprint"),
+        Some(edge.sha256.to_string())
+    );
+    assert_eq!(
+        header(&body, "x-client-cert-serial"),
+        Some(edge.serial.clone())
+    );
+    assert_eq!(
+        header(&body, "x-client-cert-not-after"),
+        Some(aop_pki::rfc3339(edge.not_after))
+    );
+    assert_eq!(
+        header(&body, "x-forwarded-client-cert"),
+        Some(format!(
+            "Hash={};Subject=\"CN=edge\";URI=spiffe://cdn.test/edge",
+            edge.sha256
+        ))
+    );
+    assert_eq!(
+        body.matches("x-client-verify").count(),
+        1,
+        "exactly one copy: {body}"
+    );
+    assert!(!body.contains("CN=admin"), "{body}");
+    // What the edge says about the visitor passes through; the request id too.
+    assert_eq!(
+        header(&body, "cf-connecting-ip").as_deref(),
+        Some("198.51.100.7")
+    );
+    assert_eq!(
+        header(&body, "x-forwarded-for").as_deref(),
+        Some("198.51.100.7, 10.0.0.1")
+    );
+    assert_eq!(header(&body, "x-request-id").as_deref(), Some("edge-req-1"));
+    assert_eq!(resp_headers.get("x-request-id").unwrap(), "edge-req-1");
+    let access = g.wait_log("aop::access");
+    for want in [
+        "request_id=edge-req-1",
+        "verdict=SUCCESS",
+        "status=200",
+        "cf_connecting_ip=198.51.100.7",
+        "path=/path?q=1",
+    ] {
+        assert!(access.contains(want), "{want} in {access}");
+    }
+    // A Host outside the connection's site: 421, never reaches the upstream.
+    let before = echo.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let (status, _, _) = get(
+        &client,
+        &format!("https://www.a.example:{}/", g.port),
+        &[("host", "b.example")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 421);
+    assert_eq!(
+        echo.requests.load(std::sync::atomic::Ordering::Relaxed),
+        before
+    );
+}
+
+#[tokio::test]
+async fn each_site_trusts_only_its_own_edge_and_optional_mode_passes_verdicts_on() {
+    let w = world();
+    let echo = Echo::start().await;
+    let b_ca = pki::ca(w.dir.path(), "b-ca");
+    let b_edge = b_ca.client("b-edge");
+    let sites = site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, "")
+        + &site("\"b.example\"", "\"b-ca/ca.pem\"", echo.addr, "")
+        + &site(
+            "\"opt.example\"",
+            "\"edge-ca/ca.pem\"",
+            echo.addr,
+            "mode = \"optional\"\n",
+        );
+    let g = Guard::start(w.dir.path(), &sites);
+
+    let a = g.client(&w, Some(&w.edge));
+    let b = g.client(&w, Some(&b_edge));
+    assert_eq!(
+        get(&a, &format!("https://a.example:{}/", g.port), &[])
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&b, &format!("https://b.example:{}/", g.port), &[])
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    // Zone A's edge certificate on zone B: refused, and said so.
+    let err = get(&a, &format!("https://b.example:{}/", g.port), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aop_edge::classify(&err),
+        aop_edge::Failure::Refused {
+            alert: "access_denied".into()
+        },
+        "{err}"
+    );
+    let err = get(&b, &format!("https://a.example:{}/", g.port), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(aop_edge::classify(&err), aop_edge::Failure::Refused { .. }),
+        "{err}"
+    );
+
+    // Optional mode: the upstream decides, with the real verdict in hand.
+    let (status, body, _) = get(
+        &b,
+        &format!("https://opt.example:{}/", g.port),
+        &[("x-client-verify", "SUCCESS")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&body, "x-client-verify").as_deref(),
+        Some("FAILED:zone_mismatch")
+    );
+    assert_eq!(
+        header(&body, "x-client-cert-subject").as_deref(),
+        Some("CN=b-edge")
+    );
+    assert_eq!(
+        header(&body, "x-forwarded-client-cert"),
+        None,
+        "only a verified certificate is forwarded as XFCC"
+    );
+
+    let metrics = g.metrics_text().await;
+    for want in [
+        "aop_handshakes_total{site=\"b.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"} 1",
+        "aop_handshakes_total{site=\"a.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"} 1",
+        "aop_handshakes_total{site=\"a.example\",verdict=\"SUCCESS\",reason=\"\"} 1",
+        "aop_handshakes_total{site=\"opt.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"} 1",
+        "aop_requests_total{site=\"a.example\",status=\"200\"} 1",
+        "# TYPE aop_days_until_first_cert_expiring gauge",
+    ] {
+        assert!(metrics.contains(want), "{want}\n{metrics}");
+    }
+    let days: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("aop_days_until_first_cert_expiring "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (364..=365).contains(&days),
+        "the edge is not counted; the origin cert (365 d) and CAs (3650 d) are: {days}"
+    );
+    assert_eq!(http_get(g.metrics, "/healthz"), (200, "ok\n".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
+    let w = world();
+    let echo = Echo::start().await;
+    let next_ca = pki::ca(w.dir.path(), "next-ca");
+    let next_edge = next_ca.client("next-edge");
+    let g = Guard::start(
+        w.dir.path(),
+        &site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, ""),
+    );
+    let url = format!("https://a.example:{}/", g.port);
+    let pooled = std::sync::Arc::new(g.client(&w, Some(&w.edge)));
+
+    // Bounded load: 4 workers × 60 requests; every 5th on a fresh connection.
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (pooled, url, fresh_spec) = (
+            pooled.clone(),
+            url.clone(),
+            (w.origin_ca.pem(), w.edge.clone(), g.resolve()),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..60 {
+                let r = if i % 5 == 0 {
+                    let mut spec = StoreSpec::new([fresh_spec.0.clone()]);
+                    spec.shared = Some(IdentitySpec::new(&fresh_spec.1.cert, &fresh_spec.1.key));
+                    let fresh: EdgeClient<Empty<Bytes>> = EdgeClient::new(
+                        IdentityStore::load(&spec).unwrap(),
+                        fresh_spec.2.clone(),
+                        Timeouts::default(),
+                    );
+                    get(&fresh, &url, &[]).await
+                } else {
+                    get(&pooled, &url, &[]).await
+                };
+                match r {
+                    Ok((200, _, _)) => {}
+                    other => failures.push(format!("{i}: {other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            failures
+        }));
+    }
+    // Meanwhile: trust the next CA too (reload), then a broken config (refused), then the
+    // good one again.
+    let good = std::fs::read_to_string(&g.config).unwrap().replace(
+        "\"edge-ca/ca.pem\"",
+        "\"edge-ca/ca.pem\", \"next-ca/ca.pem\"",
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    std::fs::write(&g.config, &good).unwrap();
+    g.signal("-HUP");
+    g.wait_log("configuration reloaded");
+    std::fs::write(
+        &g.config,
+        good.replace("next-ca/ca.pem", "next-ca/missing.pem"),
+    )
+    .unwrap();
+    g.signal("-HUP");
+    let refused = g.wait_log("reload refused");
+    assert!(
+        refused.contains("next-ca/missing.pem: cannot read"),
+        "{refused}"
+    );
+    std::fs::write(&g.config, &good).unwrap();
+    g.signal("-HUP");
+    g.wait_log("configuration reloaded");
+
+    let mut failures = Vec::new();
+    for wkr in workers {
+        failures.extend(wkr.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {failures:?}",
+        failures.len()
+    );
+    assert!(echo.requests.load(std::sync::atomic::Ordering::Relaxed) >= 240);
+
+    // The reload took: the next CA's edge gets in.
+    let next = g.client(&w, Some(&next_edge));
+    assert_eq!(get(&next, &url, &[]).await.unwrap().0, 200);
+    let metrics = g.metrics_text().await;
+    assert!(
+        metrics.contains("aop_config_reloads_total{result=\"success\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aop_config_reloads_total{result=\"failure\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish() {
+    let w = world();
+    let echo = Echo::start().await;
+    let mut g = Guard::start(
+        w.dir.path(),
+        &site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, ""),
+    );
+    let client = g.client(&w, Some(&w.edge));
+    let url = format!("https://a.example:{}/?sleep_ms=800", g.port);
+    let slow = tokio::spawn(async move { get(&client, &url, &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.signal("-TERM");
+    let (status, _, _) = slow.await.unwrap().unwrap();
+    assert_eq!(status, 200, "the request in flight completes");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = g.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guard did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn the_demo_runs_and_every_expectation_holds() {
+    let o = run(Command::new(bin("aop-origin")).arg("demo"));
+    let out = stdout(&o);
+    assert_eq!(code(&o), 0, "{out}{}", stderr(&o));
+    assert!(out.contains("demo: every expectation held"), "{out}");
+    for want in [
+        "verdict=SUCCESS",
+        "verdict=NONE",
+        "verdict=FAILED:unknown_ca",
+        "PASS",
+    ] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    assert!(!out.contains("FAIL "), "{out}");
+}
