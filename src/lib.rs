@@ -143,8 +143,17 @@ pub fn spawn_listening(
         let line = rx
             .recv_timeout(std::time::Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("{} did not start listening", program.display()));
-        if let Some(addr) = line.split("addr=").nth(1) {
-            let addr = addr.split_whitespace().next().unwrap_or_default();
+        // Text logs say `addr=IP:PORT`; JSON logs say `"addr":"IP:PORT"`.
+        let found = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .or_else(|| {
+                line.split("\"addr\":\"")
+                    .nth(1)
+                    .and_then(|a| a.split('"').next())
+            });
+        if let Some(addr) = found {
             break addr.rsplit(':').next().unwrap().parse().unwrap();
         }
     };

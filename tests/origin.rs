@@ -67,10 +67,14 @@ impl Drop for Guard {
 
 impl Guard {
     fn start(dir: &Path, sites: &str) -> Self {
+        Self::start_with(dir, "", sites)
+    }
+
+    fn start_with(dir: &Path, top: &str, sites: &str) -> Self {
         let config = dir.join("origin.toml");
         std::fs::write(
             &config,
-            format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{sites}"),
+            format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{top}{sites}"),
         )
         .unwrap();
         let (child, port, log) =
@@ -82,19 +86,18 @@ impl Guard {
             log,
             config,
         };
-        let line = g.wait_log("metrics=");
-        g.metrics = line
+        let line = g.wait_log("metrics listening");
+        let addr = line
             .split("metrics=")
             .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
+            .and_then(|a| a.split_whitespace().next())
+            .or_else(|| {
+                line.split("\"metrics\":\"")
+                    .nth(1)
+                    .and_then(|a| a.split('"').next())
+            })
             .unwrap();
+        g.metrics = addr.rsplit(':').next().unwrap().parse().unwrap();
         g
     }
 
@@ -610,4 +613,30 @@ fn the_demo_runs_and_every_expectation_holds() {
         assert!(out.contains(want), "{want} in {out}");
     }
     assert!(!out.contains("FAIL "), "{out}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_verdict_fields() {
+    let w = world();
+    let echo = Echo::start().await;
+    let g = Guard::start_with(
+        w.dir.path(),
+        "log_format = \"json\"\n",
+        &site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, ""),
+    );
+    let client = g.client(&w, Some(&w.edge));
+    assert_eq!(
+        get(&client, &format!("https://a.example:{}/", g.port), &[])
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let verdict: serde_json::Value = serde_json::from_str(&g.wait_log("aop::verdict")).unwrap();
+    assert_eq!(verdict["fields"]["verdict"], "SUCCESS");
+    assert_eq!(verdict["fields"]["subject"], "CN=edge");
+    assert_eq!(verdict["fields"]["rule"], "a.example");
+    let access: serde_json::Value = serde_json::from_str(&g.wait_log("aop::access")).unwrap();
+    assert_eq!(access["fields"]["status"], 200);
+    assert_eq!(access["fields"]["verdict"], "SUCCESS");
 }
