@@ -924,41 +924,18 @@ fn start_example(
     w: &World,
     extra: &[&str],
 ) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
-    use std::io::BufRead as _;
-    let mut child = Command::new(aop_e2e::example("aop-verify", "origin"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            s(&w.server.cert),
-            "--key",
-            s(&w.server.key),
-        ])
-        .args(["--trust", s(&w.edge_ca.pem())])
-        .args(extra)
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let port = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the example origin starts");
-        if let Some(addr) = line.split("addr=").nth(1) {
-            break addr.trim().rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    (child, port, rx)
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        s(&w.server.cert),
+        "--key",
+        s(&w.server.key),
+    ];
+    let ca = w.edge_ca.pem();
+    args.extend(["--trust", s(&ca)]);
+    args.extend_from_slice(extra);
+    aop_e2e::spawn_listening(&aop_e2e::example("aop-verify", "origin"), &args)
 }
 
 fn verdict_line(rx: &std::sync::mpsc::Receiver<String>) -> String {

@@ -53,6 +53,7 @@ mod client;
 mod connect;
 pub mod danger;
 mod error;
+pub mod http;
 mod identity;
 mod probe;
 

@@ -3,8 +3,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use aop_edge::{
@@ -100,35 +98,9 @@ fn init_logging(format: &str) {
     }
 }
 
-/// Headers that belong to one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{:012x}{:04x}{:08x}",
-        nanos & 0xffff_ffff_ffff,
-        std::process::id() & 0xffff,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 impl Proxy {
     async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let id = request_id();
+        let id = aop_edge::http::request_id();
         let method = req.method().clone();
         let path = req
             .uri()
@@ -141,7 +113,7 @@ impl Proxy {
         };
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
-        for h in HOP_BY_HOP {
+        for h in aop_edge::http::HOP_BY_HOP {
             headers.remove(h);
         }
         let client_ip = peer.ip().to_string();
@@ -165,7 +137,7 @@ impl Proxy {
                 tracing::info!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
                     status = status.as_u16(), identity = %flavour, presented = %presented, "forwarded");
                 let (mut parts, body) = resp.into_parts();
-                for h in HOP_BY_HOP {
+                for h in aop_edge::http::HOP_BY_HOP {
                     parts.headers.remove(h);
                 }
                 set(&mut parts.headers, "x-request-id", &id);

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use aop_verify::{Acceptor, Limits, PolicyHandle, Verdict};
 use arc_swap::ArcSwap;
@@ -37,18 +37,6 @@ pub(crate) const VERDICT_HEADERS: [&str; 7] = [
     "x-client-cert-serial",
     "x-client-cert-not-after",
     "x-forwarded-client-cert",
-];
-
-/// Headers that belong to one hop.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
 ];
 
 /// Site name → upstream, as loaded with the policy.
@@ -242,20 +230,6 @@ struct ConnCtx {
     peer: SocketAddr,
 }
 
-fn request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{:012x}{:04x}{:08x}",
-        nanos & 0xffff_ffff_ffff,
-        std::process::id() & 0xffff,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// A header value from text a certificate chose: control characters dropped.
 fn value(s: &str) -> Option<HeaderValue> {
     let clean: String = s.chars().filter(|c| !c.is_control()).collect();
@@ -322,7 +296,7 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(request_id, str::to_owned);
+        .map_or_else(aop_edge::http::request_id, str::to_owned);
     let method = req.method().clone();
     let path = req
         .uri()
@@ -335,7 +309,7 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
         None => text(StatusCode::BAD_GATEWAY, "no upstream for this site\n"),
         Some(up) => {
             let headers = req.headers_mut();
-            for h in HOP_BY_HOP {
+            for h in aop_edge::http::HOP_BY_HOP {
                 headers.remove(h);
             }
             set_verdict_headers(headers, &verdict);
@@ -349,7 +323,7 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
             match shared.client.request(req).await {
                 Ok(r) => {
                     let (mut parts, body) = r.into_parts();
-                    for h in HOP_BY_HOP {
+                    for h in aop_edge::http::HOP_BY_HOP {
                         parts.headers.remove(h);
                     }
                     Response::from_parts(parts, body.boxed())
