@@ -67,6 +67,7 @@
 mod error;
 mod fingerprint;
 mod info;
+pub mod inventory;
 mod issue;
 mod keys;
 mod load;

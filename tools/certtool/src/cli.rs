@@ -84,6 +84,58 @@ Example:
   certtool probe https://example.com/ --resolve example.com:443:203.0.113.7 \\
       --cacert origin-ca.pem --cert edge/cert.pem --key edge/key.pem --expect accept --json")]
     Probe(ProbeArgs),
+    /// Every certificate under some paths and at some endpoints: what, where, when it expires.
+    #[command(long_about = "\
+List every certificate found in files and directories (PEM and DER, bundles; walked \
+recursively) and presented by live endpoints (--probe), one row per distinct certificate \
+(by SHA-256) with every place it was found: role, subject, issuer, certificate and SPKI \
+pins, expiry, days left and status: ok, renew-due (past 2/3 of its lifetime), expiring \
+(within --warn-days), expired, not-yet-valid; unreadable files are listed with why. \
+Private keys are never printed: each is paired with its certificate by public key. \
+Cloudflare's origin-pull and Origin CA certificates are recognised by fingerprint. \
+Problems flagged: a leaf whose issuer is nowhere in the inventory, a CA that expires \
+before a leaf it signed, a key without its certificate (or a leaf without its key), \
+certificates that share a key, and aop-origin configs that pin a certificate where an \
+SPKI pin would survive re-issue.
+
+Exit codes: 0 all ok; 1 something expiring or due for renewal; 2 something expired, not \
+yet valid or unreadable (and usage errors).
+
+Example:
+  certtool inventory /etc/aop /etc/nginx/certs --warn-days 45
+  certtool inventory pki/ --probe https://example.com/ --resolve example.com:443:203.0.113.7 --json")]
+    Inventory(InventoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InventoryArgs {
+    /// Files and directories to inventory.
+    #[arg(value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Also record the chain a live endpoint presents. Repeat for several.
+    #[arg(long = "probe", value_name = "URL")]
+    pub(crate) probes: Vec<String>,
+    /// Connect to ADDR for HOST:PORT (like curl --resolve).
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub(crate) resolve: Vec<aop_edge::ResolveEntry>,
+    /// Client certificate to present to probed endpoints that require one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Days before expiry that count as expiring.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) warn_days: i64,
+    /// Threads reading files (default: the machine's parallelism).
+    #[arg(long)]
+    pub(crate) jobs: Option<usize>,
+    /// Compute statuses as of this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub(crate) at: Option<time::OffsetDateTime>,
+    /// Print JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// What the probe expects of the origin.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::cli::{CaCommand, Cli, Command, CrlCommand, IssueCommand};
 
 mod inspect;
+mod inventory;
 mod issue;
 mod probe;
 mod verify;
@@ -20,6 +21,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(&args, now),
         Command::Crl(CrlCommand::Create(args)) => issue::crl_create(&args, now),
         Command::Probe(args) => probe::run(&args),
+        Command::Inventory(args) => inventory::run(&args, now),
     }
 }
 
