@@ -302,3 +302,44 @@ pub fn sha1_ca_and_client(root: &Path) -> (PathBuf, Leaf) {
         },
     )
 }
+
+/// A CA valid for 40 more days and a client certificate it signed that is valid for 100:
+/// the leaf will outlive its issuer (aop-pki refuses to make this; operators manage to).
+/// Returns (ca.pem, the leaf; its cert.pem holds the leaf alone).
+pub fn leaf_outliving_ca(root: &Path) -> (PathBuf, Leaf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let dir = root.join("short-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "short-lived CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = now() - Duration::days(1);
+    ca.not_after = now() + Duration::days(40);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name.push(DnType::CommonName, "outlives");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.not_before = now() - Duration::days(1);
+    leaf.not_after = now() + Duration::days(100);
+    leaf.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let out = Leaf {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&out.cert, cert.pem()).unwrap();
+    std::fs::write(&out.key, key.serialize_pem()).unwrap();
+    (dir.join("ca.pem"), out)
+}

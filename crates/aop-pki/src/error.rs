@@ -206,6 +206,15 @@ pub enum Error {
     #[error("invalid SHA-256 fingerprint {0:?}: expected 64 hex digits (colons allowed)")]
     InvalidFingerprint(String),
 
+    /// A rotation step cannot be taken (wrong phase, origins not ready, damaged state).
+    #[error("{}: {reason}", dir.display())]
+    Rotation {
+        /// The rotation directory.
+        dir: PathBuf,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+
     /// Certificate or key generation failed inside rcgen or the crypto provider.
     #[error("certificate generation failed: {0}")]
     Generate(String),

@@ -71,6 +71,7 @@ pub mod inventory;
 mod issue;
 mod keys;
 mod load;
+pub mod rotate;
 mod write;
 
 use std::path::Path;

@@ -105,12 +105,135 @@ Example:
   certtool inventory /etc/aop /etc/nginx/certs --warn-days 45
   certtool inventory pki/ --probe https://example.com/ --resolve example.com:443:203.0.113.7 --json")]
     Inventory(InventoryArgs),
+    /// Rotate the edge's client certificate in the safe order: stage, activate, retire.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+    /// Cloudflare API helpers.
+    #[command(subcommand)]
+    Cloudflare(CloudflareCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CloudflareCommand {
+    /// Write the JSON body Cloudflare's API takes to upload an origin-pull certificate.
+    #[command(long_about = "\
+Write {\"certificate\": PEM, \"private_key\": PEM}, the body Cloudflare's API takes to upload \
+a zone-level or per-hostname authenticated-origin-pull client certificate. The key is \
+checked against the certificate; the file is written 0600, atomically, never over an \
+existing file without --force.
+
+Example:
+  certtool cloudflare payload --cert rot/edge/cert.pem --key rot/edge/key.pem --out upload.json
+  curl -X POST https://api.cloudflare.com/client/v4/zones/$ZONE/origin_tls_client_auth \\
+       -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' --data @upload.json",
+        after_help = EXIT_CODES)]
+    Payload(PayloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PayloadArgs {
+    /// The client certificate (with its chain).
+    #[arg(long)]
+    pub(crate) cert: PathBuf,
+    /// Its private key.
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+    /// Where to write the JSON (0600).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+const ROTATE_ORDER: &str = "\
+The safe order: `stage` issues the next certificate and makes DIR/trust.pem hold the current \
+and the next CA (reload the origins); `activate` checks that every --probe origin accepts \
+the next certificate, then switches DIR/edge to it (reload the edges); `retire` drops the old \
+CA from DIR/trust.pem. `status` says where you are; `rollback` undoes the last step. Every \
+write is atomic; a step killed part way is completed by running it again, or undone by \
+`rollback`.";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RotateCommand {
+    /// Start: the first edge certificate (DIR/edge/), the origins' trust (DIR/trust.pem).
+    #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate init --dir rot --ca pki/edge-ca --cn edge.example.net --days 90")]
+    Init(RotateInitArgs),
+    /// Issue the next certificate; trust.pem becomes current + next.
+    #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate stage --dir rot [--new-ca pki/edge-ca-2027]")]
+    Stage(RotateStageArgs),
+    /// Switch the edge to the next certificate, once every origin accepts it.
+    #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate activate --dir rot --probe https://example.com/ --resolve example.com:443:203.0.113.7 --cacert origin-ca.pem")]
+    Activate(RotateActivateArgs),
+    /// Drop the old certificate's CA from trust.pem.
+    #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate retire --dir rot")]
+    Retire(RotateDirArgs),
+    /// Where the rotation is, each certificate's expiry, and the next step.
+    #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate status --dir rot --json")]
+    Status(RotateDirArgs),
+    /// Undo the last step.
+    #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate rollback --dir rot")]
+    Rollback(RotateDirArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateDirArgs {
+    /// The rotation directory.
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    /// Print JSON (schema in docs/json.md).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateInitArgs {
+    #[command(flatten)]
+    pub(crate) common: RotateDirArgs,
+    /// The CA directory (ca.pem, ca.key) to issue from.
+    #[arg(long)]
+    pub(crate) ca: PathBuf,
+    /// Common name of the edge certificates.
+    #[arg(long)]
+    pub(crate) cn: String,
+    /// Days of validity of each certificate.
+    #[arg(long, default_value_t = 90)]
+    pub(crate) days: u32,
+    #[command(flatten)]
+    pub(crate) key: KeyTypeArg,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateStageArgs {
+    #[command(flatten)]
+    pub(crate) common: RotateDirArgs,
+    /// Issue the next certificate from this CA directory instead of the current CA.
+    #[arg(long)]
+    pub(crate) new_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateActivateArgs {
+    #[command(flatten)]
+    pub(crate) common: RotateDirArgs,
+    /// An origin that must accept the next certificate. Repeat for every origin.
+    #[arg(long = "probe", value_name = "URL")]
+    pub(crate) probes: Vec<String>,
+    /// Connect to ADDR for HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub(crate) resolve: Vec<aop_edge::ResolveEntry>,
+    /// Roots the origins' certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cacert: Vec<PathBuf>,
+    /// Activate even if a probe fails (or none is given). You own the 525s.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct InventoryArgs {
     /// Files and directories to inventory.
-    #[arg(value_name = "PATH")]
+    #[arg(value_name = "PATH", required_unless_present = "probes")]
     pub(crate) paths: Vec<PathBuf>,
     /// Also record the chain a live endpoint presents. Repeat for several.
     #[arg(long = "probe", value_name = "URL")]

@@ -79,9 +79,6 @@ impl Report for Inventory {
 }
 
 pub(crate) fn run(args: &InventoryArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
-    if args.paths.is_empty() && args.probes.is_empty() {
-        anyhow::bail!("nothing to inventory: give paths and/or --probe URL");
-    }
     let mut opts = Options::default();
     opts.warn_days = args.warn_days;
     opts.at = args.at.unwrap_or(now);

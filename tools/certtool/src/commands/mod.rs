@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{CaCommand, Cli, Command, CrlCommand, IssueCommand};
+use crate::cli::{CaCommand, Cli, CloudflareCommand, Command, CrlCommand, IssueCommand};
 
 mod inspect;
 mod inventory;
 mod issue;
 mod probe;
+mod rotate;
 mod verify;
 
 /// Run the parsed command line.
@@ -22,6 +23,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Crl(CrlCommand::Create(args)) => issue::crl_create(&args, now),
         Command::Probe(args) => probe::run(&args),
         Command::Inventory(args) => inventory::run(&args, now),
+        Command::Rotate(cmd) => rotate::run(cmd, now),
+        Command::Cloudflare(CloudflareCommand::Payload(args)) => rotate::payload(&args),
     }
 }
 
@@ -32,7 +35,8 @@ pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         Some(
             aop_pki::Error::Exists { .. }
             | aop_pki::Error::Write { .. }
-            | aop_pki::Error::Generate(_),
+            | aop_pki::Error::Generate(_)
+            | aop_pki::Error::Rotation { .. },
         ) => ExitCode::from(1),
         Some(_) => ExitCode::from(2),
         // aop-verify's load errors are all about unusable input files.

@@ -1,0 +1,781 @@
+//! Knowing every certificate and rotating without locking the edge out: `certtool
+//! inventory`, `certtool rotate` (the whole cycle against a real origin that reloads
+//! trust.pem, and a SIGKILL-equivalent at every write point), `certtool cloudflare payload`.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aop_e2e::origin::{TestClient, TestOrigin};
+use aop_e2e::pki::{self, Leaf};
+use aop_e2e::{bin, certtool, code, mode, run, stderr, stdout, tempdir, workspace_root};
+use aop_verify::{Limits, PolicySpec, RuleSpec, TrustSpec};
+use serde_json::Value;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(args: &[&str]) -> (i32, Value) {
+    let o = certtool(args);
+    let v = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}{}", stdout(&o), stderr(&o)));
+    (code(&o), v)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Only the first PEM block of a file (a leaf without its chain).
+fn first_block(from: &Path, to: &Path) {
+    let text = std::fs::read_to_string(from).unwrap();
+    let end = text.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----\n".len();
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::write(to, &text[..end]).unwrap();
+}
+
+#[test]
+fn inventory_of_a_fixture_tree_has_exact_rows_statuses_and_problems() {
+    let dir = tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    copy_dir(
+        &workspace_root().join("testdata/cloudflare"),
+        &tree.join("cloudflare"),
+    );
+    let ca = pki::ca(&tree.join("pki"), "ca");
+    ca.client("edge");
+    ca.client_at("expiring", &[], now, 10);
+    ca.client_at("renew", &[], now - day * 300, 365);
+    ca.client_at("future", &[], now + day * 2, 30);
+    ca.client_at("old", &[], now - day * 100, 30);
+    let keyless = ca.client("keyless");
+    std::fs::remove_file(&keyless.key).unwrap();
+    let elsewhere = pki::ca(dir.path(), "elsewhere-ca");
+    let orphan = elsewhere.client("orphan");
+    first_block(&orphan.cert, &tree.join("orphan/cert.pem"));
+    std::fs::copy(&orphan.key, tree.join("orphan/key.pem")).unwrap();
+    pki::leaf_outliving_ca(&tree);
+    std::fs::create_dir_all(tree.join("sub/deep")).unwrap();
+    std::fs::copy(
+        workspace_root().join("testdata/bad/private-key.pem"),
+        tree.join("sub/deep/lonely.key"),
+    )
+    .unwrap();
+    std::fs::copy(
+        workspace_root().join("testdata/bad/truncated.pem"),
+        tree.join("sub/broken.pem"),
+    )
+    .unwrap();
+    std::fs::write(tree.join("sub/notes.txt"), "not a certificate\n").unwrap();
+    let edge_sha = aop_pki::CertInfo::from_der(
+        &aop_pki::load_certificates(&tree.join("pki/ca/edge/cert.pem")).unwrap()[0],
+        now,
+    )
+    .unwrap()
+    .sha256;
+    std::fs::write(
+        tree.join("origin.toml"),
+        format!("listen = \"127.0.0.1:443\"\n\n[[site]]\nhostnames = [\"a.example\"]\ncert = \"c.pem\"\nkey = \"k.pem\"\ntrust = [\"pki/ca/ca.pem\"]\npins = [\"{edge_sha}\"]\nupstream = \"http://127.0.0.1:8080\"\n"),
+    )
+    .unwrap();
+
+    let (c, inv) = json(&["inventory", s(&tree), "--json"]);
+    assert_eq!(c, 2, "expired and unreadable entries: exit 2");
+    let rows: HashMap<String, &Value> = inv["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["subject"].as_str().unwrap().to_owned(), r))
+        .collect();
+    let status = |subject: &str| {
+        rows.get(subject)
+            .unwrap_or_else(|| panic!("no row for {subject}: {:?}", rows.keys()))["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(status("CN=edge"), "ok");
+    assert_eq!(status("CN=ca"), "ok");
+    assert_eq!(status("CN=expiring"), "expiring");
+    assert_eq!(status("CN=renew"), "renew-due");
+    assert_eq!(status("CN=future"), "not-yet-valid");
+    assert_eq!(status("CN=old"), "expired");
+    assert_eq!(status("CN=orphan"), "ok");
+    assert_eq!(status("CN=outlives"), "ok");
+    assert_eq!(status("CN=short-lived CA"), "ok");
+    // 4 Cloudflare + ca + 6 leaves under it + orphan + short CA + outlives = 14 distinct.
+    assert_eq!(inv["summary"]["certificates"], 14, "{:?}", rows.keys());
+    // The CA appears once, with every place it was found (its own file and each chain).
+    let ca_places = rows["CN=ca"]["places"].as_array().unwrap();
+    assert_eq!(ca_places.len(), 7, "{ca_places:?}");
+    assert!(
+        ca_places
+            .iter()
+            .any(|p| p.as_str().unwrap().ends_with("pki/ca/edge/cert.pem#2"))
+    );
+    // Keys are paired, never printed.
+    assert!(
+        rows["CN=edge"]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with("pki/ca/edge/key.pem")
+    );
+    assert!(!serde_json::to_string(&inv).unwrap().contains("PRIVATE KEY"));
+    // Cloudflare's certificates are recognised.
+    let labels: Vec<&str> = inv["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["label"].as_str())
+        .collect();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert!(labels.contains(&"Cloudflare shared origin-pull CA (2019)"));
+    // Unreadable, with why.
+    let unreadable = inv["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert!(
+        unreadable[0]["place"]
+            .as_str()
+            .unwrap()
+            .ends_with("sub/broken.pem")
+    );
+    assert!(
+        unreadable[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("truncated")
+    );
+    // Problems operators get wrong.
+    let problems: Vec<(String, String)> = inv["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_owned(),
+                p["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let has =
+        |kind: &str, words: &str| problems.iter().any(|(k, m)| k == kind && m.contains(words));
+    assert!(has("unknown-issuer", "CN=orphan"), "{problems:#?}");
+    assert!(
+        has("ca-expires-before-leaf", "CN=outlives"),
+        "{problems:#?}"
+    );
+    assert!(
+        has("key-without-certificate", "lonely.key"),
+        "{problems:#?}"
+    );
+    assert!(
+        has("certificate-without-key", "CN=keyless"),
+        "{problems:#?}"
+    );
+    assert!(!has("certificate-without-key", "CN=edge"), "{problems:#?}");
+    assert!(
+        has("same-key", "2 certificates share one key"),
+        "{problems:#?}"
+    );
+    assert!(
+        has("certificate-pin", "origin.toml:8: pins CN=edge"),
+        "{problems:#?}"
+    );
+    assert!(!has("unknown-issuer", "CN=edge"), "{problems:#?}");
+
+    // The human table: aligned, one line per certificate, keys listed without content.
+    let human = stdout(&certtool(["inventory", s(&tree)]));
+    assert!(human.starts_with("STATUS"), "{human}");
+    assert!(
+        human.contains("\nexpiring ") && human.contains("\nrenew-due "),
+        "{human}"
+    );
+    assert!(
+        human.contains("lonely.key  no certificate found"),
+        "{human}"
+    );
+
+    // Cloudflare's certificates at a fixed time, exactly.
+    let (c, cf) = json(&[
+        "inventory",
+        s(&tree.join("cloudflare")),
+        "--at",
+        "2026-12-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(c, 2);
+    let got: Vec<(String, String)> = cf["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["sha256"].as_str().unwrap()[..8].to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("062465ee".to_owned(), "expired".to_owned()),
+            ("b8f86d0d".to_owned(), "expired".to_owned()),
+            ("d3c7e85c".to_owned(), "renew-due".to_owned()),
+            ("9a1ac2b4".to_owned(), "renew-due".to_owned()),
+        ]
+    );
+    let (c, _) = json(&[
+        "inventory",
+        s(&tree.join("cloudflare")),
+        "--at",
+        "2021-01-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(c, 2, "the 2015 CA had expired by 2021");
+    let (c, _) = json(&[
+        "inventory",
+        s(&tree.join("cloudflare/authenticated_origin_pull_ca.pem")),
+        "--at",
+        "2022-01-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(c, 0, "the 2019 CA alone, early in its life: ok");
+    let (c, _) = json(&[
+        "inventory",
+        s(&tree.join("cloudflare/authenticated_origin_pull_ca.pem")),
+        "--at",
+        "2029-10-15T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(c, 1, "within 30 days of expiry: exit 1");
+
+    // Clean trees: 0; expiring: 1.
+    let (c, _) = json(&[
+        "inventory",
+        s(&tree.join("pki/ca/ca.pem")),
+        s(&tree.join("pki/ca/edge")),
+        "--json",
+    ]);
+    assert_eq!(c, 0);
+    let (c, _) = json(&[
+        "inventory",
+        s(&tree.join("pki/ca/ca.pem")),
+        s(&tree.join("pki/ca/expiring")),
+        "--json",
+    ]);
+    assert_eq!(c, 1);
+    let (c, _) = json(&[
+        "inventory",
+        s(&tree.join("pki/ca/ca.pem")),
+        s(&tree.join("pki/ca/expiring")),
+        "--warn-days",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(
+        c, 0,
+        "9 days left of 10: not within 5 days, not yet past 2/3 of its life"
+    );
+    // Usage errors.
+    let o = certtool(["inventory"]);
+    assert_eq!(code(&o), 2);
+}
+
+#[tokio::test]
+async fn inventory_records_what_a_live_endpoint_presents() {
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    let server = origin_ca.origin("origin", &["a.example"]);
+    let edge_ca = pki::ca(dir.path(), "edge-ca");
+    let rule = RuleSpec::new(
+        "a",
+        ["a.example"],
+        &server.cert,
+        &server.key,
+        TrustSpec::new([edge_ca.pem()]),
+    );
+    let origin = TestOrigin::start(&PolicySpec::new(vec![rule]), Limits::default()).await;
+    let url = format!("https://a.example:{}/", origin.addr.port());
+    let resolve = origin.resolve("a.example");
+    let unreachable = "https://b.example:1/".to_owned();
+    let o = tokio::task::spawn_blocking(move || {
+        certtool([
+            "inventory",
+            "--probe",
+            &url,
+            "--probe",
+            &unreachable,
+            "--resolve",
+            &resolve,
+            "--resolve",
+            "b.example:1:127.0.0.1",
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    let inv: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = inv["certificates"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "the origin's certificate and its CA: {rows:?}"
+    );
+    let leaf = rows
+        .iter()
+        .find(|r| r["subject"] == "CN=a.example")
+        .unwrap();
+    assert!(
+        leaf["places"][0]
+            .as_str()
+            .unwrap()
+            .contains("(presented)#1"),
+        "{:?}",
+        leaf["places"]
+    );
+    let ca = rows
+        .iter()
+        .find(|r| r["subject"] == "CN=origin-ca")
+        .unwrap();
+    assert!(
+        ca["places"][0].as_str().unwrap().contains("(presented)#2"),
+        "{:?}",
+        ca["places"]
+    );
+    assert!(
+        inv["unreadable"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
+    );
+    assert_eq!(code(&o), 2, "an unreachable endpoint counts as unreadable");
+}
+
+// ---- rotate ----
+
+struct Rot {
+    dir: PathBuf,
+}
+
+impl Rot {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut a = vec!["rotate", args[0], "--dir", s(&self.dir)];
+        a.extend_from_slice(&args[1..]);
+        certtool(a)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(code(&o), 0, "rotate {args:?}: {}{}", stdout(&o), stderr(&o));
+        stdout(&o)
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    fn edge(&self) -> Leaf {
+        Leaf {
+            cert: self.dir.join("edge/cert.pem"),
+            key: self.dir.join("edge/key.pem"),
+        }
+    }
+
+    fn trust(&self) -> PathBuf {
+        self.dir.join("trust.pem")
+    }
+}
+
+fn sha(cert: &Path) -> String {
+    aop_pki::Sha256Fingerprint::of(&aop_pki::load_certificates(cert).unwrap()[0]).to_string()
+}
+
+#[tokio::test]
+async fn the_whole_rotation_cycle_against_a_real_origin_refuses_no_edge_request() {
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    let server = origin_ca.origin("origin", &["a.example"]);
+    let ca1 = pki::ca(dir.path(), "edge-ca-1");
+    let ca2 = pki::ca(dir.path(), "edge-ca-2");
+    let rot = Rot {
+        dir: dir.path().join("rot"),
+    };
+    let init = certtool([
+        "rotate",
+        "init",
+        "--dir",
+        s(&rot.dir),
+        "--ca",
+        s(&ca1.dir),
+        "--cn",
+        "edge",
+        "--days",
+        "30",
+    ]);
+    assert_eq!(code(&init), 0, "{}", stderr(&init));
+    assert_eq!(mode(&rot.edge().key), 0o600);
+
+    // The origin trusts whatever trust.pem says, re-read on each reload.
+    let spec = PolicySpec::new(vec![RuleSpec::new(
+        "a",
+        ["a.example"],
+        &server.cert,
+        &server.key,
+        TrustSpec::new([rot.trust()]),
+    )]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let roots = origin_ca.pem();
+    let edge_ok = |origin: &mut TestOrigin, leaf: &Leaf| {
+        let client = TestClient::new(&roots, Some(leaf));
+        let addr = origin.addr;
+        async move { client.get(addr, "a.example").await.map(|s| s.status) }
+    };
+    let first_edge = rot.edge();
+    let first = Leaf {
+        cert: std::fs::canonicalize(&first_edge.cert).unwrap(),
+        key: std::fs::canonicalize(&first_edge.key).unwrap(),
+    };
+    assert_eq!(edge_ok(&mut origin, &rot.edge()).await, Ok(200));
+    origin.verdict().await;
+
+    // Stage the next certificate from a new CA.
+    rot.ok(&["stage", "--new-ca", s(&ca2.dir)]);
+    let st = rot.status();
+    assert_eq!(st["phase"], "staged");
+    assert_eq!(
+        sha(&rot.edge().cert),
+        sha(&first.cert),
+        "the edge is unchanged by stage"
+    );
+    let trust = aop_pki::load_certificates(&rot.trust()).unwrap();
+    assert_eq!(trust.len(), 2, "current + next CA");
+
+    // The origin has not reloaded: activate must refuse, and change nothing.
+    let probe = [
+        "--probe".to_owned(),
+        format!("https://a.example:{}/", origin.addr.port()),
+        "--resolve".to_owned(),
+        origin.resolve("a.example"),
+        "--cacert".to_owned(),
+        s(&roots).to_owned(),
+    ];
+    let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+    let before = std::fs::read(rot.dir.join("manifest.json")).unwrap();
+    let o = tokio::task::spawn_blocking({
+        let (dir, probe) = (
+            rot.dir.clone(),
+            probe.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        move || {
+            let mut a = vec![
+                "rotate".to_owned(),
+                "activate".to_owned(),
+                "--dir".to_owned(),
+                dir.display().to_string(),
+            ];
+            a.extend(probe);
+            certtool(a)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("does not accept the next certificate")
+            && stderr(&o).contains("nothing changed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(rot.dir.join("manifest.json")).unwrap(),
+        before
+    );
+    assert_eq!(sha(&rot.edge().cert), sha(&first.cert));
+    origin.verdict().await; // the probe's own (refused) connection
+    assert_eq!(
+        edge_ok(&mut origin, &rot.edge()).await,
+        Ok(200),
+        "the edge never noticed"
+    );
+    origin.verdict().await;
+
+    // Reload the origin; now activate succeeds and the edge switches.
+    origin.policy.reload(&spec).unwrap();
+    let o = tokio::task::spawn_blocking({
+        let (dir, probe) = (
+            rot.dir.clone(),
+            probe.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        move || {
+            let mut a = vec![
+                "rotate".to_owned(),
+                "activate".to_owned(),
+                "--dir".to_owned(),
+                dir.display().to_string(),
+            ];
+            a.extend(probe);
+            certtool(a)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    origin.verdict().await;
+    assert_eq!(rot.status()["phase"], "activated");
+    assert_ne!(
+        sha(&rot.edge().cert),
+        sha(&first.cert),
+        "the edge now presents the next certificate"
+    );
+    assert_eq!(edge_ok(&mut origin, &rot.edge()).await, Ok(200));
+    origin.verdict().await;
+    assert_eq!(
+        edge_ok(&mut origin, &first).await,
+        Ok(200),
+        "an edge not yet reloaded still gets in"
+    );
+    origin.verdict().await;
+
+    // Retire: the old CA leaves trust.pem; after the reload the old certificate is refused.
+    rot.ok(&["retire"]);
+    origin.policy.reload(&spec).unwrap();
+    assert_eq!(aop_pki::load_certificates(&rot.trust()).unwrap().len(), 1);
+    assert_eq!(edge_ok(&mut origin, &rot.edge()).await, Ok(200));
+    origin.verdict().await;
+    assert!(edge_ok(&mut origin, &first).await.is_err());
+    assert_eq!(origin.verdict().await.to_string(), "FAILED:unknown_ca");
+
+    // Rollback undoes retire: both trusted again.
+    rot.ok(&["rollback"]);
+    origin.policy.reload(&spec).unwrap();
+    assert_eq!(edge_ok(&mut origin, &first).await, Ok(200));
+    origin.verdict().await;
+    let st = rot.status();
+    assert_eq!(
+        (st["phase"].as_str(), st["files_in_step"].as_bool()),
+        (Some("activated"), Some(true))
+    );
+    assert_eq!(st["previous"]["sha256"], sha(&first.cert));
+
+    // Wrong-phase steps are refused with exit 1 and the next step named.
+    let o = rot.run(&["stage"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("cannot stage in phase Activated"),
+        "{}",
+        stderr(&o)
+    );
+    let o = certtool([
+        "rotate",
+        "init",
+        "--dir",
+        s(&rot.dir),
+        "--ca",
+        s(&ca1.dir),
+        "--cn",
+        "edge",
+    ]);
+    assert_eq!(code(&o), 1, "init never overwrites: {}", stderr(&o));
+    let o = certtool(["rotate", "status", "--dir", s(&dir.path().join("nothing"))]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+/// Build the state just before `step` in a fresh directory.
+fn prepare(root: &Path, ca: &Path, step: &str) -> Rot {
+    let rot = Rot {
+        dir: root.to_owned(),
+    };
+    if step == "init" {
+        return rot;
+    }
+    let o = certtool([
+        "rotate",
+        "init",
+        "--dir",
+        s(root),
+        "--ca",
+        s(ca),
+        "--cn",
+        "edge",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let order = ["stage", "activate", "retire"];
+    for pre in order.iter().take_while(|p| **p != step) {
+        let args: &[&str] = if *pre == "activate" {
+            &["activate", "--force"]
+        } else {
+            &[pre]
+        };
+        rot.ok(args);
+    }
+    if step == "rollback" {
+        rot.ok(&["stage"]);
+    }
+    rot
+}
+
+/// After the step completes, what must hold.
+fn assert_done(rot: &Rot, step: &str) {
+    let st = rot.status();
+    assert_eq!(st["files_in_step"], true, "{step}: {st}");
+    let want = match step {
+        "init" | "retire" | "rollback" => "single",
+        "stage" => "staged",
+        "activate" => "activated",
+        _ => unreachable!(),
+    };
+    assert_eq!(st["phase"], want, "{step}: {st}");
+    let edge = rot.edge();
+    let certs = aop_pki::load_certificates(&edge.cert).unwrap();
+    let key = aop_pki::load_private_key(&edge.key).unwrap();
+    aop_pki::check_key_matches(&certs[0], &key, &edge.cert, &edge.key).unwrap();
+    assert_eq!(
+        sha(&edge.cert),
+        st["active"]["sha256"].as_str().unwrap(),
+        "{step}: edge/ is the active certificate"
+    );
+}
+
+#[test]
+fn a_kill_at_any_write_point_leaves_a_state_that_the_same_step_or_rollback_completes() {
+    let root = tempdir().unwrap();
+    let ca = pki::ca(root.path(), "ca");
+    let mut cases = 0;
+    for step in ["init", "stage", "activate", "retire", "rollback"] {
+        for crash_at in 1..=5 {
+            for recovery in ["same step", "rollback"] {
+                if step == "init" && recovery == "rollback" {
+                    continue; // nothing to roll back to before init
+                }
+                let dir = root
+                    .path()
+                    .join(format!("{step}-{crash_at}-{}", recovery.replace(' ', "-")));
+                let rot = prepare(&dir, &ca.dir, step);
+                let args: Vec<&str> = match step {
+                    "init" => vec!["init", "--ca", s(&ca.dir), "--cn", "edge"],
+                    "activate" => vec!["activate", "--force"],
+                    other => vec![other],
+                };
+                let mut a = vec!["rotate", args[0], "--dir", s(&rot.dir)];
+                a.extend_from_slice(&args[1..]);
+                let o = run(Command::new(bin("certtool"))
+                    .args(&a)
+                    .env("AOP_TEST_CRASH_AT_WRITE", crash_at.to_string()));
+                let crashed = o.status.code().is_none();
+                if !crashed {
+                    assert_eq!(code(&o), 0, "{step} at {crash_at}: {}", stderr(&o));
+                    assert_done(&rot, step);
+                    continue;
+                }
+                cases += 1;
+                // Whatever happened, status reads the state.
+                if step != "init" || rot.dir.join("manifest.json").exists() {
+                    let st = rot.run(&["status", "--json"]);
+                    assert_eq!(
+                        code(&st),
+                        0,
+                        "{step} killed at write {crash_at}: status: {}",
+                        stderr(&st)
+                    );
+                }
+                if recovery == "same step" {
+                    rot.ok(&args);
+                    assert_done(&rot, step);
+                } else {
+                    let o = rot.run(&["rollback"]);
+                    if code(&o) != 0 {
+                        // Killed before its commit, at init: the state is the old one, and
+                        // there is nothing before it to roll back to.
+                        assert!(
+                            stderr(&o).contains("nothing to roll back"),
+                            "{step} at {crash_at}: {}",
+                            stderr(&o)
+                        );
+                    }
+                    let st = rot.status();
+                    assert_eq!(
+                        st["files_in_step"], true,
+                        "{step} at {crash_at}, rolled back: {st}"
+                    );
+                    let edge = rot.edge();
+                    let certs = aop_pki::load_certificates(&edge.cert).unwrap();
+                    let key = aop_pki::load_private_key(&edge.key).unwrap();
+                    aop_pki::check_key_matches(&certs[0], &key, &edge.cert, &edge.key).unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        cases >= 12,
+        "the crash points were really exercised ({cases})"
+    );
+}
+
+#[test]
+fn cloudflare_payload_is_the_api_body_written_0600() {
+    let dir = tempdir().unwrap();
+    let ca = pki::ca(dir.path(), "ca");
+    let edge = ca.client("edge");
+    let other = ca.client("other");
+    let out = dir.path().join("upload.json");
+    let o = certtool([
+        "cloudflare",
+        "payload",
+        "--cert",
+        s(&edge.cert),
+        "--key",
+        s(&edge.key),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(mode(&out), 0o600);
+    let body: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(body.as_object().unwrap().len(), 2);
+    assert_eq!(
+        body["certificate"].as_str().unwrap(),
+        std::fs::read_to_string(&edge.cert).unwrap()
+    );
+    assert_eq!(
+        body["private_key"].as_str().unwrap(),
+        std::fs::read_to_string(&edge.key).unwrap()
+    );
+    let before = std::fs::read(&out).unwrap();
+    let o = certtool([
+        "cloudflare",
+        "payload",
+        "--cert",
+        s(&other.cert),
+        "--key",
+        s(&other.key),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(code(&o), 1);
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    let o = certtool([
+        "cloudflare",
+        "payload",
+        "--cert",
+        s(&edge.cert),
+        "--key",
+        s(&other.key),
+        "--out",
+        s(&dir.path().join("x.json")),
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("private key does not match"),
+        "{}",
+        stderr(&o)
+    );
+}
