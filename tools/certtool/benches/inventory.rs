@@ -20,13 +20,29 @@ fn make_tree(root: &Path) -> Vec<PathBuf> {
     let now = time::OffsetDateTime::now_utc();
     let ca_dir = root.join("ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
-    let req = CaRequest { name: "bench CA".into(), key_type: KeyType::EcdsaP256, days: 3650, path_len: 0 };
+    let req = CaRequest {
+        name: "bench CA".into(),
+        key_type: KeyType::EcdsaP256,
+        days: 3650,
+        path_len: 0,
+    };
     let issued = aop_pki::create_ca(&req, now).unwrap();
-    aop_pki::write_issued(&issued, &ca_dir.join("ca.pem"), &ca_dir.join("ca.key"), Overwrite::Refuse).unwrap();
+    aop_pki::write_issued(
+        &issued,
+        &ca_dir.join("ca.pem"),
+        &ca_dir.join("ca.key"),
+        Overwrite::Refuse,
+    )
+    .unwrap();
     let ca = Ca::load(&ca_dir, now).unwrap();
     let pems: Vec<String> = (0..DISTINCT)
         .map(|i| {
-            let req = ClientRequest { common_name: format!("edge-{i}"), sans: vec![], days: 30 + (i % 700) as u32, key_type: KeyType::EcdsaP256 };
+            let req = ClientRequest {
+                common_name: format!("edge-{i}"),
+                sans: vec![],
+                days: 30 + (i % 700) as u32,
+                key_type: KeyType::EcdsaP256,
+            };
             ca.issue_client(&req, now).unwrap().cert_pem()
         })
         .collect();
@@ -56,7 +72,10 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let t = Instant::now();
     let files = make_tree(tmp.path());
-    println!("made {FILES} files ({DISTINCT} distinct certificates, each leaf + CA) in {:.1?}", t.elapsed());
+    println!(
+        "made {FILES} files ({DISTINCT} distinct certificates, each leaf + CA) in {:.1?}",
+        t.elapsed()
+    );
     let certtool = env!("CARGO_BIN_EXE_certtool");
     let jobs = std::thread::available_parallelism().map_or(2, usize::from);
 
@@ -70,12 +89,21 @@ fn main() {
     let inventory = |j: usize| {
         best(|| {
             let o = Command::new(certtool)
-                .args(["inventory", tmp.path().to_str().unwrap(), "--json", "--jobs", &j.to_string()])
+                .args([
+                    "inventory",
+                    tmp.path().to_str().unwrap(),
+                    "--json",
+                    "--jobs",
+                    &j.to_string(),
+                ])
                 .output()
                 .unwrap();
             let out = String::from_utf8_lossy(&o.stdout);
             // One row per distinct certificate (+ the CA), every file read.
-            assert!(out.contains(&format!("\"certificates\": {}", DISTINCT + 1)), "unexpected output");
+            assert!(
+                out.contains(&format!("\"certificates\": {}", DISTINCT + 1)),
+                "unexpected output"
+            );
         })
     };
     let one = inventory(1);
@@ -83,9 +111,24 @@ fn main() {
 
     let rate = |d: Duration| FILES as f64 / d.as_secs_f64();
     println!("{:<34} {:>10} {:>14}", "variant", "best of 3", "files/s");
-    println!("{:<34} {:>10.1?} {:>14.0}", "read the files (baseline)", read, rate(read));
-    println!("{:<34} {:>10.1?} {:>14.0}", "certtool inventory --jobs 1", one, rate(one));
-    println!("{:<34} {:>10.1?} {:>14.0}", format!("certtool inventory --jobs {jobs}"), all, rate(all));
+    println!(
+        "{:<34} {:>10.1?} {:>14.0}",
+        "read the files (baseline)",
+        read,
+        rate(read)
+    );
+    println!(
+        "{:<34} {:>10.1?} {:>14.0}",
+        "certtool inventory --jobs 1",
+        one,
+        rate(one)
+    );
+    println!(
+        "{:<34} {:>10.1?} {:>14.0}",
+        format!("certtool inventory --jobs {jobs}"),
+        all,
+        rate(all)
+    );
     println!(
         "RATIO inventory jobs1/jobs{jobs}={:.2} inventory/read={:.1} files_per_s={:.0}",
         one.as_secs_f64() / all.as_secs_f64(),
