@@ -1,0 +1,203 @@
+//! The load generator: bounded by time and by count, concurrent tasks on one tokio
+//! runtime, latencies recorded per operation.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt as _, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// What one phase measured.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Stats {
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) resumed: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
+}
+
+impl Stats {
+    pub(crate) fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut l = self.latencies.clone();
+        l.sort();
+        l[((l.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+pub(crate) const SNI: &str = "bench.example";
+
+async fn tls(
+    config: &Arc<ClientConfig>,
+    addr: SocketAddr,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    Ok(connector.connect(ServerName::try_from(SNI)?, tcp).await?)
+}
+
+/// New TCP + TLS connection per operation: handshake, close_notify, wait for the
+/// server's close (so the server has done its whole handshake, verification included).
+pub(crate) async fn handshakes(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+    max: u64,
+) -> Stats {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (config, count) = (config.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            while Instant::now() < deadline && count.fetch_add(1, Ordering::Relaxed) < max {
+                let t = Instant::now();
+                let r = async {
+                    let mut stream = tls(&config, addr).await?;
+                    let resumed =
+                        stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                    stream.shutdown().await?;
+                    let mut sink = Vec::new();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink))
+                            .await;
+                    Ok::<_, anyhow::Error>(resumed)
+                }
+                .await;
+                match r {
+                    Ok(resumed) => {
+                        s.ops += 1;
+                        s.resumed += u64::from(resumed);
+                        s.latencies.push(t.elapsed());
+                    }
+                    Err(_) => s.errors += 1,
+                }
+            }
+            s
+        }));
+    }
+    merge(tasks, started).await
+}
+
+/// `connections` keep-alive connections, each sending GET / back to back.
+pub(crate) async fn requests(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    max: u64,
+) -> Stats {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (config, count) = (config.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            let Ok(stream) = tls(&config, addr).await else {
+                s.errors += 1;
+                return s;
+            };
+            let Ok((mut send, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                s.errors += 1;
+                return s;
+            };
+            tokio::spawn(conn);
+            while Instant::now() < deadline && count.fetch_add(1, Ordering::Relaxed) < max {
+                let t = Instant::now();
+                let req = hyper::Request::get("/")
+                    .header("host", SNI)
+                    .body(Empty::<Bytes>::new())
+                    .expect("valid");
+                match send.send_request(req).await {
+                    Ok(resp) if resp.status() == 200 => {
+                        let _ = resp.into_body().collect().await;
+                        s.ops += 1;
+                        s.latencies.push(t.elapsed());
+                    }
+                    _ => {
+                        s.errors += 1;
+                        break;
+                    }
+                }
+            }
+            s
+        }));
+    }
+    merge(tasks, started).await
+}
+
+/// Open `n` connections, complete one request on each, and keep them open.
+pub(crate) async fn idle(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    n: usize,
+) -> (
+    Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>,
+    u64,
+) {
+    let mut held = Vec::with_capacity(n);
+    let mut errors = 0;
+    for chunk in 0..n.div_ceil(50) {
+        let mut batch = Vec::new();
+        for _ in 0..50.min(n - chunk * 50) {
+            let config = config.clone();
+            batch.push(tokio::spawn(async move {
+                let stream = tls(&config, addr).await.ok()?;
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .ok()?;
+                tokio::spawn(conn);
+                let req = hyper::Request::get("/")
+                    .header("host", SNI)
+                    .body(Empty::<Bytes>::new())
+                    .ok()?;
+                let resp = send.send_request(req).await.ok()?;
+                let _ = resp.into_body().collect().await;
+                Some(send)
+            }));
+        }
+        for b in batch {
+            match b.await.ok().flatten() {
+                Some(s) => held.push(s),
+                None => errors += 1,
+            }
+        }
+    }
+    (held, errors)
+}
+
+async fn merge(tasks: Vec<tokio::task::JoinHandle<Stats>>, started: Instant) -> Stats {
+    let mut total = Stats::default();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            total.ops += s.ops;
+            total.errors += s.errors;
+            total.resumed += s.resumed;
+            total.latencies.extend(s.latencies);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}

@@ -1,0 +1,554 @@
+//! The benchmark run: certificates, servers, phases, table, ratios.
+
+#![allow(clippy::print_stdout)] // the table is the product
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aop_pki::{Ca, CaRequest, ClientRequest, KeyType, OriginRequest, Overwrite};
+use rustls::ClientConfig;
+
+use crate::load::{self, Stats};
+use crate::procfs;
+
+/// Flags of a run.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Options {
+    /// Seconds per phase (each phase also stops at --max-ops).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Concurrent clients for the handshake phases.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Keep-alive connections for the request phase.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Idle connections held open for the memory phase.
+    #[arg(long, default_value_t = 1000)]
+    idle: usize,
+    /// Upper bound of operations per phase.
+    #[arg(long, default_value_t = 200_000)]
+    max_ops: u64,
+    /// Servers to run (aop, aop-nolog, rustls, nginx), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "aop,aop-nolog,rustls,nginx"
+    )]
+    only: Vec<String>,
+}
+
+struct Certs {
+    edge_ca: PathBuf,
+    edge: (PathBuf, PathBuf),
+    origin_ca: PathBuf,
+    origin: (PathBuf, PathBuf),
+}
+
+fn make_certs(dir: &Path) -> anyhow::Result<Certs> {
+    let now = time::OffsetDateTime::now_utc();
+    let ca = |name: &str| -> anyhow::Result<Ca> {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d)?;
+        let req = CaRequest {
+            name: name.into(),
+            key_type: KeyType::EcdsaP256,
+            days: 365,
+            path_len: 0,
+        };
+        aop_pki::write_issued(
+            &aop_pki::create_ca(&req, now)?,
+            &d.join("ca.pem"),
+            &d.join("ca.key"),
+            Overwrite::Refuse,
+        )?;
+        Ok(Ca::load(&d, now)?)
+    };
+    let edge_ca = ca("edge-ca")?;
+    let origin_ca = ca("origin-ca")?;
+    let edge = edge_ca.issue_client(
+        &ClientRequest {
+            common_name: "edge".into(),
+            sans: vec![],
+            days: 90,
+            key_type: KeyType::EcdsaP256,
+        },
+        now,
+    )?;
+    let origin = origin_ca.issue_origin(
+        &OriginRequest {
+            hostnames: vec![load::SNI.into()],
+            days: 90,
+            key_type: KeyType::EcdsaP256,
+        },
+        now,
+    )?;
+    let write = |name: &str, issued: &aop_pki::Issued| -> anyhow::Result<(PathBuf, PathBuf)> {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d)?;
+        let (c, k) = (d.join("cert.pem"), d.join("key.pem"));
+        aop_pki::write_issued(issued, &c, &k, Overwrite::Refuse)?;
+        Ok((c, k))
+    };
+    Ok(Certs {
+        edge_ca: dir.join("edge-ca/ca.pem"),
+        edge: write("edge", &edge)?,
+        origin_ca: dir.join("origin-ca/ca.pem"),
+        origin: write("origin", &origin)?,
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Pin to a CPU with `taskset` where the machine has two or more and taskset exists.
+fn pinned(cpu: Option<usize>, program: &Path) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &c.to_string()]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGTERM first: nginx's master takes its workers down with it.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// The pid whose family owns the work (under taskset, taskset execs the program).
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+fn aop_origin_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("aop-origin");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "aop-origin"]);
+        if exe
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "release")
+        {
+            cmd.arg("--release");
+        }
+        anyhow::ensure!(cmd.status()?.success(), "cannot build aop-origin");
+    }
+    Ok(bin)
+}
+
+fn nginx_binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+fn start(
+    name: &'static str,
+    dir: &Path,
+    certs: &Certs,
+    upstream: u16,
+    cpu: Option<usize>,
+) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let child = match name {
+        "aop" | "aop-nolog" => {
+            let d = dir.join(name);
+            std::fs::create_dir_all(&d)?;
+            let config = d.join("origin.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "listen = \"127.0.0.1:{port}\"\nlog_format = \"json\"\n\n[[site]]\nhostnames = [\"{}\"]\ncert = \"{}\"\nkey = \"{}\"\ntrust = [\"{}\"]\nupstream = \"http://127.0.0.1:{upstream}\"\n",
+                    load::SNI,
+                    certs.origin.0.display(),
+                    certs.origin.1.display(),
+                    certs.edge_ca.display()
+                ),
+            )?;
+            let log = std::fs::File::create(d.join("verdicts.log"))?;
+            let mut cmd = pinned(cpu, &aop_origin_binary()?);
+            cmd.args(["--config", config.to_str().unwrap_or_default()]);
+            cmd.env("RUST_LOG", if name == "aop" { "info" } else { "off" });
+            cmd.stdout(Stdio::null()).stderr(log).spawn()?
+        }
+        "rustls" => {
+            let mut cmd = pinned(cpu, &std::env::current_exe()?);
+            cmd.args(["serve-rustls", "--listen", &format!("127.0.0.1:{port}")])
+                .args([
+                    "--cert",
+                    certs.origin.0.to_str().unwrap_or_default(),
+                    "--key",
+                    certs.origin.1.to_str().unwrap_or_default(),
+                ])
+                .args([
+                    "--ca",
+                    certs.edge_ca.to_str().unwrap_or_default(),
+                    "--upstream",
+                    &format!("127.0.0.1:{upstream}"),
+                ]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
+        }
+        "nginx" => {
+            let bin = nginx_binary().context("nginx is not installed")?;
+            let d = dir.join("nginx");
+            std::fs::create_dir_all(&d)?;
+            let conf = format!(
+                r#"user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {sni};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_verify_client on;
+        ssl_client_certificate {ca};
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#,
+                d = d.display(),
+                sni = load::SNI,
+                cert = certs.origin.0.display(),
+                key = certs.origin.1.display(),
+                ca = certs.edge_ca.display(),
+            );
+            std::fs::write(d.join("nginx.conf"), conf)?;
+            let mut cmd = pinned(cpu, Path::new(bin));
+            cmd.args([
+                "-p",
+                d.to_str().unwrap_or_default(),
+                "-c",
+                d.join("nginx.conf").to_str().unwrap_or_default(),
+            ]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
+        }
+        other => anyhow::bail!("unknown server {other:?} (aop, aop-nolog, rustls, nginx)"),
+    };
+    let server = Server { name, child, port };
+    wait_port(port).with_context(|| format!("{name} did not start"))?;
+    Ok(server)
+}
+
+fn client_config(certs: &Certs, resume: bool) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in aop_pki::load_certificates(&certs.origin_ca)? {
+        roots.add(c)?;
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        aop_pki::load_certificates(&certs.edge.0)?,
+        aop_pki::load_private_key(&certs.edge.1)?,
+    )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(Arc::new(config))
+}
+
+#[derive(Default, Clone)]
+struct Row {
+    name: &'static str,
+    full: Stats,
+    full_cpu_us: f64,
+    resumed: Stats,
+    resumed_cpu_us: f64,
+    req: Stats,
+    req_cpu_us: f64,
+    idle_kib: f64,
+}
+
+fn measure<F: Future<Output = Stats>>(
+    rt: &tokio::runtime::Runtime,
+    pid: u32,
+    f: F,
+) -> (Stats, f64) {
+    let before = procfs::cpu_seconds(pid);
+    let stats = rt.block_on(f);
+    let cpu = procfs::cpu_seconds(pid) - before;
+    let per_op_us = cpu * 1e6 / (stats.ops.max(1) as f64);
+    (stats, per_op_us)
+}
+
+pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let taskset = Command::new("taskset").arg("--version").output().is_ok();
+    let (server_cpu, client_cpu) = if cpus >= 2 && taskset {
+        (Some(1), Some(0))
+    } else {
+        (None, None)
+    };
+    if let Some(c) = client_cpu {
+        let _ = Command::new("taskset")
+            .args(["-cp", &c.to_string(), &std::process::id().to_string()])
+            .output();
+    }
+    let tmp = tempfile::tempdir()?;
+    let certs = make_certs(tmp.path())?;
+    let duration = Duration::from_secs(opts.seconds);
+    println!(
+        "aop-bench: {cpus} CPUs; servers pinned to {}, client to {}; {} s per phase (at most {} ops); {} concurrent handshakes, {} keep-alive connections, {} idle connections",
+        server_cpu.map_or("-".into(), |c| format!("cpu{c}")),
+        client_cpu.map_or("-".into(), |c| format!("cpu{c}")),
+        opts.seconds,
+        opts.max_ops,
+        opts.concurrency,
+        opts.connections,
+        opts.idle
+    );
+
+    let upstream_port = free_port()?;
+    let mut upstream = pinned(client_cpu, &std::env::current_exe()?)
+        .args([
+            "serve-upstream",
+            "--listen",
+            &format!("127.0.0.1:{upstream_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_port(upstream_port)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.min(2))
+        .enable_all()
+        .build()?;
+    let fresh = client_config(&certs, false)?;
+    let resuming = client_config(&certs, true)?;
+    let mut rows = Vec::new();
+    for name in &opts.only {
+        let name: &'static str = match name.as_str() {
+            "aop" => "aop",
+            "aop-nolog" => "aop-nolog",
+            "rustls" => "rustls",
+            "nginx" => "nginx",
+            other => anyhow::bail!("unknown server {other:?}"),
+        };
+        if name == "nginx" && nginx_binary().is_none() {
+            println!("nginx: SKIPPED (not installed; apt-get install nginx)");
+            continue;
+        }
+        let server = start(name, tmp.path(), &certs, upstream_port, server_cpu)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
+        let pid = server.pid();
+        // Warm up (and fill the server's caches the way a busy edge would).
+        rt.block_on(load::handshakes(
+            fresh.clone(),
+            addr,
+            opts.concurrency,
+            Duration::from_secs(1),
+            500,
+        ));
+        let mut row = Row {
+            name: server.name,
+            ..Row::default()
+        };
+        (row.full, row.full_cpu_us) = measure(
+            &rt,
+            pid,
+            load::handshakes(
+                fresh.clone(),
+                addr,
+                opts.concurrency,
+                duration,
+                opts.max_ops,
+            ),
+        );
+        if name != "aop-nolog" {
+            rt.block_on(load::handshakes(
+                resuming.clone(),
+                addr,
+                opts.concurrency,
+                Duration::from_millis(300),
+                200,
+            ));
+            (row.resumed, row.resumed_cpu_us) = measure(
+                &rt,
+                pid,
+                load::handshakes(
+                    resuming.clone(),
+                    addr,
+                    opts.concurrency,
+                    duration,
+                    opts.max_ops,
+                ),
+            );
+            (row.req, row.req_cpu_us) = measure(
+                &rt,
+                pid,
+                load::requests(
+                    fresh.clone(),
+                    addr,
+                    opts.connections,
+                    duration,
+                    opts.max_ops,
+                ),
+            );
+            let before = procfs::rss_kib(pid);
+            let (held, _) = rt.block_on(load::idle(fresh.clone(), addr, opts.idle));
+            std::thread::sleep(Duration::from_millis(500));
+            let after = procfs::rss_kib(pid);
+            row.idle_kib = after.saturating_sub(before) as f64 / held.len().max(1) as f64;
+            drop(held);
+        }
+        println!(
+            "  {:<10} done: {} full ({} errors), {} resumed of {}, {} requests",
+            name, row.full.ops, row.full.errors, row.resumed.resumed, row.resumed.ops, row.req.ops
+        );
+        rows.push(row);
+        drop(server);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    report(&rows);
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn report(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<10} | {:>9} {:>7} {:>7} {:>9} | {:>9} {:>7} {:>9} | {:>9} {:>7} {:>7} {:>9} | {:>10}",
+        "server",
+        "full hs/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/hs",
+        "resumed/s",
+        "resumed",
+        "CPU µs/hs",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/req",
+        "KiB/idle"
+    );
+    for r in rows {
+        let resumed_share = if r.resumed.ops > 0 {
+            format!(
+                "{:.0}%",
+                100.0 * r.resumed.resumed as f64 / r.resumed.ops as f64
+            )
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<10} | {:>9.0} {:>7.2} {:>7.2} {:>9.0} | {:>9.0} {:>7} {:>9.0} | {:>9.0} {:>7.2} {:>7.2} {:>9.1} | {:>10.1}",
+            r.name,
+            r.full.per_sec(),
+            ms(r.full.percentile(0.5)),
+            ms(r.full.percentile(0.99)),
+            r.full_cpu_us,
+            r.resumed.per_sec(),
+            resumed_share,
+            r.resumed_cpu_us,
+            r.req.per_sec(),
+            ms(r.req.percentile(0.5)),
+            ms(r.req.percentile(0.99)),
+            r.req_cpu_us,
+            r.idle_kib
+        );
+    }
+    let get = |n: &str| rows.iter().find(|r| r.name == n);
+    let ratio = |base: Option<&Row>, f: fn(&Row) -> f64| -> String {
+        match (base, get("aop")) {
+            (Some(b), Some(a)) if f(a) > 0.0 && f(b) > 0.0 => format!("{:.2}", f(b) / f(a)),
+            _ => "-".into(),
+        }
+    };
+    let log_cost = match (get("aop"), get("aop-nolog")) {
+        (Some(a), Some(n)) if n.full_cpu_us > 0.0 => {
+            format!("{:+.1}%", 100.0 * (a.full_cpu_us / n.full_cpu_us - 1.0))
+        }
+        _ => "-".into(),
+    };
+    println!(
+        "RATIO full aop/rustls={} aop/nginx={} resumed aop/rustls={} aop/nginx={} resumed/full(aop)={} req aop/rustls={} aop/nginx={} mem nginx/aop={} json_log_cost={}",
+        ratio(get("rustls"), |r| r.full_cpu_us),
+        ratio(get("nginx"), |r| r.full_cpu_us),
+        ratio(get("rustls"), |r| r.resumed_cpu_us),
+        ratio(get("nginx"), |r| r.resumed_cpu_us),
+        get("aop").map_or("-".into(), |a| if a.resumed_cpu_us > 0.0 {
+            format!("{:.2}", a.full_cpu_us / a.resumed_cpu_us)
+        } else {
+            "-".into()
+        }),
+        ratio(get("rustls"), |r| r.req_cpu_us),
+        ratio(get("nginx"), |r| r.req_cpu_us),
+        ratio(get("nginx"), |r| r.idle_kib),
+        log_cost,
+    );
+}
