@@ -17,6 +17,7 @@ use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
     RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
 };
+use x509_parser::prelude::FromDer as _;
 
 use crate::verdict::{Outcome, Reason};
 use crate::{Error, Result};
@@ -72,6 +73,13 @@ struct Anchor {
 /// every handshake; checking does no file I/O.
 #[derive(Debug)]
 pub struct Trust {
+    /// Results of chain checks that succeeded, keyed by the SHA-256 of the presented
+    /// chain. Lives and dies with this `Trust`: a reload (new anchors, CRLs, pins) starts
+    /// an empty cache.
+    cache: VerifiedCache,
+    /// The earliest nextUpdate of the CRLs loaded (unix seconds): no cached result
+    /// outlives it.
+    crl_until: Option<i64>,
     anchors: Vec<TrustAnchor<'static>>,
     anchor_info: Vec<Anchor>,
     /// Subjects of the anchors (DER), sent as CertificateRequest hints.
@@ -155,8 +163,15 @@ impl Trust {
             }
         }
         let mut crls = Vec::new();
+        let mut crl_until: Option<i64> = None;
         for path in &spec.crls {
             for der in aop_pki::load_crls(path)? {
+                if let Ok((_, parsed)) =
+                    x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+                {
+                    let next = parsed.next_update().map_or(i64::MIN, |t| t.timestamp());
+                    crl_until = Some(crl_until.map_or(next, |u| u.min(next)));
+                }
                 let crl = OwnedCertRevocationList::from_der(&der).map_err(|e| Error::BadCrl {
                     path: path.clone(),
                     detail: format!("{e:?}"),
@@ -173,6 +188,8 @@ impl Trust {
             .collect();
         let earliest_expiry = anchor_info.iter().map(|a| a.not_after).min();
         Ok(Self {
+            cache: VerifiedCache::default(),
+            crl_until,
             anchors,
             anchor_info,
             subjects,
@@ -204,7 +221,66 @@ impl Trust {
 
     /// Check a presented chain at time `at`. The same function serves the TLS verifier
     /// and `certtool verify`, so both give the same verdict.
+    ///
+    /// A chain that passed is remembered (keyed by the SHA-256 of the presented chain,
+    /// at most [`CACHE_MAX`] of them) until the earliest of: its certificate's, its
+    /// intermediates' or its anchor's notAfter, and the loaded CRLs' nextUpdate — so an
+    /// edge that presents the same chain on every handshake is not re-verified each time.
+    /// Failures are never cached. The handshake signature that proves the client holds
+    /// the key is checked by rustls on every handshake regardless.
     pub fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        at: UnixTime,
+    ) -> Checked {
+        let key = chain_key(end_entity, intermediates);
+        let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
+        if let Some(hit) = self.cache.get(&key, now) {
+            return hit;
+        }
+        let checked = self.check_uncached(end_entity, intermediates, at);
+        if checked.outcome == Outcome::Success
+            && let Some(leaf) = &checked.client
+        {
+            let (from, until) = self.valid_window(leaf, intermediates, now);
+            self.cache.insert(key, checked.clone(), from, until);
+        }
+        checked
+    }
+
+    /// The unix-second window in which a successful check of this chain stays true:
+    /// inside the validity of the leaf and of every presented intermediate, of every
+    /// anchor that could have been used, and before the CRLs' nextUpdate.
+    fn valid_window(
+        &self,
+        leaf: &CertInfo,
+        intermediates: &[CertificateDer<'_>],
+        now: i64,
+    ) -> (i64, i64) {
+        let mut from = leaf.not_before.unix_timestamp();
+        let mut until = leaf.not_after.unix_timestamp();
+        for c in intermediates {
+            if let Ok((_, x)) = x509_parser::parse_x509_certificate(c) {
+                from = from.max(x.validity().not_before.timestamp());
+                until = until.min(x.validity().not_after.timestamp());
+            }
+        }
+        for a in &self.anchor_info {
+            let (nb, na) = (a.not_before.unix_timestamp(), a.not_after.unix_timestamp());
+            if nb <= now && now <= na {
+                from = from.max(nb);
+                until = until.min(na);
+            }
+        }
+        if let Some(crl) = self.crl_until {
+            until = until.min(crl);
+        }
+        (from, until)
+    }
+
+    /// [`Trust::check`] without the cache.
+    fn check_uncached(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -502,5 +578,167 @@ fn map_webpki_error(
             Some("a loaded CRL has expired; refusing until it is renewed".into()),
         ),
         other => (Reason::Other, Some(format!("{other:?}"))),
+    }
+}
+
+/// The most chain results a [`Trust`] remembers. When full it starts over: simple,
+/// bounded, and an edge fleet presents far fewer distinct chains than this.
+pub const CACHE_MAX: usize = 4096;
+
+#[derive(Debug, Default)]
+struct VerifiedCache {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Checked, i64, i64)>>,
+}
+
+impl VerifiedCache {
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<Checked> {
+        let map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(key) {
+            Some((c, from, until)) if *from <= now && now <= *until => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    fn insert(&self, key: [u8; 32], checked: Checked, from: i64, until: i64) {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, (checked, from, until));
+    }
+}
+
+/// SHA-256 over the presented chain, each certificate length-prefixed.
+fn chain_key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for c in std::iter::once(end_entity).chain(intermediates) {
+        ctx.update(&(c.len() as u64).to_be_bytes());
+        ctx.update(c);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aop_pki::{Ca, CaRequest, ClientRequest, KeyType, Overwrite};
+
+    fn setup(
+        dir: &std::path::Path,
+        leaf_days: u32,
+    ) -> (Trust, Vec<CertificateDer<'static>>, OffsetDateTime) {
+        let now = OffsetDateTime::now_utc();
+        let req = CaRequest {
+            name: "ca".into(),
+            key_type: KeyType::EcdsaP256,
+            days: 365,
+            path_len: 0,
+        };
+        let ca = aop_pki::create_ca(&req, now).unwrap();
+        aop_pki::write_issued(
+            &ca,
+            &dir.join("ca.pem"),
+            &dir.join("ca.key"),
+            Overwrite::Refuse,
+        )
+        .unwrap();
+        let ca = Ca::load(dir, now).unwrap();
+        let leaf = ca
+            .issue_client(
+                &ClientRequest {
+                    common_name: "edge".into(),
+                    sans: vec![],
+                    days: leaf_days,
+                    key_type: KeyType::EcdsaP256,
+                },
+                now,
+            )
+            .unwrap();
+        let trust = Trust::load(&TrustSpec::new([dir.join("ca.pem")])).unwrap();
+        (trust, vec![leaf.certificate.clone()], now)
+    }
+
+    fn cached(t: &Trust) -> usize {
+        t.cache.map.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_success_is_remembered_and_reused_within_its_window_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, chain, now) = setup(d.path(), 10);
+        let at = unix_time(now);
+        let first = trust.check(&chain[0], &[], at);
+        assert_eq!(first.outcome, Outcome::Success);
+        assert_eq!(cached(&trust), 1);
+        let again = trust.check(&chain[0], &[], at);
+        assert!(
+            Arc::ptr_eq(
+                first.client.as_ref().unwrap(),
+                again.client.as_ref().unwrap()
+            ),
+            "served from the cache"
+        );
+        // Past the leaf's notAfter the cached SUCCESS must not be served.
+        let later = trust.check(&chain[0], &[], unix_time(now + time::Duration::days(11)));
+        assert_eq!(later.outcome, Outcome::Failed(Reason::Expired));
+    }
+
+    #[test]
+    fn failures_are_not_remembered_and_the_cache_is_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, chain, now) = setup(d.path(), 10);
+        let early = trust.check(&chain[0], &[], unix_time(now - time::Duration::days(2)));
+        assert_eq!(early.outcome, Outcome::Failed(Reason::NotYetValid));
+        assert_eq!(cached(&trust), 0);
+        for i in 0..CACHE_MAX + 10 {
+            trust.cache.insert(
+                [
+                    (i % 251) as u8,
+                    (i / 251) as u8,
+                    1,
+                    2,
+                    3,
+                    4,
+                    5,
+                    6,
+                    7,
+                    8,
+                    9,
+                    10,
+                    11,
+                    12,
+                    13,
+                    14,
+                    15,
+                    16,
+                    17,
+                    18,
+                    19,
+                    20,
+                    21,
+                    22,
+                    23,
+                    24,
+                    25,
+                    26,
+                    27,
+                    28,
+                    29,
+                    30,
+                ],
+                early.clone(),
+                0,
+                1,
+            );
+        }
+        assert!(cached(&trust) <= CACHE_MAX);
     }
 }

@@ -423,7 +423,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 opts.max_ops,
             ),
         );
-        if name != "aop-nolog" {
+        {
             rt.block_on(load::handshakes(
                 resuming.clone(),
                 addr,
