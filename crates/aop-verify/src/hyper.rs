@@ -39,16 +39,17 @@ where
     B: Body + Default + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_connection_until(accepted, service, std::future::pending()).await
+    serve_connection_until(accepted, service, std::future::pending(), None).await
 }
 
 /// As [`serve_connection`], and when `shutdown` completes, finish the request in
 /// progress (if any), then close the connection gracefully instead of waiting for the
-/// next request.
+/// next request. `misdirected`, if given, counts the 421s.
 pub async fn serve_connection_until<S, B, F>(
     accepted: Accepted,
     service: S,
     shutdown: F,
+    misdirected: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<(), hyper::Error>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
@@ -61,6 +62,7 @@ where
         inner: service,
         verdict: Arc::new(accepted.verdict),
         policy: accepted.policy,
+        misdirected,
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(accepted.stream), service);
@@ -81,6 +83,7 @@ struct WithVerdict<S> {
     inner: S,
     verdict: Arc<Verdict>,
     policy: Arc<Policy>,
+    misdirected: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl<S, B> Service<Request<Incoming>> for WithVerdict<S>
@@ -108,6 +111,9 @@ where
         {
             tracing::warn!(target: "aop::verdict", %host, rule = self.verdict.rule.as_deref().unwrap_or(""),
                 sni = self.verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
+            if let Some(m) = &self.misdirected {
+                m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let mut resp = Response::new(B::default());
             *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
             return Checked::Misdirected(Some(resp));

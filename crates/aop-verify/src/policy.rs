@@ -343,6 +343,12 @@ fn server_config(
             detail: e.to_string(),
         })?;
     config.alpn_protocols = alpn.to_vec();
+    // Resumption state: this ServerConfig's own session cache (rustls' default, 256
+    // sessions), a new and empty one on every reload, so a session made under one rule
+    // can never resume under another, nor under a policy that replaced it. Measured with
+    // aop-bench: stateless tickets cost more per resumption (149 µs vs 128 µs of server
+    // CPU), and a larger cache too (4096 sessions: 146 µs vs 111 µs; rustls removes a
+    // used TLS 1.3 session with a linear scan of the cache).
     Ok((Arc::new(config), info))
 }
 

@@ -45,6 +45,7 @@ struct Sites(HashMap<String, Upstream>);
 
 /// Shared state of a running guard.
 struct Shared {
+    headers: HeaderCache,
     policy: PolicyHandle,
     acceptor: Acceptor,
     sites: ArcSwap<Sites>,
@@ -117,6 +118,7 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         .pool_idle_timeout(Duration::from_secs(30))
         .build(http);
     let shared = Arc::new(Shared {
+        headers: HeaderCache::default(),
         acceptor: Acceptor::new(policy.clone(), limits),
         policy,
         sites: ArcSwap::from_pointee(Sites(loaded.upstreams.iter().cloned().collect())),
@@ -199,10 +201,17 @@ async fn accept_loop(
             match shared.acceptor.accept(tcp).await {
                 Ok(conn) => {
                     shared.metrics.handshake(&conn.verdict);
-                    let site = conn.verdict.rule.as_deref().unwrap_or("").to_owned();
+                    let site: Arc<str> = conn.verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
+                    let metrics = shared.metrics.site(&site);
+                    let misdirected = metrics.misdirected.clone();
                     let ctx = Arc::new(ConnCtx {
-                        site: site.clone(),
-                        upstream: sites.0.get(&site).cloned(),
+                        upstream: sites
+                            .0
+                            .get(site.as_ref())
+                            .and_then(|u| u.authority.parse().ok()),
+                        verdict_headers: shared.headers.get(&conn.verdict),
+                        metrics,
+                        site,
                         peer,
                     });
                     let service = {
@@ -215,7 +224,13 @@ async fn accept_loop(
                     let stop = async move {
                         let _ = shutdown.wait_for(|s| *s).await;
                     };
-                    let _ = aop_verify::hyper::serve_connection_until(conn, service, stop).await;
+                    let _ = aop_verify::hyper::serve_connection_until(
+                        conn,
+                        service,
+                        stop,
+                        Some(misdirected),
+                    )
+                    .await;
                 }
                 Err(refused) => shared.metrics.handshake(&refused.verdict),
             }
@@ -224,10 +239,15 @@ async fn accept_loop(
     }
 }
 
+/// What every request on one connection shares, computed once at accept.
 struct ConnCtx {
-    site: String,
-    upstream: Option<Upstream>,
+    site: Arc<str>,
+    upstream: Option<hyper::http::uri::Authority>,
     peer: SocketAddr,
+    /// The verdict headers for the upstream (X-Client-*, XFCC), shared by every
+    /// connection with the same verdict.
+    verdict_headers: Headers,
+    metrics: Arc<crate::metrics::SiteMetrics>,
 }
 
 /// A header value from text a certificate chose: control characters dropped.
@@ -236,14 +256,12 @@ fn value(s: &str) -> Option<HeaderValue> {
     HeaderValue::from_bytes(clean.as_bytes()).ok()
 }
 
-/// Remove every verdict header a client sent, then set the real ones.
-pub(crate) fn set_verdict_headers(headers: &mut HeaderMap, verdict: &Verdict) {
-    for h in VERDICT_HEADERS {
-        headers.remove(h);
-    }
+/// The headers that carry `verdict` to the upstream.
+pub(crate) fn verdict_headers(verdict: &Verdict) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(VERDICT_HEADERS.len());
     let mut set = |name: &'static str, v: Option<HeaderValue>| {
         if let Some(v) = v {
-            headers.insert(HeaderName::from_static(name), v);
+            out.push((HeaderName::from_static(name), v));
         }
     };
     set("x-client-verify", value(&verdict.to_string()));
@@ -272,6 +290,48 @@ pub(crate) fn set_verdict_headers(headers: &mut HeaderMap, verdict: &Verdict) {
             set("x-forwarded-client-cert", value(&xfcc));
         }
     }
+    out
+}
+
+/// Verdict headers by (certificate, verdict): an edge fleet presents a few certificates
+/// over and over, so connections share one copy. Bounded; starts over when full.
+type Headers = Arc<Vec<(HeaderName, HeaderValue)>>;
+
+#[derive(Default)]
+struct HeaderCache(
+    std::sync::Mutex<HashMap<(Option<aop_pki::Sha256Fingerprint>, String), Headers>>,
+);
+
+impl HeaderCache {
+    fn get(&self, verdict: &Verdict) -> Headers {
+        let key = (
+            verdict.client.as_ref().map(|c| c.sha256),
+            verdict.to_string(),
+        );
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = map.get(&key) {
+            return h.clone();
+        }
+        if map.len() >= 1024 {
+            map.clear();
+        }
+        map.entry(key)
+            .or_insert_with(|| Arc::new(verdict_headers(verdict)))
+            .clone()
+    }
+}
+
+/// Remove every verdict header a client sent, then set the real ones.
+fn apply_verdict_headers(headers: &mut HeaderMap, verdict_headers: &[(HeaderName, HeaderValue)]) {
+    for h in VERDICT_HEADERS {
+        headers.remove(h);
+    }
+    for (name, value) in verdict_headers {
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -291,32 +351,33 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
         .get::<Arc<Verdict>>()
         .cloned()
         .expect("aop-verify sets the verdict");
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(aop_edge::http::request_id, str::to_owned);
+    let id = match req.headers().get("x-request-id") {
+        Some(v) if !v.is_empty() && v.len() <= 128 => v.clone(),
+        _ => value(&aop_edge::http::request_id()).unwrap_or_else(|| HeaderValue::from_static("-")),
+    };
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-    let cf_ip = header_str(req.headers(), "cf-connecting-ip");
-    let xff = header_str(req.headers(), "x-forwarded-for");
+    let target = req.uri().path_and_query().cloned();
+    let cf_ip = req.headers().get("cf-connecting-ip").cloned();
+    let xff = req.headers().get("x-forwarded-for").cloned();
 
     let resp = match &ctx.upstream {
         None => text(StatusCode::BAD_GATEWAY, "no upstream for this site\n"),
-        Some(up) => {
+        Some(authority) => {
             let headers = req.headers_mut();
             for h in aop_edge::http::HOP_BY_HOP {
                 headers.remove(h);
             }
-            set_verdict_headers(headers, &verdict);
-            if let Some(v) = value(&id) {
-                headers.insert(HeaderName::from_static("x-request-id"), v);
-            }
-            match format!("http://{}{}", up.authority, path).parse() {
+            apply_verdict_headers(headers, &ctx.verdict_headers);
+            headers.insert(HeaderName::from_static("x-request-id"), id.clone());
+            let mut parts = hyper::http::uri::Parts::default();
+            parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(
+                target
+                    .clone()
+                    .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+            );
+            match hyper::Uri::from_parts(parts) {
                 Ok(uri) => *req.uri_mut() = uri,
                 Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
             }
@@ -329,42 +390,39 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
                     Response::from_parts(parts, body.boxed())
                 }
                 Err(e) => {
-                    shared.metrics.upstream_error(&ctx.site);
-                    tracing::warn!(target: "aop::origin", request_id = %id, site = %ctx.site, upstream = %up.authority, error = %e, "upstream error");
+                    ctx.metrics.upstream_error();
+                    tracing::warn!(target: "aop::origin", request_id = ?id, site = %ctx.site, upstream = %authority, error = %e, "upstream error");
                     text(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
                 }
             }
         }
     };
     let status = resp.status().as_u16();
-    shared.metrics.request(&ctx.site, status);
+    ctx.metrics.request(status);
+    let shown = |v: &Option<HeaderValue>| {
+        v.as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
     tracing::info!(
         target: "aop::access",
-        request_id = %id,
+        request_id = %id.to_str().unwrap_or("-"),
         site = %ctx.site,
         peer = %ctx.peer,
-        cf_connecting_ip = %cf_ip,
-        x_forwarded_for = %xff,
+        cf_connecting_ip = %shown(&cf_ip),
+        x_forwarded_for = %shown(&xff),
         %method,
-        %path,
+        path = %target.as_ref().map_or("/", |t| t.as_str()),
         status,
         verdict = %verdict,
         ms = started.elapsed().as_millis() as u64,
         "request"
     );
     let mut resp = resp;
-    if let Some(v) = value(&id) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), v);
-    }
+    resp.headers_mut()
+        .insert(HeaderName::from_static("x-request-id"), id);
     resp
-}
-
-fn header_str(h: &HeaderMap, name: &str) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
 }
 
 async fn metrics_loop(

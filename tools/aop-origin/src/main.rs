@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                     Err(e) => fail(2, &e),
                 };
             }
-            init_logging(loaded.config.log_format);
+            let _log_flush = init_logging(loaded.config.log_format);
             match runtime.block_on(guard::run(loaded)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.downcast_ref::<config::ConfigError>().is_some() => {
@@ -99,14 +99,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: config::LogFormat) {
+/// Log to stderr through a background thread, so no verdict or access line is written
+/// on the handshake or request path. Lines are never dropped (a full buffer waits). The
+/// returned guard flushes on exit.
+fn init_logging(format: config::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         config::LogFormat::Json => builder.json().init(),
-        config::LogFormat::Text => builder.init(),
+        config::LogFormat::Text => builder.with_ansi(false).init(),
     }
+    guard
 }

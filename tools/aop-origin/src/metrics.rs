@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aop_verify::{Policy, Verdict};
 use time::OffsetDateTime;
@@ -12,11 +13,29 @@ use time::OffsetDateTime;
 /// per request, never held across an await.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    handshakes: Mutex<BTreeMap<(String, String, String), u64>>,
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    upstream_errors: Mutex<BTreeMap<String, u64>>,
-    misdirected: Mutex<BTreeMap<String, u64>>,
+    handshakes: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+    sites: Mutex<BTreeMap<String, Arc<SiteMetrics>>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// One site's request counters, looked up once per connection and then updated without
+/// allocating.
+#[derive(Debug, Default)]
+pub(crate) struct SiteMetrics {
+    requests: Mutex<BTreeMap<u16, u64>>,
+    upstream_errors: AtomicU64,
+    /// 421s, counted by aop-verify's hyper glue.
+    pub(crate) misdirected: Arc<AtomicU64>,
+}
+
+impl SiteMetrics {
+    pub(crate) fn request(&self, status: u16) {
+        bump(&self.requests, status);
+    }
+
+    pub(crate) fn upstream_error(&self) {
+        self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
@@ -29,26 +48,27 @@ fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
 impl Metrics {
     pub(crate) fn handshake(&self, v: &Verdict) {
         let verdict = match v.outcome {
-            aop_verify::Outcome::Success => "SUCCESS".to_owned(),
-            aop_verify::Outcome::Failed(_) => "FAILED".to_owned(),
-            aop_verify::Outcome::None(_) => "NONE".to_owned(),
+            aop_verify::Outcome::Success => "SUCCESS",
+            aop_verify::Outcome::Failed(_) => "FAILED",
+            aop_verify::Outcome::None(_) => "NONE",
         };
-        let site = v.rule.as_deref().unwrap_or("").to_owned();
+        let site = v.rule.as_deref().unwrap_or("");
         bump(
             &self.handshakes,
-            (site, verdict, v.outcome.reason_str().to_owned()),
+            (site.to_owned(), verdict, v.outcome.reason_str()),
         );
     }
 
-    pub(crate) fn request(&self, site: &str, status: u16) {
-        bump(&self.requests, (site.to_owned(), status));
-        if status == 421 {
-            bump(&self.misdirected, site.to_owned());
+    /// The counters of `site` (created on first use).
+    pub(crate) fn site(&self, site: &str) -> Arc<SiteMetrics> {
+        let mut m = self
+            .sites
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = m.get(site) {
+            return s.clone();
         }
-    }
-
-    pub(crate) fn upstream_error(&self, site: &str) {
-        bump(&self.upstream_errors, site.to_owned());
+        m.entry(site.to_owned()).or_default().clone()
     }
 
     pub(crate) fn reload(&self, ok: bool) {
@@ -74,44 +94,44 @@ impl Metrics {
                 esc(reason)
             );
         }
-        out.push_str("# HELP aop_requests_total HTTP requests answered, by site and status.\n");
-        out.push_str("# TYPE aop_requests_total counter\n");
-        for ((site, status), n) in self
-            .requests
+        let sites = self
+            .sites
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "aop_requests_total{{site=\"{}\",status=\"{status}\"}} {n}",
-                esc(site)
-            );
+            .clone();
+        out.push_str("# HELP aop_requests_total HTTP requests answered, by site and status.\n");
+        out.push_str("# TYPE aop_requests_total counter\n");
+        for (site, m) in &sites {
+            let requests = m
+                .requests
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (status, n) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "aop_requests_total{{site=\"{}\",status=\"{status}\"}} {n}",
+                    esc(site)
+                );
+            }
         }
         out.push_str(
             "# HELP aop_upstream_errors_total Requests the upstream could not answer (502).\n",
         );
         out.push_str("# TYPE aop_upstream_errors_total counter\n");
-        for (site, n) in self
-            .upstream_errors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
+        for (site, m) in &sites {
+            let n = m.upstream_errors.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
                 "aop_upstream_errors_total{{site=\"{}\"}} {n}",
                 esc(site)
             );
         }
-        out.push_str("# HELP aop_misdirected_requests_total Requests whose Host belongs to another site than the SNI (421).\n");
+        out.push_str(
+            "# HELP aop_misdirected_requests_total Requests whose Host belongs to another site than the SNI (421).\n",
+        );
         out.push_str("# TYPE aop_misdirected_requests_total counter\n");
-        for (site, n) in self
-            .misdirected
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
+        for (site, m) in &sites {
+            let n = m.misdirected.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
                 "aop_misdirected_requests_total{{site=\"{}\"}} {n}",
