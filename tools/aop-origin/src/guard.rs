@@ -198,7 +198,9 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             let sites = shared.sites.load_full();
-            match shared.acceptor.accept(tcp).await {
+            // Boxed: the handshake future is large, and a task keeps the size of its
+            // largest state for its whole life; boxed, it is freed once the handshake ends.
+            match Box::pin(shared.acceptor.accept(tcp)).await {
                 Ok(conn) => {
                     shared.metrics.handshake(&conn.verdict);
                     let site: Arc<str> = conn.verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
