@@ -41,7 +41,31 @@ pub(crate) const VERDICT_HEADERS: [&str; 7] = [
 
 /// Site name → upstream, as loaded with the policy.
 #[derive(Debug)]
-struct Sites(HashMap<String, Upstream>);
+struct Sites(HashMap<String, SiteEntry>);
+
+/// One site, resolved at load: its upstream authority and its counters.
+#[derive(Debug)]
+struct SiteEntry {
+    upstream: Option<hyper::http::uri::Authority>,
+    metrics: Arc<crate::metrics::SiteMetrics>,
+}
+
+impl Sites {
+    fn new(upstreams: &[(String, Upstream)], metrics: &Metrics) -> Self {
+        Self(
+            upstreams
+                .iter()
+                .map(|(name, up)| {
+                    let entry = SiteEntry {
+                        upstream: up.authority.parse().ok(),
+                        metrics: metrics.site(name),
+                    };
+                    (name.clone(), entry)
+                })
+                .collect(),
+        )
+    }
+}
 
 /// Shared state of a running guard.
 struct Shared {
@@ -90,7 +114,7 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
         }
         let policy = loaded.load_policy()?;
         shared.policy.replace(policy);
-        shared.sites.store(Arc::new(Sites(loaded.upstreams.into_iter().collect())));
+        shared.sites.store(Arc::new(Sites::new(&loaded.upstreams, &shared.metrics)));
         Ok(())
     });
     shared.metrics.reload(result.is_ok());
@@ -117,13 +141,14 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(http);
+    let metrics = Metrics::default();
     let shared = Arc::new(Shared {
         headers: HeaderCache::default(),
         acceptor: Acceptor::new(policy.clone(), limits),
         policy,
-        sites: ArcSwap::from_pointee(Sites(loaded.upstreams.iter().cloned().collect())),
+        sites: ArcSwap::from_pointee(Sites::new(&loaded.upstreams, &metrics)),
         client,
-        metrics: Metrics::default(),
+        metrics,
         active: AtomicUsize::new(0),
         config_path: loaded.path.clone(),
         listen: cfg.listen.clone(),
@@ -202,16 +227,17 @@ async fn accept_loop(
             // largest state for its whole life; boxed, it is freed once the handshake ends.
             match Box::pin(shared.acceptor.accept(tcp)).await {
                 Ok(conn) => {
-                    shared.metrics.handshake(&conn.verdict);
                     let site: Arc<str> = conn.verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
-                    let metrics = shared.metrics.site(&site);
+                    let entry = sites.0.get(site.as_ref());
+                    let metrics = match entry {
+                        Some(e) => e.metrics.clone(),
+                        None => shared.metrics.site(&site),
+                    };
+                    metrics.handshake(&conn.verdict);
                     let misdirected = metrics.misdirected.clone();
                     let ctx = Arc::new(ConnCtx {
-                        upstream: sites
-                            .0
-                            .get(site.as_ref())
-                            .and_then(|u| u.authority.parse().ok()),
-                        verdict_headers: shared.headers.get(&conn.verdict),
+                        upstream: entry.and_then(|e| e.upstream.clone()),
+                        verdict: Arc::new(std::sync::OnceLock::new()),
                         metrics,
                         site,
                         peer,
@@ -234,7 +260,13 @@ async fn accept_loop(
                     )
                     .await;
                 }
-                Err(refused) => shared.metrics.handshake(&refused.verdict),
+                Err(refused) => {
+                    let site = refused.verdict.rule.as_deref().unwrap_or("");
+                    match sites.0.get(site) {
+                        Some(e) => e.metrics.handshake(&refused.verdict),
+                        None => shared.metrics.site(site).handshake(&refused.verdict),
+                    }
+                }
             }
             shared.active.fetch_sub(1, Ordering::AcqRel);
         });
@@ -246,9 +278,10 @@ struct ConnCtx {
     site: Arc<str>,
     upstream: Option<hyper::http::uri::Authority>,
     peer: SocketAddr,
-    /// The verdict headers for the upstream (X-Client-*, XFCC), shared by every
-    /// connection with the same verdict.
-    verdict_headers: Headers,
+    /// The verdict headers for the upstream (X-Client-*, XFCC), made on the first request
+    /// (a connection that sends none costs nothing) and shared by every connection with
+    /// the same verdict.
+    verdict: Arc<std::sync::OnceLock<Headers>>,
     metrics: Arc<crate::metrics::SiteMetrics>,
 }
 
@@ -369,7 +402,8 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
             for h in aop_edge::http::HOP_BY_HOP {
                 headers.remove(h);
             }
-            apply_verdict_headers(headers, &ctx.verdict_headers);
+            let verdict_headers = ctx.verdict.get_or_init(|| shared.headers.get(&verdict));
+            apply_verdict_headers(headers, verdict_headers);
             headers.insert(HeaderName::from_static("x-request-id"), id.clone());
             let mut parts = hyper::http::uri::Parts::default();
             parts.scheme = Some(hyper::http::uri::Scheme::HTTP);

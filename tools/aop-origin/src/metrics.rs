@@ -13,7 +13,6 @@ use time::OffsetDateTime;
 /// per request, never held across an await.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    handshakes: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
     sites: Mutex<BTreeMap<String, Arc<SiteMetrics>>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -22,6 +21,8 @@ pub(crate) struct Metrics {
 /// allocating.
 #[derive(Debug, Default)]
 pub(crate) struct SiteMetrics {
+    /// By (verdict, reason): both static words, so counting allocates nothing.
+    handshakes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     requests: Mutex<BTreeMap<u16, u64>>,
     upstream_errors: AtomicU64,
     /// 421s, counted by aop-verify's hyper glue.
@@ -29,6 +30,15 @@ pub(crate) struct SiteMetrics {
 }
 
 impl SiteMetrics {
+    pub(crate) fn handshake(&self, v: &Verdict) {
+        let verdict = match v.outcome {
+            aop_verify::Outcome::Success => "SUCCESS",
+            aop_verify::Outcome::Failed(_) => "FAILED",
+            aop_verify::Outcome::None(_) => "NONE",
+        };
+        bump(&self.handshakes, (verdict, v.outcome.reason_str()));
+    }
+
     pub(crate) fn request(&self, status: u16) {
         bump(&self.requests, status);
     }
@@ -46,19 +56,6 @@ fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
 }
 
 impl Metrics {
-    pub(crate) fn handshake(&self, v: &Verdict) {
-        let verdict = match v.outcome {
-            aop_verify::Outcome::Success => "SUCCESS",
-            aop_verify::Outcome::Failed(_) => "FAILED",
-            aop_verify::Outcome::None(_) => "NONE",
-        };
-        let site = v.rule.as_deref().unwrap_or("");
-        bump(
-            &self.handshakes,
-            (site.to_owned(), verdict, v.outcome.reason_str()),
-        );
-    }
-
     /// The counters of `site` (created on first use).
     pub(crate) fn site(&self, site: &str) -> Arc<SiteMetrics> {
         let mut m = self
@@ -78,27 +75,26 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub(crate) fn render(&self, policy: &Policy, now: OffsetDateTime) -> String {
         let mut out = String::new();
-        out.push_str("# HELP aop_handshakes_total TLS handshakes, by site, verdict and reason.\n");
-        out.push_str("# TYPE aop_handshakes_total counter\n");
-        for ((site, verdict, reason), n) in self
-            .handshakes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "aop_handshakes_total{{site=\"{}\",verdict=\"{}\",reason=\"{}\"}} {n}",
-                esc(site),
-                esc(verdict),
-                esc(reason)
-            );
-        }
         let sites = self
             .sites
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        out.push_str("# HELP aop_handshakes_total TLS handshakes, by site, verdict and reason.\n");
+        out.push_str("# TYPE aop_handshakes_total counter\n");
+        for (site, m) in &sites {
+            let handshakes = m
+                .handshakes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for ((verdict, reason), n) in handshakes.iter() {
+                let _ = writeln!(
+                    out,
+                    "aop_handshakes_total{{site=\"{}\",verdict=\"{verdict}\",reason=\"{reason}\"}} {n}",
+                    esc(site)
+                );
+            }
+        }
         out.push_str("# HELP aop_requests_total HTTP requests answered, by site and status.\n");
         out.push_str("# TYPE aop_requests_total counter\n");
         for (site, m) in &sites {
