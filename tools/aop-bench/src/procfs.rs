@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-/// Clock ticks per second for /proc/<pid>/stat.
+/// Clock ticks per second for `/proc/<pid>/stat`.
 pub(crate) fn clk_tck() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
