@@ -20,6 +20,8 @@ pub struct Echo {
     pub addr: SocketAddr,
     /// Requests answered.
     pub requests: Arc<AtomicU64>,
+    /// Requests received (counted before any `sleep_ms`).
+    pub started: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -32,7 +34,9 @@ impl Drop for Echo {
 async fn echo(
     req: Request<Incoming>,
     count: Arc<AtomicU64>,
+    started: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    started.fetch_add(1, Ordering::Relaxed);
     if let Some(ms) = req
         .uri()
         .query()
@@ -59,12 +63,15 @@ impl Echo {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
-        let count = requests.clone();
+        let started = Arc::new(AtomicU64::new(0));
+        let (count, begun) = (requests.clone(), started.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let count = count.clone();
+                let (count, begun) = (count.clone(), begun.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| echo(req, count.clone()));
+                    let svc = hyper::service::service_fn(move |req| {
+                        echo(req, count.clone(), begun.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
@@ -74,6 +81,7 @@ impl Echo {
         Self {
             addr,
             requests,
+            started,
             task,
         }
     }

@@ -578,9 +578,17 @@ async fn sigterm_lets_the_request_in_flight_finish() {
         &site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, ""),
     );
     let client = g.client(&w, Some(&w.edge));
-    let url = format!("https://a.example:{}/?sleep_ms=800", g.port);
+    let url = format!("https://a.example:{}/?sleep_ms=500", g.port);
     let slow = tokio::spawn(async move { get(&client, &url, &[]).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the request is really in flight (at the upstream), however slow the machine.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while echo.started.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     g.signal("-TERM");
     let (status, _, _) = slow.await.unwrap().unwrap();
     assert_eq!(status, 200, "the request in flight completes");
