@@ -27,6 +27,8 @@ pub struct TestOrigin {
     pub addr: SocketAddr,
     /// Its policy, for reloads.
     pub policy: PolicyHandle,
+    /// TCP connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicU64>,
     verdicts: mpsc::UnboundedReceiver<Verdict>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -81,11 +83,14 @@ impl TestOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, verdicts) = mpsc::unbounded_channel();
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -105,6 +110,7 @@ impl TestOrigin {
         Self {
             addr,
             policy,
+            accepted,
             verdicts,
             task,
         }

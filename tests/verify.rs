@@ -631,7 +631,11 @@ async fn garbage_idle_and_slow_clients_do_not_stop_the_origin() {
     let limits = Limits::default().with_max_handshakes(1);
     let mut origin = TestOrigin::start(&spec2, limits).await;
     let idle = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await; // let the origin accept it first
+    // Let the origin accept it (and its handshake task take the one slot) first.
+    while origin.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let addr = origin.addr;
     let edge = tokio::spawn({
         let client = client.clone();
