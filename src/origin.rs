@@ -203,6 +203,17 @@ impl TestClient {
 
     /// As [`TestClient::get`], with a Host header that may differ from the SNI.
     pub async fn get_host(&self, addr: SocketAddr, sni: &str, host: &str) -> Result<Seen, String> {
+        self.raw(
+            addr,
+            sni,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await
+    }
+
+    /// Send `request` (a whole HTTP/1.x request, as bytes on the wire) over TLS with SNI
+    /// `sni`, and read the response.
+    pub async fn raw(&self, addr: SocketAddr, sni: &str, request: &str) -> Result<Seen, String> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
         let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
@@ -211,8 +222,7 @@ impl TestClient {
             .await
             .map_err(|e| e.to_string())?;
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        tls.write_all(req.as_bytes())
+        tls.write_all(request.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();

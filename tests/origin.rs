@@ -291,6 +291,8 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
         ("cf-connecting-ip", "198.51.100.7"),
         ("x-forwarded-for", "198.51.100.7, 10.0.0.1"),
         ("x-request-id", "edge-req-1"),
+        ("x_client_verify", "SUCCESS-forged"),
+        ("X_Client_Cert_Subject", "CN=admin"),
     ];
     let (status, body, resp_headers) = get(
         &client,

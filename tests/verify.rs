@@ -529,6 +529,38 @@ async fn sni_picks_the_most_specific_rule_and_unknown_names_are_refused() {
         .unwrap();
     assert_eq!(seen.status, 421, "a Host no rule serves");
     origin.verdict().await;
+    // Every name a request could be routed by is checked: an absolute request target,
+    // every Host header; a request without a Host is refused.
+    for (request, want, case) in [
+        (
+            "GET http://www.example.com/ HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+            421,
+            "absolute URI in, Host out",
+        ),
+        (
+            "GET http://api.example.com/ HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
+            421,
+            "absolute URI out, Host in",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: www.example.com\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+            421,
+            "two Host headers",
+        ),
+        ("GET / HTTP/1.0\r\n\r\n", 400, "no Host"),
+        (
+            "GET / HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
+            200,
+            "the right Host",
+        ),
+    ] {
+        let seen = client
+            .raw(origin.addr, "www.example.com", request)
+            .await
+            .unwrap();
+        assert_eq!(seen.status, want, "{case}");
+        origin.verdict().await;
+    }
 
     // A default rule takes no hostnames, and rule names are unique.
     let mut bad = spec.clone();

@@ -18,10 +18,12 @@ use crate::{Accepted, Policy, Verdict};
 /// Serve HTTP/1.1 on an accepted connection. Every request carries the connection's
 /// verdict as an `Arc<Verdict>` extension.
 ///
-/// A request whose Host belongs to another rule than the connection's SNI did (or to no
-/// rule) is answered `421 Misdirected Request` with an empty body, without calling the
-/// service: a client accepted under one zone's trust, or under the shared default rule,
-/// must not reach a hostname whose rule trusts someone else.
+/// A request whose Host (any Host header, and the authority of an absolute request
+/// target) belongs to another rule than the connection's SNI did, or to no rule, is
+/// answered `421 Misdirected Request` with an empty body, without calling the service: a
+/// client accepted under one zone's trust, or under the shared default rule, must not
+/// reach a hostname whose rule trusts someone else. A request with no Host, or a Host
+/// that is not text, is answered 400.
 ///
 ///
 /// ```no_run
@@ -96,27 +98,35 @@ where
     type Future = Checked<S::Future, B, S::Error>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let host = req
+        // Every name the request could be routed by: the request-target's authority (an
+        // absolute URI) and every Host header. None, or one that is not text: 400. Any
+        // outside this connection's rule: 421.
+        let mut names: Vec<Option<&str>> = req
             .uri()
             .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
-        if let Some(host) = host
-            && !host_in_rule(&self.policy, self.verdict.rule.as_deref(), &host)
+            .map(|a| Some(a.as_str()))
+            .into_iter()
+            .collect();
+        names.extend(req.headers().get_all(HOST).iter().map(|h| h.to_str().ok()));
+        let refuse = |status: StatusCode| {
+            let mut resp = Response::new(B::default());
+            *resp.status_mut() = status;
+            Checked::Misdirected(Some(resp))
+        };
+        if names.is_empty() || names.iter().any(Option::is_none) {
+            return refuse(StatusCode::BAD_REQUEST);
+        }
+        if let Some(host) = names
+            .iter()
+            .flatten()
+            .find(|h| !host_in_rule(&self.policy, self.verdict.rule.as_deref(), h))
         {
             tracing::warn!(target: "aop::verdict", %host, rule = self.verdict.rule.as_deref().unwrap_or(""),
                 sni = self.verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
             if let Some(m) = &self.misdirected {
                 m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let mut resp = Response::new(B::default());
-            *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
-            return Checked::Misdirected(Some(resp));
+            return refuse(StatusCode::MISDIRECTED_REQUEST);
         }
         req.extensions_mut().insert(Arc::clone(&self.verdict));
         Checked::Inner(Box::pin(self.inner.call(req)))

@@ -364,6 +364,19 @@ fn apply_verdict_headers(headers: &mut HeaderMap, verdict_headers: &[(HeaderName
     for h in VERDICT_HEADERS {
         headers.remove(h);
     }
+    // `X_Client_Verify` reaches a CGI/WSGI application as HTTP_X_CLIENT_VERIFY, the same
+    // variable as the real header: drop every spelling with underscores too.
+    let spoofs: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            k.as_str().contains('_')
+                && VERDICT_HEADERS.contains(&k.as_str().replace('_', "-").as_str())
+        })
+        .cloned()
+        .collect();
+    for k in spoofs {
+        headers.remove(k);
+    }
     for (name, value) in verdict_headers {
         headers.insert(name.clone(), value.clone());
     }
