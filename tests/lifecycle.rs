@@ -779,3 +779,65 @@ fn cloudflare_payload_is_the_api_body_written_0600() {
         stderr(&o)
     );
 }
+
+#[test]
+fn long_rotation_histories_stay_readable_and_stale_intents_are_ignored() {
+    use aop_pki::rotate::{Phase, Rotation, UNDO_DEPTH};
+    let root = tempdir().unwrap();
+    let ca = pki::ca(root.path(), "ca");
+    let rot = Rotation::new(root.path().join("rot"));
+    let now = time::OffsetDateTime::now_utc();
+    rot.init(&ca.dir, "edge", 30, "ecdsa-p256", now).unwrap();
+    // 50 full rotations: 150 steps. The manifest keeps a bounded history.
+    for _ in 0..50 {
+        rot.stage(None, now).unwrap();
+        rot.activate(Ok(()), false, now).unwrap();
+        rot.retire(now).unwrap();
+    }
+    let size = std::fs::metadata(root.path().join("rot/manifest.json"))
+        .unwrap()
+        .len();
+    assert!(size < 200_000, "manifest.json is {size} bytes");
+    for _ in 0..UNDO_DEPTH {
+        rot.rollback().unwrap();
+    }
+    let err = rot.rollback().unwrap_err().to_string();
+    assert!(err.contains("nothing to roll back"), "{err}");
+    assert!(rot.files_in_step(&rot.manifest().unwrap()).unwrap());
+
+    // A rollback intent left by a killed rollback must not fool a later rollback once
+    // another step has been committed.
+    let rot2 = Rotation::new(root.path().join("rot2"));
+    rot2.init(&ca.dir, "edge", 30, "ecdsa-p256", now).unwrap();
+    rot2.stage(None, now).unwrap();
+    let g = rot2.manifest().unwrap().generation;
+    std::fs::write(
+        root.path().join("rot2/rollback.intent"),
+        format!("{} {}\n", g, g + 1),
+    )
+    .unwrap();
+    rot2.activate(Ok(()), false, now).unwrap();
+    assert_eq!(rot2.manifest().unwrap().phase, Phase::Activated);
+    let r = rot2.rollback().unwrap();
+    assert_eq!(
+        r.manifest.phase,
+        Phase::Staged,
+        "the rollback really happened"
+    );
+}
+
+#[test]
+fn inventory_prints_long_non_ascii_names_without_breaking_them() {
+    let dir = tempdir().unwrap();
+    let ca = pki::ca(dir.path(), "ca");
+    let name = format!("{}ééééé", "a".repeat(44));
+    ca.client(&name);
+    let o = certtool(["inventory", s(dir.path())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("CN={}", "a".repeat(44))),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains('…'), "{}", stdout(&o));
+}

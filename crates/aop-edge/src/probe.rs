@@ -109,7 +109,7 @@ pub enum Observed {
         /// The alert's TLS name (`certificate_required`, `unknown_ca`, `handshake_failure`, …).
         alert: String,
     },
-    /// The origin closed the connection without answering.
+    /// The origin closed the connection without answering: inconclusive.
     Closed,
     /// We refused the origin: its certificate did not verify against our roots.
     ServerUntrusted {

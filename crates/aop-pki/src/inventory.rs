@@ -234,7 +234,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
     let mut unreadable = Vec::new();
     for p in paths {
         match std::fs::metadata(p) {
-            Ok(m) if m.is_dir() => walk(p, &mut files, &mut HashSet::new()),
+            Ok(m) if m.is_dir() => walk(p, &mut files, &mut HashSet::new(), &mut unreadable),
             Ok(_) => files.push((p.clone(), true)),
             Err(e) => unreadable.push(Unreadable {
                 place: p.display().to_string(),
@@ -516,23 +516,36 @@ fn new_row(info: CertInfo, opts: &Options) -> Row {
 }
 
 /// Collect candidate files under `dir` (not following symlinked directories twice).
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool)>, seen: &mut HashSet<PathBuf>) {
-    let Ok(canonical) = dir.canonicalize() else {
-        return;
+fn walk(
+    dir: &Path,
+    out: &mut Vec<(PathBuf, bool)>,
+    seen: &mut HashSet<PathBuf>,
+    errors: &mut Vec<Unreadable>,
+) {
+    let fail = |errors: &mut Vec<Unreadable>, e: std::io::Error| {
+        errors.push(Unreadable {
+            place: dir.display().to_string(),
+            error: format!("cannot read directory: {e}"),
+        });
+    };
+    let canonical = match dir.canonicalize() {
+        Ok(c) => c,
+        Err(e) => return fail(errors, e),
     };
     if !seen.insert(canonical) {
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return fail(errors, e),
     };
     let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
         match e.file_type() {
-            Ok(t) if t.is_dir() => walk(&path, out, seen),
-            Ok(t) if t.is_symlink() && path.is_dir() => walk(&path, out, seen),
+            Ok(t) if t.is_dir() => walk(&path, out, seen, errors),
+            Ok(t) if t.is_symlink() && path.is_dir() => walk(&path, out, seen, errors),
             Ok(_) => out.push((path, false)),
             Err(_) => {}
         }

@@ -109,6 +109,24 @@ pub struct Manifest {
     pub undo: Option<Box<Self>>,
 }
 
+/// How many steps back `rollback` can go (the manifest keeps that many previous states).
+pub const UNDO_DEPTH: usize = 16;
+
+/// `m` with its undo chain cut so that, with `m` itself, it holds [`UNDO_DEPTH`] states.
+fn bounded(mut m: Manifest) -> Manifest {
+    let mut depth = 1;
+    let mut cur = &mut m;
+    while let Some(prev) = cur.undo.as_deref_mut() {
+        depth += 1;
+        if depth >= UNDO_DEPTH {
+            prev.undo = None;
+            break;
+        }
+        cur = prev;
+    }
+    m
+}
+
 /// Test hook: `AOP_TEST_CRASH_AT_WRITE=N` aborts the process right after the N-th write
 /// a rotation step makes, as a SIGKILL would, so tests can prove every write point safe.
 fn write_point() {
@@ -206,8 +224,12 @@ impl Rotation {
     }
 
     /// Write the manifest (the commit point). Callers set `generation` one above the
-    /// state they replace.
+    /// state they replace. Any other step than a rollback first removes a rollback
+    /// intent an interrupted rollback may have left, so it cannot be mistaken later.
     fn commit(&self, m: &Manifest) -> Result<()> {
+        if m.last_step != "rollback" {
+            let _ = std::fs::remove_file(self.intent_path());
+        }
         let json = serde_json::to_vec_pretty(m).map_err(|e| Error::Generate(e.to_string()))?;
         crate::write_atomic(
             &self.manifest_path(),
@@ -439,7 +461,7 @@ impl Rotation {
         next.last_step = "stage".into();
         next.generation = m.generation + 1;
         next.updated = now;
-        next.undo = Some(Box::new(m));
+        next.undo = Some(Box::new(bounded(m)));
         self.commit(&next)?;
         self.derive(&next)?;
         Ok(StepReport {
@@ -493,7 +515,7 @@ impl Rotation {
         next.last_step = "activate".into();
         next.generation = m.generation + 1;
         next.updated = now;
-        next.undo = Some(Box::new(m));
+        next.undo = Some(Box::new(bounded(m)));
         self.commit(&next)?;
         self.derive(&next)?;
         Ok(StepReport {
@@ -516,11 +538,14 @@ impl Rotation {
         let mut next = m.clone();
         next.phase = Phase::Single;
         next.retired.extend(m.previous.clone());
+        // Keep the recent history only (the certificates stay in certs/).
+        let excess = next.retired.len().saturating_sub(UNDO_DEPTH);
+        next.retired.drain(..excess);
         next.previous = None;
         next.last_step = "retire".into();
         next.generation = m.generation + 1;
         next.updated = now;
-        next.undo = Some(Box::new(m));
+        next.undo = Some(Box::new(bounded(m)));
         self.commit(&next)?;
         self.derive(&next)?;
         Ok(StepReport {
@@ -548,7 +573,7 @@ impl Rotation {
                 .split_whitespace()
                 .nth(1)
                 .and_then(|t| t.parse::<u64>().ok());
-            if to == Some(m.generation) {
+            if to == Some(m.generation) && m.last_step == "rollback" {
                 self.derive(&m)?;
                 let _ = std::fs::remove_file(self.intent_path());
                 return Ok(StepReport {

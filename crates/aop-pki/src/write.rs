@@ -95,10 +95,14 @@ pub fn write_all_atomic(files: &[PendingFile<'_>], overwrite: Overwrite) -> Resu
     // a failure part way can put the old set back (never a new key beside an old
     // certificate).
     let mut backups: Vec<(&Path, PathBuf)> = Vec::new();
-    if overwrite == Overwrite::Replace {
+    // One file needs no backup: its rename alone is atomic.
+    if overwrite == Overwrite::Replace && files.len() > 1 {
         for f in files {
             if fs::symlink_metadata(&f.path).is_ok() {
                 let backup = backup_path(&f.path);
+                // A backup left by a process killed mid-write is stale: the target is
+                // whole (renames are atomic), so the old backup can go.
+                let _ = fs::remove_file(&backup);
                 fs::hard_link(&f.path, &backup).map_err(|error| Error::Write {
                     path: backup.clone(),
                     error,

@@ -242,8 +242,10 @@ impl Trust {
         let checked = self.check_uncached(end_entity, intermediates, at);
         if checked.outcome == Outcome::Success
             && let Some(leaf) = &checked.client
+            && let Some((from, until)) = self.valid_window(leaf, intermediates, now)
+            && from <= now
+            && now <= until
         {
-            let (from, until) = self.valid_window(leaf, intermediates, now);
             self.cache.insert(key, checked.clone(), from, until);
         }
         checked
@@ -257,14 +259,13 @@ impl Trust {
         leaf: &CertInfo,
         intermediates: &[CertificateDer<'_>],
         now: i64,
-    ) -> (i64, i64) {
+    ) -> Option<(i64, i64)> {
         let mut from = leaf.not_before.unix_timestamp();
         let mut until = leaf.not_after.unix_timestamp();
         for c in intermediates {
-            if let Ok((_, x)) = x509_parser::parse_x509_certificate(c) {
-                from = from.max(x.validity().not_before.timestamp());
-                until = until.min(x.validity().not_after.timestamp());
-            }
+            let (_, x) = x509_parser::parse_x509_certificate(c).ok()?;
+            from = from.max(x.validity().not_before.timestamp());
+            until = until.min(x.validity().not_after.timestamp());
         }
         for a in &self.anchor_info {
             let (nb, na) = (a.not_before.unix_timestamp(), a.not_after.unix_timestamp());
@@ -276,7 +277,7 @@ impl Trust {
         if let Some(crl) = self.crl_until {
             until = until.min(crl);
         }
-        (from, until)
+        Some((from, until))
     }
 
     /// [`Trust::check`] without the cache.

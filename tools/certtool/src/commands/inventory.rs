@@ -25,10 +25,13 @@ impl Report for Inventory {
             "STATUS", "DAYS", "ROLE", "NOT AFTER", "SUBJECT", "SHA256"
         ));
         for r in &self.certificates {
+            // Cut by characters, never inside one: names can be any UTF-8.
             let mut subject: String = r.subject.chars().take(48).collect();
             if r.subject.chars().count() > 48 {
-                subject.replace_range(subject.len() - 1.., "…");
+                subject.pop();
+                subject.push('…');
             }
+
             let places = match r.places.len() {
                 0 => String::new(),
                 1 => r.places[0].clone(),

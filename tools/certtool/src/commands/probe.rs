@@ -104,7 +104,9 @@ fn summary(o: &Observed, expect: Expect, presented: bool) -> String {
             format!("refused: the origin aborted the TLS handshake with alert {alert}")
         }
         Observed::RefusedHttp { why, .. } => format!("refused: {why}"),
-        Observed::Closed => "refused: the origin closed the connection without answering".into(),
+        Observed::Closed => {
+            "inconclusive: the origin closed the connection without answering (a refusing origin sends a TLS alert or an HTTP error)".into()
+        }
         Observed::ServerUntrusted { detail } => {
             format!(
                 "not checked: the origin's own certificate did not verify ({detail}); give the right --cacert"

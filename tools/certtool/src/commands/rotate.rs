@@ -153,6 +153,10 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
     let done: StepReport = match &cmd {
         RotateCommand::Init(a) => rot.init(&a.ca, &a.cn, a.days, a.key.key_type.name(), now)?,
         RotateCommand::Stage(a) => rot.stage(a.new_ca.as_deref(), now)?,
+        // An activate killed after its commit: finish it (nothing left to probe).
+        RotateCommand::Activate(_) if rot.manifest()?.last_step == "activate" => {
+            rot.activate(Ok(()), false, now)?
+        }
         RotateCommand::Activate(a) => {
             let proof = if a.probes.is_empty() {
                 Err("no --probe given: list every origin, so each is shown to accept the next certificate (or --force)".to_owned())
