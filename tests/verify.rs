@@ -1394,3 +1394,92 @@ fn crl_create_refuses_what_it_should() {
     assert_eq!(code(&o), 0);
     let _unused: PathBuf = out;
 }
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_rechecked_after_a_reload() {
+    use aop_edge::{EdgeClient, IdentitySpec, IdentityStore, Resolve, StoreSpec, Timeouts};
+    use http_body_util::{BodyExt as _, Empty};
+    let w = world();
+    let next_ca = pki::ca(w.path(), "next-ca");
+    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let mut store = StoreSpec::new([w.origin_ca.pem()]);
+    store.shared = Some(IdentitySpec::new(&w.edge.cert, &w.edge.key));
+    let resolve = Resolve::new([origin.resolve("plain.test").parse().unwrap()]);
+    let client: EdgeClient<Empty<hyper::body::Bytes>> = EdgeClient::new(
+        IdentityStore::load(&store).unwrap(),
+        resolve,
+        Timeouts::default(),
+    );
+    let url = format!("https://plain.test:{}/", origin.addr.port());
+    let get = || async {
+        let resp = client
+            .request(hyper::Request::get(&url).body(Empty::new()).unwrap())
+            .await?;
+        let status = resp.status().as_u16();
+        let close = resp
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v == "close");
+        let _ = resp.into_body().collect().await;
+        Ok::<_, aop_edge::Error>((status, close))
+    };
+    assert_eq!(get().await.unwrap(), (200, false));
+    assert_verdict(&origin.verdict().await, "SUCCESS", "first");
+    assert_eq!(
+        get().await.unwrap(),
+        (200, false),
+        "the same kept-alive connection"
+    );
+    // A reload that drops the edge's CA, while the connection is still open.
+    origin
+        .policy
+        .reload(&PolicySpec::new(vec![w.rule(
+            "plain",
+            &["plain.test"],
+            &[&next_ca.pem()],
+        )]))
+        .unwrap();
+    assert_eq!(
+        get().await.unwrap(),
+        (421, true),
+        "re-checked against the new policy: 421 and close"
+    );
+    let err = get().await.unwrap_err();
+    assert_eq!(
+        aop_edge::classify(&err),
+        aop_edge::Failure::Refused {
+            alert: "unknown_ca".into()
+        },
+        "{err}"
+    );
+    assert_verdict(
+        &origin.verdict().await,
+        "FAILED:unknown_ca",
+        "the new handshake",
+    );
+    // A reload that keeps trusting the edge does not disturb its connections.
+    origin
+        .policy
+        .reload(&PolicySpec::new(vec![w.rule(
+            "plain",
+            &["plain.test"],
+            &[&w.edge_ca.pem(), &next_ca.pem()],
+        )]))
+        .unwrap();
+    assert_eq!(get().await.unwrap(), (200, false));
+    origin.verdict().await;
+    origin
+        .policy
+        .reload(&PolicySpec::new(vec![w.rule(
+            "plain",
+            &["plain.test"],
+            &[&w.edge_ca.pem()],
+        )]))
+        .unwrap();
+    assert_eq!(
+        get().await.unwrap(),
+        (200, false),
+        "still trusted: served on the same connection"
+    );
+}

@@ -71,6 +71,9 @@ pub struct Accepted {
     /// The policy the connection was accepted under (to check that each request's Host
     /// belongs to the same rule as the SNI).
     pub policy: Arc<Policy>,
+    /// The live policy: after a reload, a keep-alive connection's certificate is
+    /// re-checked against the new policy before its next request is served.
+    pub handle: PolicyHandle,
 }
 
 impl Accepted {
@@ -182,6 +185,7 @@ impl Acceptor {
                 stream,
                 verdict,
                 policy,
+                handle: self.policy.clone(),
             }),
             None => Err(Refused { verdict }),
         }

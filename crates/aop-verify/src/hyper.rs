@@ -12,8 +12,10 @@ use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use rustls_pki_types::CertificateDer;
+
 use crate::acceptor::host_in_rule;
-use crate::{Accepted, Policy, Verdict};
+use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict, unix_time};
 
 /// Serve HTTP/1.1 on an accepted connection. Every request carries the connection's
 /// verdict as an `Arc<Verdict>` extension.
@@ -24,6 +26,11 @@ use crate::{Accepted, Policy, Verdict};
 /// client accepted under one zone's trust, or under the shared default rule, must not
 /// reach a hostname whose rule trusts someone else. A request with no Host, or a Host
 /// that is not text, is answered 400.
+///
+/// After a policy reload, a kept-alive connection's certificate is checked against the
+/// new policy before its next request; if it no longer passes (a retired CA, a revoked
+/// certificate, a removed rule) the request is answered 421 with `Connection: close`, so
+/// the client reconnects and meets the new policy in a fresh handshake.
 ///
 ///
 /// ```no_run
@@ -60,10 +67,18 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
 {
+    let chain: Option<Arc<[CertificateDer<'static>]>> = accepted
+        .stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
     let service = WithVerdict {
         inner: service,
         verdict: Arc::new(accepted.verdict),
-        policy: accepted.policy,
+        checked: std::sync::Mutex::new(accepted.policy),
+        handle: accepted.handle,
+        chain,
         misdirected,
     };
     let conn = hyper::server::conn::http1::Builder::new()
@@ -84,8 +99,46 @@ where
 struct WithVerdict<S> {
     inner: S,
     verdict: Arc<Verdict>,
-    policy: Arc<Policy>,
+    /// The policy this connection's certificate was last checked against.
+    checked: std::sync::Mutex<Arc<Policy>>,
+    /// The policy in force.
+    handle: PolicyHandle,
+    /// The client's chain, to re-check it after a reload.
+    chain: Option<Arc<[CertificateDer<'static>]>>,
     misdirected: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl<S> WithVerdict<S> {
+    /// The policy to judge this request by: the one in force, once the connection's
+    /// certificate has been re-checked against it after a reload; `None` if it no longer
+    /// passes (or its rule is gone), and the connection must end.
+    fn policy(&self) -> Option<Arc<Policy>> {
+        let current = self.handle.current();
+        let mut checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if Arc::ptr_eq(&checked, &current) {
+            return Some(current);
+        }
+        let rule = current.select(self.verdict.sni.as_deref()).ok()?;
+        if Some(rule.name().as_ref()) != self.verdict.rule.as_deref() {
+            return None;
+        }
+        if rule.mode() == Mode::Require {
+            let (ee, rest) = self.chain.as_deref()?.split_first()?;
+            let again = rule
+                .verifier()
+                .check(ee, rest, unix_time(time::OffsetDateTime::now_utc()));
+            if !again.outcome.is_success() {
+                tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %again.outcome,
+                    "a kept-alive connection's certificate no longer passes the reloaded policy: 421 and close");
+                return None;
+            }
+        }
+        *checked = current.clone();
+        Some(current)
+    }
 }
 
 impl<S, B> Service<Request<Incoming>> for WithVerdict<S>
@@ -98,6 +151,20 @@ where
     type Future = Checked<S::Future, B, S::Error>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let refuse = |status: StatusCode| {
+            let mut resp = Response::new(B::default());
+            *resp.status_mut() = status;
+            Checked::Misdirected(Some(resp))
+        };
+        let Some(policy) = self.policy() else {
+            let mut resp = Response::new(B::default());
+            *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return Checked::Misdirected(Some(resp));
+        };
         // Every name the request could be routed by: the request-target's authority (an
         // absolute URI) and every Host header. None, or one that is not text: 400. Any
         // outside this connection's rule: 421.
@@ -108,18 +175,13 @@ where
             .into_iter()
             .collect();
         names.extend(req.headers().get_all(HOST).iter().map(|h| h.to_str().ok()));
-        let refuse = |status: StatusCode| {
-            let mut resp = Response::new(B::default());
-            *resp.status_mut() = status;
-            Checked::Misdirected(Some(resp))
-        };
         if names.is_empty() || names.iter().any(Option::is_none) {
             return refuse(StatusCode::BAD_REQUEST);
         }
         if let Some(host) = names
             .iter()
             .flatten()
-            .find(|h| !host_in_rule(&self.policy, self.verdict.rule.as_deref(), h))
+            .find(|h| !host_in_rule(&policy, self.verdict.rule.as_deref(), h))
         {
             tracing::warn!(target: "aop::verdict", %host, rule = self.verdict.rule.as_deref().unwrap_or(""),
                 sni = self.verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
