@@ -444,6 +444,29 @@ impl Rotation {
         Ok((m, None))
     }
 
+    /// Commit `next` as the state after `step` from `m` (which becomes its undo), then
+    /// bring the derived files in line.
+    fn advance(
+        &self,
+        m: Manifest,
+        mut next: Manifest,
+        step: &'static str,
+        now: OffsetDateTime,
+    ) -> Result<StepReport> {
+        next.last_step = step.into();
+        next.generation = m.generation + 1;
+        next.updated = now;
+        next.undo = Some(Box::new(bounded(m)));
+        self.commit(&next)?;
+        self.derive(&next)?;
+        Ok(StepReport {
+            step,
+            completed_interrupted: false,
+            already_done: false,
+            manifest: next,
+        })
+    }
+
     /// Stage the next certificate (from `new_ca`, or the current CA).
     pub fn stage(&self, new_ca: Option<&Path>, now: OffsetDateTime) -> Result<StepReport> {
         let (m, done) = self.resume("stage")?;
@@ -458,18 +481,7 @@ impl Rotation {
         let mut next = m.clone();
         next.phase = Phase::Staged;
         next.next = Some(rec);
-        next.last_step = "stage".into();
-        next.generation = m.generation + 1;
-        next.updated = now;
-        next.undo = Some(Box::new(bounded(m)));
-        self.commit(&next)?;
-        self.derive(&next)?;
-        Ok(StepReport {
-            step: "stage",
-            completed_interrupted: false,
-            already_done: false,
-            manifest: next,
-        })
+        self.advance(m, next, "stage", now)
     }
 
     /// The staged certificate's files (cert.pem, key.pem), for probing before `activate`.
@@ -512,18 +524,7 @@ impl Rotation {
         next.previous = Some(m.active.clone());
         next.active = m.next.clone().expect("staged");
         next.next = None;
-        next.last_step = "activate".into();
-        next.generation = m.generation + 1;
-        next.updated = now;
-        next.undo = Some(Box::new(bounded(m)));
-        self.commit(&next)?;
-        self.derive(&next)?;
-        Ok(StepReport {
-            step: "activate",
-            completed_interrupted: false,
-            already_done: false,
-            manifest: next,
-        })
+        self.advance(m, next, "activate", now)
     }
 
     /// Drop the old certificate's CA from the origins' trust.
@@ -542,18 +543,7 @@ impl Rotation {
         let excess = next.retired.len().saturating_sub(UNDO_DEPTH);
         next.retired.drain(..excess);
         next.previous = None;
-        next.last_step = "retire".into();
-        next.generation = m.generation + 1;
-        next.updated = now;
-        next.undo = Some(Box::new(bounded(m)));
-        self.commit(&next)?;
-        self.derive(&next)?;
-        Ok(StepReport {
-            step: "retire",
-            completed_interrupted: false,
-            already_done: false,
-            manifest: next,
-        })
+        self.advance(m, next, "retire", now)
     }
 
     fn intent_path(&self) -> PathBuf {

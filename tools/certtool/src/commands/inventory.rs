@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use aop_edge::{IdentitySpec, Resolve, Target, Timeouts};
 use aop_pki::inventory::{self, Inventory, Options, Source};
 use time::OffsetDateTime;
@@ -114,10 +113,7 @@ fn probe_chains(args: &InventoryArgs) -> anyhow::Result<Vec<Source>> {
         identity.as_ref(),
     )?);
     let resolve = Resolve::new(args.resolve.iter().cloned());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = super::runtime()?;
     Ok(runtime.block_on(async {
         let mut out = Vec::new();
         for t in &targets {

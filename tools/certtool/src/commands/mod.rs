@@ -53,3 +53,13 @@ pub(crate) fn hint_for(e: &anyhow::Error) -> &'static str {
         _ => "",
     }
 }
+
+/// A single-threaded runtime for the commands that talk to the network (probe,
+/// inventory --probe, rotate activate).
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}

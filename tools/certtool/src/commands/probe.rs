@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use aop_edge::{IdentitySpec, IdentityStore, Observed, Resolve, StoreSpec, Target, Timeouts};
 use serde::Serialize;
 
@@ -158,10 +157,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     let mut timeouts = Timeouts::default();
     timeouts.connect = Duration::from_secs(args.timeout);
     timeouts.handshake = Duration::from_secs(args.timeout);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = super::runtime()?;
     let results = runtime.block_on(async {
         let mut out = Vec::with_capacity(targets.len());
         for t in &targets {

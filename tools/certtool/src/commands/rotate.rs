@@ -211,10 +211,7 @@ fn probe_all(
         .client_config()
         .clone();
     let resolve = Resolve::new(resolve.iter().cloned());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = super::runtime()?;
     let failures: Vec<String> = runtime.block_on(async {
         let mut failures = Vec::new();
         for t in &targets {
