@@ -331,7 +331,7 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
     assert_eq!(
         header(&body, "x-forwarded-client-cert"),
         Some(format!(
-            "Hash={};Subject=\"CN=edge\";URI=spiffe://cdn.test/edge",
+            "Hash={};Subject=\"CN=edge\";URI=\"spiffe://cdn.test/edge\"",
             edge.sha256
         ))
     );

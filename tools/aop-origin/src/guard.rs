@@ -39,6 +39,9 @@ pub(crate) const VERDICT_HEADERS: [&str; 7] = [
     "x-forwarded-client-cert",
 ];
 
+/// How long the upstream may take to start answering a request (then 504).
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Site name → upstream, as loaded with the policy.
 #[derive(Debug)]
 struct Sites(HashMap<String, SiteEntry>);
@@ -310,17 +313,15 @@ pub(crate) fn verdict_headers(verdict: &Verdict) -> Vec<(HeaderName, HeaderValue
             value(&aop_pki::rfc3339(c.not_after)),
         );
         if verdict.is_success() {
-            // Envoy's x-forwarded-client-cert: Hash, Subject, URI, DNS.
-            let mut xfcc = format!(
-                "Hash={};Subject=\"{}\"",
-                c.sha256,
-                c.subject.replace('\\', "\\\\").replace('"', "\\\"")
-            );
+            // Envoy's x-forwarded-client-cert: Hash, Subject, URI, DNS. Values are quoted
+            // (with \ and " escaped), so a `;`, `,` or `=` in a name cannot add a field.
+            let q = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+            let mut xfcc = format!("Hash={};Subject={}", c.sha256, q(&c.subject));
             for u in &c.san.uri {
-                xfcc.push_str(&format!(";URI={u}"));
+                xfcc.push_str(&format!(";URI={}", q(u)));
             }
             for d in &c.san.dns {
-                xfcc.push_str(&format!(";DNS={d}"));
+                xfcc.push_str(&format!(";DNS={}", q(d)));
             }
             set("x-forwarded-client-cert", value(&xfcc));
         }
@@ -430,7 +431,13 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
                 Ok(uri) => *req.uri_mut() = uri,
                 Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
             }
-            match shared.client.request(req).await {
+            let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, shared.client.request(req)).await;
+            let Ok(answer) = answer else {
+                ctx.metrics.upstream_error();
+                tracing::warn!(target: "aop::origin", site = %ctx.site, upstream = %authority, "upstream timed out");
+                return text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
+            };
+            match answer {
                 Ok(r) => {
                     let (mut parts, body) = r.into_parts();
                     for h in aop_edge::http::HOP_BY_HOP {
