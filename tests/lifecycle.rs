@@ -841,3 +841,43 @@ fn inventory_prints_long_non_ascii_names_without_breaking_them() {
     );
     assert!(stdout(&o).contains('…'), "{}", stdout(&o));
 }
+
+#[test]
+fn two_rotation_steps_at_once_are_refused_not_mixed() {
+    let root = tempdir().unwrap();
+    let ca = pki::ca(root.path(), "ca");
+    let rot = Rot {
+        dir: root.path().join("rot"),
+    };
+    let o = certtool([
+        "rotate",
+        "init",
+        "--dir",
+        s(&rot.dir),
+        "--ca",
+        s(&ca.dir),
+        "--cn",
+        "edge",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let before = std::fs::read(rot.dir.join("manifest.json")).unwrap();
+    // Another step holds the lock.
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(rot.dir.join(".lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let o = rot.run(&["stage"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("another rotate step is running"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(rot.dir.join("manifest.json")).unwrap(),
+        before
+    );
+    held.unlock().unwrap();
+    rot.ok(&["stage"]);
+}

@@ -190,6 +190,37 @@ impl Rotation {
         Self { dir: dir.into() }
     }
 
+    /// Hold `DIR/.lock` for the rest of a step: two steps at once are refused, not mixed.
+    fn lock(&self) -> Result<std::fs::File> {
+        let path = self.dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| Error::Write {
+                path: path.clone(),
+                error,
+            })?;
+        // Wait a little (a lock can be held for a moment by a process forked while it was
+        // open), then refuse.
+        for _ in 0..100 {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::Error(error)) => {
+                    return Err(Error::Write { path, error });
+                }
+            }
+        }
+        Err(Error::Rotation {
+            dir: self.dir.clone(),
+            reason: "another rotate step is running here; try again when it has finished".into(),
+        })
+    }
+
     fn manifest_path(&self) -> PathBuf {
         self.dir.join("manifest.json")
     }
@@ -399,6 +430,7 @@ impl Rotation {
             Err(e) => return Err(e),
         }
         crate::ensure_dir(&self.dir, true)?;
+        let _lock = self.lock()?;
         let rec = self.issue(ca_dir, common_name, days, key_type, now)?;
         let m = Manifest {
             version: 1,
@@ -469,6 +501,7 @@ impl Rotation {
 
     /// Stage the next certificate (from `new_ca`, or the current CA).
     pub fn stage(&self, new_ca: Option<&Path>, now: OffsetDateTime) -> Result<StepReport> {
+        let _lock = self.lock()?;
         let (m, done) = self.resume("stage")?;
         if let Some(r) = done {
             return Ok(r);
@@ -504,6 +537,7 @@ impl Rotation {
         force: bool,
         now: OffsetDateTime,
     ) -> Result<StepReport> {
+        let _lock = self.lock()?;
         let (m, done) = self.resume("activate")?;
         if let Some(r) = done {
             return Ok(r);
@@ -529,6 +563,7 @@ impl Rotation {
 
     /// Drop the old certificate's CA from the origins' trust.
     pub fn retire(&self, now: OffsetDateTime) -> Result<StepReport> {
+        let _lock = self.lock()?;
         let (m, done) = self.resume("retire")?;
         if let Some(r) = done {
             return Ok(r);
@@ -557,6 +592,7 @@ impl Rotation {
     /// committing, it records its intent (`rollback.intent`: from generation → to
     /// generation); a re-run that finds the intent already committed only finishes it.
     pub fn rollback(&self) -> Result<StepReport> {
+        let _lock = self.lock()?;
         let m = self.manifest()?;
         if let Ok(text) = std::fs::read_to_string(self.intent_path()) {
             let to = text
