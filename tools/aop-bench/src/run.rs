@@ -20,8 +20,12 @@ use crate::procfs;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Options {
     /// Seconds per phase (each phase also stops at --max-ops).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     seconds: u64,
+    /// Rounds: every server is measured this many times, interleaved, and the median
+    /// round is reported (the machine is noisy; one round varies by ±5–10%).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Concurrent clients for the handshake phases.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -356,11 +360,12 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     let certs = make_certs(tmp.path())?;
     let duration = Duration::from_secs(opts.seconds);
     println!(
-        "aop-bench: {cpus} CPUs; servers pinned to {}, client to {}; {} s per phase (at most {} ops); {} concurrent handshakes, {} keep-alive connections, {} idle connections",
+        "aop-bench: {cpus} CPUs; servers pinned to {}, client to {}; {} s per phase (at most {} ops), {} rounds (median reported); {} concurrent handshakes, {} keep-alive connections, {} idle connections",
         server_cpu.map_or("-".into(), |c| format!("cpu{c}")),
         client_cpu.map_or("-".into(), |c| format!("cpu{c}")),
         opts.seconds,
         opts.max_ops,
+        opts.rounds,
         opts.concurrency,
         opts.connections,
         opts.idle
@@ -384,94 +389,127 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         .build()?;
     let fresh = client_config(&certs, false)?;
     let resuming = client_config(&certs, true)?;
-    let mut rows = Vec::new();
-    for name in &opts.only {
-        let name: &'static str = match name.as_str() {
-            "aop" => "aop",
-            "aop-nolog" => "aop-nolog",
-            "rustls" => "rustls",
-            "nginx" => "nginx",
-            other => anyhow::bail!("unknown server {other:?}"),
-        };
-        if name == "nginx" && nginx_binary().is_none() {
-            println!("nginx: SKIPPED (not installed; apt-get install nginx)");
-            continue;
-        }
-        let server = start(name, tmp.path(), &certs, upstream_port, server_cpu)?;
-        let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
-        let pid = server.pid();
-        // Warm up (and fill the server's caches the way a busy edge would).
-        rt.block_on(load::handshakes(
-            fresh.clone(),
-            addr,
-            opts.concurrency,
-            Duration::from_secs(1),
-            500,
-        ));
-        let mut row = Row {
-            name: server.name,
-            ..Row::default()
-        };
-        (row.full, row.full_cpu_us) = measure(
-            &rt,
-            pid,
-            load::handshakes(
+    let mut all: Vec<(&'static str, Vec<Row>)> = Vec::new();
+    for round in 0..opts.rounds.max(1) {
+        println!("round {}/{}", round + 1, opts.rounds.max(1));
+        for name in &opts.only {
+            let name: &'static str = match name.as_str() {
+                "aop" => "aop",
+                "aop-nolog" => "aop-nolog",
+                "rustls" => "rustls",
+                "nginx" => "nginx",
+                other => anyhow::bail!("unknown server {other:?}"),
+            };
+            if name == "nginx" && nginx_binary().is_none() {
+                println!("nginx: SKIPPED (not installed; apt-get install nginx)");
+                continue;
+            }
+            let server = start(name, tmp.path(), &certs, upstream_port, server_cpu)?;
+            let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
+            let pid = server.pid();
+            // Warm up (and fill the server's caches the way a busy edge would).
+            rt.block_on(load::handshakes(
                 fresh.clone(),
                 addr,
                 opts.concurrency,
-                duration,
-                opts.max_ops,
-            ),
-        );
-        {
-            rt.block_on(load::handshakes(
-                resuming.clone(),
-                addr,
-                opts.concurrency,
-                Duration::from_millis(300),
-                200,
+                Duration::from_secs(1),
+                500,
             ));
-            (row.resumed, row.resumed_cpu_us) = measure(
+            let mut row = Row {
+                name: server.name,
+                ..Row::default()
+            };
+            (row.full, row.full_cpu_us) = measure(
                 &rt,
                 pid,
                 load::handshakes(
-                    resuming.clone(),
+                    fresh.clone(),
                     addr,
                     opts.concurrency,
                     duration,
                     opts.max_ops,
                 ),
             );
-            (row.req, row.req_cpu_us) = measure(
-                &rt,
-                pid,
-                load::requests(
-                    fresh.clone(),
+            {
+                rt.block_on(load::handshakes(
+                    resuming.clone(),
                     addr,
-                    opts.connections,
-                    duration,
-                    opts.max_ops,
-                ),
+                    opts.concurrency,
+                    Duration::from_millis(300),
+                    200,
+                ));
+                (row.resumed, row.resumed_cpu_us) = measure(
+                    &rt,
+                    pid,
+                    load::handshakes(
+                        resuming.clone(),
+                        addr,
+                        opts.concurrency,
+                        duration,
+                        opts.max_ops,
+                    ),
+                );
+                (row.req, row.req_cpu_us) = measure(
+                    &rt,
+                    pid,
+                    load::requests(
+                        fresh.clone(),
+                        addr,
+                        opts.connections,
+                        duration,
+                        opts.max_ops,
+                    ),
+                );
+                let before = procfs::rss_kib(pid);
+                let (held, _) = rt.block_on(load::idle(fresh.clone(), addr, opts.idle));
+                std::thread::sleep(Duration::from_millis(500));
+                let after = procfs::rss_kib(pid);
+                row.idle_kib = after.saturating_sub(before) as f64 / held.len().max(1) as f64;
+                drop(held);
+            }
+            println!(
+                "  {:<10} done: {} full ({} errors), {} resumed of {}, {} requests",
+                name,
+                row.full.ops,
+                row.full.errors,
+                row.resumed.resumed,
+                row.resumed.ops,
+                row.req.ops
             );
-            let before = procfs::rss_kib(pid);
-            let (held, _) = rt.block_on(load::idle(fresh.clone(), addr, opts.idle));
-            std::thread::sleep(Duration::from_millis(500));
-            let after = procfs::rss_kib(pid);
-            row.idle_kib = after.saturating_sub(before) as f64 / held.len().max(1) as f64;
-            drop(held);
+            match all.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(row),
+                None => all.push((name, vec![row])),
+            }
+            drop(server);
+            std::thread::sleep(Duration::from_millis(300));
         }
-        println!(
-            "  {:<10} done: {} full ({} errors), {} resumed of {}, {} requests",
-            name, row.full.ops, row.full.errors, row.resumed.resumed, row.resumed.ops, row.req.ops
-        );
-        rows.push(row);
-        drop(server);
-        std::thread::sleep(Duration::from_millis(300));
     }
+    let rows: Vec<Row> = all.into_iter().map(|(_, v)| median(v)).collect();
     let _ = upstream.kill();
     let _ = upstream.wait();
     report(&rows);
     Ok(())
+}
+
+/// The median round of a server: each CPU figure is the median of its rounds; throughput
+/// and latencies come from the round with the median full-handshake CPU.
+fn median(mut rounds: Vec<Row>) -> Row {
+    fn mid(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let full = mid(rounds.iter().map(|r| r.full_cpu_us).collect());
+    let resumed = mid(rounds.iter().map(|r| r.resumed_cpu_us).collect());
+    let req = mid(rounds.iter().map(|r| r.req_cpu_us).collect());
+    let idle = mid(rounds.iter().map(|r| r.idle_kib).collect());
+    rounds.sort_by(|a, b| a.full_cpu_us.total_cmp(&b.full_cpu_us));
+    let n = rounds.len();
+    let mut row = rounds.swap_remove(n / 2);
+    row.full_cpu_us = full;
+    row.resumed_cpu_us = resumed;
+    row.req_cpu_us = req;
+    row.idle_kib = idle;
+    row
 }
 
 fn ms(d: Duration) -> f64 {
