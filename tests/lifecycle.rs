@@ -233,58 +233,42 @@ fn inventory_of_a_fixture_tree_has_exact_rows_statuses_and_problems() {
             ("9a1ac2b4".to_owned(), "renew-due".to_owned()),
         ]
     );
-    let (c, _) = json(&[
-        "inventory",
-        s(&tree.join("cloudflare")),
-        "--at",
-        "2021-01-01T00:00:00Z",
-        "--json",
-    ]);
-    assert_eq!(c, 2, "the 2015 CA had expired by 2021");
-    let (c, _) = json(&[
-        "inventory",
-        s(&tree.join("cloudflare/authenticated_origin_pull_ca.pem")),
-        "--at",
-        "2022-01-01T00:00:00Z",
-        "--json",
-    ]);
-    assert_eq!(c, 0, "the 2019 CA alone, early in its life: ok");
-    let (c, _) = json(&[
-        "inventory",
-        s(&tree.join("cloudflare/authenticated_origin_pull_ca.pem")),
-        "--at",
-        "2029-10-15T00:00:00Z",
-        "--json",
-    ]);
-    assert_eq!(c, 1, "within 30 days of expiry: exit 1");
-
-    // Clean trees: 0; expiring: 1.
-    let (c, _) = json(&[
-        "inventory",
-        s(&tree.join("pki/ca/ca.pem")),
-        s(&tree.join("pki/ca/edge")),
-        "--json",
-    ]);
-    assert_eq!(c, 0);
-    let (c, _) = json(&[
-        "inventory",
-        s(&tree.join("pki/ca/ca.pem")),
-        s(&tree.join("pki/ca/expiring")),
-        "--json",
-    ]);
-    assert_eq!(c, 1);
-    let (c, _) = json(&[
-        "inventory",
-        s(&tree.join("pki/ca/ca.pem")),
-        s(&tree.join("pki/ca/expiring")),
-        "--warn-days",
-        "5",
-        "--json",
-    ]);
-    assert_eq!(
-        c, 0,
-        "9 days left of 10: not within 5 days, not yet past 2/3 of its life"
+    // Exit codes: 0 all ok, 1 something expiring or due, 2 something expired.
+    let cf = tree.join("cloudflare");
+    let cf2019 = tree.join("cloudflare/authenticated_origin_pull_ca.pem");
+    let (ca_pem, edge_dir, expiring) = (
+        tree.join("pki/ca/ca.pem"),
+        tree.join("pki/ca/edge"),
+        tree.join("pki/ca/expiring"),
     );
+    let cases: [(Vec<&str>, i32, &str); 6] = [
+        (
+            vec![s(&cf), "--at", "2021-01-01T00:00:00Z"],
+            2,
+            "the 2015 CA had expired by 2021",
+        ),
+        (
+            vec![s(&cf2019), "--at", "2022-01-01T00:00:00Z"],
+            0,
+            "the 2019 CA alone, early in its life: ok",
+        ),
+        (
+            vec![s(&cf2019), "--at", "2029-10-15T00:00:00Z"],
+            1,
+            "within 30 days of expiry: exit 1",
+        ),
+        (vec![s(&ca_pem), s(&edge_dir)], 0, "a clean tree"),
+        (vec![s(&ca_pem), s(&expiring)], 1, "an expiring leaf"),
+        (
+            vec![s(&ca_pem), s(&expiring), "--warn-days", "5"],
+            0,
+            "9 days left of 10: not within 5 days, not yet past 2/3 of its life",
+        ),
+    ];
+    for (args, want, why) in cases {
+        let (c, _) = json(&[&["inventory"][..], &args, &["--json"]].concat());
+        assert_eq!(c, want, "{why}");
+    }
     // Usage errors.
     let o = certtool(["inventory"]);
     assert_eq!(code(&o), 2);
@@ -468,26 +452,16 @@ async fn the_whole_rotation_cycle_against_a_real_origin_refuses_no_edge_request(
         "--cacert".to_owned(),
         s(&roots).to_owned(),
     ];
-    let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
     let before = std::fs::read(rot.dir.join("manifest.json")).unwrap();
-    let o = tokio::task::spawn_blocking({
-        let (dir, probe) = (
-            rot.dir.clone(),
-            probe.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        );
-        move || {
-            let mut a = vec![
-                "rotate".to_owned(),
-                "activate".to_owned(),
-                "--dir".to_owned(),
-                dir.display().to_string(),
-            ];
-            a.extend(probe);
-            certtool(a)
-        }
-    })
-    .await
-    .unwrap();
+    // Without any --probe (and without --force), activate refuses too.
+    let o = activate(&rot.dir, &[]).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no --probe given"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(rot.dir.join("manifest.json")).unwrap(),
+        before
+    );
+    let o = activate(&rot.dir, &probe).await;
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     assert!(
         stderr(&o).contains("does not accept the next certificate")
@@ -510,24 +484,7 @@ async fn the_whole_rotation_cycle_against_a_real_origin_refuses_no_edge_request(
 
     // Reload the origin; now activate succeeds and the edge switches.
     origin.policy.reload(&spec).unwrap();
-    let o = tokio::task::spawn_blocking({
-        let (dir, probe) = (
-            rot.dir.clone(),
-            probe.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        );
-        move || {
-            let mut a = vec![
-                "rotate".to_owned(),
-                "activate".to_owned(),
-                "--dir".to_owned(),
-                dir.display().to_string(),
-            ];
-            a.extend(probe);
-            certtool(a)
-        }
-    })
-    .await
-    .unwrap();
+    let o = activate(&rot.dir, &probe).await;
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     origin.verdict().await;
     assert_eq!(rot.status()["phase"], "activated");
@@ -587,6 +544,21 @@ async fn the_whole_rotation_cycle_against_a_real_origin_refuses_no_edge_request(
     assert_eq!(code(&o), 1, "init never overwrites: {}", stderr(&o));
     let o = certtool(["rotate", "status", "--dir", s(&dir.path().join("nothing"))]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+/// `certtool rotate activate --dir DIR PROBE-ARGS…`, off the async runtime (the origin
+/// under test runs on it).
+async fn activate(dir: &Path, probe: &[String]) -> std::process::Output {
+    let mut args = vec![
+        "rotate".to_owned(),
+        "activate".to_owned(),
+        "--dir".to_owned(),
+        dir.display().to_string(),
+    ];
+    args.extend(probe.iter().cloned());
+    tokio::task::spawn_blocking(move || certtool(args))
+        .await
+        .unwrap()
 }
 
 /// Build the state just before `step` in a fresh directory.
