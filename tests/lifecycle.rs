@@ -342,6 +342,45 @@ async fn inventory_records_what_a_live_endpoint_presents() {
             .contains("unreachable")
     );
     assert_eq!(code(&o), 2, "an unreachable endpoint counts as unreadable");
+
+    // Presenting the edge's certificate (--cert/--key) the same chain is recorded, and
+    // nothing is unreadable.
+    let edge = edge_ca.client("edge");
+    let (url, resolve) = (
+        format!("https://a.example:{}/", origin.addr.port()),
+        origin.resolve("a.example"),
+    );
+    let o = tokio::task::spawn_blocking(move || {
+        let (c, k) = (
+            edge.cert.display().to_string(),
+            edge.key.display().to_string(),
+        );
+        certtool([
+            "inventory",
+            "--probe",
+            &url,
+            "--resolve",
+            &resolve,
+            "--cert",
+            &c,
+            "--key",
+            &k,
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let inv: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(inv["certificates"].as_array().unwrap().len(), 2);
+    let o = certtool([
+        "inventory",
+        "--probe",
+        "https://a.example/",
+        "--cert",
+        "/x.pem",
+    ]);
+    assert_eq!(code(&o), 2, "--cert needs --key");
 }
 
 // ---- rotate ----

@@ -241,12 +241,8 @@ pub(crate) struct InventoryArgs {
     /// Connect to ADDR for HOST:PORT (like curl --resolve).
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub(crate) resolve: Vec<aop_edge::ResolveEntry>,
-    /// Client certificate to present to probed endpoints that require one.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub(crate) cert: Option<PathBuf>,
-    /// Its private key.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub(crate) key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
     /// Days before expiry that count as expiring.
     #[arg(long, default_value_t = 30)]
     pub(crate) warn_days: i64,
@@ -279,12 +275,8 @@ pub(crate) struct ProbeArgs {
     /// Connect to ADDR for HOST:PORT (like curl --resolve). Repeat for several origins.
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub(crate) resolve: Vec<aop_edge::ResolveEntry>,
-    /// Client certificate to present (with its chain).
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub(crate) cert: Option<PathBuf>,
-    /// Its private key.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub(crate) key: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
     /// Roots the origin's certificate must chain to. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub(crate) cacert: Vec<PathBuf>,
@@ -516,5 +508,26 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+}
+
+/// `--cert FILE --key FILE`: a client certificate to present.
+#[derive(Debug, Args)]
+pub(crate) struct IdentityArgs {
+    /// Client certificate to present (with its chain).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    /// The identity, if both files were given.
+    pub(crate) fn spec(&self) -> Option<aop_edge::IdentitySpec> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some(aop_edge::IdentitySpec::new(c, k)),
+            _ => None,
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use aop_edge::{IdentitySpec, Resolve, Target, Timeouts};
+use aop_edge::{Resolve, Target, Timeouts};
 use aop_pki::inventory::{self, Inventory, Options, Source};
 use time::OffsetDateTime;
 
@@ -104,10 +104,7 @@ fn probe_chains(args: &InventoryArgs) -> anyhow::Result<Vec<Source>> {
         .iter()
         .map(|u| u.parse::<Target>())
         .collect::<Result<Vec<_>, _>>()?;
-    let identity = match (&args.cert, &args.key) {
-        (Some(c), Some(k)) => Some(IdentitySpec::new(c, k)),
-        _ => None,
-    };
+    let identity = args.identity.spec();
     // Inventory records what an endpoint presents; it does not decide whether to trust it.
     let config = Arc::new(aop_edge::danger::unverified_server_config(
         identity.as_ref(),

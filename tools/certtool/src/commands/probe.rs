@@ -125,10 +125,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|u| u.parse::<Target>())
         .collect::<Result<Vec<_>, _>>()?;
-    let identity = match (&args.cert, &args.key) {
-        (Some(c), Some(k)) => Some(IdentitySpec::new(c, k)),
-        _ => None,
-    };
+    let identity = args.identity.spec();
     let (config, presented) = if args.insecure {
         let config = aop_edge::danger::unverified_server_config(identity.as_ref())?;
         (
