@@ -459,6 +459,38 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
         "{logged}"
     );
 
+    // A per-hostname certificate wins over the zone's, even where the origin wants the
+    // zone's: here it is refused, which shows which one was presented.
+    drop(p);
+    let host = format!(
+        "www.example.com={},{}",
+        s(&w.host_edge.cert),
+        s(&w.host_edge.key)
+    );
+    let zone = format!(
+        "example.com={},{}",
+        s(&w.zone_edge.cert),
+        s(&w.zone_edge.key)
+    );
+    let p = proxy(
+        &w,
+        port,
+        "www.example.com",
+        &["--zone-cert", &zone, "--hostname-cert", &host],
+    );
+    let (status, _, body) = tokio::task::spawn_blocking({
+        let pp = p.1;
+        move || http_get(pp, "/", "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        origin.verdict().await.client.unwrap().subject,
+        "CN=edge-h.example.com"
+    );
+    drop(p);
+
     // Bad flags: exit 2 with the file named.
     let o = aop_e2e::run(Command::new(bin("aop-edge-proxy")).args([
         "--listen",

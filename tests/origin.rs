@@ -650,3 +650,31 @@ async fn json_logs_are_one_object_per_line_with_the_verdict_fields() {
     assert_eq!(access["fields"]["status"], 200);
     assert_eq!(access["fields"]["verdict"], "SUCCESS");
 }
+
+#[tokio::test]
+async fn an_upstream_that_is_down_gets_502_and_is_counted() {
+    let w = world();
+    // A port nothing listens on.
+    let dead: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let g = Guard::start(
+        w.dir.path(),
+        &site("\"a.example\"", "\"edge-ca/ca.pem\"", dead, ""),
+    );
+    let client = g.client(&w, Some(&w.edge));
+    let (status, body, _) = get(&client, &format!("https://a.example:{}/", g.port), &[])
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
+    let metrics = g.metrics_text().await;
+    assert!(
+        metrics.contains("aop_upstream_errors_total{site=\"a.example\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aop_requests_total{site=\"a.example\",status=\"502\"} 1"),
+        "{metrics}"
+    );
+}

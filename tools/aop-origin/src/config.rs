@@ -395,6 +395,28 @@ upstream = "http://127.0.0.1:8080"
     }
 
     #[test]
+    fn default_sites() {
+        let default_site = SITE.replace("hostnames = [\"example.com\"]", "default = true");
+        let l = parse(&format!("listen = \"127.0.0.1:1\"\n{SITE}{default_site}")).unwrap();
+        assert_eq!(l.policy.rules.len(), 1);
+        assert_eq!(l.policy.default.as_ref().unwrap().name, "default");
+        let e = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{default_site}{default_site}"
+        ))
+        .unwrap_err();
+        assert!(e.0.contains("only one site can be the default"), "{e}");
+        let both = SITE.replace(
+            "hostnames = [\"example.com\"]",
+            "default = true\nhostnames = [\"x.test\"]",
+        );
+        let e = parse(&format!("listen = \"127.0.0.1:1\"\n{both}")).unwrap_err();
+        assert!(e.0.contains("a default site serves every other SNI"), "{e}");
+        let neither = SITE.replace("hostnames = [\"example.com\"]\n", "");
+        let e = parse(&format!("listen = \"127.0.0.1:1\"\n{neither}")).unwrap_err();
+        assert!(e.0.contains("has no `hostnames`"), "{e}");
+    }
+
+    #[test]
     fn errors_name_file_line_and_key() {
         let e = parse(&format!(
             "listen = \"127.0.0.1:8443\"\n{}",
