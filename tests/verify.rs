@@ -955,6 +955,62 @@ async fn openssl_s_client_as_the_edge() {
     assert_eq!(v.outcome, Outcome::None(NoneCause::NoSni));
 }
 
+/// aop's cipher-suite order, not the client's: openssl (like rustls) puts
+/// TLS_AES_256_GCM_SHA384 first, and the origin picks TLS_AES_128_GCM_SHA256 (cheaper at
+/// the same 128-bit strength as the key exchange); a client that offers only AES-256 still
+/// gets it. One session ticket per handshake, not two.
+#[tokio::test]
+async fn openssl_s_client_gets_aes_128_and_one_ticket() {
+    if !have_peer("openssl", "openssl_s_client_gets_aes_128_and_one_ticket") {
+        return;
+    }
+    let w = world();
+    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let addr = origin.addr;
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "plain.test",
+            "-CAfile",
+            &w.origin_ca.pem().display().to_string(),
+            "-cert",
+            &w.edge.cert.display().to_string(),
+            "-key",
+            &w.edge.key.display().to_string(),
+            "-verify_return_error",
+            "-ign_eof",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let o = s_client(args(&[])).await;
+    let out = stdout(&o);
+    assert!(out.contains("verdict SUCCESS"), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("Cipher is TLS_AES_128_GCM_SHA256"),
+        "the origin's order wins: {out}"
+    );
+    assert_eq!(
+        out.matches("Post-Handshake New Session Ticket arrived")
+            .count(),
+        1,
+        "one ticket: {out}"
+    );
+    assert_verdict(&origin.verdict().await, "SUCCESS", "default suites");
+
+    let o = s_client(args(&["-ciphersuites", "TLS_AES_256_GCM_SHA384"])).await;
+    let out = stdout(&o);
+    assert!(out.contains("verdict SUCCESS"), "{out}{}", stderr(&o));
+    assert!(out.contains("Cipher is TLS_AES_256_GCM_SHA384"), "{out}");
+    assert_verdict(&origin.verdict().await, "SUCCESS", "AES-256 only");
+}
+
 /// Start `examples/origin.rs` on a free loopback port; returns the child and its port.
 fn start_example(
     w: &World,
