@@ -41,25 +41,34 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict, unix_time};
 /// if !verdict.is_success() { /* optional mode: decide here */ }
 /// # }
 /// ```
-pub async fn serve_connection<S, B>(accepted: Accepted, service: S) -> Result<(), hyper::Error>
+pub fn serve_connection<S, B>(
+    accepted: Accepted,
+    service: S,
+) -> impl Future<Output = Result<(), hyper::Error>>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + Default + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_connection_until(accepted, service, std::future::pending(), None).await
+    serve_connection_until(accepted, service, std::future::pending(), None)
 }
 
 /// As [`serve_connection`], and when `shutdown` completes, finish the request in
 /// progress (if any), then close the connection gracefully instead of waiting for the
 /// next request. `misdirected`, if given, counts the 421s.
-pub async fn serve_connection_until<S, B, F>(
+///
+/// The future returned is two pointers and a flag: the connection (hyper's state, the
+/// TLS stream, the service) is one heap allocation of its own size. An `async fn` here
+/// would keep its arguments beside the connection they were moved into, and a task that
+/// awaited it would carry both for the connection's whole life (measured: a 16.7 KiB
+/// task per idle connection in aop-origin, against 2 KiB now).
+pub fn serve_connection_until<S, B, F>(
     accepted: Accepted,
     service: S,
     shutdown: F,
     misdirected: Option<Arc<std::sync::atomic::AtomicU64>>,
-) -> Result<(), hyper::Error>
+) -> impl Future<Output = Result<(), hyper::Error>>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -81,17 +90,20 @@ where
         chain,
         misdirected,
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(accepted.stream), service);
-    let mut conn = std::pin::pin!(conn);
-    let mut shutdown = std::pin::pin!(shutdown);
-    tokio::select! {
-        r = conn.as_mut() => r,
-        () = shutdown.as_mut() => {
+    let mut conn = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(accepted.stream), service),
+    );
+    let mut shutdown = Some(Box::pin(shutdown));
+    std::future::poll_fn(move |cx| {
+        if let Some(s) = shutdown.as_mut()
+            && s.as_mut().poll(cx).is_ready()
+        {
+            shutdown = None;
             conn.as_mut().graceful_shutdown();
-            conn.await
         }
-    }
+        conn.as_mut().poll(cx)
+    })
 }
 
 /// Checks the Host against the connection's rule, inserts the verdict into each

@@ -221,59 +221,79 @@ async fn accept_loop(
             continue;
         };
         let shared = shared.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         shared.active.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
             let _permit = permit;
-            let sites = shared.sites.load_full();
-            // Boxed: the handshake future is large, and a task keeps the size of its
-            // largest state for its whole life; boxed, it is freed once the handshake ends.
-            match Box::pin(shared.acceptor.accept(tcp)).await {
-                Ok(conn) => {
-                    let site: Arc<str> = conn.verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
-                    let entry = sites.0.get(site.as_ref());
-                    let metrics = match entry {
-                        Some(e) => e.metrics.clone(),
-                        None => shared.metrics.site(&site),
-                    };
-                    metrics.handshake(&conn.verdict);
-                    let misdirected = metrics.misdirected.clone();
-                    let ctx = Arc::new(ConnCtx {
-                        upstream: entry.and_then(|e| e.upstream.clone()),
-                        verdict: Arc::new(std::sync::OnceLock::new()),
-                        metrics,
-                        site,
-                        peer,
-                    });
-                    let service = {
-                        let shared = shared.clone();
-                        service_fn(move |req| {
-                            let (shared, ctx) = (shared.clone(), ctx.clone());
-                            async move { Ok::<_, Infallible>(forward(&shared, &ctx, req).await) }
-                        })
-                    };
-                    let stop = async move {
-                        let _ = shutdown.wait_for(|s| *s).await;
-                    };
-                    let _ = aop_verify::hyper::serve_connection_until(
-                        conn,
-                        service,
-                        stop,
-                        Some(misdirected),
-                    )
-                    .await;
-                }
-                Err(refused) => {
-                    let site = refused.verdict.rule.as_deref().unwrap_or("");
-                    match sites.0.get(site) {
-                        Some(e) => e.metrics.handshake(&refused.verdict),
-                        None => shared.metrics.site(site).handshake(&refused.verdict),
-                    }
-                }
+            // The handshake future is large and boxed: a task keeps the size of its
+            // largest state for its whole life; boxed, it is freed when the handshake
+            // ends, and the task carries only what serving needs (see `serve`).
+            let serve = serve(
+                &shared,
+                Box::pin(shared.acceptor.accept(tcp)).await,
+                peer,
+                shutdown,
+            );
+            if let Some(serve) = serve {
+                let _ = serve.await;
             }
             shared.active.fetch_sub(1, Ordering::AcqRel);
         });
     }
+}
+
+/// Count the handshake's verdict against its site and, if the connection was accepted,
+/// return the future that serves it. Not `async`: the `Accepted` moved into the
+/// connection must not also stay in the task.
+fn serve(
+    shared: &Arc<Shared>,
+    handshake: Result<aop_verify::Accepted, aop_verify::Refused>,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<impl Future<Output = Result<(), hyper::Error>> + use<>> {
+    let sites = shared.sites.load();
+    let conn = match handshake {
+        Ok(conn) => conn,
+        Err(refused) => {
+            let site = refused.verdict.rule.as_deref().unwrap_or("");
+            match sites.0.get(site) {
+                Some(e) => e.metrics.handshake(&refused.verdict),
+                None => shared.metrics.site(site).handshake(&refused.verdict),
+            }
+            return None;
+        }
+    };
+    let site: Arc<str> = conn.verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
+    let entry = sites.0.get(site.as_ref());
+    let metrics = match entry {
+        Some(e) => e.metrics.clone(),
+        None => shared.metrics.site(&site),
+    };
+    metrics.handshake(&conn.verdict);
+    let misdirected = metrics.misdirected.clone();
+    let ctx = Arc::new(ConnCtx {
+        upstream: entry.and_then(|e| e.upstream.clone()),
+        verdict: Arc::new(std::sync::OnceLock::new()),
+        metrics,
+        site,
+        peer,
+    });
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req| {
+            let (shared, ctx) = (shared.clone(), ctx.clone());
+            async move { Ok::<_, Infallible>(forward(&shared, &ctx, req).await) }
+        })
+    };
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    Some(aop_verify::hyper::serve_connection_until(
+        conn,
+        service,
+        stop,
+        Some(misdirected),
+    ))
 }
 
 /// What every request on one connection shares, computed once at accept.
