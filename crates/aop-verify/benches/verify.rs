@@ -1,6 +1,7 @@
 //! The verifier alone: `Trust::check` on an edge chain with certificate pins, SPKI pins
 //! and a SAN allowlist configured — the first check (a cache miss: webpki path building,
-//! the CA's signature, parsing) against the same chain again (a cache hit), measured with criterion.
+//! the CA's signature, parsing) against the same chain again (a cache hit), measured with criterion;
+//! and the cost of one JSON verdict log line.
 //!
 //! `cargo bench -p aop-verify --bench verify`
 
@@ -67,6 +68,25 @@ fn bench(c: &mut Criterion) {
     assert!(trust.check(&edge, &[], at).outcome.is_success());
     c.bench_function("check, cache hit (same chain again)", |b| {
         b.iter(|| black_box(trust.check(black_box(&edge), &[], at)));
+    });
+
+    // One verdict line, as aop-origin logs it with `log_format = "json"` (formatted,
+    // written to a sink).
+    let checked = trust.check(&edge, &[], at);
+    let mut verdict = aop_verify::Verdict::new(checked.outcome);
+    verdict.client = checked.client;
+    verdict.rule = Some("edge".into());
+    verdict.sni = Some("origin.example".into());
+    verdict.peer = Some(([127, 0, 0, 1], 40_000).into());
+    verdict.tls_version = Some("TLSv1.3");
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        c.bench_function("verdict log line (JSON)", |b| {
+            b.iter(|| black_box(&verdict).log());
+        });
     });
 }
 

@@ -213,11 +213,11 @@ impl Verdict {
     pub fn log(&self) {
         let c = self.client.as_deref();
         let sni = self.sni.as_deref().unwrap_or("");
-        let peer = self.peer.map(|p| p.to_string()).unwrap_or_default();
+        let peer = OrEmpty(self.peer.as_ref());
         let subject = c.map_or("", |c| c.subject.as_str());
         let issuer = c.map_or("", |c| c.issuer.as_str());
         let serial = c.map_or("", |c| c.serial.as_str());
-        let sha256 = c.map(|c| c.sha256.to_string()).unwrap_or_default();
+        let sha256 = OrEmpty(c.map(|c| &c.sha256));
         let not_after = c.map(|c| rfc3339(c.not_after)).unwrap_or_default();
         let rule = self.rule.as_deref().unwrap_or("");
         let tls = self.tls_version.unwrap_or("");
@@ -231,11 +231,11 @@ impl Verdict {
                     verdict = %self.outcome,
                     reason,
                     sni,
-                    peer,
+                    peer = %peer,
                     subject,
                     issuer,
                     serial,
-                    sha256,
+                    sha256 = %sha256,
                     not_after,
                     rule,
                     tls_version = tls,
@@ -249,6 +249,18 @@ impl Verdict {
             event!(tracing::Level::INFO);
         } else {
             event!(tracing::Level::WARN);
+        }
+    }
+}
+
+/// Displays the value, or nothing: a log field without a `String` made for it.
+struct OrEmpty<'a, T>(Option<&'a T>);
+
+impl<T: fmt::Display> fmt::Display for OrEmpty<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => v.fmt(f),
+            None => Ok(()),
         }
     }
 }

@@ -45,6 +45,10 @@ pub(crate) struct Options {
         default_value = "aop,aop-nolog,rustls,nginx"
     )]
     only: Vec<String>,
+    /// Phases to run (full, resumed, req, idle), comma-separated; the others are shown
+    /// as 0. For profiling one phase of one server (e.g. under `perf record`).
+    #[arg(long, value_delimiter = ',', default_value = "full,resumed,req,idle")]
+    phases: Vec<String>,
 }
 
 struct Certs {
@@ -356,6 +360,13 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
             .args(["-cp", &c.to_string(), &std::process::id().to_string()])
             .output();
     }
+    if let Some(p) = opts
+        .phases
+        .iter()
+        .find(|p| !["full", "resumed", "req", "idle"].contains(&p.as_str()))
+    {
+        anyhow::bail!("unknown phase {p:?} (full, resumed, req, idle)");
+    }
     let tmp = tempfile::tempdir()?;
     let certs = make_certs(tmp.path())?;
     let duration = Duration::from_secs(opts.seconds);
@@ -419,18 +430,21 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 name: server.name,
                 ..Row::default()
             };
-            (row.full, row.full_cpu_us) = measure(
-                &rt,
-                pid,
-                load::handshakes(
-                    fresh.clone(),
-                    addr,
-                    opts.concurrency,
-                    duration,
-                    opts.max_ops,
-                ),
-            );
-            {
+            let phase = |p: &str| opts.phases.iter().any(|x| x == p);
+            if phase("full") {
+                (row.full, row.full_cpu_us) = measure(
+                    &rt,
+                    pid,
+                    load::handshakes(
+                        fresh.clone(),
+                        addr,
+                        opts.concurrency,
+                        duration,
+                        opts.max_ops,
+                    ),
+                );
+            }
+            if phase("resumed") {
                 rt.block_on(load::handshakes(
                     resuming.clone(),
                     addr,
@@ -449,6 +463,8 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                         opts.max_ops,
                     ),
                 );
+            }
+            if phase("req") {
                 (row.req, row.req_cpu_us) = measure(
                     &rt,
                     pid,
@@ -460,6 +476,8 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                         opts.max_ops,
                     ),
                 );
+            }
+            if phase("idle") {
                 let before = procfs::rss_kib(pid);
                 let (held, _) = rt.block_on(load::idle(fresh.clone(), addr, opts.idle));
                 std::thread::sleep(Duration::from_millis(500));

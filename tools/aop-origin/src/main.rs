@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod config;
 mod demo;
 mod guard;
+mod jsonlog;
 mod logwriter;
 mod metrics;
 
@@ -111,7 +112,7 @@ fn init_logging(format: config::LogFormat) -> logwriter::FlushGuard {
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        config::LogFormat::Json => builder.json().init(),
+        config::LogFormat::Json => builder.event_format(jsonlog::Json).init(),
         config::LogFormat::Text => builder.with_ansi(false).init(),
     }
     guard
