@@ -649,8 +649,16 @@ async fn json_logs_are_one_object_per_line_with_the_verdict_fields() {
     assert_eq!(verdict["level"], "INFO");
     assert_eq!(verdict["target"], "aop::verdict");
     let sha = verdict["fields"]["sha256"].as_str().unwrap();
-    assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{sha}");
-    assert!(verdict["fields"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{sha}"
+    );
+    assert!(
+        verdict["fields"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
     assert_eq!(verdict["fields"]["resumed"], false);
     let access: serde_json::Value = serde_json::from_str(&g.wait_log("aop::access")).unwrap();
     assert_eq!(access["fields"]["status"], 200);

@@ -332,7 +332,7 @@ fn server_config(
                 detail,
             }
         })?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -368,7 +368,10 @@ fn server_config(
 /// SHA-512 compression was 14% of a full mutual-TLS handshake's server CPU. This is also
 /// BoringSSL's fixed order on hardware with AES instructions. The suites themselves are
 /// rustls' defaults, unchanged.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+///
+/// Every `ServerConfig` aop-verify builds uses this provider, with
+/// `ignore_client_order = true` so the order takes effect.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     p.cipher_suites.sort_by_key(|s| match s.suite() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,

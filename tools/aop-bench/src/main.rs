@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod floor;
 mod load;
 mod procfs;
 mod run;

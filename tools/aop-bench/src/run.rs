@@ -38,11 +38,12 @@ pub(crate) struct Options {
     /// Upper bound of operations per phase.
     #[arg(long, default_value_t = 200_000)]
     max_ops: u64,
-    /// Servers to run (aop, aop-nolog, rustls, nginx), comma-separated.
+    /// Servers to run (aop, aop-nolog, rustls, nginx; also rustls-aoptls: bare rustls
+    /// with aop's TLS settings), comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "aop,aop-nolog,rustls,nginx"
+        default_value = "aop,aop-nolog,rustls,rustls-aoptls,nginx"
     )]
     only: Vec<String>,
     /// Phases to run (full, resumed, req, idle), comma-separated; the others are shown
@@ -224,7 +225,7 @@ fn start(
             cmd.env("RUST_LOG", if name == "aop" { "info" } else { "off" });
             cmd.stdout(Stdio::null()).stderr(log).spawn()?
         }
-        "rustls" => {
+        "rustls" | "rustls-aoptls" => {
             let mut cmd = pinned(cpu, &std::env::current_exe()?);
             cmd.args(["serve-rustls", "--listen", &format!("127.0.0.1:{port}")])
                 .args([
@@ -239,6 +240,9 @@ fn start(
                     "--upstream",
                     &format!("127.0.0.1:{upstream}"),
                 ]);
+            if name == "rustls-aoptls" {
+                cmd.arg("--aop-tls");
+            }
             cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
         }
         "nginx" => {
@@ -295,7 +299,9 @@ http {{
             ]);
             cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
         }
-        other => anyhow::bail!("unknown server {other:?} (aop, aop-nolog, rustls, nginx)"),
+        other => {
+            anyhow::bail!("unknown server {other:?} (aop, aop-nolog, rustls, rustls-aoptls, nginx)")
+        }
     };
     let server = Server { name, child, port };
     wait_port(port).with_context(|| format!("{name} did not start"))?;
@@ -382,6 +388,11 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         opts.idle
     );
 
+    let floor = crate::floor::measure(
+        &aop_pki::load_certificates(&certs.edge.0)?[0],
+        &aop_pki::load_private_key(&certs.edge.1)?,
+    )?;
+
     let upstream_port = free_port()?;
     let mut upstream = pinned(client_cpu, &std::env::current_exe()?)
         .args([
@@ -408,6 +419,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 "aop" => "aop",
                 "aop-nolog" => "aop-nolog",
                 "rustls" => "rustls",
+                "rustls-aoptls" => "rustls-aoptls",
                 "nginx" => "nginx",
                 other => anyhow::bail!("unknown server {other:?}"),
             };
@@ -486,7 +498,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 drop(held);
             }
             println!(
-                "  {:<10} done: {} full ({} errors), {} resumed of {}, {} requests",
+                "  {:<13} done: {} full ({} errors), {} resumed of {}, {} requests",
                 name,
                 row.full.ops,
                 row.full.errors,
@@ -505,7 +517,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     let rows: Vec<Row> = all.into_iter().map(|(_, v)| median(v)).collect();
     let _ = upstream.kill();
     let _ = upstream.wait();
-    report(&rows);
+    report(&rows, &floor);
     Ok(())
 }
 
@@ -534,10 +546,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn report(rows: &[Row]) {
+fn report(rows: &[Row], floor: &crate::floor::Floor) {
     println!();
     println!(
-        "{:<10} | {:>9} {:>7} {:>7} {:>9} | {:>9} {:>7} {:>9} | {:>9} {:>7} {:>7} {:>9} | {:>10}",
+        "{:<13} | {:>9} {:>7} {:>7} {:>9} | {:>9} {:>7} {:>9} | {:>9} {:>7} {:>7} {:>9} | {:>10}",
         "server",
         "full hs/s",
         "p50 ms",
@@ -562,7 +574,7 @@ fn report(rows: &[Row]) {
             "-".into()
         };
         println!(
-            "{:<10} | {:>9.0} {:>7.2} {:>7.2} {:>9.0} | {:>9.0} {:>7} {:>9.0} | {:>9.0} {:>7.2} {:>7.2} {:>9.1} | {:>10.1}",
+            "{:<13} | {:>9.0} {:>7.2} {:>7.2} {:>9.0} | {:>9.0} {:>7} {:>9.0} | {:>9.0} {:>7.2} {:>7.2} {:>9.1} | {:>10.1}",
             r.name,
             r.full.per_sec(),
             ms(r.full.percentile(0.5)),
@@ -591,6 +603,15 @@ fn report(rows: &[Row]) {
         }
         _ => "-".into(),
     };
+    println!(
+        "FLOOR (µs of CPU per operation, this machine, this run): X25519 {:.1}, P-256 sign {:.1}, P-256 verify {:.1}; server side of a full mTLS handshake {:.0} ({:.0} with the chain cached), of a resumed one {:.0}",
+        floor.x25519_us,
+        floor.sign_us,
+        floor.verify_us,
+        floor.full_us(),
+        floor.full_cached_us(),
+        floor.x25519_us,
+    );
     println!(
         "RATIO full aop/rustls={} aop/nginx={} resumed aop/rustls={} aop/nginx={} resumed/full(aop)={} req aop/rustls={} aop/nginx={} mem nginx/aop={} json_log_cost={}",
         ratio(get("rustls"), |r| r.full_cpu_us),

@@ -31,6 +31,10 @@ pub(crate) struct RustlsArgs {
     ca: PathBuf,
     #[arg(long)]
     upstream: SocketAddr,
+    /// aop's TLS settings (its cipher-suite order, one ticket per handshake) and nothing
+    /// else of aop: what aop's own code costs beyond its TLS configuration.
+    #[arg(long)]
+    aop_tls: bool,
 }
 
 /// `serve-upstream`.
@@ -49,7 +53,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// A tokio-rustls server with `WebPkiClientVerifier` and nothing else, forwarding each
 /// request to the upstream over a keep-alive client — what aop does, minus aop.
 pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = if a.aop_tls {
+        aop_verify::crypto_provider()
+    } else {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    };
     let mut roots = rustls::RootCertStore::empty();
     for c in aop_pki::load_certificates(&a.ca)? {
         roots.add(c)?;
@@ -64,6 +72,10 @@ pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
             aop_pki::load_private_key(&a.key)?,
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if a.aop_tls {
+        config.ignore_client_order = true;
+        config.send_tls13_tickets = 1;
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let upstream = a.upstream;
     runtime()?.block_on(async move {
