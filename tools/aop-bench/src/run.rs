@@ -597,10 +597,8 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
             _ => "-".into(),
         }
     };
-    let log_cost = match (get("aop"), get("aop-nolog")) {
-        (Some(a), Some(n)) if n.full_cpu_us > 0.0 => {
-            format!("{:+.1}%", 100.0 * (a.full_cpu_us / n.full_cpu_us - 1.0))
-        }
+    let log_cost = |f: fn(&Row) -> f64| match (get("aop"), get("aop-nolog")) {
+        (Some(a), Some(n)) if f(n) > 0.0 => format!("{:+.1}%", 100.0 * (f(a) / f(n) - 1.0)),
         _ => "-".into(),
     };
     println!(
@@ -613,7 +611,7 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
         floor.x25519_us,
     );
     println!(
-        "RATIO full aop/rustls={} aop/nginx={} resumed aop/rustls={} aop/nginx={} resumed/full(aop)={} req aop/rustls={} aop/nginx={} mem nginx/aop={} json_log_cost={}",
+        "RATIO full aop/rustls={} aop/nginx={} resumed aop/rustls={} aop/nginx={} resumed/full(aop)={} req aop/rustls={} aop/nginx={} mem nginx/aop={} json_log_cost full={} resumed={}",
         ratio(get("rustls"), |r| r.full_cpu_us),
         ratio(get("nginx"), |r| r.full_cpu_us),
         ratio(get("rustls"), |r| r.resumed_cpu_us),
@@ -626,6 +624,7 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
         ratio(get("rustls"), |r| r.req_cpu_us),
         ratio(get("nginx"), |r| r.req_cpu_us),
         ratio(get("nginx"), |r| r.idle_kib),
-        log_cost,
+        log_cost(|r| r.full_cpu_us),
+        log_cost(|r| r.resumed_cpu_us),
     );
 }
