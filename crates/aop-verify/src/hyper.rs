@@ -58,11 +58,11 @@ where
 /// progress (if any), then close the connection gracefully instead of waiting for the
 /// next request. `misdirected`, if given, counts the 421s.
 ///
-/// The future returned is two pointers and a flag: the connection (hyper's state, the
-/// TLS stream, the service) is one heap allocation of its own size. An `async fn` here
-/// would keep its arguments beside the connection they were moved into, and a task that
-/// awaited it would carry both for the connection's whole life (measured: a 16.7 KiB
-/// task per idle connection in aop-origin, against 2 KiB now).
+/// The future returned is two pointers: the connection (hyper's state, the TLS stream,
+/// the service; about 2 KiB) is one heap allocation of its own size, and `shutdown`
+/// another. An `async fn` here would keep its arguments beside the connection they were
+/// moved into, and a task that awaited it would carry both for the connection's whole
+/// life (measured: a 16.7 KiB task per connection in aop-origin).
 pub fn serve_connection_until<S, B, F>(
     accepted: Accepted,
     service: S,

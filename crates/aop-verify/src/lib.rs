@@ -86,7 +86,7 @@ mod verifier;
 
 pub use acceptor::{Accepted, Acceptor, Limits, Refused};
 pub use error::{Error, Result};
-pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec, crypto_provider};
+pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec, crypto_provider, tune_server_config};
 pub use reload::PolicyHandle;
 pub use trust::{CACHE_MAX, Checked, DEFAULT_MAX_DEPTH, Trust, TrustSpec, unix_time};
 pub use verdict::{NoneCause, Outcome, Reason, Verdict};

@@ -342,14 +342,7 @@ fn server_config(
             detail: e.to_string(),
         })?;
     config.alpn_protocols = alpn.to_vec();
-    // Our order of cipher suites, not the client's: see `provider`.
-    config.ignore_client_order = true;
-    // One TLS 1.3 ticket per handshake, not rustls' two: an edge spends one ticket on
-    // each resumption and gets one back, so one keeps it resuming, and each ticket costs
-    // a key derivation, a record and a session-cache entry holding the client's chain.
-    // A client that wants more asks with RFC 9149 `ticket_request` and gets up to four.
-    config.send_tls13_tickets = 1;
-    config.max_tls13_tickets = 4;
+    tune_server_config(&mut config);
     // Resumption state: this ServerConfig's own session cache (rustls' default, 256
     // sessions), a new and empty one on every reload, so a session made under one rule
     // can never resume under another, nor under a policy that replaced it. Measured with
@@ -369,8 +362,8 @@ fn server_config(
 /// BoringSSL's fixed order on hardware with AES instructions. The suites themselves are
 /// rustls' defaults, unchanged.
 ///
-/// Every `ServerConfig` aop-verify builds uses this provider, with
-/// `ignore_client_order = true` so the order takes effect.
+/// Every `ServerConfig` aop-verify builds uses this provider, and
+/// [`tune_server_config`] so the order takes effect.
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     p.cipher_suites.sort_by_key(|s| match s.suite() {
@@ -381,6 +374,18 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
         _ => 3,
     });
     Arc::new(p)
+}
+
+/// aop's settings for a `ServerConfig` built on [`crypto_provider`]: the provider's
+/// cipher-suite order, not the client's; and one TLS 1.3 ticket per handshake, not
+/// rustls' two — an edge spends one ticket on each resumption and gets one back, so one
+/// keeps it resuming, and each ticket costs a key derivation, a record and a
+/// session-cache entry holding the client's chain. A client that wants more asks with
+/// RFC 9149 `ticket_request` and gets up to four.
+pub fn tune_server_config(config: &mut ServerConfig) {
+    config.ignore_client_order = true;
+    config.send_tls13_tickets = 1;
+    config.max_tls13_tickets = 4;
 }
 
 #[cfg(test)]

@@ -46,10 +46,28 @@ pub(crate) struct Options {
         default_value = "aop,aop-nolog,rustls,rustls-aoptls,nginx"
     )]
     only: Vec<String>,
-    /// Phases to run (full, resumed, req, idle), comma-separated; the others are shown
-    /// as 0. For profiling one phase of one server (e.g. under `perf record`).
-    #[arg(long, value_delimiter = ',', default_value = "full,resumed,req,idle")]
-    phases: Vec<String>,
+    /// Phases to run, comma-separated; the others are shown as 0. For profiling one
+    /// phase of one server (e.g. under `perf record`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "full,resumed,req,idle"
+    )]
+    phases: Vec<Phase>,
+}
+
+/// A phase of a server's measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// Full handshakes.
+    Full,
+    /// Resumed handshakes.
+    Resumed,
+    /// Keep-alive requests.
+    Req,
+    /// Memory per idle connection.
+    Idle,
 }
 
 struct Certs {
@@ -366,13 +384,6 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
             .args(["-cp", &c.to_string(), &std::process::id().to_string()])
             .output();
     }
-    if let Some(p) = opts
-        .phases
-        .iter()
-        .find(|p| !["full", "resumed", "req", "idle"].contains(&p.as_str()))
-    {
-        anyhow::bail!("unknown phase {p:?} (full, resumed, req, idle)");
-    }
     let tmp = tempfile::tempdir()?;
     let certs = make_certs(tmp.path())?;
     let duration = Duration::from_secs(opts.seconds);
@@ -430,53 +441,27 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
             let server = start(name, tmp.path(), &certs, upstream_port, server_cpu)?;
             let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
             let pid = server.pid();
+            let handshakes = |config: &Arc<ClientConfig>, time, max| {
+                load::handshakes(config.clone(), addr, opts.concurrency, time, max)
+            };
             // Warm up (and fill the server's caches the way a busy edge would).
-            rt.block_on(load::handshakes(
-                fresh.clone(),
-                addr,
-                opts.concurrency,
-                Duration::from_secs(1),
-                500,
-            ));
+            rt.block_on(handshakes(&fresh, Duration::from_secs(1), 500));
             let mut row = Row {
                 name: server.name,
                 ..Row::default()
             };
-            let phase = |p: &str| opts.phases.iter().any(|x| x == p);
-            if phase("full") {
-                (row.full, row.full_cpu_us) = measure(
-                    &rt,
-                    pid,
-                    load::handshakes(
-                        fresh.clone(),
-                        addr,
-                        opts.concurrency,
-                        duration,
-                        opts.max_ops,
-                    ),
-                );
+            let phase = |p| opts.phases.contains(&p);
+            if phase(Phase::Full) {
+                (row.full, row.full_cpu_us) =
+                    measure(&rt, pid, handshakes(&fresh, duration, opts.max_ops));
             }
-            if phase("resumed") {
-                rt.block_on(load::handshakes(
-                    resuming.clone(),
-                    addr,
-                    opts.concurrency,
-                    Duration::from_millis(300),
-                    200,
-                ));
-                (row.resumed, row.resumed_cpu_us) = measure(
-                    &rt,
-                    pid,
-                    load::handshakes(
-                        resuming.clone(),
-                        addr,
-                        opts.concurrency,
-                        duration,
-                        opts.max_ops,
-                    ),
-                );
+            if phase(Phase::Resumed) {
+                // Sessions to resume first.
+                rt.block_on(handshakes(&resuming, Duration::from_millis(300), 200));
+                (row.resumed, row.resumed_cpu_us) =
+                    measure(&rt, pid, handshakes(&resuming, duration, opts.max_ops));
             }
-            if phase("req") {
+            if phase(Phase::Req) {
                 (row.req, row.req_cpu_us) = measure(
                     &rt,
                     pid,
@@ -489,7 +474,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                     ),
                 );
             }
-            if phase("idle") {
+            if phase(Phase::Idle) {
                 let before = procfs::rss_kib(pid);
                 let (held, _) = rt.block_on(load::idle(fresh.clone(), addr, opts.idle));
                 std::thread::sleep(Duration::from_millis(500));

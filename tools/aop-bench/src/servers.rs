@@ -73,8 +73,7 @@ pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if a.aop_tls {
-        config.ignore_client_order = true;
-        config.send_tls13_tickets = 1;
+        aop_verify::tune_server_config(&mut config);
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let upstream = a.upstream;

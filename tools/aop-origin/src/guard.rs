@@ -252,24 +252,15 @@ fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<impl Future<Output = Result<(), hyper::Error>> + use<>> {
     let sites = shared.sites.load();
-    let conn = match handshake {
-        Ok(conn) => conn,
-        Err(refused) => {
-            let site = refused.verdict.rule.as_deref().unwrap_or("");
-            match sites.0.get(site) {
-                Some(e) => e.metrics.handshake(&refused.verdict),
-                None => shared.metrics.site(site).handshake(&refused.verdict),
-            }
-            return None;
-        }
+    let verdict = match &handshake {
+        Ok(conn) => &conn.verdict,
+        Err(refused) => &refused.verdict,
     };
-    let site: Arc<str> = conn.verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
+    let site: Arc<str> = verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
     let entry = sites.0.get(site.as_ref());
-    let metrics = match entry {
-        Some(e) => e.metrics.clone(),
-        None => shared.metrics.site(&site),
-    };
-    metrics.handshake(&conn.verdict);
+    let metrics = entry.map_or_else(|| shared.metrics.site(&site), |e| e.metrics.clone());
+    metrics.handshake(verdict);
+    let conn = handshake.ok()?;
     let misdirected = metrics.misdirected.clone();
     let ctx = Arc::new(ConnCtx {
         upstream: entry.and_then(|e| e.upstream.clone()),
