@@ -196,6 +196,29 @@ impl TestClient {
         }
     }
 
+    /// As [`TestClient::new`], asking for `request` session tickets (RFC 9149
+    /// `ticket_request`) if given. The counter counts the TLS 1.3 tickets received.
+    pub fn counting_tickets(
+        roots: &Path,
+        identity: Option<&Leaf>,
+        request: Option<rustls::client::TicketRequest>,
+    ) -> (Self, Arc<std::sync::atomic::AtomicUsize>) {
+        let base = Self::new(roots, identity);
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut config = (*base.config).clone();
+        config.send_ticket_request = request;
+        config.resumption = rustls::client::Resumption::store(Arc::new(CountingStore {
+            inner: rustls::client::ClientSessionMemoryCache::new(64),
+            tickets: count.clone(),
+        }));
+        (
+            Self {
+                config: Arc::new(config),
+            },
+            count,
+        )
+    }
+
     /// `GET /` over TLS to `addr` with SNI `sni`. `Err` carries the TLS or I/O error text.
     pub async fn get(&self, addr: SocketAddr, sni: &str) -> Result<Seen, String> {
         self.get_host(addr, sni, sni).await
@@ -302,5 +325,58 @@ impl TestClient {
         Self {
             config: Arc::new(config),
         }
+    }
+}
+
+/// A client session store that counts the TLS 1.3 tickets put into it.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group);
+    }
+
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value);
+    }
+
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
     }
 }

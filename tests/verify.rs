@@ -1011,6 +1011,31 @@ async fn openssl_s_client_gets_aes_128_and_one_ticket() {
     assert_verdict(&origin.verdict().await, "SUCCESS", "AES-256 only");
 }
 
+/// One TLS 1.3 ticket per handshake; a client that asks for more (RFC 9149) gets what it
+/// asks for, up to four.
+#[tokio::test]
+async fn one_ticket_per_handshake_and_up_to_four_on_request() {
+    let w = world();
+    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    for (asked, want) in [(None, 1), (Some(3), 3), (Some(10), 4)] {
+        let request = asked.map(|n| rustls::client::TicketRequest {
+            new_session_count: n,
+            resumption_count: 1,
+        });
+        let (client, tickets) =
+            TestClient::counting_tickets(&w.origin_ca.pem(), Some(&w.edge), request);
+        let seen = client.get(origin.addr, "plain.test").await.unwrap();
+        assert_eq!(seen.status, 200);
+        assert_verdict(&origin.verdict().await, "SUCCESS", "ticket request");
+        assert_eq!(
+            tickets.load(std::sync::atomic::Ordering::SeqCst),
+            want,
+            "asked for {asked:?}"
+        );
+    }
+}
+
 /// Start `examples/origin.rs` on a free loopback port; returns the child and its port.
 fn start_example(
     w: &World,

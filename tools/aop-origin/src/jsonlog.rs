@@ -231,6 +231,7 @@ mod tests {
             let emit = || {
                 tracing::warn!(target: "aop::verdict", verdict = %"FAILED:unknown_ca",
                     subject = "CN=\"quoted\"\n", resumed = true, n = 7u64, i = -3i64,
+                    share = 0.25f64, nan = f64::NAN, text = ?"debug \"text\"",
                     "client certificate verdict");
             };
             if ours {
