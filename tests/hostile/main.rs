@@ -1,0 +1,19 @@
+//! Attacks on aop, run against the real binaries (aop-origin, certtool) and real peers on
+//! loopback. Each module takes one class of attack; each test states the attack, runs it,
+//! and asserts the safe outcome (the exact status, verdict, exit code or log line).
+//!
+//! - `host`: Host / authority smuggling past the SNI's rule (421, 400, 405);
+//! - `idle`: slow and idle connections, connection budgets, timeouts;
+//! - `framing`: malformed request framing (chunked, Transfer-Encoding), reload verdicts;
+//! - `probe`: `certtool probe` against origins that are open, shut, or ambiguous;
+//! - `files`: devices, FIFOs and huge files where a certificate or config should be;
+//! - `work`: chains built to make the origin do expensive work per handshake.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod files;
+mod framing;
+mod host;
+mod idle;
+mod probe;
+mod work;
