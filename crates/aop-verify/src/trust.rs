@@ -5,6 +5,14 @@
 //! anchor's own validity (as OpenSSL checks it: an expired CA verifies nothing), a
 //! clientAuth EKU that must be present, a depth limit, certificate and SPKI pins, and a
 //! SAN allowlist. Pins and allowlists narrow trust; they never replace the chain check.
+//!
+//! The work a client can make one check cost is bounded: a chain longer than the rule's
+//! `max_depth` is refused before path building, exact duplicates among the presented
+//! intermediates are dropped, and every signature webpki verifies (certificates and CRLs,
+//! for this rule and for the `zone_mismatch` search of the others) goes through a
+//! [`SignatureBudget`] that remembers each result for the rest of the check and verifies
+//! at most [`Trust::signature_budget`] signatures (`2 × max_depth + 2`). A chain that needs
+//! more is `chain_too_long`.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -25,6 +33,10 @@ use crate::{Error, Result};
 /// The default maximum number of certificates a client may present (its own and the
 /// intermediates above it).
 pub const DEFAULT_MAX_DEPTH: usize = 4;
+
+/// The largest `max_depth` a rule may set: webpki builds paths of at most six
+/// intermediates above the client's certificate.
+const MAX_DEPTH_LIMIT: usize = 7;
 
 /// What a rule trusts, as file paths and values (for [`Trust::load`]).
 #[derive(Clone, Debug)]
@@ -179,8 +191,13 @@ impl Trust {
                 crls.push(CertRevocationList::Owned(crl));
             }
         }
-        if spec.max_depth == 0 {
-            return Err(Error::Config("max_depth must be at least 1".into()));
+        if spec.max_depth == 0 || spec.max_depth > MAX_DEPTH_LIMIT {
+            return Err(Error::Config(format!(
+                "max_depth must be between 1 and {MAX_DEPTH_LIMIT} (webpki builds paths of at \
+                 most {} intermediates), not {}",
+                MAX_DEPTH_LIMIT - 1,
+                spec.max_depth
+            )));
         }
         let subjects = anchors
             .iter()
@@ -228,18 +245,46 @@ impl Trust {
     /// edge that presents the same chain on every handshake is not re-verified each time.
     /// Failures are never cached. The handshake signature that proves the client holds
     /// the key is checked by rustls on every handshake regardless.
+    ///
+    /// A check verifies at most [`Trust::signature_budget`] signatures; a chain that needs
+    /// more is `chain_too_long`.
     pub fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         at: UnixTime,
     ) -> Checked {
+        let budget = SignatureBudget::new(self.signature_budget());
+        self.check_within(end_entity, intermediates, at, &budget)
+    }
+
+    /// The most signatures one check of a presented chain verifies: `2 × max_depth + 2`.
+    ///
+    /// A path of `max_depth` certificates costs one signature per certificate and at most
+    /// one per certificate for its issuer's CRL; the two more cover tries against
+    /// same-named anchors (a CA re-keyed under its old name, during a rotation). A result
+    /// is verified once per check: a path builder's retries of the same certificate
+    /// against the same key are free. The handshake's own CertificateVerify signature is
+    /// one more, checked by rustls.
+    pub fn signature_budget(&self) -> usize {
+        2 * self.max_depth + 2
+    }
+
+    /// [`Trust::check`], spending signatures from `budget` (the verifier shares one
+    /// budget between this rule's check and the `zone_mismatch` search).
+    pub(crate) fn check_within(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        at: UnixTime,
+        budget: &SignatureBudget,
+    ) -> Checked {
         let key = chain_key(end_entity, intermediates);
         let now = i64::try_from(at.as_secs()).unwrap_or(i64::MAX);
         if let Some(hit) = self.cache.get(&key, now) {
             return hit;
         }
-        let checked = self.check_uncached(end_entity, intermediates, at);
+        let checked = self.check_uncached(end_entity, intermediates, at, budget);
         if checked.outcome == Outcome::Success
             && let Some(leaf) = &checked.client
             && let Some((from, until)) = self.valid_window(leaf, intermediates, now)
@@ -286,6 +331,7 @@ impl Trust {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         at: UnixTime,
+        budget: &SignatureBudget,
     ) -> Checked {
         let at_dt = offset_time(at);
         let client = match CertInfo::from_der(end_entity, at_dt) {
@@ -304,7 +350,10 @@ impl Trust {
                 client,
             );
         }
-        if let Err((reason, detail)) = self.verify_path(end_entity, intermediates, at, info) {
+        let intermediates = distinct(end_entity, intermediates);
+        if let Err((reason, detail)) =
+            self.verify_path(end_entity, &intermediates, at, info, budget)
+        {
             return Checked::failed(reason, detail, client);
         }
         // webpki accepts a leaf without any EKU; an origin-pull certificate must say clientAuth.
@@ -349,14 +398,16 @@ impl Trust {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         at: UnixTime,
+        budget: &SignatureBudget,
     ) -> bool {
         let Ok(ee) = EndEntityCert::try_from(end_entity) else {
             return false;
         };
+        let intermediates = distinct(end_entity, intermediates);
         ee.verify_for_usage(
-            sig_algs(),
+            &budget.algs().refs(),
             &self.anchors,
-            intermediates,
+            &intermediates,
             at,
             KeyUsage::client_auth(),
             None,
@@ -388,7 +439,10 @@ impl Trust {
         intermediates: &[CertificateDer<'_>],
         at: UnixTime,
         info: &CertInfo,
+        budget: &SignatureBudget,
     ) -> std::result::Result<(), (Reason, Option<String>)> {
+        let counted = budget.algs();
+        let algs = counted.refs();
         let ee = EndEntityCert::try_from(end_entity)
             .map_err(|e| (Reason::BadEncoding, Some(format!("{e:?}"))))?;
         let at_dt = offset_time(at);
@@ -420,7 +474,7 @@ impl Trust {
             })
         };
         let result = ee.verify_for_usage(
-            sig_algs(),
+            &algs,
             &valid,
             intermediates,
             at,
@@ -430,6 +484,7 @@ impl Trust {
         );
         match result {
             Ok(_) => Ok(()),
+            Err(_) if budget.exhausted() => Err(budget.refusal()),
             Err(webpki::Error::UnknownIssuer) if valid.len() < self.anchors.len() => {
                 // Would an anchor outside its validity have verified it?
                 let stale: Vec<_> = self
@@ -440,7 +495,7 @@ impl Trust {
                     .collect();
                 let tas: Vec<_> = stale.iter().map(|(t, _)| (*t).clone()).collect();
                 match ee.verify_for_usage(
-                    sig_algs(),
+                    &algs,
                     &tas,
                     intermediates,
                     at,
@@ -474,6 +529,7 @@ impl Trust {
                             ))
                         }
                     }
+                    Err(_) if budget.exhausted() => Err(budget.refusal()),
                     Err(_) => Err((
                         Reason::UnknownCa,
                         Some(format!("no trusted issuer for {}", info.issuer)),
@@ -494,6 +550,191 @@ pub(crate) fn sig_algs() -> &'static [&'static dyn rustls_pki_types::SignatureVe
             rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
         });
     ALGS.all
+}
+
+/// The presented intermediates without exact copies of each other or of the client's
+/// certificate: each copy would be one more candidate issuer for the path builder to try.
+fn distinct<'a>(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &'a [CertificateDer<'a>],
+) -> Cow<'a, [CertificateDer<'a>]> {
+    let copy = |i: usize| {
+        intermediates[i].as_ref() == end_entity.as_ref()
+            || intermediates[..i]
+                .iter()
+                .any(|c| c.as_ref() == intermediates[i].as_ref())
+    };
+    if !(0..intermediates.len()).any(copy) {
+        return Cow::Borrowed(intermediates);
+    }
+    Cow::Owned(
+        (0..intermediates.len())
+            .filter(|&i| !copy(i))
+            .map(|i| CertificateDer::from(intermediates[i].as_ref()))
+            .collect(),
+    )
+}
+
+/// The signature verifications one check may spend, and what each one found.
+///
+/// webpki is handed [`SignatureBudget::algs`] in place of the provider's algorithms: each
+/// wraps one of them, answers a signature it has already verified in this check from
+/// memory (path building retries the same certificate against the same key), and refuses
+/// (as an invalid signature) every new one past the limit. webpki then gives up on each
+/// remaining path at its first signature, and the check reports `chain_too_long`. The
+/// count is exact: it is the number of times an algorithm's `verify_signature` ran.
+#[derive(Debug)]
+pub(crate) struct SignatureBudget {
+    limit: usize,
+    state: std::sync::Mutex<Spent>,
+}
+
+#[derive(Debug, Default)]
+struct Spent {
+    verified: usize,
+    refused: bool,
+    /// (algorithm, public key, message, signature) → valid, for every verification so far.
+    seen: Vec<(usize, Box<[u8]>, Box<[u8]>, Box<[u8]>, bool)>,
+}
+
+impl SignatureBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Spent> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The signatures verified so far (answers from memory not counted).
+    #[cfg(test)]
+    pub(crate) fn verified(&self) -> usize {
+        self.state().verified
+    }
+
+    /// Whether a signature was refused for want of budget.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.state().refused
+    }
+
+    /// The verdict for a check that ran out of budget.
+    fn refusal(&self) -> (Reason, Option<String>) {
+        (
+            Reason::ChainTooLong,
+            Some(format!(
+                "path building stopped at the limit of {} signature checks",
+                self.limit
+            )),
+        )
+    }
+
+    /// The provider's algorithms, each counted against this budget.
+    pub(crate) fn algs(&self) -> CountedAlgs<'_> {
+        CountedAlgs(
+            sig_algs()
+                .iter()
+                .enumerate()
+                .map(|(index, &inner)| Counted {
+                    index,
+                    inner,
+                    budget: self,
+                })
+                .collect(),
+        )
+    }
+
+    fn verify(
+        &self,
+        alg: usize,
+        inner: &dyn rustls_pki_types::SignatureVerificationAlgorithm,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> std::result::Result<(), rustls_pki_types::InvalidSignature> {
+        let mut state = self.state();
+        let known = state.seen.iter().find(|(a, k, m, s, _)| {
+            *a == alg && **k == *public_key && **m == *message && **s == *signature
+        });
+        let valid = match known {
+            Some(&(.., valid)) => valid,
+            None if state.verified >= self.limit => {
+                state.refused = true;
+                false
+            }
+            None => {
+                state.verified += 1;
+                let valid = inner
+                    .verify_signature(public_key, message, signature)
+                    .is_ok();
+                state.seen.push((
+                    alg,
+                    public_key.into(),
+                    message.into(),
+                    signature.into(),
+                    valid,
+                ));
+                valid
+            }
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(rustls_pki_types::InvalidSignature)
+        }
+    }
+}
+
+/// [`SignatureBudget::algs`]: hand `refs()` to webpki.
+pub(crate) struct CountedAlgs<'b>(Vec<Counted<'b>>);
+
+impl CountedAlgs<'_> {
+    pub(crate) fn refs(&self) -> Vec<&dyn rustls_pki_types::SignatureVerificationAlgorithm> {
+        self.0
+            .iter()
+            .map(|c| c as &dyn rustls_pki_types::SignatureVerificationAlgorithm)
+            .collect()
+    }
+}
+
+/// One of the provider's signature algorithms, counted against a [`SignatureBudget`].
+#[derive(Debug)]
+struct Counted<'b> {
+    index: usize,
+    inner: &'static dyn rustls_pki_types::SignatureVerificationAlgorithm,
+    budget: &'b SignatureBudget,
+}
+
+impl rustls_pki_types::SignatureVerificationAlgorithm for Counted<'_> {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> std::result::Result<(), rustls_pki_types::InvalidSignature> {
+        self.budget
+            .verify(self.index, self.inner, public_key, message, signature)
+    }
+
+    fn public_key_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+        self.inner.public_key_alg_id()
+    }
+
+    fn signature_alg_id(&self) -> rustls_pki_types::AlgorithmIdentifier {
+        self.inner.signature_alg_id()
+    }
+
+    fn fips_status(&self) -> rustls_pki_types::FipsStatus {
+        self.inner.fips_status()
+    }
+
+    fn fips(&self) -> bool {
+        self.inner.fips()
+    }
 }
 
 /// Map a webpki error onto the closed reason vocabulary, with words for a human.
@@ -665,6 +906,182 @@ mod tests {
             .unwrap();
         let trust = Trust::load(&TrustSpec::new([dir.join("ca.pem")])).unwrap();
         (trust, vec![leaf.certificate.clone()], now)
+    }
+
+    /// `n` CAs named exactly like the one in `dir/ca.pem` (fresh keys, path length `n`,
+    /// self-signed), and a client certificate issued by the first: the leaf and the
+    /// impostors, as a client would present them.
+    fn impostors(
+        dir: &std::path::Path,
+        n: usize,
+        now: OffsetDateTime,
+    ) -> Vec<CertificateDer<'static>> {
+        let mut chain = Vec::new();
+        for i in 0..n {
+            let req = CaRequest {
+                name: "ca".into(),
+                key_type: KeyType::EcdsaP256,
+                days: 365,
+                path_len: u8::try_from(n).unwrap(),
+            };
+            let sub = dir.join(format!("impostor-{i}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let issued = aop_pki::create_ca(&req, now).unwrap();
+            aop_pki::write_issued(
+                &issued,
+                &sub.join("ca.pem"),
+                &sub.join("ca.key"),
+                Overwrite::Refuse,
+            )
+            .unwrap();
+            if i == 0 {
+                let ca = Ca::load(&sub, now).unwrap();
+                let leaf = ca
+                    .issue_client(
+                        &ClientRequest {
+                            common_name: "impostor-edge".into(),
+                            sans: vec![],
+                            days: 30,
+                            key_type: KeyType::EcdsaP256,
+                        },
+                        now,
+                    )
+                    .unwrap();
+                chain.push(leaf.certificate);
+            }
+            chain.push(issued.certificate);
+        }
+        chain
+    }
+
+    /// Three certificates named like the trusted CA make webpki try every one as the issuer
+    /// of every other: 16 paths, each ending in a signature check against the anchor. Each
+    /// distinct (certificate, key) pair is verified once: four signatures, whatever the order.
+    #[test]
+    fn a_chain_of_impostors_costs_one_signature_per_certificate() {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, _, now) = setup(d.path(), 10);
+        let chain = impostors(d.path(), 3, now);
+        assert_eq!(chain.len(), DEFAULT_MAX_DEPTH);
+        let budget = SignatureBudget::new(trust.signature_budget());
+        let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
+        assert_eq!(checked.outcome, Outcome::Failed(Reason::BadSignature));
+        assert_eq!(budget.verified(), 4);
+        assert!(!budget.exhausted());
+        assert_eq!(trust.signature_budget(), 10);
+    }
+
+    /// The bound is enforced: past it, no signature is verified and the verdict is
+    /// `chain_too_long`, whatever webpki would have concluded.
+    #[test]
+    fn past_the_budget_nothing_more_is_verified_and_the_chain_is_too_long() {
+        let d = tempfile::tempdir().unwrap();
+        let (trust, _, now) = setup(d.path(), 10);
+        let chain = impostors(d.path(), 3, now);
+        let budget = SignatureBudget::new(2);
+        let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
+        assert_eq!(checked.outcome, Outcome::Failed(Reason::ChainTooLong));
+        assert_eq!(
+            checked.detail.as_deref(),
+            Some("path building stopped at the limit of 2 signature checks")
+        );
+        assert_eq!(budget.verified(), 2);
+        assert!(budget.exhausted());
+    }
+
+    /// A rule whose bundle holds three anchors with one name (a CA re-keyed twice under its
+    /// name) makes each impostor cost three signatures: 12 pairs, over the budget of 10.
+    /// The check stops at exactly 10. A good certificate from the last of those anchors
+    /// still passes, and the cache still serves it without a signature.
+    #[test]
+    fn same_named_anchors_make_the_impostors_exceed_the_budget_and_good_chains_still_pass() {
+        let d = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let mut anchors = Vec::new();
+        for i in 0..3 {
+            let sub = d.path().join(format!("ca-{i}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let issued = aop_pki::create_ca(
+                &CaRequest {
+                    name: "ca".into(),
+                    key_type: KeyType::EcdsaP256,
+                    days: 365,
+                    path_len: 0,
+                },
+                now,
+            )
+            .unwrap();
+            aop_pki::write_issued(
+                &issued,
+                &sub.join("ca.pem"),
+                &sub.join("ca.key"),
+                Overwrite::Refuse,
+            )
+            .unwrap();
+            anchors.push(sub);
+        }
+        let trust = Trust::load(&TrustSpec::new(anchors.iter().map(|a| a.join("ca.pem")))).unwrap();
+        let chain = impostors(d.path(), 3, now);
+        let budget = SignatureBudget::new(trust.signature_budget());
+        let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
+        assert_eq!(checked.outcome, Outcome::Failed(Reason::ChainTooLong));
+        assert_eq!(budget.verified(), trust.signature_budget());
+
+        let good = Ca::load(&anchors[2], now)
+            .unwrap()
+            .issue_client(
+                &ClientRequest {
+                    common_name: "edge".into(),
+                    sans: vec![],
+                    days: 30,
+                    key_type: KeyType::EcdsaP256,
+                },
+                now,
+            )
+            .unwrap()
+            .certificate;
+        let budget = SignatureBudget::new(trust.signature_budget());
+        let checked = trust.check_within(&good, &[], unix_time(now), &budget);
+        assert_eq!(checked.outcome, Outcome::Success);
+        assert_eq!(
+            budget.verified(),
+            3,
+            "two wrong anchors, then the right one"
+        );
+        let again = SignatureBudget::new(trust.signature_budget());
+        assert!(
+            trust
+                .check_within(&good, &[], unix_time(now), &again)
+                .outcome
+                .is_success()
+        );
+        assert_eq!(again.verified(), 0, "served from the cache");
+    }
+
+    #[test]
+    fn copies_of_presented_certificates_are_dropped() {
+        let a = CertificateDer::from(vec![1u8, 2]);
+        let b = CertificateDer::from(vec![3u8]);
+        let ee = CertificateDer::from(vec![9u8]);
+        let given = [a.clone(), ee.clone(), a.clone(), b.clone(), b.clone()];
+        assert_eq!(*distinct(&ee, &given), [a.clone(), b.clone()]);
+        let clean = [a, b];
+        assert!(matches!(distinct(&ee, &clean), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn max_depth_beyond_what_webpki_builds_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        setup(d.path(), 10);
+        let mut spec = TrustSpec::new([d.path().join("ca.pem")]);
+        spec.max_depth = MAX_DEPTH_LIMIT;
+        assert!(Trust::load(&spec).is_ok());
+        spec.max_depth = MAX_DEPTH_LIMIT + 1;
+        let e = Trust::load(&spec).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid policy: max_depth must be between 1 and 7 (webpki builds paths of at most 6 intermediates), not 8"
+        );
     }
 
     fn cached(t: &Trust) -> usize {

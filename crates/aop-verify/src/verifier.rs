@@ -21,7 +21,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::policy::Mode;
-use crate::trust::{Checked, Trust};
+use crate::trust::{Checked, SignatureBudget, Trust};
 use crate::verdict::{Outcome, Reason};
 
 /// What the verifier learnt during one handshake.
@@ -116,21 +116,39 @@ impl Verifier {
 
     /// The rule's full check: the trust check, then, for a certificate from an unknown
     /// CA, whether another rule would have accepted its chain (`zone_mismatch`).
+    ///
+    /// Both share one [`SignatureBudget`] of [`Trust::signature_budget`] signatures: that
+    /// is all the signature checking a handshake's chain can cost (plus rustls's one
+    /// CertificateVerify). A search of the other rules cut short by the budget leaves the
+    /// verdict `unknown_ca`, which this rule's own check established.
     pub(crate) fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Checked {
-        let mut checked = self.trust.check(end_entity, intermediates, now);
+        let budget = SignatureBudget::new(self.trust.signature_budget());
+        self.check_within(end_entity, intermediates, now, &budget)
+    }
+
+    fn check_within(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        budget: &SignatureBudget,
+    ) -> Checked {
+        let mut checked = self
+            .trust
+            .check_within(end_entity, intermediates, now, budget);
         if checked.outcome == Outcome::Failed(Reason::UnknownCa)
             && let Some((other, _)) = self
                 .others
                 .iter()
-                // Bounded: a client can make each attempt cost a signature check by
-                // copying issuer names, so never try more than a few rules.
+                // Bounded twice: never more than a few rules, and never past the budget.
                 .take(MAX_ZONE_CHECKS)
-                .find(|(_, t)| t.chain_verifies(end_entity, intermediates, now))
+                .take_while(|_| !budget.exhausted())
+                .find(|(_, t)| t.chain_verifies(end_entity, intermediates, now, budget))
         {
             checked.outcome = Outcome::Failed(Reason::ZoneMismatch);
             checked.detail = Some(format!(
