@@ -127,6 +127,46 @@ fn bounded(mut m: Manifest) -> Manifest {
     m
 }
 
+impl Manifest {
+    /// Parse the contents of `manifest.json` (of the rotation in `dir`, which errors
+    /// name), and check that every certificate id, in the undo chain too, is one plain
+    /// directory name: no record can point outside `certs/`.
+    pub fn from_json(bytes: &[u8], dir: &Path) -> Result<Self> {
+        let damaged = |reason: String| Error::Rotation {
+            dir: dir.to_owned(),
+            reason: format!("manifest.json is damaged: {reason}"),
+        };
+        let m: Self = serde_json::from_slice(bytes).map_err(|e| damaged(e.to_string()))?;
+        let mut state = Some(&m);
+        while let Some(s) = state {
+            let recs = std::iter::once(&s.active)
+                .chain(&s.next)
+                .chain(&s.previous)
+                .chain(&s.retired);
+            for rec in recs {
+                let mut parts = Path::new(&rec.id).components();
+                if !matches!(
+                    (parts.next(), parts.next()),
+                    (Some(std::path::Component::Normal(_)), None)
+                ) {
+                    return Err(damaged(format!(
+                        "certificate id {:?} is not a plain directory name",
+                        rec.id
+                    )));
+                }
+            }
+            state = s.undo.as_deref();
+        }
+        Ok(m)
+    }
+}
+
+/// A derived text file's contents, if it is a readable regular file within the limit
+/// (read through [`crate::read_file`], like every file).
+fn read_text(path: &Path) -> Option<String> {
+    String::from_utf8(crate::read_file(path).ok()?).ok()
+}
+
 /// Test hook: `AOP_TEST_CRASH_AT_WRITE=N` aborts the process right after the N-th write
 /// a rotation step makes, as a SIGKILL would, so tests can prove every write point safe.
 fn write_point() {
@@ -243,15 +283,14 @@ impl Rotation {
     /// Read the manifest.
     pub fn manifest(&self) -> Result<Manifest> {
         let path = self.manifest_path();
-        let bytes = match std::fs::read(&path) {
+        let bytes = match crate::read_file(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(&self.dir)),
-            Err(error) => return Err(Error::Read { path, error }),
+            Err(Error::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_found(&self.dir));
+            }
+            Err(e) => return Err(e),
         };
-        serde_json::from_slice(&bytes).map_err(|e| Error::Rotation {
-            dir: self.dir.clone(),
-            reason: format!("manifest.json is damaged: {e}"),
-        })
+        Manifest::from_json(&bytes, &self.dir)
     }
 
     /// Write the manifest (the commit point). Callers set `generation` one above the
@@ -353,7 +392,7 @@ impl Rotation {
 
     /// Whether the derived files (trust.pem, the edge link) match the manifest.
     pub fn files_in_step(&self, m: &Manifest) -> Result<bool> {
-        let trust_ok = std::fs::read_to_string(self.trust_path()).ok() == Some(self.trust_pem(m)?);
+        let trust_ok = read_text(&self.trust_path()) == Some(self.trust_pem(m)?);
         let edge_ok = std::fs::read_link(self.edge_dir()).ok()
             == Some(PathBuf::from("certs").join(&m.active.id));
         Ok(trust_ok && edge_ok)
@@ -362,7 +401,7 @@ impl Rotation {
     /// Make trust.pem and the edge link match the manifest (each write atomic).
     fn derive(&self, m: &Manifest) -> Result<()> {
         let trust = self.trust_pem(m)?;
-        if std::fs::read_to_string(self.trust_path()).ok().as_deref() != Some(trust.as_str()) {
+        if read_text(&self.trust_path()).as_deref() != Some(trust.as_str()) {
             crate::write_atomic(
                 &self.trust_path(),
                 trust.as_bytes(),
@@ -594,7 +633,7 @@ impl Rotation {
     pub fn rollback(&self) -> Result<StepReport> {
         let _lock = self.lock()?;
         let m = self.manifest()?;
-        if let Ok(text) = std::fs::read_to_string(self.intent_path()) {
+        if let Some(text) = read_text(&self.intent_path()) {
             let to = text
                 .split_whitespace()
                 .nth(1)
