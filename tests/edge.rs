@@ -543,7 +543,7 @@ async fn probe_tells_a_shut_back_door_from_an_open_one() {
     assert_eq!(c, 0, "{out}{err}");
     assert!(
         out.contains(
-            "refused: the origin aborted the TLS handshake with alert certificate_required"
+            "expect reject: held: the origin aborted the TLS handshake with alert certificate_required"
         ),
         "{out}"
     );
@@ -560,7 +560,7 @@ async fn probe_tells_a_shut_back_door_from_an_open_one() {
         .unwrap();
     assert_eq!(c, 0, "{out}");
     assert!(
-        out.contains("accepted: the origin answered HTTP 200 (verdict SUCCESS)"),
+        out.contains("expect accept: held: the origin answered HTTP 200 (X-Client-Verify: SUCCESS) to this client certificate"),
         "{out}"
     );
     let (c, out, _) = run([&edge[..], &["--expect".into(), "reject".into()]].concat())
@@ -714,7 +714,7 @@ fn probe_catches_an_origin_that_does_not_verify_clients() {
         "reject",
     ]);
     assert_eq!(c, 1, "{out}{err}");
-    assert!(out.contains("ACCEPTED: the origin answered HTTP 200 to a client with no certificate — its back door is OPEN"), "{out}");
+    assert!(out.contains("expect reject: OPEN: the origin answered HTTP 200 to a client with no certificate; it did not ask for one — its back door is OPEN"), "{out}");
 
     let (c, out, _) = probe(&[
         &shut_url,
@@ -726,7 +726,12 @@ fn probe_catches_an_origin_that_does_not_verify_clients() {
         "reject",
     ]);
     assert_eq!(c, 0, "{out}");
-    assert!(out.contains("refused"), "{out}");
+    assert!(
+        out.contains(
+            "expect reject: held: the origin aborted the TLS handshake with alert certificate_required"
+        ),
+        "{out}"
+    );
 
     // Both in one call: one held, one did not; exit 1, and the JSON says which.
     let (c, out, _) = probe(&[

@@ -55,7 +55,7 @@ pub mod danger;
 mod error;
 pub mod http;
 mod identity;
-mod probe;
+pub mod probe;
 
 #[cfg(feature = "hyper")]
 pub use client::{EdgeClient, EdgeConnector, EdgeStream, PresentedIdentity};
@@ -65,4 +65,4 @@ pub use connect::{
 };
 pub use error::{Error, Result};
 pub use identity::{Flavour, Identity, IdentitySpec, IdentityStore, StoreSpec, load_roots};
-pub use probe::{Observed, ProbeResult, Target, probe};
+pub use probe::{Conclusion, Expectation, Judgement, Observed, ProbeResult, Target, probe};

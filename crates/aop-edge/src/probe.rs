@@ -1,23 +1,53 @@
 //! The negative test: connect straight to an origin's address, as `curl --resolve` does,
-//! and say in words whether it let us in.
+//! and say in words whether it let us in, and what proves it.
 //!
-//! An origin refuses a client in one of three ways, and the probe recognises all three:
-//! a TLS alert (rustls, Envoy, aop-verify: `certificate_required`, `unknown_ca`, …); an
-//! HTTP error after the handshake (nginx with `ssl_verify_client on` answers 400 "No
-//! required SSL certificate was sent" or "The SSL certificate error"; 495/496); or a
-//! verdict header that is not `SUCCESS` (`X-Client-Verify`, from origins in `optional`
-//! mode). Anything else that answers HTTP let us in.
+//! Content served means open. The probe decides from what the origin did, never from what
+//! it says about itself:
+//!
+//! | The origin…                                                          | `reject`     | `accept`     |
+//! |----------------------------------------------------------------------|--------------|--------------|
+//! | answered 2xx/3xx, no verdict header or `X-Client-Verify: SUCCESS`      | OPEN         | held         |
+//! | answered 2xx/3xx with any other verdict (`NONE`, `FAILED:…`)           | OPEN         | FAILED¹      |
+//! | aborted the handshake with an alert after asking for a certificate   | held         | FAILED       |
+//! | asked for a certificate, then closed before finishing its handshake  | held         | FAILED       |
+//! | answered 400 with nginx's certificate page, or 401, 403, 421, 495, 496 | held         | FAILED       |
+//! | answered any other status (404, 500, a plain 400, …)                 | inconclusive | inconclusive |
+//! | sent an alert before asking for a certificate (`protocol_version`, …)  | inconclusive | inconclusive |
+//! | closed after the handshake without a reply, or sent nothing in time  | inconclusive | inconclusive |
+//! | was unreachable, or its own certificate did not verify               | inconclusive | inconclusive |
+//!
+//! ¹ `NONE` is what an origin says when no certificate was sent; when the probe sent none
+//! (it had none, or the origin did not ask), `NONE` on a 2xx/3xx holds for `accept`.
+//!
+//! Only `held` exits 0. A close after the handshake is inconclusive because in TLS 1.3 the
+//! client's handshake is over before the origin has judged its certificate: a close then
+//! cannot be told from an origin that let us in and hung up. Every refusing TLS stack the
+//! tests meet (rustls, OpenSSL, aop-verify) sends an alert. In TLS 1.2 the origin's
+//! Finished comes after our certificate, so a close before it, once the origin has asked
+//! for a certificate, is a refused handshake. Whether the origin asked is known exactly: the
+//! probe watches its own certificate resolver, which rustls calls only on a
+//! CertificateRequest. Resumption is off, so every probe is a full handshake.
+//!
+//! The reply is read for at most the handshake timeout and at most [`REPLY_CAP`] bytes, and
+//! classified by [`classify_reply`], a pure function.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustls::ClientConfig;
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::connect::{Failure, Resolve, Timeouts, address, classify, connect_tls};
 use crate::{Error, Result};
+
+/// The most of an origin's reply the probe reads and classifies (16 KiB: a status line,
+/// headers and the start of a body, where nginx's refusal page is).
+pub const REPLY_CAP: usize = 16 * 1024;
 
 /// An `https://HOST[:PORT][/PATH]` URL to probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,27 +120,58 @@ impl FromStr for Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Observed {
-    /// The origin answered HTTP: it let us in.
+    /// The origin served content (HTTP 2xx or 3xx): it let us in, whatever it says.
     Accepted {
         /// The HTTP status.
         status: u16,
-        /// The verdict the origin exposed (`X-Client-Verify`), if it did.
+        /// The verdict the origin exposed (`X-Client-Verify`; several joined by `, `).
         verdict: Option<String>,
     },
-    /// The TLS handshake completed but the origin refused at the HTTP layer.
+    /// The origin answered a refusing status: nginx's 400 certificate page, 401, 403,
+    /// 421, 495 or 496.
     RefusedHttp {
         /// The HTTP status.
         status: u16,
-        /// How we know (nginx's message, the verdict header).
-        why: String,
+        /// nginx's message, when the body is nginx's certificate page ("No required SSL
+        /// certificate was sent", "The SSL certificate error").
+        nginx_page: Option<&'static str>,
     },
-    /// The origin refused with a TLS alert.
+    /// The origin answered a status that neither serves content nor refuses (404, 500,
+    /// a 400 that is not nginx's certificate page, a 1xx and nothing more): inconclusive.
+    Answered {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The origin's reply is not HTTP/1.x: inconclusive.
+    NotHttp {
+        /// Its first bytes, printable (`\xNN` for anything else).
+        start: String,
+    },
+    /// The origin refused with a TLS alert after asking for a client certificate.
     RefusedTls {
         /// The alert's TLS name (`certificate_required`, `unknown_ca`, `handshake_failure`, …).
         alert: String,
     },
-    /// The origin closed the connection without answering: inconclusive.
+    /// The origin sent a TLS alert before asking for a client certificate (a protocol
+    /// version, cipher or name it will not serve): says nothing about certificates.
+    AlertBeforeRequest {
+        /// The alert's TLS name.
+        alert: String,
+    },
+    /// The connection closed (or was reset) while our TLS handshake was still going on.
+    ClosedInHandshake {
+        /// Whether the origin had asked for a client certificate: if it had, it refused
+        /// the handshake after seeing ours (or our lack of one).
+        certificate_requested: bool,
+    },
+    /// The handshake completed and the origin closed the connection without a reply:
+    /// inconclusive.
     Closed,
+    /// The handshake completed and nothing came back in time: inconclusive.
+    NoReply {
+        /// How long the probe waited.
+        after: Duration,
+    },
     /// We refused the origin: its certificate did not verify against our roots.
     ServerUntrusted {
         /// What was wrong.
@@ -129,32 +190,98 @@ pub enum Observed {
 }
 
 impl Observed {
-    /// Whether this shows the origin refusing the client.
+    /// Whether this proves the origin refused the client (`--expect reject` holds).
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::RefusedHttp { .. } | Self::RefusedTls { .. } | Self::Closed
+            Self::RefusedHttp { .. }
+                | Self::RefusedTls { .. }
+                | Self::ClosedInHandshake {
+                    certificate_requested: true
+                }
         )
     }
 
-    /// Whether this shows the origin letting the client in.
+    /// Whether the origin served content to a client that presented a certificate and
+    /// did not say the certificate failed (no `X-Client-Verify`, or `SUCCESS`).
     pub fn is_accepted(&self) -> bool {
-        matches!(self, Self::Accepted { .. })
+        matches!(self, Self::Accepted { verdict, .. } if verdict.as_deref().is_none_or(|v| v == "SUCCESS"))
     }
 
-    /// A short machine word: `accepted`, `refused_http`, `refused_tls`, `closed`,
+    /// A short machine word: `accepted`, `refused_http`, `answered`, `not_http`,
+    /// `refused_tls`, `alert_before_request`, `closed_in_handshake`, `closed`, `no_reply`,
     /// `server_untrusted`, `unreachable`, `error`.
     pub fn word(&self) -> &'static str {
         match self {
             Self::Accepted { .. } => "accepted",
             Self::RefusedHttp { .. } => "refused_http",
+            Self::Answered { .. } => "answered",
+            Self::NotHttp { .. } => "not_http",
             Self::RefusedTls { .. } => "refused_tls",
+            Self::AlertBeforeRequest { .. } => "alert_before_request",
+            Self::ClosedInHandshake { .. } => "closed_in_handshake",
             Self::Closed => "closed",
+            Self::NoReply { .. } => "no_reply",
             Self::ServerUntrusted { .. } => "server_untrusted",
             Self::Unreachable { .. } => "unreachable",
             Self::Error { .. } => "error",
         }
     }
+}
+
+/// What the probe expects of the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// The origin serves this client (2xx/3xx after a completed handshake).
+    Accept,
+    /// The origin refuses this client (a refused handshake or a refusing status).
+    Reject,
+}
+
+/// Whether an expectation held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conclusion {
+    /// It held: the probe saw proof.
+    Held,
+    /// `reject` did not hold: the origin served content — its back door is open.
+    Open,
+    /// `accept` did not hold: the origin refused the client, or said its certificate failed.
+    Failed,
+    /// Nothing seen proves either way (another status, a close, a timeout, unreachable).
+    Inconclusive,
+}
+
+impl Conclusion {
+    /// `held`, `open`, `failed`, `inconclusive`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Open => "open",
+            Self::Failed => "failed",
+            Self::Inconclusive => "inconclusive",
+        }
+    }
+
+    /// As printed for people: `held`, `OPEN`, `FAILED`, `inconclusive`.
+    pub fn mark(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Open => "OPEN",
+            Self::Failed => "FAILED",
+            Self::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// An expectation's outcome, and the one sentence that says what proved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Judgement {
+    /// Held, open, failed or inconclusive.
+    pub conclusion: Conclusion,
+    /// What the probe saw that decides it ("the origin aborted the TLS handshake with
+    /// alert certificate_required").
+    pub reason: String,
 }
 
 /// The result of probing one target.
@@ -169,9 +296,136 @@ pub struct ProbeResult {
     pub observed: Observed,
     /// `TLSv1.3` / `TLSv1.2`, if the handshake completed on our side.
     pub tls_version: Option<&'static str>,
+    /// Whether the origin sent a CertificateRequest (`None`: no TCP connection).
+    pub certificate_requested: Option<bool>,
+    /// Whether the probe offered a certificate in answer to it.
+    pub certificate_sent: bool,
+}
+
+impl ProbeResult {
+    /// Whether `expect` held, and why.
+    pub fn judge(&self, expect: Expectation) -> Judgement {
+        use Conclusion::{Failed, Held, Inconclusive, Open};
+        let nothing = " — this proves nothing either way";
+        let client = if self.certificate_sent {
+            "this client certificate"
+        } else {
+            "a client with no certificate"
+        };
+        let refused = |reason: String| Judgement {
+            conclusion: match expect {
+                Expectation::Reject => Held,
+                Expectation::Accept => Failed,
+            },
+            reason,
+        };
+        let inconclusive = |reason: String| Judgement {
+            conclusion: Inconclusive,
+            reason: format!("{reason}{nothing}"),
+        };
+        match &self.observed {
+            Observed::Accepted { status, verdict } => {
+                let shown = verdict
+                    .as_ref()
+                    .map(|v| format!(" (X-Client-Verify: {v})"))
+                    .unwrap_or_default();
+                let asked = match self.certificate_requested {
+                    Some(false) => "; it did not ask for one",
+                    Some(true) if !self.certificate_sent => "; it asked for one but did not require it",
+                    _ => "",
+                };
+                match expect {
+                    Expectation::Reject => Judgement {
+                        conclusion: Open,
+                        reason: format!(
+                            "the origin answered HTTP {status}{shown} to {client}{asked} — its back door is OPEN"
+                        ),
+                    },
+                    Expectation::Accept => match verdict.as_deref() {
+                        None | Some("SUCCESS") => Judgement {
+                            conclusion: Held,
+                            reason: format!("the origin answered HTTP {status}{shown} to {client}"),
+                        },
+                        Some("NONE") if !self.certificate_sent => Judgement {
+                            conclusion: Held,
+                            reason: format!("the origin answered HTTP {status}{shown} to {client}"),
+                        },
+                        Some(v) => Judgement {
+                            conclusion: Failed,
+                            reason: format!(
+                                "the origin answered HTTP {status} but its X-Client-Verify header says {v}: it did not accept {client}"
+                            ),
+                        },
+                    },
+                }
+            }
+            Observed::RefusedHttp {
+                status,
+                nginx_page: Some(page),
+            } => refused(format!(
+                "the origin answered HTTP {status} with nginx's '{page}' page"
+            )),
+            Observed::RefusedHttp { status, .. } => refused(format!(
+                "the origin answered HTTP {status} {}",
+                reason_phrase(*status)
+            )),
+            Observed::RefusedTls { alert } => refused(format!(
+                "the origin aborted the TLS handshake with alert {alert}"
+            )),
+            Observed::ClosedInHandshake {
+                certificate_requested: true,
+            } => refused(
+                "the origin asked for a client certificate, then closed the connection before finishing the TLS handshake".into(),
+            ),
+            Observed::ClosedInHandshake {
+                certificate_requested: false,
+            } => inconclusive(
+                "the origin closed the connection during the TLS handshake, before asking for a client certificate".into(),
+            ),
+            Observed::AlertBeforeRequest { alert } => inconclusive(format!(
+                "the origin aborted the TLS handshake with alert {alert} before asking for a client certificate"
+            )),
+            Observed::Answered { status } => inconclusive(format!(
+                "the origin answered HTTP {status}, which neither serves content nor refuses a certificate"
+            )),
+            Observed::NotHttp { start } => {
+                inconclusive(format!("the origin's reply is not HTTP/1.x: \"{start}\""))
+            }
+            Observed::Closed => inconclusive(
+                "the origin completed the TLS handshake and closed the connection without answering".into(),
+            ),
+            Observed::NoReply { after } => inconclusive(format!(
+                "the origin completed the TLS handshake but sent nothing in {}s",
+                after.as_secs_f32()
+            )),
+            Observed::ServerUntrusted { detail } => inconclusive(format!(
+                "the origin's own certificate did not verify ({detail}); give the right --cacert"
+            )),
+            Observed::Unreachable { detail } => {
+                inconclusive(format!("the origin is unreachable: {detail}"))
+            }
+            Observed::Error { detail } => inconclusive(detail.clone()),
+        }
+    }
+}
+
+/// The reason phrase of a refusing status.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        421 => "Misdirected Request",
+        495 => "SSL Certificate Error",
+        496 => "SSL Certificate Required",
+        _ => "",
+    }
 }
 
 /// Probe one target with `config` (its client certificate, if any, and its roots).
+///
+/// The probe runs on a copy of `config` with resumption off and a resolver that notes
+/// whether the origin asked for a certificate.
 pub async fn probe(
     target: &Target,
     resolve: &Resolve,
@@ -183,6 +437,8 @@ pub async fn probe(
         addr: None,
         observed: Observed::Closed,
         tls_version: None,
+        certificate_requested: None,
+        certificate_sent: false,
     };
     let addr = match address(&target.host, target.port, resolve).await {
         Ok(a) => a,
@@ -194,7 +450,18 @@ pub async fn probe(
         }
     };
     result.addr = Some(addr);
-    let mut tls = match connect_tls(config, &target.host, addr, timeouts).await {
+    let watch = Arc::new(Watch {
+        inner: config.client_auth_cert_resolver.clone(),
+        requested: AtomicBool::new(false),
+        sent: AtomicBool::new(false),
+    });
+    let mut config = (*config).clone();
+    config.client_auth_cert_resolver = watch.clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let connected = connect_tls(Arc::new(config), &target.host, addr, timeouts).await;
+    let requested = watch.requested.load(Ordering::Relaxed);
+    result.certificate_sent = watch.sent.load(Ordering::Relaxed);
+    let mut tls = match connected {
         Ok(t) => t,
         Err(e @ (Error::Connect { .. } | Error::Timeout { .. })) => {
             result.observed = Observed::Unreachable {
@@ -203,7 +470,8 @@ pub async fn probe(
             return result;
         }
         Err(e) => {
-            result.observed = from_failure(&e);
+            result.certificate_requested = Some(requested);
+            result.observed = handshake_failed(&e, requested);
             return result;
         }
     };
@@ -218,41 +486,103 @@ pub async fn probe(
         host_header(target)
     );
     // In TLS 1.3 the client finishes its handshake before the server has judged its
-    // certificate: a refusal arrives as an alert on the first read.
+    // certificate: a refusal arrives as an alert on the first read. A failed write (the
+    // origin already gone) is not the end: the alert may be waiting to be read.
+    let limit = timeouts.handshake;
     let mut buf = Vec::with_capacity(4096);
     let io = async {
-        tls.write_all(request.as_bytes()).await?;
+        let _ = tls.write_all(request.as_bytes()).await;
+        let _ = tls.flush().await;
         let mut chunk = [0u8; 4096];
         loop {
-            let n = tls.read(&mut chunk).await?;
-            if n == 0 || buf.len() > 64 * 1024 {
+            let room = (REPLY_CAP - buf.len()).min(chunk.len());
+            if room == 0 {
                 return Ok::<_, std::io::Error>(());
             }
+            let n = tls.read(&mut chunk[..room]).await?;
+            if n == 0 {
+                return Ok(());
+            }
             buf.extend_from_slice(&chunk[..n]);
+            if decided(&buf) {
+                return Ok(());
+            }
         }
     };
-    let read = tokio::time::timeout(timeouts.handshake.max(Duration::from_secs(5)), io).await;
+    let read = tokio::time::timeout(limit, io).await;
+    // A certificate request can also come after the handshake (TLS 1.3 post-handshake
+    // authentication is not offered by rustls, so not in practice; read it again anyway).
+    let requested = requested || watch.requested.load(Ordering::Relaxed);
+    result.certificate_requested = Some(requested);
     result.observed = match read {
-        Err(_) if buf.is_empty() => Observed::Error {
-            detail: "no response before the timeout".into(),
-        },
+        Err(_) if buf.is_empty() => Observed::NoReply { after: limit },
         Ok(Err(e)) if buf.is_empty() => match classify(&e) {
-            Failure::Other { .. }
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::BrokenPipe
-                ) =>
-            {
-                Observed::Closed
-            }
+            Failure::Refused { alert } if requested => Observed::RefusedTls { alert },
+            Failure::Refused { alert } => Observed::AlertBeforeRequest { alert },
+            Failure::Other { .. } if is_close(&e) => Observed::Closed,
             f => failure_to_observed(f),
         },
-        _ if buf.is_empty() => Observed::Closed,
-        _ => interpret_http(&buf),
+        _ => classify_reply(&buf),
     };
     result
+}
+
+/// The client certificate resolver, watched: rustls calls `resolve` only when the origin
+/// sends a CertificateRequest.
+#[derive(Debug)]
+struct Watch {
+    inner: Arc<dyn ResolvesClientCert>,
+    requested: AtomicBool,
+    sent: AtomicBool,
+}
+
+impl ResolvesClientCert for Watch {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.requested.store(true, Ordering::Relaxed);
+        let key = self.inner.resolve(root_hint_subjects, sigschemes);
+        self.sent.store(key.is_some(), Ordering::Relaxed);
+        key
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
+    }
+}
+
+/// A connection that ended without an alert: EOF, reset, broken pipe.
+fn is_close(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+/// A handshake that failed on our side of the connection.
+fn handshake_failed(e: &Error, requested: bool) -> Observed {
+    if let Error::Handshake { error, .. } = e
+        && crate::connect::rustls_error(error).is_none()
+        && is_close(error)
+    {
+        return Observed::ClosedInHandshake {
+            certificate_requested: requested,
+        };
+    }
+    match classify(e) {
+        Failure::Refused { alert } if requested => Observed::RefusedTls { alert },
+        Failure::Refused { alert } => Observed::AlertBeforeRequest { alert },
+        f => failure_to_observed(f),
+    }
 }
 
 fn host_header(t: &Target) -> String {
@@ -268,10 +598,6 @@ fn host_header(t: &Target) -> String {
     }
 }
 
-fn from_failure(e: &Error) -> Observed {
-    failure_to_observed(classify(e))
-}
-
 fn failure_to_observed(f: Failure) -> Observed {
     match f {
         Failure::Refused { alert } => Observed::RefusedTls { alert },
@@ -280,50 +606,217 @@ fn failure_to_observed(f: Failure) -> Observed {
     }
 }
 
-/// Read an HTTP/1.x response (head and what arrived of the body) and decide.
-fn interpret_http(bytes: &[u8]) -> Observed {
-    let text = String::from_utf8_lossy(bytes);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse::<u16>().ok());
-    let Some(status) = status else {
-        return Observed::Error {
-            detail: format!(
-                "not an HTTP response: {:?}",
-                head.chars().take(60).collect::<String>()
-            ),
-        };
-    };
-    let verdict = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-client-verify"))
-        .map(|(_, v)| v.trim().to_owned());
-    const NGINX: [&str; 2] = [
-        "No required SSL certificate was sent",
-        "The SSL certificate error",
-    ];
-    if let Some(msg) = NGINX.iter().find(|m| body.contains(*m)) {
-        return Observed::RefusedHttp {
-            status,
-            why: format!("the origin answered {status} \"{msg}\" (nginx ssl_verify_client)"),
-        };
-    }
-    if status == 495 || status == 496 {
-        return Observed::RefusedHttp {
-            status,
-            why: format!("the origin answered {status} (client certificate error)"),
-        };
-    }
-    match verdict {
-        Some(v) if v != "SUCCESS" => Observed::RefusedHttp {
-            status,
-            why: format!("the origin's verdict header says {v}"),
+/// The messages of nginx's certificate pages (its 400 for `ssl_verify_client on`, and
+/// what `return 495;` / `return 496;` become).
+const NGINX_PAGES: [&str; 2] = [
+    "No required SSL certificate was sent",
+    "The SSL certificate error",
+];
+
+/// The statuses that refuse a client whatever their body says.
+const REFUSING: [u16; 5] = [401, 403, 421, 495, 496];
+
+/// Classify what an origin sent after the handshake (at most [`REPLY_CAP`] bytes of it;
+/// anything beyond is ignored). Pure, never panics, linear in the input.
+///
+/// Empty: [`Observed::Closed`]. Not `HTTP/1.x NNN`: [`Observed::NotHttp`]. Interim 1xx
+/// responses are skipped. Then 2xx/3xx is [`Observed::Accepted`] whatever the headers or
+/// body say; 401, 403, 421, 495, 496, and a 400 whose body is nginx's certificate page, are
+/// [`Observed::RefusedHttp`]; any other status is [`Observed::Answered`].
+pub fn classify_reply(reply: &[u8]) -> Observed {
+    let reply = &reply[..reply.len().min(REPLY_CAP)];
+    match parse(reply) {
+        Parsed::Empty => Observed::Closed,
+        Parsed::NotHttp | Parsed::Partial => Observed::NotHttp {
+            start: printable(reply, 40),
         },
-        verdict => Observed::Accepted { status, verdict },
+        Parsed::Interim(status) => Observed::Answered { status },
+        Parsed::Final(r) => {
+            let body = r.body.unwrap_or_default();
+            match r.status {
+                200..=399 => Observed::Accepted {
+                    status: r.status,
+                    verdict: verdict(r.head),
+                },
+                400 => match nginx_page(body) {
+                    Some(page) => Observed::RefusedHttp {
+                        status: 400,
+                        nginx_page: Some(page),
+                    },
+                    None => Observed::Answered { status: 400 },
+                },
+                s if REFUSING.contains(&s) => Observed::RefusedHttp {
+                    status: s,
+                    nginx_page: nginx_page(body),
+                },
+                status => Observed::Answered { status },
+            }
+        }
     }
+}
+
+/// Whether the bytes so far decide the reply, so the probe can stop reading: the head of
+/// a final response is complete, and unless it is a 400 (whose body must be searched for
+/// nginx's page) that is enough; a 400's body is complete or has the page.
+fn decided(reply: &[u8]) -> bool {
+    match parse(reply) {
+        Parsed::NotHttp => true,
+        Parsed::Empty | Parsed::Partial | Parsed::Interim(_) => false,
+        Parsed::Final(Response { body: None, .. }) => false,
+        Parsed::Final(Response {
+            status,
+            head,
+            body: Some(body),
+        }) => {
+            status != 400
+                || nginx_page(body).is_some()
+                || header_values(head, "content-length")
+                    .next()
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
+                    .is_some_and(|n| body.len() >= n)
+        }
+    }
+}
+
+enum Parsed<'a> {
+    Empty,
+    NotHttp,
+    /// The start of a status line, cut short.
+    Partial,
+    /// Only interim (1xx) responses, the last of them this status.
+    Interim(u16),
+    Final(Response<'a>),
+}
+
+struct Response<'a> {
+    status: u16,
+    /// The header lines (after the status line, before the blank line).
+    head: &'a [u8],
+    /// What follows the blank line; `None` if the head is not complete yet.
+    body: Option<&'a [u8]>,
+}
+
+fn parse(reply: &[u8]) -> Parsed<'_> {
+    if reply.is_empty() {
+        return Parsed::Empty;
+    }
+    let mut rest = reply;
+    let mut interim = None;
+    loop {
+        let Some(status) = status_of(rest) else {
+            return match (status_prefix(rest), interim) {
+                (true, Some(s)) => Parsed::Interim(s),
+                (true, None) => Parsed::Partial,
+                (false, _) => Parsed::NotHttp,
+            };
+        };
+        let (head, body) = split_head(rest);
+        if (100..200).contains(&status) && status != 101 {
+            // An interim response: the final one follows (each pass consumes a head).
+            match body {
+                Some(b) if !b.is_empty() => {
+                    rest = b;
+                    interim = Some(status);
+                    continue;
+                }
+                _ => return Parsed::Interim(status),
+            }
+        }
+        return Parsed::Final(Response { status, head, body });
+    }
+}
+
+/// `HTTP/1.x NNN` followed by a space or the end of the line: the status, 100–599.
+fn status_of(line: &[u8]) -> Option<u16> {
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    let (&minor, rest) = rest.split_first()?;
+    let rest = rest.strip_prefix(b" ")?;
+    if !minor.is_ascii_digit() || rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if !matches!(rest.get(3), None | Some(b' ' | b'\r' | b'\n')) {
+        return None;
+    }
+    let status = rest[..3]
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    (100..=599).contains(&status).then_some(status)
+}
+
+/// Whether `bytes` could still grow into a status line (`HTTP/1.x NNN`).
+fn status_prefix(bytes: &[u8]) -> bool {
+    const SHAPE: &[u8; 12] = b"HTTP/1.d ddd";
+    bytes.len() < 12
+        && bytes.iter().zip(SHAPE).all(|(&b, &want)| match want {
+            b'd' => b.is_ascii_digit(),
+            _ => b == want,
+        })
+}
+
+/// Split a response at its blank line: (header lines, body). Without a blank line yet,
+/// the head is everything after the status line and the body `None`. Accepts bare LF.
+fn split_head(response: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let start = response
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(response.len(), |i| i + 1);
+    let mut line = start;
+    while line < response.len() {
+        let end = response[line..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| line + i);
+        let Some(end) = end else { break };
+        let content = &response[line..end];
+        if content.is_empty() || content == b"\r" {
+            return (&response[start..line], Some(&response[end + 1..]));
+        }
+        line = end + 1;
+    }
+    (&response[start..], None)
+}
+
+/// The values of header `name` (ASCII case-insensitive) in `head`.
+fn header_values<'a>(head: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    head.split(|&b| b == b'\n').filter_map(move |line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .eq_ignore_ascii_case(name.as_bytes())
+            .then(|| line[colon + 1..].trim_ascii())
+    })
+}
+
+/// `X-Client-Verify`, printable; several joined by `, ` (which is never `SUCCESS`).
+fn verdict(head: &[u8]) -> Option<String> {
+    let values: Vec<String> = header_values(head, "x-client-verify")
+        .take(4)
+        .map(|v| printable(v, 80))
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// Which of nginx's certificate pages `body` is, if any.
+fn nginx_page(body: &[u8]) -> Option<&'static str> {
+    NGINX_PAGES
+        .into_iter()
+        .find(|page| body.windows(page.len()).any(|w| w == page.as_bytes()))
+}
+
+/// At most `max` bytes as text a terminal cannot be tricked by: printable ASCII as is,
+/// everything else `\xNN`; `…` if cut.
+fn printable(bytes: &[u8], max: usize) -> String {
+    let mut out = String::with_capacity(max.min(bytes.len()) + 3);
+    for &b in bytes.iter().take(max) {
+        if b == b' ' || b.is_ascii_graphic() && b != b'\\' && b != b'"' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if bytes.len() > max {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -352,21 +845,141 @@ mod tests {
     }
 
     #[test]
-    fn http_answers() {
+    fn replies() {
         let nginx = b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n<html><center>No required SSL certificate was sent</center></html>";
-        assert!(interpret_http(nginx).is_refusal());
+        assert_eq!(
+            classify_reply(nginx),
+            Observed::RefusedHttp {
+                status: 400,
+                nginx_page: Some("No required SSL certificate was sent")
+            }
+        );
         let ok = b"HTTP/1.1 200 OK\r\nX-Client-Verify: SUCCESS\r\n\r\nhi";
         assert_eq!(
-            interpret_http(ok),
+            classify_reply(ok),
             Observed::Accepted {
                 status: 200,
                 verdict: Some("SUCCESS".into())
             }
         );
-        let optional = b"HTTP/1.1 403 Forbidden\r\nx-client-verify: NONE\r\n\r\n";
-        assert!(interpret_http(optional).is_refusal());
-        let open = b"HTTP/1.1 200 OK\r\n\r\nwelcome";
-        assert!(interpret_http(open).is_accepted());
-        assert!(matches!(interpret_http(b"garbage"), Observed::Error { .. }));
+        // Content served is open, whatever the headers or the body say.
+        let optional = b"HTTP/1.1 200 OK\r\nx-client-verify: NONE\r\n\r\n";
+        assert!(matches!(
+            classify_reply(optional),
+            Observed::Accepted { .. }
+        ));
+        assert!(!classify_reply(optional).is_accepted());
+        let page = b"HTTP/1.1 200 OK\r\n\r\nNo required SSL certificate was sent";
+        assert!(matches!(classify_reply(page), Observed::Accepted { .. }));
+        assert!(!classify_reply(page).is_refusal());
+        let moved = b"HTTP/1.0 302 Found\nLocation: /login\n\n";
+        assert!(classify_reply(moved).is_accepted());
+        // Refusing statuses, with or without a body; a plain 400 proves nothing.
+        for s in [401, 403, 421, 495, 496] {
+            let r = format!("HTTP/1.1 {s} \r\n\r\n");
+            assert!(classify_reply(r.as_bytes()).is_refusal(), "{s}");
+        }
+        for r in [
+            &b"HTTP/1.1 400 Bad Request\r\n\r\nbad host"[..],
+            b"HTTP/1.1 404 Not Found\r\n\r\n",
+            b"HTTP/1.1 500 x\r\n\r\n",
+        ] {
+            assert!(
+                matches!(classify_reply(r), Observed::Answered { .. }),
+                "{r:?}"
+            );
+        }
+        // Interim responses are skipped; a 1xx alone is inconclusive.
+        let early = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 403 Forbidden\r\n\r\n";
+        assert!(classify_reply(early).is_refusal());
+        assert_eq!(
+            classify_reply(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            Observed::Answered { status: 100 }
+        );
+        assert_eq!(classify_reply(b""), Observed::Closed);
+        assert_eq!(
+            classify_reply(b"\x1b[2Jgarbage"),
+            Observed::NotHttp {
+                start: "\\x1b[2Jgarbage".into()
+            }
+        );
+        for r in [
+            &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
+            b"HTTP/1.1 099 x\r\n",
+            b"HTTP/2 200\r\n",
+            b"HTTP/1.1 20",
+        ] {
+            assert!(
+                matches!(classify_reply(r), Observed::NotHttp { .. }),
+                "{r:?}"
+            );
+        }
+        // Two verdict headers are never SUCCESS; escapes in a verdict are neutralised.
+        let two = b"HTTP/1.1 200 OK\r\nX-Client-Verify: SUCCESS\r\nX-Client-Verify: NONE\r\n\r\n";
+        assert_eq!(
+            classify_reply(two),
+            Observed::Accepted {
+                status: 200,
+                verdict: Some("SUCCESS, NONE".into())
+            }
+        );
+        let esc = b"HTTP/1.1 200 OK\r\nX-Client-Verify: \x1b]0;x\x07\r\n\r\n";
+        assert_eq!(
+            classify_reply(esc),
+            Observed::Accepted {
+                status: 200,
+                verdict: Some("\\x1b]0;x\\x07".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_reply_is_decided_once_its_head_is_in() {
+        assert!(!decided(b"HTTP/1.1 200 OK\r\nX-Client-Verify: NO"));
+        assert!(decided(b"HTTP/1.1 200 OK\r\nX-Client-Verify: NONE\r\n\r\n"));
+        assert!(!decided(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 100\r\n\r\n<html>"
+        ));
+        assert!(decided(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 6\r\n\r\n<html>"
+        ));
+        assert!(decided(
+            b"HTTP/1.1 400 Bad Request\r\n\r\nThe SSL certificate error"
+        ));
+        assert!(!decided(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(decided(b"SSH-2.0"));
+        // A status line split across reads is not a verdict yet.
+        for cut in ["H", "HTTP/1.", "HTTP/1.1 4", "HTTP/1.1 100 x\r\n\r\nHTTP/"] {
+            assert!(!decided(cut.as_bytes()), "{cut}");
+        }
+    }
+
+    #[test]
+    fn any_bytes_classify_without_panic_in_bounded_time() {
+        // A cheap stand-in for the fuzzer: prefixes and mutations of real replies, and
+        // the worst shapes for the parser (many interim responses, a huge input).
+        let seeds: [&[u8]; 4] = [
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nThe SSL certificate error",
+            b"HTTP/1.1 103 x\r\n\r\nHTTP/1.1 200 OK\r\nX-Client-Verify: NONE\r\n\r\n",
+            b"HTTP/1.0 496 \n\n",
+            b"\r\n\r\n\n\n:::",
+        ];
+        for seed in seeds {
+            for cut in 0..=seed.len() {
+                let _ = classify_reply(&seed[..cut]);
+                let _ = decided(&seed[..cut]);
+                let mut m = seed.to_vec();
+                if cut < m.len() {
+                    m[cut] ^= 0xff;
+                }
+                let _ = classify_reply(&m);
+            }
+        }
+        let many = b"HTTP/1.1 100 x\r\n\r\n".repeat(10_000);
+        assert_eq!(classify_reply(&many), Observed::Answered { status: 100 });
+        let huge = vec![b'\n'; 10 << 20];
+        let t = std::time::Instant::now();
+        let _ = classify_reply(&huge);
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aop_edge::{IdentitySpec, IdentityStore, Observed, Resolve, StoreSpec, Target, Timeouts};
+use aop_edge::{
+    Conclusion, Expectation, IdentitySpec, IdentityStore, Observed, ProbeResult, Resolve,
+    StoreSpec, Target, Timeouts,
+};
 use serde::Serialize;
 
 use crate::cli::{Expect, ProbeArgs};
@@ -30,18 +33,27 @@ struct Presented {
     sha256: String,
 }
 
+/// One target's result: the human line and the JSON object come from the same fields.
 #[derive(Serialize)]
 struct ProbeLine {
     url: String,
     sni: String,
     address: Option<SocketAddr>,
-    /// accepted | refused_tls | refused_http | closed | server_untrusted | unreachable | error
+    /// What the origin did: [`Observed::word`].
     outcome: &'static str,
     alert: Option<String>,
     http_status: Option<u16>,
     verdict: Option<String>,
+    /// nginx's certificate page, when the origin answered with it.
+    nginx_page: Option<&'static str>,
     tls_version: Option<&'static str>,
-    /// One sentence saying what happened.
+    /// Whether the origin sent a CertificateRequest (null: no connection).
+    certificate_requested: Option<bool>,
+    /// Whether the probe sent a certificate in answer.
+    certificate_sent: bool,
+    /// held | open | failed | inconclusive.
+    conclusion: &'static str,
+    /// One sentence saying what proved the conclusion.
     summary: String,
     held: bool,
 }
@@ -61,9 +73,12 @@ impl Report for ProbeReport {
                 "probe {} via {addr} (SNI {}), {who}\n",
                 r.url, r.sni
             ));
-            out.push_str(&format!("  {}\n", r.summary));
-            let mark = if r.held { "held" } else { "FAILED" };
-            out.push_str(&format!("  expect {}: {mark}\n", expect_word(self.expect)));
+            out.push_str(&format!(
+                "  expect {}: {}: {}\n",
+                expect_word(self.expect),
+                mark(r.conclusion),
+                r.summary
+            ));
         }
         if !self.server_verified {
             out.push_str("note: --insecure: the origins' certificates were NOT verified\n");
@@ -78,44 +93,55 @@ fn expect_word(e: Expect) -> &'static str {
     }
 }
 
-fn summary(o: &Observed, expect: Expect, presented: bool) -> String {
-    let client = if presented {
-        "this client certificate"
-    } else {
-        "a client with no certificate"
-    };
-    match o {
-        Observed::Accepted { status, verdict } if expect == Expect::Reject => format!(
-            "ACCEPTED: the origin answered HTTP {status}{} to {client} — its back door is OPEN",
-            verdict
-                .as_ref()
-                .map(|v| format!(" (verdict {v})"))
-                .unwrap_or_default()
-        ),
-        Observed::Accepted { status, verdict } => format!(
-            "accepted: the origin answered HTTP {status}{}",
-            verdict
-                .as_ref()
-                .map(|v| format!(" (verdict {v})"))
-                .unwrap_or_default()
-        ),
-        Observed::RefusedTls { alert } => {
-            format!("refused: the origin aborted the TLS handshake with alert {alert}")
+/// The printed form of a conclusion word (`OPEN`, `FAILED` in capitals).
+fn mark(conclusion: &str) -> String {
+    match conclusion {
+        "open" | "failed" => conclusion.to_ascii_uppercase(),
+        other => other.to_owned(),
+    }
+}
+
+impl ProbeLine {
+    fn new(r: &ProbeResult, expect: Expect) -> Self {
+        let judgement = r.judge(match expect {
+            Expect::Accept => Expectation::Accept,
+            Expect::Reject => Expectation::Reject,
+        });
+        let (mut alert, mut http_status, mut verdict, mut nginx_page) = (None, None, None, None);
+        match &r.observed {
+            Observed::RefusedTls { alert: a } | Observed::AlertBeforeRequest { alert: a } => {
+                alert = Some(a.clone());
+            }
+            Observed::RefusedHttp {
+                status,
+                nginx_page: page,
+            } => {
+                http_status = Some(*status);
+                nginx_page = *page;
+            }
+            Observed::Answered { status } => http_status = Some(*status),
+            Observed::Accepted { status, verdict: v } => {
+                http_status = Some(*status);
+                verdict = v.clone();
+            }
+            _ => {}
         }
-        Observed::RefusedHttp { why, .. } => format!("refused: {why}"),
-        Observed::Closed => {
-            "inconclusive: the origin closed the connection without answering (a refusing origin sends a TLS alert or an HTTP error)".into()
+        Self {
+            url: r.target.url.clone(),
+            sni: r.target.host.clone(),
+            address: r.addr,
+            outcome: r.observed.word(),
+            alert,
+            http_status,
+            verdict,
+            nginx_page,
+            tls_version: r.tls_version,
+            certificate_requested: r.certificate_requested,
+            certificate_sent: r.certificate_sent,
+            conclusion: judgement.conclusion.word(),
+            summary: judgement.reason,
+            held: judgement.conclusion == Conclusion::Held,
         }
-        Observed::ServerUntrusted { detail } => {
-            format!(
-                "not checked: the origin's own certificate did not verify ({detail}); give the right --cacert"
-            )
-        }
-        Observed::Unreachable { detail } => {
-            format!("unreachable: {detail} — this proves nothing either way")
-        }
-        Observed::Error { detail } => format!("error: {detail}"),
-        _ => format!("{o:?}"),
     }
 }
 
@@ -164,30 +190,7 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
     });
     let lines: Vec<ProbeLine> = results
         .iter()
-        .map(|r| {
-            let held = match args.expect {
-                Expect::Accept => r.observed.is_accepted(),
-                Expect::Reject => r.observed.is_refusal(),
-            };
-            let (alert, http_status, verdict) = match &r.observed {
-                Observed::RefusedTls { alert } => (Some(alert.clone()), None, None),
-                Observed::RefusedHttp { status, .. } => (None, Some(*status), None),
-                Observed::Accepted { status, verdict } => (None, Some(*status), verdict.clone()),
-                _ => (None, None, None),
-            };
-            ProbeLine {
-                url: r.target.url.clone(),
-                sni: r.target.host.clone(),
-                address: r.addr,
-                outcome: r.observed.word(),
-                alert,
-                http_status,
-                verdict,
-                tls_version: r.tls_version,
-                summary: summary(&r.observed, args.expect, presented.is_some()),
-                held,
-            }
-        })
+        .map(|r| ProbeLine::new(r, args.expect))
         .collect();
     let held = lines.iter().all(|l| l.held);
     let report = ProbeReport {
