@@ -14,13 +14,34 @@ use crate::info::rfc3339;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file could not be read: missing, unreadable, a directory.
+    /// The file could not be read: missing, unreadable.
     #[error("{}: cannot read: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// What the operating system said.
         error: io::Error,
+    },
+
+    /// The path names something other than a regular file (a device, a FIFO, a socket, a
+    /// directory), after following symbolic links. It is refused without reading: a
+    /// device can be endless and a FIFO can block forever.
+    #[error("{}: is {what}, not a regular file; not read", path.display())]
+    NotAFile {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is, in words: `a character device`, `a FIFO`, `a directory`, …
+        what: &'static str,
+    },
+
+    /// The file is larger than the limit ([`crate::MAX_FILE_SIZE`] unless said otherwise),
+    /// or grew past it while being read. It is refused, never silently truncated.
+    #[error("{}: too large: over {}; not read", path.display(), size(*limit))]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
     },
 
     /// The file is empty (or only whitespace).
@@ -218,6 +239,15 @@ pub enum Error {
     /// Certificate or key generation failed inside rcgen or the crypto provider.
     #[error("certificate generation failed: {0}")]
     Generate(String),
+}
+
+/// `4 MiB` for whole mebibytes, `1000 bytes` otherwise.
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// `Result` with this crate's [`Error`].

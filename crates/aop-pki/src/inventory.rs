@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{CertInfo, Role, Sha256Fingerprint, Validity};
+use crate::{CertInfo, Error, Role, Sha256Fingerprint, Validity};
 
 /// Known public certificates, recognised by SHA-256 (see testdata/cloudflare/README.md).
 const KNOWN: [(&str, &str); 4] = [
@@ -156,7 +156,8 @@ pub struct Unreadable {
 #[non_exhaustive]
 pub struct Problem {
     /// `unknown-issuer`, `ca-expires-before-leaf`, `certificate-pin`, `key-without-certificate`,
-    /// `certificate-without-key`, `same-key`.
+    /// `certificate-without-key`, `same-key`, `not-a-regular-file` (a device, FIFO or
+    /// socket met while walking a directory: skipped, never opened).
     pub kind: &'static str,
     /// The certificate concerned, if any.
     pub sha256: Option<Sha256Fingerprint>,
@@ -226,6 +227,8 @@ enum Found {
     Key(PathBuf, Option<Sha256Fingerprint>),
     Pins(PathBuf, Vec<(Sha256Fingerprint, usize)>),
     Unreadable(PathBuf, String),
+    /// Met while walking a directory and not a regular file: what it is.
+    NotAFile(PathBuf, &'static str),
 }
 
 /// Inventory `paths` (files, and directories walked recursively) plus `sources`.
@@ -271,6 +274,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
     };
     let mut keys = Vec::new();
     let mut pins = Vec::new();
+    let mut problems = Vec::new();
     for f in found {
         match f {
             Found::Certs(path, infos, total) => {
@@ -290,6 +294,11 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
             Found::Unreadable(path, error) => unreadable.push(Unreadable {
                 place: path.display().to_string(),
                 error,
+            }),
+            Found::NotAFile(path, what) => problems.push(Problem {
+                kind: "not-a-regular-file",
+                sha256: None,
+                message: format!("{}: {what}, not a regular file; skipped", path.display()),
             }),
         }
     }
@@ -319,7 +328,6 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
         }
     }
 
-    let mut problems = Vec::new();
     // Keys ↔ certificates, by public key.
     let by_spki: HashMap<Sha256Fingerprint, Vec<Sha256Fingerprint>> =
         rows.values().fold(HashMap::new(), |mut m, r| {
@@ -562,20 +570,15 @@ fn read_one(path: &Path, explicit: bool, at: OffsetDateTime) -> Vec<Found> {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let Ok(meta) = std::fs::metadata(path) else {
-        return vec![Found::Unreadable(path.to_owned(), "cannot read".into())];
-    };
-    if !explicit && meta.len() > 4 * 1024 * 1024 {
-        return Vec::new();
-    }
-    let bytes = match std::fs::read(path) {
+    // A device or FIFO is never opened, and no read goes past the limit (read_file). A
+    // file met while walking that is too large is no certificate: skipped, as before.
+    let bytes = match crate::read_file(path) {
         Ok(b) => b,
-        Err(e) => {
-            return vec![Found::Unreadable(
-                path.to_owned(),
-                format!("cannot read: {e}"),
-            )];
+        Err(Error::NotAFile { what, .. }) if !explicit => {
+            return vec![Found::NotAFile(path.to_owned(), what)];
         }
+        Err(Error::TooLarge { .. }) if !explicit => return Vec::new(),
+        Err(e) => return vec![Found::Unreadable(path.to_owned(), without_path(&e, path))],
     };
     if ext == "toml" {
         return pins_in_config(path, &bytes)
@@ -607,17 +610,18 @@ fn read_one(path: &Path, explicit: bool, at: OffsetDateTime) -> Vec<Found> {
                 out.push(Found::Certs(path.to_owned(), infos, total));
             }
             Err(_) if !explicit && !has_cert && ext == "key" => {}
-            Err(e) => {
-                let msg = e.to_string();
-                let why = msg
-                    .strip_prefix(&format!("{}: ", path.display()))
-                    .unwrap_or(&msg)
-                    .to_owned();
-                out.push(Found::Unreadable(path.to_owned(), why));
-            }
+            Err(e) => out.push(Found::Unreadable(path.to_owned(), without_path(&e, path))),
         }
     }
     out
+}
+
+/// An error's line without the leading `PATH: ` (the report names the place already).
+fn without_path(e: &Error, path: &Path) -> String {
+    let msg = e.to_string();
+    msg.strip_prefix(&format!("{}: ", path.display()))
+        .unwrap_or(&msg)
+        .to_owned()
 }
 
 /// SHA-256 of the public half of a private key (to pair it with its certificate).

@@ -85,8 +85,8 @@ pub use issue::{
 };
 pub use keys::{PrivateKeyPem, check_key_matches};
 pub use load::{
-    load_certificates, load_crls, load_private_key, parse_certificates, parse_private_key,
-    read_file,
+    MAX_FILE_SIZE, load_certificates, load_crls, load_private_key, parse_certificates, parse_crls,
+    parse_private_key, read_file, read_file_limited,
 };
 pub use write::{FileMode, Overwrite, PendingFile, ensure_dir, write_all_atomic, write_atomic};
 

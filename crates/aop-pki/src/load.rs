@@ -11,12 +11,108 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 use crate::{Error, Result};
 
-/// Read a whole file, mapping I/O errors to [`Error::Read`] with the path.
+/// The most [`read_file`] reads: 4 MiB, far above any certificate bundle, key, CRL or
+/// configuration aop has a use for.
+pub const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Read a whole regular file of at most [`MAX_FILE_SIZE`] bytes. Every file aop reads
+/// (certificates, keys, trust bundles, CRLs, configurations, manifests) goes through here.
+///
+/// Symbolic links are followed; what they lead to must be a regular file. A device, a
+/// FIFO, a socket or a directory is refused with [`Error::NotAFile`] without being read,
+/// and a file over the limit with [`Error::TooLarge`]. See [`read_file_limited`].
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| Error::Read {
+    read_file_limited(path, MAX_FILE_SIZE)
+}
+
+/// [`read_file`] with another limit, in bytes.
+///
+/// What the file is gets checked twice: with `stat` before opening (so a device is never
+/// opened, and a FIFO never waited on), and with `fstat` on the opened handle (so a file
+/// swapped in between is caught). On Unix the file is opened with `O_NONBLOCK`, so even a
+/// FIFO swapped in between cannot block the open. The size in the metadata is only a
+/// first check: the read itself stops after `limit + 1` bytes, and a file that grew past
+/// the limit while being read is refused, never truncated.
+pub fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let read_error = |error| Error::Read {
         path: path.to_owned(),
         error,
+    };
+    let too_large = || Error::TooLarge {
+        path: path.to_owned(),
+        limit,
+    };
+    regular_file(path, &std::fs::metadata(path).map_err(read_error)?)?;
+    let file = open_without_blocking(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    regular_file(path, &meta)?;
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    // The metadata is a hint for the allocation, never trusted for the bound.
+    let hint = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
+    let mut bytes = Vec::with_capacity(hint);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Refuse anything but a regular file, saying what it is.
+fn regular_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    let t = meta.file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    Err(Error::NotAFile {
+        path: path.to_owned(),
+        what: describe_file_type(t),
     })
+}
+
+/// "a character device", "a FIFO", … for what is not a regular file.
+fn describe_file_type(t: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "something else"
+    }
+}
+
+/// Open for reading; on Unix with `O_NONBLOCK` (a FIFO opens at once instead of waiting
+/// for a writer; regular files ignore the flag) and `O_NOCTTY` (a terminal never becomes
+/// the controlling one).
+fn open_without_blocking(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    options.open(path)
 }
 
 /// Load every certificate in a file: PEM (one or several `CERTIFICATE` blocks; other
@@ -107,13 +203,17 @@ pub fn parse_private_key(bytes: &[u8], path: &Path) -> Result<PrivateKeyDer<'sta
 /// Only the encoding is checked here; the CRL's signature and validity are checked by
 /// the verifier that uses it.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
-    let bytes = read_file(path)?;
+    parse_crls(&read_file(path)?, path)
+}
+
+/// [`load_crls`] on bytes already read; `path` is only used in errors.
+pub fn parse_crls(bytes: &[u8], path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
     let path = path.to_owned();
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::Empty { path });
     }
-    let crls: Vec<_> = if looks_like_pem(&bytes) {
-        let sections = pem_sections(&bytes, &path)?;
+    let crls: Vec<_> = if looks_like_pem(bytes) {
+        let sections = pem_sections(bytes, &path)?;
         let crls: Vec<_> = sections
             .iter()
             .filter(|s| s.kind == Some(SectionKind::Crl))
@@ -127,7 +227,7 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
         }
         crls
     } else {
-        vec![CertificateRevocationListDer::from(bytes)]
+        vec![CertificateRevocationListDer::from(bytes.to_vec())]
     };
     for crl in &crls {
         if let Err(e) = x509_parser::revocation_list::CertificateRevocationList::from_der(crl) {
@@ -382,6 +482,82 @@ mod tests {
         );
         let e = parse_private_key(pem, p()).unwrap_err();
         assert!(matches!(e, Error::NotAKey { .. }), "{e}");
+    }
+
+    fn not_a_file(e: &Error) -> &'static str {
+        match e {
+            Error::NotAFile { what, .. } => what,
+            other => panic!("expected NotAFile, got {other}"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_links_to_them_are_refused_unread() {
+        let e = read_file(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(not_a_file(&e), "a character device");
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: is a character device, not a regular file; not read"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("zero.pem");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert_eq!(
+            not_a_file(&load_certificates(&link).unwrap_err()),
+            "a character device"
+        );
+        assert_eq!(not_a_file(&read_file(d.path()).unwrap_err()), "a directory");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("cert.pem");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // No writer ever comes: opening it for reading would wait forever.
+        assert_eq!(not_a_file(&load_private_key(&fifo).unwrap_err()), "a FIFO");
+        assert_eq!(not_a_file(&load_crls(&fifo).unwrap_err()), "a FIFO");
+        // Opening without blocking is what the fstat check relies on if the FIFO is
+        // swapped in after the stat.
+        let f = open_without_blocking(&fifo).unwrap();
+        assert!(!f.metadata().unwrap().is_file());
+    }
+
+    #[test]
+    fn the_limit_is_exact_and_said() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("big.pem");
+        std::fs::write(&f, vec![b'a'; 1000]).unwrap();
+        assert_eq!(read_file_limited(&f, 1000).unwrap().len(), 1000);
+        let e = read_file_limited(&f, 999).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { limit: 999, .. }), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("big.pem: too large: over 999 bytes; not read")
+        );
+        std::fs::write(&f, vec![b'a'; MAX_FILE_SIZE as usize + 1]).unwrap();
+        let e = load_certificates(&f).unwrap_err();
+        assert!(
+            e.to_string().ends_with(": too large: over 4 MiB; not read"),
+            "{e}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_read_is_capped_whatever_the_metadata_says() {
+        // procfs files are regular files whose metadata says 0 bytes.
+        let status = Path::new("/proc/self/status");
+        assert_eq!(std::fs::metadata(status).unwrap().len(), 0);
+        assert!(read_file(status).unwrap().len() > 10);
+        let e = read_file_limited(status, 10).unwrap_err();
+        assert!(matches!(e, Error::TooLarge { limit: 10, .. }), "{e}");
     }
 
     #[test]
