@@ -593,8 +593,18 @@ pub(crate) struct SignatureBudget {
 struct Spent {
     verified: usize,
     refused: bool,
-    /// (algorithm, public key, message, signature) → valid, for every verification so far.
-    seen: Vec<(usize, Box<[u8]>, Box<[u8]>, Box<[u8]>, bool)>,
+    /// Every verification so far, with its result.
+    seen: Vec<Verified>,
+}
+
+/// One signature verified in a check: the algorithm (its index), the inputs, the result.
+#[derive(Debug)]
+struct Verified {
+    alg: usize,
+    public_key: Box<[u8]>,
+    message: Box<[u8]>,
+    signature: Box<[u8]>,
+    valid: bool,
 }
 
 impl SignatureBudget {
@@ -657,11 +667,14 @@ impl SignatureBudget {
         signature: &[u8],
     ) -> std::result::Result<(), rustls_pki_types::InvalidSignature> {
         let mut state = self.state();
-        let known = state.seen.iter().find(|(a, k, m, s, _)| {
-            *a == alg && **k == *public_key && **m == *message && **s == *signature
+        let known = state.seen.iter().find(|v| {
+            v.alg == alg
+                && *v.public_key == *public_key
+                && *v.message == *message
+                && *v.signature == *signature
         });
         let valid = match known {
-            Some(&(.., valid)) => valid,
+            Some(v) => v.valid,
             None if state.verified >= self.limit => {
                 state.refused = true;
                 false
@@ -671,13 +684,13 @@ impl SignatureBudget {
                 let valid = inner
                     .verify_signature(public_key, message, signature)
                     .is_ok();
-                state.seen.push((
+                state.seen.push(Verified {
                     alg,
-                    public_key.into(),
-                    message.into(),
-                    signature.into(),
+                    public_key: public_key.into(),
+                    message: message.into(),
+                    signature: signature.into(),
                     valid,
-                ));
+                });
                 valid
             }
         };
