@@ -343,3 +343,63 @@ pub fn leaf_outliving_ca(root: &Path) -> (PathBuf, Leaf) {
     std::fs::write(&out.key, key.serialize_pem()).unwrap();
     (dir.join("ca.pem"), out)
 }
+
+/// A chain built to make a path builder work: `n` CAs named exactly like `ca` (its one
+/// CN), with fresh keys and no path-length limit, self-signed, and a client
+/// certificate issued by the first of them. A verifier that trusts `ca` tries each
+/// impostor as the issuer of the client certificate and of every other impostor, and
+/// checks a signature against `ca`'s key at the end of each path: webpki alone verifies
+/// 16 signatures for `n = 3`. The leaf's `cert.pem` holds the leaf and the `n` impostors,
+/// in the order a client would present them.
+pub fn impostor_chain(ca: &TestCa, root: &Path, n: usize) -> Leaf {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_der = aop_pki::load_certificates(&ca.pem())
+        .unwrap()
+        .swap_remove(0);
+    // aop-pki names a CA with one CN, which rcgen encodes the same way here.
+    let info = aop_pki::CertInfo::from_der(&ca_der, now()).unwrap();
+    let cn = info.common_name.unwrap();
+    assert_eq!(info.subject, format!("CN={cn}"), "a CA named by one CN");
+    let mut pem = String::new();
+    let mut first = None;
+    let mut impostors = String::new();
+    for _ in 0..n {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, cn.as_str());
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.not_before = now() - Duration::minutes(5);
+        params.not_after = now() + Duration::days(30);
+        let key = KeyPair::generate().unwrap();
+        impostors += &params.self_signed(&key).unwrap().pem();
+        first.get_or_insert((params, key));
+    }
+    let (params, key) = first.expect("n > 0");
+    let issuer = Issuer::new(params, key);
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "impostor edge");
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.not_before = now() - Duration::minutes(5);
+    leaf.not_after = now() + Duration::days(30);
+    let leaf_key = KeyPair::generate().unwrap();
+    pem += &leaf.signed_by(&leaf_key, &issuer).unwrap().pem();
+    pem += &impostors;
+    let dir = root.join("impostors");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Leaf {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&out.cert, pem).unwrap();
+    std::fs::write(&out.key, leaf_key.serialize_pem()).unwrap();
+    out
+}

@@ -1,9 +1,12 @@
 //! The verifier alone: `Trust::check` on an edge chain with certificate pins, SPKI pins
 //! and a SAN allowlist configured — the first check (a cache miss: webpki path building,
 //! the CA's signature, parsing) against the same chain again (a cache hit), measured with criterion;
-//! and the cost of one JSON verdict log line.
+//! and the cost of one JSON verdict log line; and the work a hostile chain makes: the
+//! client certificate presented with three CAs named exactly like the trusted one (fresh
+//! keys), against the good chain in the same run, through `Trust::check` (signature
+//! budget) and through webpki alone with the provider's algorithms (as before the budget).
 //!
-//! `cargo bench -p aop-verify --bench verify`
+//! `cargo bench -p aop-verify --bench verify` (`-- impostor` for the hostile chain only)
 
 #![allow(missing_docs, clippy::unwrap_used)] // a benchmark: no docs, panics on setup failure
 
@@ -69,6 +72,85 @@ fn bench(c: &mut Criterion) {
     c.bench_function("check, cache hit (same chain again)", |b| {
         b.iter(|| black_box(trust.check(black_box(&edge), &[], at)));
     });
+
+    // Three CAs named like the trusted one (fresh keys, path length 3), and a client
+    // certificate from the first: path building tries each as the issuer of each other.
+    let mut impostors = Vec::new();
+    for i in 0..3 {
+        let sub = dir.path().join(format!("impostor-{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let fake = aop_pki::create_ca(
+            &CaRequest {
+                path_len: 3,
+                ..req.clone()
+            },
+            now,
+        )
+        .unwrap();
+        aop_pki::write_issued(
+            &fake,
+            &sub.join("ca.pem"),
+            &sub.join("ca.key"),
+            Overwrite::Refuse,
+        )
+        .unwrap();
+        impostors.push(fake.certificate);
+    }
+    let impostor_leaf = Ca::load(&dir.path().join("impostor-0"), now)
+        .unwrap()
+        .issue_client(
+            &ClientRequest {
+                common_name: "impostor".into(),
+                sans: vec![],
+                days: 30,
+                key_type: KeyType::EcdsaP256,
+            },
+            now,
+        )
+        .unwrap()
+        .certificate;
+    assert_eq!(
+        trust.check(&impostor_leaf, &impostors, at).outcome,
+        aop_verify::Outcome::Failed(aop_verify::Reason::BadSignature)
+    );
+    let mut g = c.benchmark_group("impostor");
+    g.bench_function("good chain, cache miss", |b| {
+        b.iter_batched_ref(
+            || Trust::load(&spec).unwrap(),
+            |trust| black_box(trust.check(black_box(&edge), &[], at)),
+            BatchSize::SmallInput,
+        );
+    });
+    g.bench_function("leaf + 3 impostors, check (signature budget)", |b| {
+        b.iter_batched_ref(
+            || Trust::load(&spec).unwrap(),
+            |trust| black_box(trust.check(black_box(&impostor_leaf), &impostors, at)),
+            BatchSize::SmallInput,
+        );
+    });
+    let anchors = [webpki::anchor_from_trusted_cert(&issued.certificate).unwrap()];
+    let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+    g.bench_function(
+        "leaf + 3 impostors, webpki alone (before the budget)",
+        |b| {
+            b.iter(|| {
+                let ee = webpki::EndEntityCert::try_from(black_box(&impostor_leaf)).unwrap();
+                black_box(
+                    ee.verify_for_usage(
+                        algs.all,
+                        &anchors,
+                        &impostors,
+                        at,
+                        webpki::KeyUsage::client_auth(),
+                        None,
+                        None,
+                    )
+                    .is_err(),
+                )
+            });
+        },
+    );
+    g.finish();
 
     // One verdict line, as aop-origin logs it with `log_format = "json"` (formatted,
     // written to a sink).
