@@ -181,8 +181,10 @@ impl Loaded {
     /// Read and validate `path`; every error names the file and, where it can, the line
     /// and key.
     pub(crate) fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        // Only a regular file, at most 4 MiB (a device or FIFO is refused unread).
+        let bytes = aop_pki::read_file(path).map_err(|e| ConfigError(e.to_string()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| ConfigError(format!("{}: not UTF-8 text: {e}", path.display())))?;
         Self::parse(path, text)
     }
 

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use aop_edge::{IdentitySpec, IdentityStore, Resolve, StoreSpec, Target, Timeouts};
 use aop_pki::rotate::{CertRecord, Manifest, Phase, Rotation, StepReport};
 use serde::Serialize;
@@ -235,14 +234,18 @@ fn probe_all(
 
 pub(crate) fn payload(args: &PayloadArgs) -> anyhow::Result<ExitCode> {
     let certs = aop_pki::load_certificates(&args.cert)?;
-    let key = aop_pki::load_private_key(&args.key)?;
+    // Read once: the key that is checked is the text that goes into the payload.
+    let key_bytes = aop_pki::read_file(&args.key)?;
+    let key = aop_pki::parse_private_key(&key_bytes, &args.key)?;
     aop_pki::check_key_matches(&certs[0], &key, &args.cert, &args.key)?;
     let cert_pem: String = certs
         .iter()
         .map(|c| aop_pki::pem_encode("CERTIFICATE", c))
         .collect();
-    let key_pem = std::fs::read_to_string(&args.key)
-        .with_context(|| format!("{}: cannot read", args.key.display()))?;
+    let key_pem = String::from_utf8(key_bytes).map_err(|_| aop_pki::Error::BadKey {
+        path: args.key.clone(),
+        detail: "not PEM text; the payload takes a PEM key".into(),
+    })?;
     let body = serde_json::json!({ "certificate": cert_pem, "private_key": key_pem.trim_end().to_owned() + "\n" });
     let text = serde_json::to_string_pretty(&body)? + "\n";
     let overwrite = if args.force {
