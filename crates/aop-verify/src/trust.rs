@@ -882,7 +882,7 @@ fn chain_key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aop_pki::{Ca, CaRequest, ClientRequest, KeyType, Overwrite};
 
@@ -921,50 +921,75 @@ mod tests {
         (trust, vec![leaf.certificate.clone()], now)
     }
 
-    /// `n` CAs named exactly like the one in `dir/ca.pem` (fresh keys, path length `n`,
-    /// self-signed), and a client certificate issued by the first: the leaf and the
-    /// impostors, as a client would present them.
-    fn impostors(
+    /// A CA named `name` (one CN) with path length `path_len`, written to `dir/sub`;
+    /// returns that directory (ca.pem, ca.key).
+    pub(crate) fn ca_named(
         dir: &std::path::Path,
+        sub: &str,
+        name: &str,
+        path_len: u8,
+        now: OffsetDateTime,
+    ) -> PathBuf {
+        let sub = dir.join(sub);
+        std::fs::create_dir_all(&sub).unwrap();
+        let req = CaRequest {
+            name: name.into(),
+            key_type: KeyType::EcdsaP256,
+            days: 365,
+            path_len,
+        };
+        let issued = aop_pki::create_ca(&req, now).unwrap();
+        aop_pki::write_issued(
+            &issued,
+            &sub.join("ca.pem"),
+            &sub.join("ca.key"),
+            Overwrite::Refuse,
+        )
+        .unwrap();
+        sub
+    }
+
+    /// A client certificate (CN `cn`) issued by the CA in `ca_dir`.
+    pub(crate) fn client_of(
+        ca_dir: &std::path::Path,
+        cn: &str,
+        now: OffsetDateTime,
+    ) -> CertificateDer<'static> {
+        Ca::load(ca_dir, now)
+            .unwrap()
+            .issue_client(
+                &ClientRequest {
+                    common_name: cn.into(),
+                    sans: vec![],
+                    days: 30,
+                    key_type: KeyType::EcdsaP256,
+                },
+                now,
+            )
+            .unwrap()
+            .certificate
+    }
+
+    /// `n` CAs named `name` (fresh keys, path length `n`, self-signed) in `dir/impostor-*`,
+    /// and a client certificate issued by the first: the leaf and the impostors, as a
+    /// client would present them.
+    pub(crate) fn impostors(
+        dir: &std::path::Path,
+        name: &str,
         n: usize,
         now: OffsetDateTime,
     ) -> Vec<CertificateDer<'static>> {
-        let mut chain = Vec::new();
-        for i in 0..n {
-            let req = CaRequest {
-                name: "ca".into(),
-                key_type: KeyType::EcdsaP256,
-                days: 365,
-                path_len: u8::try_from(n).unwrap(),
-            };
-            let sub = dir.join(format!("impostor-{i}"));
-            std::fs::create_dir_all(&sub).unwrap();
-            let issued = aop_pki::create_ca(&req, now).unwrap();
-            aop_pki::write_issued(
-                &issued,
-                &sub.join("ca.pem"),
-                &sub.join("ca.key"),
-                Overwrite::Refuse,
-            )
-            .unwrap();
-            if i == 0 {
-                let ca = Ca::load(&sub, now).unwrap();
-                let leaf = ca
-                    .issue_client(
-                        &ClientRequest {
-                            common_name: "impostor-edge".into(),
-                            sans: vec![],
-                            days: 30,
-                            key_type: KeyType::EcdsaP256,
-                        },
-                        now,
-                    )
-                    .unwrap();
-                chain.push(leaf.certificate);
-            }
-            chain.push(issued.certificate);
-        }
-        chain
+        let path_len = u8::try_from(n).unwrap();
+        let dirs: Vec<_> = (0..n)
+            .map(|i| ca_named(dir, &format!("impostor-{i}"), name, path_len, now))
+            .collect();
+        std::iter::once(client_of(&dirs[0], "impostor-edge", now))
+            .chain(dirs.iter().map(|d| {
+                aop_pki::load_certificates(&d.join("ca.pem"))
+                    .unwrap()
+                    .swap_remove(0)
+            }))
+            .collect()
     }
 
     /// Three certificates named like the trusted CA make webpki try every one as the issuer
@@ -974,7 +999,7 @@ mod tests {
     fn a_chain_of_impostors_costs_one_signature_per_certificate() {
         let d = tempfile::tempdir().unwrap();
         let (trust, _, now) = setup(d.path(), 10);
-        let chain = impostors(d.path(), 3, now);
+        let chain = impostors(d.path(), "ca", 3, now);
         assert_eq!(chain.len(), DEFAULT_MAX_DEPTH);
         let budget = SignatureBudget::new(trust.signature_budget());
         let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
@@ -990,7 +1015,7 @@ mod tests {
     fn past_the_budget_nothing_more_is_verified_and_the_chain_is_too_long() {
         let d = tempfile::tempdir().unwrap();
         let (trust, _, now) = setup(d.path(), 10);
-        let chain = impostors(d.path(), 3, now);
+        let chain = impostors(d.path(), "ca", 3, now);
         let budget = SignatureBudget::new(2);
         let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
         assert_eq!(checked.outcome, Outcome::Failed(Reason::ChainTooLong));
@@ -1010,49 +1035,17 @@ mod tests {
     fn same_named_anchors_make_the_impostors_exceed_the_budget_and_good_chains_still_pass() {
         let d = tempfile::tempdir().unwrap();
         let now = OffsetDateTime::now_utc();
-        let mut anchors = Vec::new();
-        for i in 0..3 {
-            let sub = d.path().join(format!("ca-{i}"));
-            std::fs::create_dir_all(&sub).unwrap();
-            let issued = aop_pki::create_ca(
-                &CaRequest {
-                    name: "ca".into(),
-                    key_type: KeyType::EcdsaP256,
-                    days: 365,
-                    path_len: 0,
-                },
-                now,
-            )
-            .unwrap();
-            aop_pki::write_issued(
-                &issued,
-                &sub.join("ca.pem"),
-                &sub.join("ca.key"),
-                Overwrite::Refuse,
-            )
-            .unwrap();
-            anchors.push(sub);
-        }
+        let anchors: Vec<_> = (0..3)
+            .map(|i| ca_named(d.path(), &format!("ca-{i}"), "ca", 0, now))
+            .collect();
         let trust = Trust::load(&TrustSpec::new(anchors.iter().map(|a| a.join("ca.pem")))).unwrap();
-        let chain = impostors(d.path(), 3, now);
+        let chain = impostors(d.path(), "ca", 3, now);
         let budget = SignatureBudget::new(trust.signature_budget());
         let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
         assert_eq!(checked.outcome, Outcome::Failed(Reason::ChainTooLong));
         assert_eq!(budget.verified(), trust.signature_budget());
 
-        let good = Ca::load(&anchors[2], now)
-            .unwrap()
-            .issue_client(
-                &ClientRequest {
-                    common_name: "edge".into(),
-                    sans: vec![],
-                    days: 30,
-                    key_type: KeyType::EcdsaP256,
-                },
-                now,
-            )
-            .unwrap()
-            .certificate;
+        let good = client_of(&anchors[2], "edge", now);
         let budget = SignatureBudget::new(trust.signature_budget());
         let checked = trust.check_within(&good, &[], unix_time(now), &budget);
         assert_eq!(checked.outcome, Outcome::Success);

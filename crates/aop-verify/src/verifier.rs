@@ -235,3 +235,53 @@ impl ClientCertVerifier for Verifier {
         self.algs.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::tests::{ca_named, client_of, impostors};
+    use crate::trust::{TrustSpec, unix_time};
+
+    fn trust(ca_dir: &std::path::Path) -> Arc<Trust> {
+        Arc::new(Trust::load(&TrustSpec::new([ca_dir.join("ca.pem")])).unwrap())
+    }
+
+    /// The `zone_mismatch` search spends from the handshake's budget: impostors of a name
+    /// that three other rules trust (four signatures a rule) stop at the budget, and the
+    /// verdict stays this rule's `unknown_ca`. A real certificate of another rule is still
+    /// found out (two signatures: the first other rule's key, then its own CA's).
+    #[test]
+    fn the_zone_mismatch_search_shares_the_handshake_budget() {
+        let d = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let at = unix_time(now);
+        let own = ca_named(d.path(), "own", "a", 0, now);
+        let b: Vec<_> = (0..3)
+            .map(|i| ca_named(d.path(), &format!("b{i}"), "b", 0, now))
+            .collect();
+        let others = b
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| (Arc::from(format!("b{i}")), trust(dir)))
+            .collect();
+        let v = Verifier::new("a".into(), trust(&own), others, Mode::Require);
+        assert_eq!(v.trust.signature_budget(), 10);
+
+        let chain = impostors(d.path(), "b", 3, now);
+        let budget = SignatureBudget::new(v.trust.signature_budget());
+        let checked = v.check_within(&chain[0], &chain[1..], at, &budget);
+        assert_eq!(checked.outcome, Outcome::Failed(Reason::UnknownCa));
+        assert_eq!(budget.verified(), 10);
+        assert!(budget.exhausted());
+
+        let of_b1 = client_of(&b[1], "edge-b1", now);
+        let budget = SignatureBudget::new(v.trust.signature_budget());
+        let checked = v.check_within(&of_b1, &[], at, &budget);
+        assert_eq!(checked.outcome, Outcome::Failed(Reason::ZoneMismatch));
+        assert_eq!(
+            checked.detail.as_deref(),
+            Some("the certificate is valid for rule \"b1\", not for rule \"a\"")
+        );
+        assert_eq!(budget.verified(), 2);
+    }
+}
