@@ -52,8 +52,6 @@ impl Nginx {
     /// certificates from that CA (`ssl_verify_client on`), else it asks for none. Every
     /// response body is `verify=$ssl_client_verify dn=$ssl_client_s_dn`.
     pub fn start(dir: &Path, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Self {
-        let bin = binary().expect("nginx is installed");
-        let port = free_port();
         let verify = match client_ca {
             Some(ca) => format!(
                 "ssl_verify_client on;\n        ssl_client_certificate {};",
@@ -61,6 +59,22 @@ impl Nginx {
             ),
             None => "ssl_verify_client off;".to_owned(),
         };
+        let server = format!(
+            r#"{verify}
+        location / {{
+            default_type text/plain;
+            return 200 "verify=$ssl_client_verify dn=$ssl_client_s_dn\n";
+        }}"#
+        );
+        Self::start_with(dir, cert, key, &server)
+    }
+
+    /// Start nginx serving TLS with `cert`/`key` (TLS 1.2 and 1.3), with `server` as the
+    /// rest of its one `server {}` block: the `ssl_verify_client` lines, `add_header`s,
+    /// `location`s.
+    pub fn start_with(dir: &Path, cert: &Path, key: &Path, server: &str) -> Self {
+        let bin = binary().expect("nginx is installed");
+        let port = free_port();
         let d = dir.display();
         let conf = format!(
             r#"
@@ -83,11 +97,7 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
-        {verify}
-        location / {{
-            default_type text/plain;
-            return 200 "verify=$ssl_client_verify dn=$ssl_client_s_dn\n";
-        }}
+        {server}
     }}
 }}
 "#,
