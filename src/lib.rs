@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // test support: a panic is how a broken test setup is reported
 
+pub mod guard;
 pub mod nginx;
 pub mod origin;
 pub mod pki;

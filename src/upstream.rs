@@ -45,8 +45,19 @@ async fn echo(
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let (parts, incoming) = req.into_parts();
+    // Read the request body whole before answering, as an application would: a request
+    // whose body never finishes never gets an answer from here.
+    let received = http_body_util::BodyExt::collect(incoming)
+        .await
+        .map(|b| b.to_bytes().len());
     let mut body = String::new();
-    for (name, value) in req.headers() {
+    if let Ok(n) = received
+        && n > 0
+    {
+        let _ = writeln!(body, "x-echo-body-bytes: {n}");
+    }
+    for (name, value) in &parts.headers {
         let _ = writeln!(
             body,
             "{name}: {}",

@@ -544,8 +544,8 @@ async fn sni_picks_the_most_specific_rule_and_unknown_names_are_refused() {
         ),
         (
             "GET / HTTP/1.1\r\nHost: www.example.com\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
-            421,
-            "two Host headers",
+            400,
+            "two Host headers (400 even when both would pass: RFC 9112 §3.2)",
         ),
         ("GET / HTTP/1.0\r\n\r\n", 400, "no Host"),
         (

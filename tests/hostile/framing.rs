@@ -1,1 +1,160 @@
-//! See main.rs.
+//! Request framing the client breaks (bad chunked encoding, a transfer coding the guard
+//! would silently drop, a body that stalls) is the client's error — 400, 501, 408 — and
+//! is never blamed on the upstream; and a kept-alive connection on an `optional` site
+//! carries the verdict of the policy in force after a reload, not the one it was
+//! accepted under.
+
+use std::time::Duration;
+
+use aop_e2e::guard::{Guard, client_config, connect, round_trip};
+use aop_e2e::pki;
+use aop_e2e::tempdir;
+use aop_e2e::upstream::{Echo, header};
+
+const POLICY: &str = "header_read_timeout_secs = 2\nrequest_body_timeout_secs = 1\n";
+
+fn site(upstream: std::net::SocketAddr, trust: &str, mode: &str) -> String {
+    format!(
+        "\n[[site]]\nhostnames = [\"a.test\"]\ncert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\n\
+         trust = [\"{trust}\"]\nmode = \"{mode}\"\nupstream = \"http://{upstream}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_request_bodies_are_the_clients_fault_not_the_upstreams() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    let echo = Echo::start().await;
+    let guard = Guard::start(
+        d,
+        &format!("{POLICY}{}", site(echo.addr, "edge-ca/ca.pem", "require")),
+    );
+    let config = client_config(&origin_ca.pem(), Some(&edge));
+    let fresh = || connect(guard.addr(), "a.test", true, &config);
+
+    // The control: a well-formed chunked body reaches the upstream whole.
+    let mut tls = fresh().await.unwrap();
+    let r = round_trip(
+        &mut tls,
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(header(r.body(), "x-echo-body-bytes").as_deref(), Some("5"));
+
+    // Malformed chunk sizes: 400, counted as the client's error.
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "5\r\nhelloXX0\r\n\r\n",
+        "ffffffffffffffffff\r\n",
+    ] {
+        let mut tls = fresh().await.unwrap();
+        let req =
+            format!("POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let r = round_trip(&mut tls, req.as_bytes()).await;
+        let status = r.as_ref().map_or(0, |r| r.status);
+        assert_eq!(status, 400, "body {body:?}: {r:?}");
+    }
+    // A transfer coding before chunked would be dropped on the way: refused.
+    let mut tls = fresh().await.unwrap();
+    let r = round_trip(
+        &mut tls,
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 501, "{}", r.text);
+    // A body that stops arriving: 408 once request_body_timeout_secs passes.
+    let mut tls = fresh().await.unwrap();
+    let r = round_trip(
+        &mut tls,
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 408, "{}", r.text);
+
+    let m = guard.metrics_text();
+    assert!(
+        m.contains("aop_upstream_errors_total{site=\"a.test\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("aop_client_errors_total{site=\"a.test\"} 5"),
+        "{m}"
+    );
+    assert!(
+        m.contains("aop_requests_total{site=\"a.test\",status=\"400\"} 3"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_sites_kept_alive_connection_carries_the_reloaded_verdict() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    pki::ca(d, "other-ca");
+    let echo = Echo::start().await;
+    let guard = Guard::start(d, &site(echo.addr, "edge-ca/ca.pem", "optional"));
+    let config = client_config(&origin_ca.pem(), Some(&edge));
+    let mut tls = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    let req = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    let r = round_trip(&mut tls, req).await.unwrap();
+    assert_eq!(
+        header(r.body(), "x-client-verify").as_deref(),
+        Some("SUCCESS")
+    );
+    assert!(header(r.body(), "x-forwarded-client-cert").is_some());
+
+    // The edge's CA is removed from the site's trust.
+    std::fs::write(&guard.config, {
+        let text = std::fs::read_to_string(&guard.config).unwrap();
+        text.replace("edge-ca/ca.pem", "other-ca/ca.pem")
+    })
+    .unwrap();
+    guard.signal("-HUP");
+    guard.wait_log("configuration reloaded");
+
+    let r = round_trip(&mut tls, req)
+        .await
+        .expect("optional mode keeps the connection");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        header(r.body(), "x-client-verify").as_deref(),
+        Some("FAILED:unknown_ca"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        header(r.body(), "x-forwarded-client-cert"),
+        None,
+        "{}",
+        r.text
+    );
+    // And it stays so on the next request.
+    let r = round_trip(&mut tls, req).await.unwrap();
+    assert_eq!(
+        header(r.body(), "x-client-verify").as_deref(),
+        Some("FAILED:unknown_ca")
+    );
+    guard.wait_log("has a new verdict under the reloaded policy");
+    // A new connection meets the same policy in its handshake.
+    let mut fresh = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    let r = round_trip(&mut fresh, req).await.unwrap();
+    assert_eq!(
+        header(r.body(), "x-client-verify").as_deref(),
+        Some("FAILED:unknown_ca")
+    );
+    let _ = Duration::ZERO;
+}

@@ -1,1 +1,196 @@
-//! See main.rs.
+//! Lockout by idle and slow connections: after the handshake, a connection that sends
+//! nothing, or trickles a header a byte at a time, is closed by the header-read and
+//! keep-alive timers; and a crowd of connections that never authenticate — plain TCP
+//! that never sends a ClientHello, certificate-less TLS held idle on an `optional` site —
+//! cannot take the slots the edge needs: the budget closes the oldest of them and the
+//! edge is served. Scaled down here (lowered limits, hundreds of connections);
+//! `scripts/flood.py` runs the same attack at full size.
+
+use std::time::Duration;
+
+use aop_e2e::guard::{Guard, client_config, closed_within, connect, round_trip};
+use aop_e2e::pki;
+use aop_e2e::tempdir;
+use aop_e2e::upstream::{Echo, header};
+use tokio::io::AsyncWriteExt as _;
+
+fn sites(upstream: std::net::SocketAddr) -> String {
+    let site = |host: &str, mode: &str| {
+        format!(
+            "\n[[site]]\nhostnames = [\"{host}\"]\ncert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\n\
+             trust = [\"edge-ca/ca.pem\"]\nmode = \"{mode}\"\nupstream = \"http://{upstream}\"\n"
+        )
+    };
+    format!(
+        "{}{}",
+        site("a.test", "require"),
+        site("opt.test", "optional")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_trickling_connections_are_closed_by_the_timers() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test", "opt.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    let echo = Echo::start().await;
+    let guard = Guard::start(
+        d,
+        &format!(
+            "header_read_timeout_secs = 1\nkeepalive_timeout_secs = 2\n{}",
+            sites(echo.addr)
+        ),
+    );
+    let config = client_config(&origin_ca.pem(), Some(&edge));
+
+    // Silent after the handshake: closed by the keep-alive timer.
+    let mut silent = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(20)).await);
+    guard.wait_log("closed=\"keepalive_timeout\"");
+
+    // Idle after a request: the same.
+    let mut after = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    let r = round_trip(&mut after, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(closed_within(&mut after, Duration::from_secs(20)).await);
+
+    // A header trickled a byte every 200 ms: closed by the header-read timer although
+    // bytes keep coming (the whole head would take 8 s).
+    let mut slow = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    let head = b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: aaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for b in head {
+        if slow.write_all(&[*b]).await.is_err() || slow.flush().await.is_err() {
+            closed = true;
+            break;
+        }
+        if closed_within(&mut slow, Duration::from_millis(200)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a trickled header was served to the end");
+    guard.wait_log("closed=\"header_read_timeout\"");
+
+    // A request in progress is not cut by these timers (the upstream takes 3 s, longer
+    // than both).
+    let mut busy = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    let r = round_trip(
+        &mut busy,
+        b"GET /?sleep_ms=3000 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let m = guard.metrics_text();
+    assert!(
+        m.contains("aop_connections_closed_total{site=\"a.test\",limit=\"keepalive_timeout\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("aop_connections_closed_total{site=\"a.test\",limit=\"header_read_timeout\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_that_never_authenticates_cannot_lock_the_edge_out() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test", "opt.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    let echo = Echo::start().await;
+    // Limits lowered so a few hundred connections fill them.
+    let guard = Guard::start(
+        d,
+        &format!(
+            "max_connections = 60\nmax_handshakes = 30\nmax_handshakes_per_peer = 20\n\
+             max_unauthenticated_per_peer = 10\nhandshake_timeout_secs = 60\nkeepalive_timeout_secs = 60\n{}",
+            sites(echo.addr)
+        ),
+    );
+    let anonymous = client_config(&origin_ca.pem(), None);
+    let with_cert = client_config(&origin_ca.pem(), Some(&edge));
+
+    // 40 certificate-less TLS connections to the optional site, held idle.
+    let mut held_tls = Vec::new();
+    for _ in 0..40 {
+        let mut tls = connect(guard.addr(), "opt.test", true, &anonymous)
+            .await
+            .unwrap();
+        let r = round_trip(&mut tls, b"GET / HTTP/1.1\r\nHost: opt.test\r\n\r\n").await;
+        if let Some(r) = r {
+            assert_eq!(header(r.body(), "x-client-verify").as_deref(), Some("NONE"));
+        }
+        held_tls.push(tls);
+    }
+    // 200 plain TCP connections that never send a ClientHello.
+    let mut held_tcp = Vec::new();
+    for _ in 0..200 {
+        held_tcp.push(tokio::net::TcpStream::connect(guard.addr()).await.unwrap());
+    }
+    // The edge: 20 requests, each on a new connection, every one served.
+    for i in 0..20 {
+        let mut tls = connect(guard.addr(), "a.test", true, &with_cert)
+            .await
+            .unwrap_or_else(|e| panic!("edge connection {i} refused: {e}"));
+        let r = round_trip(
+            &mut tls,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap_or_else(|| panic!("edge request {i} got no answer"));
+        assert_eq!(r.status, 200, "edge request {i}: {}", r.text);
+        assert_eq!(
+            header(r.body(), "x-client-verify").as_deref(),
+            Some("SUCCESS")
+        );
+    }
+    // The crowd was thinned: at most the per-peer caps of it are still open.
+    let mut tcp_open = 0;
+    for tcp in &mut held_tcp {
+        if !closed_within(tcp, Duration::from_millis(20)).await {
+            tcp_open += 1;
+        }
+    }
+    let mut tls_open = 0;
+    for tls in &mut held_tls {
+        if !closed_within(tls, Duration::from_millis(20)).await {
+            tls_open += 1;
+        }
+    }
+    assert!(
+        tcp_open <= 20,
+        "{tcp_open} silent TCP connections still open"
+    );
+    assert!(
+        tls_open <= 10,
+        "{tls_open} idle certificate-less connections still open"
+    );
+    let m = guard.metrics_text();
+    for want in [
+        "aop_connections_closed_total{site=\"\",limit=\"max_handshakes_per_peer\"}",
+        "aop_connections_closed_total{site=\"opt.test\",limit=\"max_unauthenticated_per_peer\"}",
+    ] {
+        assert!(m.contains(want), "no {want}:\n{m}");
+    }
+    assert!(
+        !guard
+            .lines_with("closed=\"max_handshakes_per_peer\"")
+            .is_empty()
+    );
+}

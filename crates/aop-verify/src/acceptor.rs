@@ -28,6 +28,14 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Log each verdict as a `tracing` event (target `aop::verdict`). Default true.
     pub log_verdicts: bool,
+    /// After the handshake, a request's head (request line and headers) must arrive
+    /// whole within this, from its first byte: a client that trickles a header a byte at
+    /// a time is closed. Enforced by the hyper glue. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress is closed after this long without the
+    /// first byte of a new one (the first request included). Enforced by the hyper glue.
+    /// Default 60 s.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -36,6 +44,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 1024,
             log_verdicts: true,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -50,6 +60,18 @@ impl Limits {
     /// Set [`Limits::max_handshakes`].
     pub fn with_max_handshakes(mut self, n: usize) -> Self {
         self.max_handshakes = n;
+        self
+    }
+
+    /// Set [`Limits::header_read_timeout`].
+    pub fn with_header_read_timeout(mut self, t: Duration) -> Self {
+        self.header_read_timeout = t;
+        self
+    }
+
+    /// Set [`Limits::keepalive_timeout`].
+    pub fn with_keepalive_timeout(mut self, t: Duration) -> Self {
+        self.keepalive_timeout = t;
         self
     }
 
@@ -74,6 +96,8 @@ pub struct Accepted {
     /// The live policy: after a reload, a keep-alive connection's certificate is
     /// re-checked against the new policy before its next request is served.
     pub handle: PolicyHandle,
+    /// The acceptor's limits (the hyper glue enforces the post-handshake timeouts).
+    pub limits: Limits,
 }
 
 impl Accepted {
@@ -86,22 +110,21 @@ impl Accepted {
     }
 }
 
-/// See [`Accepted::host_matches_rule`].
+/// See [`Accepted::host_matches_rule`]: a host that does not parse strictly (see
+/// [`crate::authority`]) belongs to no rule.
 pub(crate) fn host_in_rule(policy: &Policy, rule: Option<&str>, host: &str) -> bool {
-    let name = strip_port(host);
-    let selected = policy.select(Some(name)).ok().map(|r| r.name().as_ref());
-    selected.is_some() && selected == rule
+    crate::authority::parse(host).is_ok_and(|a| authority_in_rule(policy, rule, &a))
 }
 
-/// `example.com:8443` → `example.com`; `[::1]:443` → `::1`.
-fn strip_port(host: &str) -> &str {
-    if let Some(v6) = host.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
+/// Whether a parsed authority's host selects the rule named `rule`.
+pub(crate) fn authority_in_rule(
+    policy: &Policy,
+    rule: Option<&str>,
+    authority: &crate::authority::Authority,
+) -> bool {
+    let name = authority.host.match_name();
+    let selected = policy.select(Some(&name)).ok().map(|r| r.name().as_ref());
+    selected.is_some() && selected == rule
 }
 
 /// A connection that was refused: the handshake failed, timed out, or the policy said no.
@@ -186,6 +209,7 @@ impl Acceptor {
                 verdict,
                 policy,
                 handle: self.policy.clone(),
+                limits: self.limits.clone(),
             }),
             None => Err(Refused { verdict }),
         }
@@ -256,6 +280,7 @@ impl Acceptor {
                     None => base(Outcome::None(NoneCause::NoCertificate)),
                 };
                 v.resumed = resumed;
+                v.completed = true;
                 v.tls_version = conn.protocol_version().map(tls_version_name);
                 if rule.mode() == Mode::Require && !v.is_success() {
                     // Only a resumed session can get here: the verifier refuses the rest.
@@ -295,12 +320,13 @@ fn refusal(
             c.client,
         ),
         Some(c) if !c.outcome.is_success() => (c.outcome, c.detail, c.client),
-        // A certificate was presented and passed, but the handshake did not finish: the
-        // verdict is FAILED (NONE means no certificate was presented).
+        // A certificate was presented and passed, but the handshake did not finish (the
+        // client reset the connection after its Finished, say). The certificate's verdict
+        // stays its own; `completed = false` says the handshake did not complete.
         Some(c) => (
-            Outcome::Failed(Reason::Other),
+            c.outcome,
             Some(format!(
-                "the handshake failed after the certificate was checked: {e}"
+                "the certificate passed, but the handshake did not complete: {e}"
             )),
             c.client,
         ),
@@ -329,18 +355,5 @@ fn tls_version_name(v: rustls::ProtocolVersion) -> &'static str {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
         _ => "other",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_port;
-
-    #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("example.com:8443"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:443"), "::1");
-        assert_eq!(strip_port("::1"), "::1");
     }
 }

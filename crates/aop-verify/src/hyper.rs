@@ -4,34 +4,46 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
 use hyper::header::HOST;
 use hyper::service::Service;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use rustls_pki_types::CertificateDer;
 
-use crate::acceptor::host_in_rule;
+use crate::acceptor::authority_in_rule;
+use crate::authority;
 use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict, unix_time};
 
 /// Serve HTTP/1.1 on an accepted connection. Every request carries the connection's
 /// verdict as an `Arc<Verdict>` extension.
 ///
-/// A request whose Host (any Host header, and the authority of an absolute request
-/// target) belongs to another rule than the connection's SNI did, or to no rule, is
-/// answered `421 Misdirected Request` with an empty body, without calling the service: a
-/// client accepted under one zone's trust, or under the shared default rule, must not
-/// reach a hostname whose rule trusts someone else. A request with no Host, or a Host
-/// that is not text, is answered 400.
+/// Every name a request could be routed by — each `Host` header and the authority of an
+/// absolute-form request target — is parsed strictly (see [`crate::authority`]). No
+/// Host, more than one Host header, or one that does not parse: `400 Bad Request` and
+/// the connection closes. A name that belongs to another rule than the connection's SNI
+/// did, or to no rule: `421 Misdirected Request`, without calling the service, on every
+/// rule, the default included — a client accepted under one zone's trust, or under the
+/// shared default rule, must not reach a hostname whose rule trusts someone else.
 ///
 /// After a policy reload, a kept-alive connection's certificate is checked against the
-/// new policy before its next request; if it no longer passes (a retired CA, a revoked
-/// certificate, a removed rule) the request is answered 421 with `Connection: close`, so
-/// the client reconnects and meets the new policy in a fresh handshake.
+/// new policy before its next request. In `require` mode, if it no longer passes (a
+/// retired CA, a revoked certificate, a removed rule) the request is answered 421 with
+/// `Connection: close`, so the client reconnects and meets the new policy in a fresh
+/// handshake. In `optional` mode the connection carries the new verdict from then on.
 ///
+/// The connection is closed if a request's head does not arrive whole within
+/// [`Limits::header_read_timeout`](crate::Limits::header_read_timeout) of its first byte,
+/// or if no request starts within
+/// [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) of the connection
+/// becoming idle (the first request included). A request in progress is never cut by
+/// these timers (a slow upload is the service's to bound).
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -54,20 +66,35 @@ where
     serve_connection_until(accepted, service, std::future::pending(), None)
 }
 
+/// What the glue refused or closed on one connection, for the caller's metrics.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ConnCounters {
+    /// Requests answered 421 (a Host outside the connection's rule, or a certificate the
+    /// reloaded policy refuses).
+    pub misdirected: AtomicU64,
+    /// Requests answered 400 (no Host, several, or one that does not parse).
+    pub bad_request: AtomicU64,
+    /// Connections closed because a request head did not arrive in time.
+    pub header_timeout: AtomicU64,
+    /// Connections closed because no request started in time.
+    pub keepalive_timeout: AtomicU64,
+}
+
 /// As [`serve_connection`], and when `shutdown` completes, finish the request in
 /// progress (if any), then close the connection gracefully instead of waiting for the
-/// next request. `misdirected`, if given, counts the 421s.
+/// next request. `counters`, if given, counts the 421s, 400s and timeouts.
 ///
-/// The future returned is two pointers: the connection (hyper's state, the TLS stream,
-/// the service; about 2 KiB) is one heap allocation of its own size, and `shutdown`
-/// another. An `async fn` here would keep its arguments beside the connection they were
-/// moved into, and a task that awaited it would carry both for the connection's whole
-/// life (measured: a 16.7 KiB task per connection in aop-origin).
+/// The future returned is a few pointers: the connection (hyper's state, the TLS stream,
+/// the service; about 2 KiB) is one heap allocation of its own size, and `shutdown` and
+/// the timer others. An `async fn` here would keep its arguments beside the connection
+/// they were moved into, and a task that awaited it would carry both for the
+/// connection's whole life (measured: a 16.7 KiB task per connection in aop-origin).
 pub fn serve_connection_until<S, B, F>(
     accepted: Accepted,
     service: S,
     shutdown: F,
-    misdirected: Option<Arc<std::sync::atomic::AtomicU64>>,
+    counters: Option<Arc<ConnCounters>>,
 ) -> impl Future<Output = Result<(), hyper::Error>>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
@@ -82,19 +109,26 @@ where
         .1
         .peer_certificates()
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+    let activity = Arc::new(Activity::new());
+    let limits = accepted.limits;
+    let verdict = Arc::new(accepted.verdict);
     let service = WithVerdict {
         inner: service,
-        verdict: Arc::new(accepted.verdict),
-        checked: std::sync::Mutex::new(accepted.policy),
+        state: std::sync::Mutex::new((accepted.policy, verdict.clone())),
         handle: accepted.handle,
         chain,
-        misdirected,
+        counters: counters.clone(),
+        activity: activity.clone(),
+    };
+    let io = Watched {
+        inner: accepted.stream,
+        activity: activity.clone(),
     };
     let mut conn = Box::pin(
-        hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(accepted.stream), service),
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service),
     );
     let mut shutdown = Some(Box::pin(shutdown));
+    let mut timer = Box::pin(tokio::time::sleep(limits.keepalive_timeout));
     std::future::poll_fn(move |cx| {
         if let Some(s) = shutdown.as_mut()
             && s.as_mut().poll(cx).is_ready()
@@ -102,54 +136,329 @@ where
             shutdown = None;
             conn.as_mut().graceful_shutdown();
         }
-        conn.as_mut().poll(cx)
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        loop {
+            let Some((at, why)) = activity.deadline(&limits) else {
+                return Poll::Pending;
+            };
+            if tokio::time::Instant::now() >= at {
+                closed_for(why, &verdict, counters.as_deref());
+                return Poll::Ready(Ok(()));
+            }
+            if timer.deadline() != at {
+                timer.as_mut().reset(at);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
     })
+}
+
+/// Log (and count) a connection the glue closed for a timeout.
+fn closed_for(why: Timeout, verdict: &Verdict, counters: Option<&ConnCounters>) {
+    if let Some(c) = counters {
+        match why {
+            Timeout::Header => &c.header_timeout,
+            Timeout::KeepAlive => &c.keepalive_timeout,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+    let peer = verdict.peer.map(|p| p.to_string()).unwrap_or_default();
+    tracing::info!(target: "aop::verdict", verdict = %verdict.outcome, closed = why.as_str(),
+        %peer, sni = verdict.sni.as_deref().unwrap_or(""), rule = verdict.rule.as_deref().unwrap_or(""),
+        "connection closed: {}", why.describe());
+}
+
+/// Which post-handshake timer closed a connection.
+#[derive(Clone, Copy, Debug)]
+enum Timeout {
+    Header,
+    KeepAlive,
+}
+
+impl Timeout {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header_read_timeout",
+            Self::KeepAlive => "keepalive_timeout",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Header => "the request head did not arrive whole in time",
+            Self::KeepAlive => "no request started in time",
+        }
+    }
+}
+
+/// Where a connection is between requests, for its timers. Touched only by the
+/// connection's own task (atomics only because the future must be `Send`).
+struct Activity {
+    start: tokio::time::Instant,
+    phase: AtomicU8,
+    /// When the phase began, in ms since `start`.
+    since_ms: AtomicU64,
+    /// Requests handed to the service whose response body has not finished.
+    in_flight: AtomicUsize,
+}
+
+/// No request in progress; waiting for the first byte of the next.
+const IDLE: u8 = 0;
+/// Bytes of a request head have arrived; waiting for the rest of it.
+const HEAD: u8 = 1;
+/// A request is with the service, or its response is being written.
+const BUSY: u8 = 2;
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            phase: AtomicU8::new(IDLE),
+            since_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn enter(&self, phase: u8) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.since_ms.store(now, Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    fn bytes_read(&self) {
+        if self.phase.load(Ordering::Relaxed) == IDLE {
+            self.enter(HEAD);
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.phase.store(BUSY, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    fn deadline(&self, limits: &crate::Limits) -> Option<(tokio::time::Instant, Timeout)> {
+        let (limit, why) = match self.phase.load(Ordering::Relaxed) {
+            IDLE => (limits.keepalive_timeout, Timeout::KeepAlive),
+            HEAD => (limits.header_read_timeout, Timeout::Header),
+            _ => return None,
+        };
+        let since = Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
+        Some((self.start + since + limit, why))
+    }
+}
+
+/// A request in progress: while one lives, the connection is busy. Dropped when the
+/// response body ends (or is dropped).
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.enter(IDLE);
+        }
+    }
+}
+
+/// The TLS stream, noting when request bytes arrive.
+struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that marks the end of its request for the connection's timers.
+    struct Tracked<B> {
+        #[pin]
+        inner: B,
+        busy: Option<Busy>,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = r {
+            this.busy.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Checks the Host against the connection's rule, inserts the verdict into each
 /// request, then calls the inner service.
 struct WithVerdict<S> {
     inner: S,
-    verdict: Arc<Verdict>,
-    /// The policy this connection's certificate was last checked against.
-    checked: std::sync::Mutex<Arc<Policy>>,
+    /// The policy this connection's certificate was last checked against, and the
+    /// verdict that check gave.
+    state: std::sync::Mutex<(Arc<Policy>, Arc<Verdict>)>,
     /// The policy in force.
     handle: PolicyHandle,
     /// The client's chain, to re-check it after a reload.
     chain: Option<Arc<[CertificateDer<'static>]>>,
-    misdirected: Option<Arc<std::sync::atomic::AtomicU64>>,
+    counters: Option<Arc<ConnCounters>>,
+    activity: Arc<Activity>,
 }
 
 impl<S> WithVerdict<S> {
-    /// The policy to judge this request by: the one in force, once the connection's
-    /// certificate has been re-checked against it after a reload; `None` if it no longer
-    /// passes (or its rule is gone), and the connection must end.
-    fn policy(&self) -> Option<Arc<Policy>> {
+    /// The policy to judge this request by and the connection's verdict under it: the
+    /// policy in force, once the connection's certificate has been re-checked against it
+    /// after a reload; `None` if the connection must end (its rule is gone, or, in
+    /// `require` mode, its certificate no longer passes).
+    fn current(&self) -> Option<(Arc<Policy>, Arc<Verdict>)> {
         let current = self.handle.current();
-        let mut checked = self
-            .checked
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if Arc::ptr_eq(&checked, &current) {
-            return Some(current);
+        if Arc::ptr_eq(&state.0, &current) {
+            return Some((current, state.1.clone()));
         }
-        let rule = current.select(self.verdict.sni.as_deref()).ok()?;
-        if Some(rule.name().as_ref()) != self.verdict.rule.as_deref() {
+        let verdict = &state.1;
+        let rule = current.select(verdict.sni.as_deref()).ok()?;
+        if Some(rule.name().as_ref()) != verdict.rule.as_deref() {
             return None;
         }
-        if rule.mode() == Mode::Require {
-            let (ee, rest) = self.chain.as_deref()?.split_first()?;
-            let again = rule
-                .verifier()
-                .check(ee, rest, unix_time(time::OffsetDateTime::now_utc()));
-            if !again.outcome.is_success() {
+        let again = match self.chain.as_deref().and_then(<[_]>::split_first) {
+            Some((ee, rest)) => Some(rule.verifier().check(
+                ee,
+                rest,
+                unix_time(time::OffsetDateTime::now_utc()),
+            )),
+            // No certificate: NONE stays NONE (and `require` never let one in).
+            None => None,
+        };
+        let verdict = match again {
+            Some(again) if again.outcome != verdict.outcome => {
                 tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %again.outcome,
-                    "a kept-alive connection's certificate no longer passes the reloaded policy: 421 and close");
-                return None;
+                    was = %verdict.outcome, mode = ?rule.mode(),
+                    "a kept-alive connection's certificate has a new verdict under the reloaded policy");
+                if rule.mode() == Mode::Require && !again.outcome.is_success() {
+                    return None;
+                }
+                let mut v = Verdict::clone(verdict);
+                v.outcome = again.outcome;
+                v.detail = again.detail;
+                v.client = again.client.or(v.client);
+                Arc::new(v)
+            }
+            _ => verdict.clone(),
+        };
+        *state = (current.clone(), verdict.clone());
+        Some((current, verdict))
+    }
+
+    fn count(&self, which: impl Fn(&ConnCounters) -> &AtomicU64) {
+        if let Some(c) = &self.counters {
+            which(c).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// 400 or 421 for a request whose names do not all parse strictly, or do not all
+    /// belong to the connection's rule; `None` if it may pass.
+    fn refuse_names(
+        &self,
+        req: &Request<Incoming>,
+        policy: &Policy,
+        verdict: &Verdict,
+    ) -> Option<StatusCode> {
+        let mut hosts = req.headers().get_all(HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            self.count(|c| &c.bad_request);
+            return Some(StatusCode::BAD_REQUEST);
+        }
+        let absolute = req
+            .uri()
+            .authority()
+            .map(hyper::http::uri::Authority::as_str);
+        let names = host.map(|h| h.to_str()).into_iter().chain(absolute.map(Ok));
+        let mut any = false;
+        for name in names {
+            any = true;
+            let Ok(authority) = name
+                .map_err(drop)
+                .and_then(|n| authority::parse(n).map_err(drop))
+            else {
+                self.count(|c| &c.bad_request);
+                return Some(StatusCode::BAD_REQUEST);
+            };
+            if !authority_in_rule(policy, verdict.rule.as_deref(), &authority) {
+                tracing::warn!(target: "aop::verdict", host = %authority, rule = verdict.rule.as_deref().unwrap_or(""),
+                    sni = verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
+                self.count(|c| &c.misdirected);
+                return Some(StatusCode::MISDIRECTED_REQUEST);
             }
         }
-        *checked = current.clone();
-        Some(current)
+        if !any {
+            self.count(|c| &c.bad_request);
+            return Some(StatusCode::BAD_REQUEST);
+        }
+        None
     }
 }
 
@@ -158,62 +467,55 @@ where
     S: Service<Request<Incoming>, Response = Response<B>>,
     B: Default,
 {
-    type Response = Response<B>;
+    type Response = Response<Tracked<B>>;
     type Error = S::Error;
     type Future = Checked<S::Future, B, S::Error>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let refuse = |status: StatusCode| {
+        let busy = self.activity.begin();
+        let refuse = |status: StatusCode, close: bool, busy: Busy| {
             let mut resp = Response::new(B::default());
             *resp.status_mut() = status;
-            Checked::Misdirected(Some(resp))
-        };
-        let Some(policy) = self.policy() else {
-            let mut resp = Response::new(B::default());
-            *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
-            resp.headers_mut().insert(
-                hyper::header::CONNECTION,
-                hyper::header::HeaderValue::from_static("close"),
-            );
-            return Checked::Misdirected(Some(resp));
-        };
-        // Every name the request could be routed by: the request-target's authority (an
-        // absolute URI) and every Host header. None, or one that is not text: 400. Any
-        // outside this connection's rule: 421.
-        let mut names: Vec<Option<&str>> = req
-            .uri()
-            .authority()
-            .map(|a| Some(a.as_str()))
-            .into_iter()
-            .collect();
-        names.extend(req.headers().get_all(HOST).iter().map(|h| h.to_str().ok()));
-        if names.is_empty() || names.iter().any(Option::is_none) {
-            return refuse(StatusCode::BAD_REQUEST);
-        }
-        if let Some(host) = names
-            .iter()
-            .flatten()
-            .find(|h| !host_in_rule(&policy, self.verdict.rule.as_deref(), h))
-        {
-            tracing::warn!(target: "aop::verdict", %host, rule = self.verdict.rule.as_deref().unwrap_or(""),
-                sni = self.verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
-            if let Some(m) = &self.misdirected {
-                m.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if close {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
             }
-            return refuse(StatusCode::MISDIRECTED_REQUEST);
+            Checked::Refused {
+                response: Some(resp),
+                busy: Some(busy),
+            }
+        };
+        let Some((policy, verdict)) = self.current() else {
+            self.count(|c| &c.misdirected);
+            return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
+        };
+        if let Some(status) = self.refuse_names(&req, &policy, &verdict) {
+            return refuse(status, status == StatusCode::BAD_REQUEST, busy);
         }
-        req.extensions_mut().insert(Arc::clone(&self.verdict));
-        Checked::Inner(Box::pin(self.inner.call(req)))
+        req.extensions_mut().insert(verdict);
+        Checked::Inner {
+            future: Box::pin(self.inner.call(req)),
+            busy: Some(busy),
+        }
     }
 }
 
-/// The service's future, or an immediate 421.
-pub enum Checked<F, B, E> {
+/// The service's future, or an immediate refusal (400 or 421).
+enum Checked<F, B, E> {
     /// The inner service is handling the request.
-    Inner(Pin<Box<F>>),
-    /// The Host did not belong to the connection's rule.
-    Misdirected(Option<Response<B>>),
-    #[doc(hidden)]
+    Inner {
+        /// The service's future.
+        future: Pin<Box<F>>,
+        busy: Option<Busy>,
+    },
+    /// The request was refused before reaching the service.
+    Refused {
+        /// The response.
+        response: Option<Response<B>>,
+        busy: Option<Busy>,
+    },
     _Error(std::marker::PhantomData<fn() -> E>),
 }
 
@@ -225,14 +527,25 @@ impl<F, B, E> Future for Checked<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<Tracked<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let track = |resp: Response<B>, busy: &mut Option<Busy>| {
+            resp.map(|inner| Tracked {
+                inner,
+                busy: busy.take(),
+            })
+        };
         match self.get_mut() {
-            Self::Inner(f) => f.as_mut().poll(cx),
-            Self::Misdirected(resp) => {
-                Poll::Ready(Ok(resp.take().expect("polled after completion")))
-            }
+            Self::Inner { future, busy } => match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(resp)) => Poll::Ready(Ok(track(resp, busy))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+            Self::Refused { response, busy } => Poll::Ready(Ok(track(
+                response.take().expect("polled after completion"),
+                busy,
+            ))),
             Self::_Error(_) => unreachable!("never constructed"),
         }
     }

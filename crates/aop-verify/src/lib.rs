@@ -75,6 +75,7 @@
 //! to load is refused with an error naming the file, and the old one keeps serving.
 
 mod acceptor;
+pub mod authority;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod hyper;

@@ -183,6 +183,11 @@ pub struct Verdict {
     /// Whether the session was resumed (the stored certificate was re-checked against
     /// the current policy).
     pub resumed: bool,
+    /// Whether the TLS handshake completed. `false` with a `SUCCESS` outcome means the
+    /// certificate passed every check but the handshake then failed (the client reset
+    /// the connection after its Finished, say): the certificate's verdict is still its
+    /// own, never turned into `FAILED`.
+    pub completed: bool,
 }
 
 impl Verdict {
@@ -197,6 +202,7 @@ impl Verdict {
             peer: None,
             tls_version: None,
             resumed: false,
+            completed: false,
         }
     }
 
@@ -208,7 +214,7 @@ impl Verdict {
     /// Emit the verdict as one structured `tracing` event with target `aop::verdict`:
     /// `SUCCESS` at INFO, anything else at WARN. Fields: `verdict`, `reason`, `sni`,
     /// `peer`, `subject`, `issuer`, `serial`, `sha256`, `not_after`, `rule`,
-    /// `tls_version`, `resumed`, `detail`. Absent values are empty strings, so every
+    /// `tls_version`, `resumed`, `completed`, `detail`. Absent values are empty strings, so every
     /// line has the same fields.
     pub fn log(&self) {
         let c = self.client.as_deref();
@@ -240,12 +246,13 @@ impl Verdict {
                     rule,
                     tls_version = tls,
                     resumed = self.resumed,
+                    completed = self.completed,
                     detail,
                     "client certificate verdict"
                 )
             };
         }
-        if self.is_success() {
+        if self.is_success() && self.completed {
             event!(tracing::Level::INFO);
         } else {
             event!(tracing::Level::WARN);

@@ -7,6 +7,11 @@
 //! handshake_timeout_secs = 10
 //! max_handshakes = 1024             # handshakes in progress at once
 //! max_connections = 10000           # open client connections at once
+//! max_handshakes_per_peer = 64      # handshakes in progress from one address
+//! max_unauthenticated_per_peer = 64 # established without a passing certificate, one address
+//! header_read_timeout_secs = 10     # a request head must arrive whole within this
+//! keepalive_timeout_secs = 60       # idle time before a connection's next request starts
+//! request_body_timeout_secs = 30    # longest wait for the next piece of a request body
 //!
 //! [[site]]
 //! hostnames = ["example.com", "*.example.com"]
@@ -47,6 +52,20 @@ pub(crate) struct Config {
     pub(crate) max_handshakes: usize,
     #[serde(default = "default_max_connections")]
     pub(crate) max_connections: usize,
+    /// Handshakes in progress from one peer address at once; a further one closes that
+    /// peer's oldest.
+    #[serde(default = "default_per_peer")]
+    pub(crate) max_handshakes_per_peer: usize,
+    /// Established connections from one peer address whose certificate did not pass
+    /// (optional mode: NONE or FAILED); a further one closes that peer's oldest.
+    #[serde(default = "default_per_peer")]
+    pub(crate) max_unauthenticated_per_peer: usize,
+    #[serde(default = "default_header_read_timeout")]
+    pub(crate) header_read_timeout_secs: u64,
+    #[serde(default = "default_keepalive_timeout")]
+    pub(crate) keepalive_timeout_secs: u64,
+    #[serde(default = "default_request_body_timeout")]
+    pub(crate) request_body_timeout_secs: u64,
     #[serde(rename = "site", default)]
     pub(crate) sites: Vec<Site>,
 }
@@ -61,6 +80,22 @@ fn default_max_handshakes() -> usize {
 
 fn default_max_connections() -> usize {
     10_000
+}
+
+fn default_per_peer() -> usize {
+    64
+}
+
+fn default_header_read_timeout() -> u64 {
+    10
+}
+
+fn default_keepalive_timeout() -> u64 {
+    60
+}
+
+fn default_request_body_timeout() -> u64 {
+    30
 }
 
 /// `log_format`.

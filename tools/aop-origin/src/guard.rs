@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,8 +21,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
+use crate::budget::{Budget, Caps, Evicted, Slot};
 use crate::config::{ConfigError, Loaded, Upstream};
 use crate::metrics::Metrics;
 
@@ -76,8 +78,11 @@ struct Shared {
     policy: PolicyHandle,
     acceptor: Acceptor,
     sites: ArcSwap<Sites>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, ClientBody>,
     metrics: Metrics,
+    budget: Arc<Budget>,
+    /// `request_body_timeout_secs`.
+    body_timeout: Duration,
     active: AtomicUsize,
     config_path: std::path::PathBuf,
     listen: Vec<SocketAddr>,
@@ -138,7 +143,15 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
     let cfg = &loaded.config;
     let limits = Limits::default()
         .with_handshake_timeout(Duration::from_secs(cfg.handshake_timeout_secs.max(1)))
-        .with_max_handshakes(cfg.max_handshakes);
+        .with_max_handshakes(cfg.max_handshakes)
+        .with_header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
+        .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)));
+    let budget = Budget::new(Caps {
+        max_connections: cfg.max_connections,
+        max_handshakes: cfg.max_handshakes,
+        per_peer_handshakes: cfg.max_handshakes_per_peer,
+        per_peer_unauthenticated: cfg.max_unauthenticated_per_peer,
+    });
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
@@ -152,14 +165,13 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         sites: ArcSwap::from_pointee(Sites::new(&loaded.upstreams, &metrics)),
         client,
         metrics,
+        budget,
+        body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
         active: AtomicUsize::new(0),
         config_path: loaded.path.clone(),
         listen: cfg.listen.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let connections = Arc::new(Semaphore::new(
-        cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS),
-    ));
     let mut addrs = Vec::new();
     for addr in &cfg.listen {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
@@ -168,12 +180,7 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         let local = listener.local_addr()?;
         tracing::info!(target: "aop::origin", addr = %local, "listening");
         addrs.push(local);
-        tokio::spawn(accept_loop(
-            listener,
-            shared.clone(),
-            connections.clone(),
-            shutdown_rx.clone(),
-        ));
+        tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone()));
     }
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {
@@ -201,7 +208,6 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    connections: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -216,30 +222,67 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => return,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(target: "aop::origin", %peer, "connection limit reached; closing");
+        let Some(slot) = shared.budget.admit(peer.ip()) else {
+            shared.metrics.site("").closed("max_connections");
+            tracing::warn!(target: "aop::verdict", %peer, closed = "max_connections",
+                "connection refused: max_connections reached and every connection is authenticated");
             continue;
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         shared.active.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let _permit = permit;
-            // The handshake future is large and boxed: a task keeps the size of its
-            // largest state for its whole life; boxed, it is freed when the handshake
-            // ends, and the task carries only what serving needs (see `serve`).
-            let serve = serve(
-                &shared,
-                Box::pin(shared.acceptor.accept(tcp)).await,
-                peer,
-                shutdown,
-            );
-            if let Some(serve) = serve {
-                let _ = serve.await;
-            }
+            connection(&shared, tcp, peer, slot, shutdown).await;
             shared.active.fetch_sub(1, Ordering::AcqRel);
         });
     }
+}
+
+/// One client connection: the handshake, then serving, either cut short if the budget
+/// needs its slot.
+async fn connection(
+    shared: &Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    shutdown: watch::Receiver<bool>,
+) {
+    // The handshake future is large and boxed: a task keeps the size of its largest
+    // state for its whole life; boxed, it is freed when the handshake ends, and the task
+    // carries only what serving needs (see `serve`).
+    let handshake = tokio::select! {
+        h = Box::pin(shared.acceptor.accept(tcp)) => h,
+        why = slot.evicted() => {
+            closed_for_budget(shared, why, peer, None);
+            return;
+        }
+    };
+    let authenticated = handshake.as_ref().is_ok_and(|c| c.verdict.is_success());
+    let site = handshake
+        .as_ref()
+        .map(|c| c.verdict.rule.clone())
+        .unwrap_or_default();
+    let Some(serve) = serve(shared, handshake, peer, shutdown) else {
+        return;
+    };
+    slot.established(authenticated);
+    tokio::select! {
+        _ = serve => {}
+        why = slot.evicted() => closed_for_budget(shared, why, peer, site.as_deref()),
+    }
+}
+
+/// Log and count a connection the budget closed.
+fn closed_for_budget(shared: &Shared, why: Evicted, peer: SocketAddr, site: Option<&str>) {
+    shared.metrics.site(site.unwrap_or("")).closed(why.as_str());
+    let phase = if site.is_some() {
+        "established"
+    } else {
+        "handshake"
+    };
+    tracing::warn!(target: "aop::verdict", %peer, site = site.unwrap_or(""), closed = why.as_str(), phase,
+        "connection closed to make room: {} reached, and this was the oldest connection without a passing certificate",
+        why.as_str());
 }
 
 /// Count the handshake's verdict against its site and, if the connection was accepted,
@@ -261,10 +304,10 @@ fn serve(
     let metrics = entry.map_or_else(|| shared.metrics.site(&site), |e| e.metrics.clone());
     metrics.handshake(verdict);
     let conn = handshake.ok()?;
-    let misdirected = metrics.misdirected.clone();
+    let counters = metrics.conn.clone();
     let ctx = Arc::new(ConnCtx {
         upstream: entry.and_then(|e| e.upstream.clone()),
-        verdict: Arc::new(std::sync::OnceLock::new()),
+        verdict: std::sync::Mutex::new(None),
         metrics,
         site,
         peer,
@@ -283,7 +326,7 @@ fn serve(
         conn,
         service,
         stop,
-        Some(misdirected),
+        Some(counters),
     ))
 }
 
@@ -294,9 +337,28 @@ struct ConnCtx {
     peer: SocketAddr,
     /// The verdict headers for the upstream (X-Client-*, XFCC), made on the first request
     /// (a connection that sends none costs nothing) and shared by every connection with
-    /// the same verdict.
-    verdict: Arc<std::sync::OnceLock<Headers>>,
+    /// the same verdict; made again if a reload gives the connection a new verdict.
+    verdict: std::sync::Mutex<Option<(Arc<Verdict>, Headers)>>,
     metrics: Arc<crate::metrics::SiteMetrics>,
+}
+
+impl ConnCtx {
+    /// The verdict headers for `verdict`: made once per connection, and again only if a
+    /// reload gave the connection a new verdict.
+    fn headers_for(&self, shared: &Shared, verdict: &Arc<Verdict>) -> Headers {
+        let mut cached = self
+            .verdict
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cached {
+            Some((v, h)) if Arc::ptr_eq(v, verdict) => h.clone(),
+            _ => {
+                let h = shared.headers.get(verdict);
+                *cached = Some((verdict.clone(), h.clone()));
+                h
+            }
+        }
+    }
 }
 
 /// A header value from text a certificate chose: control characters dropped.
@@ -404,7 +466,7 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     r
 }
 
-async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Body> {
+async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let verdict = req
         .extensions()
@@ -420,50 +482,7 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
     let cf_ip = req.headers().get("cf-connecting-ip").cloned();
     let xff = req.headers().get("x-forwarded-for").cloned();
 
-    let resp = match &ctx.upstream {
-        None => text(StatusCode::BAD_GATEWAY, "no upstream for this site\n"),
-        Some(authority) => {
-            let headers = req.headers_mut();
-            for h in aop_edge::http::HOP_BY_HOP {
-                headers.remove(h);
-            }
-            let verdict_headers = ctx.verdict.get_or_init(|| shared.headers.get(&verdict));
-            apply_verdict_headers(headers, verdict_headers);
-            headers.insert(HeaderName::from_static("x-request-id"), id.clone());
-            let mut parts = hyper::http::uri::Parts::default();
-            parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-            parts.authority = Some(authority.clone());
-            parts.path_and_query = Some(
-                target
-                    .clone()
-                    .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
-            );
-            match hyper::Uri::from_parts(parts) {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
-            }
-            let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, shared.client.request(req)).await;
-            let Ok(answer) = answer else {
-                ctx.metrics.upstream_error();
-                tracing::warn!(target: "aop::origin", site = %ctx.site, upstream = %authority, "upstream timed out");
-                return text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n");
-            };
-            match answer {
-                Ok(r) => {
-                    let (mut parts, body) = r.into_parts();
-                    for h in aop_edge::http::HOP_BY_HOP {
-                        parts.headers.remove(h);
-                    }
-                    Response::from_parts(parts, body.boxed())
-                }
-                Err(e) => {
-                    ctx.metrics.upstream_error();
-                    tracing::warn!(target: "aop::origin", request_id = ?id, site = %ctx.site, upstream = %authority, error = %e, "upstream error");
-                    text(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
-                }
-            }
-        }
-    };
+    let resp = answer(shared, ctx, req, &verdict, &id).await;
     let status = resp.status().as_u16();
     ctx.metrics.request(status);
     let shown = |v: &Option<HeaderValue>| {
@@ -490,6 +509,194 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, mut req: Request<Incoming>) -> 
     resp.headers_mut()
         .insert(HeaderName::from_static("x-request-id"), id);
     resp
+}
+
+/// Refuse what must not reach the upstream, else forward the request and stream the
+/// answer back.
+async fn answer(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    verdict: &Arc<Verdict>,
+    id: &HeaderValue,
+) -> Response<Body> {
+    if req.method() == hyper::Method::CONNECT {
+        // A tunnel through the guard would carry anything, unlogged and unchecked.
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed\n");
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+        );
+        ctx.metrics.client_error();
+        return r;
+    }
+    // hyper decodes a body whose last transfer coding is `chunked`; any coding before it
+    // (`gzip, chunked`) would be dropped on the way to the upstream. Refuse, as nginx does.
+    let mut codings = req
+        .headers()
+        .get_all(hyper::header::TRANSFER_ENCODING)
+        .iter();
+    if let Some(te) = codings.next()
+        && (codings.next().is_some()
+            || !te
+                .to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked")))
+    {
+        ctx.metrics.client_error();
+        let mut r = text(
+            StatusCode::NOT_IMPLEMENTED,
+            "only the chunked transfer coding is supported\n",
+        );
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    let Some(authority) = &ctx.upstream else {
+        return text(StatusCode::BAD_GATEWAY, "no upstream for this site\n");
+    };
+    let (mut parts, body) = req.into_parts();
+    for h in aop_edge::http::HOP_BY_HOP {
+        parts.headers.remove(h);
+    }
+    let verdict_headers = ctx.headers_for(shared, verdict);
+    apply_verdict_headers(&mut parts.headers, &verdict_headers);
+    parts
+        .headers
+        .insert(HeaderName::from_static("x-request-id"), id.clone());
+    let mut uri = hyper::http::uri::Parts::default();
+    uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+    );
+    match hyper::Uri::from_parts(uri) {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
+    }
+    let fault = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
+    let body = ClientBody {
+        inner: body,
+        timeout: shared.body_timeout,
+        sleep: None,
+        fault: fault.clone(),
+    };
+    let sent = tokio::time::timeout(
+        UPSTREAM_TIMEOUT,
+        shared.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    // A request body the client broke (bad chunked framing, a stall) is the client's
+    // error, not the upstream's, whatever the upstream call then reports.
+    let client_fault = |fault: &std::sync::atomic::AtomicU8| match fault.load(Ordering::Acquire) {
+        BODY_MALFORMED => Some(text(StatusCode::BAD_REQUEST, "malformed request body\n")),
+        BODY_TIMEOUT => Some(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stalled\n",
+        )),
+        _ => None,
+    };
+    let closing = |mut r: Response<Body>| {
+        ctx.metrics.client_error();
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    match sent {
+        Err(_) => {
+            if let Some(r) = client_fault(&fault) {
+                return closing(r);
+            }
+            ctx.metrics.upstream_error();
+            tracing::warn!(target: "aop::origin", site = %ctx.site, upstream = %authority, "upstream timed out");
+            text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
+        }
+        Ok(Err(e)) => {
+            if let Some(r) = client_fault(&fault) {
+                return closing(r);
+            }
+            ctx.metrics.upstream_error();
+            tracing::warn!(target: "aop::origin", request_id = ?id, site = %ctx.site, upstream = %authority, error = %e, "upstream error");
+            text(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
+        }
+        Ok(Ok(r)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            // The guard offers no upgrade (it strips `Upgrade`): a 101 would leave a tunnel
+            // nothing here bounds or checks.
+            ctx.metrics.upstream_error();
+            tracing::warn!(target: "aop::origin", site = %ctx.site, upstream = %authority, "upstream switched protocols unasked");
+            text(StatusCode::BAD_GATEWAY, "upstream switched protocols\n")
+        }
+        Ok(Ok(r)) => {
+            let (mut parts, body) = r.into_parts();
+            for h in aop_edge::http::HOP_BY_HOP {
+                parts.headers.remove(h);
+            }
+            Response::from_parts(parts, body.boxed())
+        }
+    }
+}
+
+/// [`ClientBody::fault`] values.
+const BODY_OK: u8 = 0;
+const BODY_MALFORMED: u8 = 1;
+const BODY_TIMEOUT: u8 = 2;
+
+pin_project_lite::pin_project! {
+    /// The client's request body on its way to the upstream: streamed, never held whole;
+    /// a stall longer than `timeout` between pieces ends it, and `fault` records whether
+    /// the client broke it (so the answer is 400 or 408, not 502).
+    struct ClientBody {
+        #[pin]
+        inner: Incoming,
+        timeout: Duration,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        fault: Arc<std::sync::atomic::AtomicU8>,
+    }
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.fault.store(BODY_MALFORMED, Ordering::Release);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(frame) => {
+                *this.sleep = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = *this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.fault.store(BODY_TIMEOUT, Ordering::Release);
+                    return Poll::Ready(Some(Err("the request body stalled".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn metrics_loop(

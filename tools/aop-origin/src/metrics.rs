@@ -25,8 +25,14 @@ pub(crate) struct SiteMetrics {
     handshakes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     requests: Mutex<BTreeMap<u16, u64>>,
     upstream_errors: AtomicU64,
-    /// 421s, counted by aop-verify's hyper glue.
-    pub(crate) misdirected: Arc<AtomicU64>,
+    /// Requests refused as the client's fault (400 for a broken body, 405, 408, 501).
+    client_errors: AtomicU64,
+    /// Handshakes whose certificate passed but which did not complete.
+    incomplete: AtomicU64,
+    /// Connections closed for a limit, by the limit's name.
+    closed: Mutex<BTreeMap<&'static str, u64>>,
+    /// 421s, 400s and timeouts, counted by aop-verify's hyper glue.
+    pub(crate) conn: Arc<aop_verify::hyper::ConnCounters>,
 }
 
 impl SiteMetrics {
@@ -37,6 +43,17 @@ impl SiteMetrics {
             aop_verify::Outcome::None(_) => "NONE",
         };
         bump(&self.handshakes, (verdict, v.outcome.reason_str()));
+        if !v.completed && v.is_success() {
+            self.incomplete.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn client_error(&self) {
+        self.client_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self, limit: &'static str) {
+        bump(&self.closed, limit);
     }
 
     pub(crate) fn request(&self, status: u16) {
@@ -127,12 +144,58 @@ impl Metrics {
         );
         out.push_str("# TYPE aop_misdirected_requests_total counter\n");
         for (site, m) in &sites {
-            let n = m.misdirected.load(Ordering::Relaxed);
+            let n = m.conn.misdirected.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
                 "aop_misdirected_requests_total{{site=\"{}\"}} {n}",
                 esc(site)
             );
+        }
+        counter(
+            &mut out,
+            "aop_bad_requests_total",
+            "Requests refused for their Host: none, several, or one that does not parse (400).",
+            &sites,
+            |m| m.conn.bad_request.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "aop_client_errors_total",
+            "Requests refused as the client's fault: a broken or stalled body (400, 408), CONNECT (405), a transfer coding other than chunked (501).",
+            &sites,
+            |m| m.client_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "aop_handshakes_incomplete_total",
+            "Handshakes whose client certificate passed but which did not complete (counted under SUCCESS in aop_handshakes_total too).",
+            &sites,
+            |m| m.incomplete.load(Ordering::Relaxed),
+        );
+        out.push_str("# HELP aop_connections_closed_total Connections closed for a limit, by site (empty before the handshake) and limit.\n");
+        out.push_str("# TYPE aop_connections_closed_total counter\n");
+        for (site, m) in &sites {
+            let mut closed = m
+                .closed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for (limit, c) in [
+                ("header_read_timeout", &m.conn.header_timeout),
+                ("keepalive_timeout", &m.conn.keepalive_timeout),
+            ] {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    *closed.entry(limit).or_default() += n;
+                }
+            }
+            for (limit, n) in closed {
+                let _ = writeln!(
+                    out,
+                    "aop_connections_closed_total{{site=\"{}\",limit=\"{limit}\"}} {n}",
+                    esc(site)
+                );
+            }
         }
         out.push_str(
             "# HELP aop_config_reloads_total Configuration reloads (SIGHUP), by result.\n",
@@ -177,6 +240,21 @@ impl Metrics {
             policy.loaded_at().unix_timestamp()
         );
         out
+    }
+}
+
+/// One per-site counter family.
+fn counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    sites: &BTreeMap<String, Arc<SiteMetrics>>,
+    value: impl Fn(&SiteMetrics) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (site, m) in sites {
+        let _ = writeln!(out, "{name}{{site=\"{}\"}} {}", esc(site), value(m));
     }
 }
 
