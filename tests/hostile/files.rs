@@ -208,6 +208,10 @@ fn every_certtool_command_refuses_devices_and_fifos() {
     let rot = d.path().join("rot");
     std::fs::create_dir(&rot).unwrap();
     let manifest = fifo(&rot, "manifest.json");
+    // And one whose lock file is a FIFO (opened for writing, it would wait for a reader).
+    let rot_locked = d.path().join("rot-locked");
+    std::fs::create_dir(&rot_locked).unwrap();
+    let lock = fifo(&rot_locked, ".lock");
     let out = d.path().join("out");
 
     let fifo_line = not_a_file("certtool", &pipe, "a FIFO");
@@ -275,6 +279,14 @@ fn every_certtool_command_refuses_devices_and_fifos() {
         (
             vec!["rotate", "status", "--dir", s(&rot)],
             not_a_file("certtool", &manifest, "a FIFO"),
+        ),
+        (
+            vec!["rotate", "stage", "--dir", s(&rot_locked)],
+            not_a_file("certtool", &lock, "a FIFO"),
+        ),
+        (
+            vec!["rotate", "rollback", "--dir", s(&rot_locked)],
+            not_a_file("certtool", &lock, "a FIFO"),
         ),
         (
             vec![

@@ -63,7 +63,7 @@ pub fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 }
 
 /// Refuse anything but a regular file, saying what it is.
-fn regular_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+pub(crate) fn regular_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     let t = meta.file_type();
     if t.is_file() {
         return Ok(());
@@ -101,18 +101,21 @@ fn describe_file_type(t: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Open for reading; on Unix with `O_NONBLOCK` (a FIFO opens at once instead of waiting
-/// for a writer; regular files ignore the flag) and `O_NOCTTY` (a terminal never becomes
-/// the controlling one).
+/// Open for reading, [`without_blocking`].
 fn open_without_blocking(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
+    without_blocking(std::fs::OpenOptions::new().read(true)).open(path)
+}
+
+/// On Unix, add `O_NONBLOCK` (a FIFO opens at once instead of waiting for the other end;
+/// regular files ignore the flag) and `O_NOCTTY` (a terminal never becomes the
+/// controlling one).
+pub(crate) fn without_blocking(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     }
-    options.open(path)
+    options
 }
 
 /// Load every certificate in a file: PEM (one or several `CERTIFICATE` blocks; other

@@ -233,15 +233,23 @@ impl Rotation {
     /// Hold `DIR/.lock` for the rest of a step: two steps at once are refused, not mixed.
     fn lock(&self) -> Result<std::fs::File> {
         let path = self.dir.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|error| Error::Write {
-                path: path.clone(),
-                error,
-            })?;
+        let werr = |error| Error::Write {
+            path: path.clone(),
+            error,
+        };
+        // A FIFO or device planted as the lock is refused, and cannot block the open.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            crate::load::regular_file(&path, &meta)?;
+        }
+        let file = crate::load::without_blocking(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+        )
+        .open(&path)
+        .map_err(werr)?;
+        crate::load::regular_file(&path, &file.metadata().map_err(werr)?)?;
         // Wait a little (a lock can be held for a moment by a process forked while it was
         // open), then refuse.
         for _ in 0..100 {
