@@ -158,3 +158,72 @@ async fn an_optional_sites_kept_alive_connection_carries_the_reloaded_verdict() 
     );
     let _ = Duration::ZERO;
 }
+
+/// `openssl s_time` resets every connection right after its Finished. The certificate
+/// passed, so the verdict logged is SUCCESS, never `FAILED:other`; where the reset beat
+/// the end of the handshake, the line says `completed=false` and the metric counts it.
+#[test]
+fn an_edge_that_resets_after_its_finished_is_never_logged_as_failed() {
+    if !aop_e2e::have_peer("openssl", "hostile::framing::s_time") {
+        return;
+    }
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    let guard = Guard::start(
+        d,
+        "\n[[site]]\nname = \"shared\"\ndefault = true\ncert = \"origin-ca/origin/cert.pem\"\n\
+         key = \"origin-ca/origin/key.pem\"\ntrust = [\"edge-ca/ca.pem\"]\nupstream = \"http://127.0.0.1:9\"\n",
+    );
+    let o = aop_e2e::run(std::process::Command::new("openssl").args([
+        "s_time",
+        "-connect",
+        &format!("127.0.0.1:{}", guard.port),
+        "-cert",
+        edge.cert.to_str().unwrap(),
+        "-key",
+        edge.key.to_str().unwrap(),
+        "-new",
+        "-time",
+        "1",
+    ]));
+    assert_eq!(aop_e2e::code(&o), 0, "{}", aop_e2e::stderr(&o));
+    // Wait until the log has caught up with the counters (the log is written in
+    // batches), then compare line by line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (verdicts, m) = loop {
+        let m = guard.metrics_text();
+        let counted: u64 = m
+            .lines()
+            .filter(|l| l.starts_with("aop_handshakes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let verdicts = guard.lines_with("client certificate verdict");
+        if verdicts.len() as u64 == counted || std::time::Instant::now() > deadline {
+            break (verdicts, m);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!verdicts.is_empty(), "s_time made no connection");
+    for line in &verdicts {
+        assert!(line.contains("verdict=SUCCESS"), "{line}");
+        assert!(!line.contains("FAILED"), "{line}");
+    }
+    let incomplete = verdicts
+        .iter()
+        .filter(|l| l.contains("completed=false"))
+        .count();
+    let want = format!("aop_handshakes_incomplete_total{{site=\"shared\"}} {incomplete}");
+    assert!(m.contains(&want), "want {want}:\n{m}");
+    let all = format!(
+        "aop_handshakes_total{{site=\"shared\",verdict=\"SUCCESS\",reason=\"\"}} {}",
+        verdicts.len()
+    );
+    assert!(m.contains(&all), "want {all}:\n{m}");
+    eprintln!(
+        "s_time: {} connections, {incomplete} reset before the handshake completed",
+        verdicts.len()
+    );
+}

@@ -357,3 +357,54 @@ fn tls_version_name(v: rustls::ProtocolVersion) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Outcome, Reason, Verdict, refusal};
+    use crate::trust::Checked;
+
+    fn reset() -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "Connection reset by peer",
+        )
+    }
+
+    #[test]
+    fn a_passed_certificate_stays_success_when_the_handshake_then_fails() {
+        let passed = Checked {
+            outcome: Outcome::Success,
+            detail: None,
+            client: None,
+        };
+        let v = refusal(Verdict::new, Some(passed), false, &reset());
+        assert_eq!(v.outcome, Outcome::Success);
+        assert!(!v.completed);
+        assert!(
+            v.detail
+                .as_deref()
+                .unwrap_or("")
+                .contains("did not complete"),
+            "{:?}",
+            v.detail
+        );
+    }
+
+    #[test]
+    fn a_failed_certificate_or_a_failed_proof_of_key_stays_failed() {
+        let failed = Checked {
+            outcome: Outcome::Failed(Reason::UnknownCa),
+            detail: None,
+            client: None,
+        };
+        let v = refusal(Verdict::new, Some(failed), false, &reset());
+        assert_eq!(v.outcome, Outcome::Failed(Reason::UnknownCa));
+        let passed = Checked {
+            outcome: Outcome::Success,
+            detail: None,
+            client: None,
+        };
+        let v = refusal(Verdict::new, Some(passed), true, &reset());
+        assert_eq!(v.outcome, Outcome::Failed(Reason::BadSignature));
+    }
+}
