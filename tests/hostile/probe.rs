@@ -65,6 +65,19 @@ impl World {
     /// `certtool probe https://example.com:PORT/PATH --expect EXPECT [--json]` as `who`:
     /// the exit code and stdout.
     fn probe(&self, port: u16, path: &str, who: Client, expect: &str, json: bool) -> (i32, String) {
+        self.probe_within(port, path, who, expect, json, "5")
+    }
+
+    /// [`World::probe`] with `--timeout SECONDS`.
+    fn probe_within(
+        &self,
+        port: u16,
+        path: &str,
+        who: Client,
+        expect: &str,
+        json: bool,
+        seconds: &str,
+    ) -> (i32, String) {
         let url = format!("https://example.com:{port}{path}");
         let resolve = format!("example.com:{port}:127.0.0.1");
         let ca = self.origin_ca.pem();
@@ -78,7 +91,7 @@ impl World {
             "--expect",
             expect,
             "--timeout",
-            "5",
+            seconds,
         ];
         let leaf = match who {
             Client::Nobody => None,
@@ -519,6 +532,11 @@ enum Hangup {
     /// Answer the ClientHello, read the client's next flight, and close: TLS 1.2, so the
     /// client is still waiting for the origin's Finished.
     InHandshake,
+    /// Complete the handshake and say nothing, until the client goes away.
+    Silent,
+    /// Complete the handshake, send a 400 head, then body bytes for as long as the client
+    /// reads them.
+    Endless,
 }
 
 /// A rustls origin on a free port (a thread serving connections until the test ends):
@@ -579,10 +597,22 @@ fn rustls_origin(w: &World, ask: bool, hangup: Hangup) -> u16 {
                         let mut flight = [0u8; 4096];
                         let _ = tcp.read(&mut flight);
                     }
-                    Hangup::AfterHandshake | Hangup::AfterHandshakeAbruptly => {
+                    _ => {
                         while conn.is_handshaking() {
                             if conn.complete_io(&mut tcp).is_err() {
                                 return;
+                            }
+                        }
+                        if let Hangup::Silent = hangup {
+                            let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+                            let mut sink = [0u8; 4096];
+                            while tls.read(&mut sink).is_ok_and(|n| n > 0) {}
+                        }
+                        if let Hangup::Endless = hangup {
+                            let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+                            let mut ok = tls.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").is_ok();
+                            while ok {
+                                ok = tls.write_all(&[b'x'; 4096]).is_ok();
                             }
                         }
                         if let Hangup::AfterHandshake = hangup {
@@ -628,6 +658,43 @@ fn a_close_after_the_handshake_proves_nothing() {
             &j["certificate_sent"]
         ),
         (&"closed".into(), &true.into(), &true.into())
+    );
+}
+
+#[test]
+fn the_reply_is_read_for_a_bounded_time_and_size() {
+    let w = world();
+    // Silence after the handshake: the probe waits --timeout, then says it proves nothing.
+    let port = rustls_origin(&w, true, Hangup::Silent);
+    aop_e2e::bin("certtool"); // built before the clock starts
+    let start = Instant::now();
+    let line = format!(
+        "inconclusive: the origin completed the TLS handshake but sent nothing in 1s{NOTHING}"
+    );
+    for expect in ["reject", "accept"] {
+        let (c, out) = w.probe_within(port, "/", Client::Nobody, expect, false, "1");
+        assert_eq!(c, 1, "{out}");
+        assert!(
+            out.contains(&format!("  expect {expect}: {line}\n")),
+            "{out}"
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    // A body without end: the probe stops at its 16 KiB cap and decides from that.
+    let port = rustls_origin(&w, true, Hangup::Endless);
+    let start = Instant::now();
+    let line = format!(
+        "inconclusive: the origin answered HTTP 400, which neither serves content nor refuses a certificate{NOTHING}"
+    );
+    w.row(port, "/", Client::Nobody, (1, &line), (1, &line));
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
     );
 }
 
