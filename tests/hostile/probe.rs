@@ -127,9 +127,32 @@ impl World {
         }
     }
 
-    /// The JSON result of one probe.
+    /// The JSON result of one probe, checked against docs/json.md's schema first.
     fn json(&self, port: u16, path: &str, who: Client, expect: &str) -> serde_json::Value {
-        let (_, out) = self.probe(port, path, who, expect, true);
+        let (c, out) = self.probe(port, path, who, expect, true);
+        let typed: ProbeJson = serde_json::from_str(&out).unwrap();
+        assert_eq!(typed.expect, expect);
+        assert!(typed.server_verified);
+        assert_eq!(typed.presented.is_some(), !matches!(who, Client::Nobody));
+        let r = &typed.results[0];
+        assert!(OUTCOMES.contains(&r.outcome.as_str()), "{out}");
+        assert!(
+            ["held", "open", "failed", "inconclusive"].contains(&r.conclusion.as_str()),
+            "{out}"
+        );
+        assert_eq!(r.held, r.conclusion == "held", "{out}");
+        assert_eq!((typed.held, c), (r.held, i32::from(!r.held)), "{out}");
+        assert!(!r.summary.is_empty() && r.sni == "example.com" && r.url.ends_with(path));
+        // No connection, no TLS; a handshake that completed knows whether it was asked.
+        if r.address.is_none() {
+            assert!(
+                r.tls_version.is_none() && r.certificate_requested.is_none(),
+                "{out}"
+            );
+        }
+        if r.tls_version.is_some() {
+            assert!(r.certificate_requested.is_some(), "{out}");
+        }
         let j: serde_json::Value = serde_json::from_str(&out).unwrap();
         j["results"][0].clone()
     }
@@ -143,6 +166,61 @@ impl World {
         )
     }
 }
+
+/// `certtool probe --json`, as docs/json.md writes it down (unknown fields refused).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeJson {
+    expect: String,
+    presented: Option<PresentedJson>,
+    server_verified: bool,
+    held: bool,
+    results: Vec<ResultJson>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // parsed to check the shape; the tests read the values through serde_json
+struct PresentedJson {
+    subject: String,
+    sha256: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // parsed to check the shape; the tests read the values through serde_json
+struct ResultJson {
+    url: String,
+    sni: String,
+    address: Option<std::net::SocketAddr>,
+    outcome: String,
+    alert: Option<String>,
+    http_status: Option<u16>,
+    verdict: Option<String>,
+    nginx_page: Option<String>,
+    tls_version: Option<String>,
+    certificate_requested: Option<bool>,
+    certificate_sent: bool,
+    conclusion: String,
+    summary: String,
+    held: bool,
+}
+
+/// docs/json.md's `outcome` words.
+const OUTCOMES: &[&str] = &[
+    "accepted",
+    "refused_http",
+    "answered",
+    "not_http",
+    "refused_tls",
+    "alert_before_request",
+    "closed_in_handshake",
+    "closed",
+    "no_reply",
+    "server_untrusted",
+    "unreachable",
+    "error",
+];
 
 const NOTHING: &str = " — this proves nothing either way";
 
