@@ -9,7 +9,8 @@
 //!   the hostname (like `curl --resolve`, see [`Resolve`]), SNI and server-certificate
 //!   verification on the hostname, connect and handshake timeouts;
 //! - **probes** an origin ([`probe()`]): the negative test that proves its back door is
-//!   shut — or shows that it is open;
+//!   shut — or shows that it is open. Content served means open; the decision table, and
+//!   the pure reply classifier [`probe::classify_reply`], are in [`probe`](mod@probe);
 //! - with the `hyper` feature, gives hyper-util's pooled client a connector and keeps
 //!   **one pool per identity** (`EdgeClient`), so a connection made with one certificate
 //!   never carries a request that needs another.

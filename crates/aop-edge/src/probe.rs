@@ -4,20 +4,22 @@
 //! Content served means open. The probe decides from what the origin did, never from what
 //! it says about itself:
 //!
-//! | The origin…                                                          | `reject`     | `accept`     |
-//! |----------------------------------------------------------------------|--------------|--------------|
-//! | answered 2xx/3xx, no verdict header or `X-Client-Verify: SUCCESS`      | OPEN         | held         |
-//! | answered 2xx/3xx with any other verdict (`NONE`, `FAILED:…`)           | OPEN         | FAILED¹      |
-//! | aborted the handshake with an alert after asking for a certificate   | held         | FAILED       |
-//! | asked for a certificate, then closed before finishing its handshake  | held         | FAILED       |
-//! | answered 400 with nginx's certificate page, or 401, 403, 421, 495, 496 | held         | FAILED       |
-//! | answered any other status (404, 500, a plain 400, …)                 | inconclusive | inconclusive |
-//! | sent an alert before asking for a certificate (`protocol_version`, …)  | inconclusive | inconclusive |
-//! | closed after the handshake without a reply, or sent nothing in time  | inconclusive | inconclusive |
-//! | was unreachable, or its own certificate did not verify               | inconclusive | inconclusive |
+//! | The origin…                                                                         | `--expect reject` | `--expect accept` |
+//! |-------------------------------------------------------------------------------------|-------------------|-------------------|
+//! | answered 2xx/3xx with no `X-Client-Verify`, or `SUCCESS`                            | OPEN (1)          | held (0)          |
+//! | answered 2xx/3xx with `X-Client-Verify: NONE`, and the probe sent no certificate    | OPEN (1)          | held (0)          |
+//! | answered 2xx/3xx with any other verdict (`FAILED:…`, `NONE` to a certificate)       | OPEN (1)          | FAILED (1)        |
+//! | aborted the handshake with an alert after asking for a certificate                  | held (0)          | FAILED (1)        |
+//! | asked for a certificate, then closed before finishing its handshake (TLS 1.2)       | held (0)          | FAILED (1)        |
+//! | answered 400 with nginx's certificate page, or 401, 403, 421, 495, 496              | held (0)          | FAILED (1)        |
+//! | answered any other status (404, 500, nginx's plain 400, a lone 1xx)                 | inconclusive (1)  | inconclusive (1)  |
+//! | sent an alert before asking for a certificate (`protocol_version`, …)               | inconclusive (1)  | inconclusive (1)  |
+//! | completed the handshake and closed without a reply, or sent nothing in `--timeout`  | inconclusive (1)  | inconclusive (1)  |
+//! | was unreachable, sent something not HTTP/1.x, or its own certificate did not verify | inconclusive (1)  | inconclusive (1)  |
 //!
-//! ¹ `NONE` is what an origin says when no certificate was sent; when the probe sent none
-//! (it had none, or the origin did not ask), `NONE` on a 2xx/3xx holds for `accept`.
+//! A verdict header that is not `SUCCESS` on a 2xx/3xx fails `accept`: the origin served
+//! the request but did not accept the certificate. `NONE` is what it should say when the
+//! probe sent none (it had none, or the origin did not ask), so that holds.
 //!
 //! Only `held` exits 0. A close after the handshake is inconclusive because in TLS 1.3 the
 //! client's handshake is over before the origin has judged its certificate: a close then
