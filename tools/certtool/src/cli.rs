@@ -63,20 +63,25 @@ Example:
     #[command(long_about = "\
 Connect straight to an origin's address, as `curl --resolve HOST:PORT:ADDR` does (SNI and \
 the server-certificate check use HOST), optionally presenting a client certificate, and \
-say in words what happened: the TLS alert the origin refused with, the HTTP status it \
-answered, and the verdict where the origin exposes it (X-Client-Verify). Exit 0 iff the \
-expectation held for every URL.
+say in words what happened and what proves it: the TLS alert the origin refused with, the \
+HTTP status it answered, and the verdict where the origin exposes it (X-Client-Verify). \
+Exit 0 iff the expectation held for every URL.
 
 --expect reject without --cert is the negative test every origin behind a CDN should pass: \
 if the origin serves a client with no certificate, its back door is open. \
 --expect accept with the edge's --cert/--key proves the edge still gets in.
 
-Refusals recognised: a TLS alert (aop-verify, rustls, Envoy), nginx's 400 \"No required SSL \
-certificate was sent\" / 495 / 496, a closed connection, or an X-Client-Verify header that \
-is not SUCCESS. An unreachable origin proves nothing either way: exit 1.
+Content served means open: any 2xx/3xx is OPEN for --expect reject, whatever its headers \
+(X-Client-Verify: NONE) or body say. Refusals: a TLS alert after the origin asked for a \
+certificate (aop-verify, rustls, OpenSSL), a close before the origin finished a handshake \
+in which it asked for one (TLS 1.2), nginx's 400 certificate pages (\"No required SSL \
+certificate was sent\", \"The SSL certificate error\"), 401, 403, 421, 495, 496. \
+--expect accept holds on a 2xx/3xx whose X-Client-Verify, if any, is SUCCESS (or NONE when \
+no certificate was sent). Anything else (other statuses, a close without a reply, silence, \
+an unreachable origin) proves nothing either way: exit 1. The table is in the README.
 
-Exit codes: 0 every expectation held; 1 one did not (or an origin was unreachable); 2 usage \
-error or unreadable input.
+Exit codes: 0 every expectation held; 1 one did not, or the result was inconclusive; 2 \
+usage error or unreadable input.
 
 Example:
   certtool probe https://example.com/ --resolve example.com:443:203.0.113.7 \\
@@ -287,7 +292,7 @@ pub(crate) struct ProbeArgs {
     /// accept: the origin must serve this client; reject: it must refuse it.
     #[arg(long, value_enum)]
     pub(crate) expect: Expect,
-    /// Seconds for each of TCP connect and TLS handshake.
+    /// Seconds for each of TCP connect, TLS handshake and the reply.
     #[arg(long, default_value_t = 10)]
     pub(crate) timeout: u64,
     /// Print JSON (schema in docs/json.md).
