@@ -496,6 +496,7 @@ pub async fn probe(
         let _ = tls.write_all(request.as_bytes()).await;
         let _ = tls.flush().await;
         let mut chunk = [0u8; 4096];
+        let mut state = Progress::AwaitHead;
         loop {
             let room = (REPLY_CAP - buf.len()).min(chunk.len());
             if room == 0 {
@@ -506,7 +507,13 @@ pub async fn probe(
                 return Ok(());
             }
             buf.extend_from_slice(&chunk[..n]);
-            if decided(&buf) {
+            // Until the head is in, only a newline can complete it: a reply trickling in
+            // a byte at a time costs linear work, not quadratic.
+            if state == Progress::AwaitHead && !chunk[..n].contains(&b'\n') {
+                continue;
+            }
+            state = progress(&buf);
+            if state == Progress::Decided {
                 return Ok(());
             }
         }
@@ -623,8 +630,9 @@ const REFUSING: [u16; 5] = [401, 403, 421, 495, 496];
 ///
 /// Empty: [`Observed::Closed`]. Not `HTTP/1.x NNN`: [`Observed::NotHttp`]. Interim 1xx
 /// responses are skipped. Then 2xx/3xx is [`Observed::Accepted`] whatever the headers or
-/// body say; 401, 403, 421, 495, 496, and a 400 whose body is nginx's certificate page, are
-/// [`Observed::RefusedHttp`]; any other status is [`Observed::Answered`].
+/// body say; 401, 403, 421, 495, 496, and a 400 whose body is nginx's certificate page (its
+/// message in the first KiB), are [`Observed::RefusedHttp`]; any other status is
+/// [`Observed::Answered`].
 pub fn classify_reply(reply: &[u8]) -> Observed {
     let reply = &reply[..reply.len().min(REPLY_CAP)];
     match parse(reply) {
@@ -657,26 +665,41 @@ pub fn classify_reply(reply: &[u8]) -> Observed {
     }
 }
 
+/// How far a reply has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Enough to classify it: the probe stops reading.
+    Decided,
+    /// The head of a final response is not complete: only a newline can change that.
+    AwaitHead,
+    /// A 400's head is in; its body may still turn out to be nginx's page.
+    AwaitBody,
+}
+
 /// Whether the bytes so far decide the reply, so the probe can stop reading: the head of
 /// a final response is complete, and unless it is a 400 (whose body must be searched for
 /// nginx's page) that is enough; a 400's body is complete or has the page.
-fn decided(reply: &[u8]) -> bool {
-    match parse(reply) {
-        Parsed::NotHttp => true,
-        Parsed::Empty | Parsed::Partial | Parsed::Interim(_) => false,
-        Parsed::Final(Response { body: None, .. }) => false,
-        Parsed::Final(Response {
-            status,
-            head,
-            body: Some(body),
-        }) => {
-            status != 400
-                || nginx_page(body).is_some()
-                || header_values(head, "content-length")
-                    .next()
-                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
-                    .is_some_and(|n| body.len() >= n)
-        }
+fn progress(reply: &[u8]) -> Progress {
+    let r = match parse(reply) {
+        Parsed::NotHttp => return Progress::Decided,
+        Parsed::Empty | Parsed::Partial | Parsed::Interim(_) => return Progress::AwaitHead,
+        Parsed::Final(r) => r,
+    };
+    let Some(body) = r.body else {
+        return Progress::AwaitHead;
+    };
+    let complete = r.status != 400
+        || nginx_page(body).is_some()
+        || header_values(r.head, "content-length")
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
+            .is_some_and(|n| body.len() >= n)
+        || (header_values(r.head, "transfer-encoding").any(|v| v.eq_ignore_ascii_case(b"chunked"))
+            && body.ends_with(b"0\r\n\r\n"));
+    if complete {
+        Progress::Decided
+    } else {
+        Progress::AwaitBody
     }
 }
 
@@ -797,11 +820,13 @@ fn verdict(head: &[u8]) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-/// Which of nginx's certificate pages `body` is, if any.
+/// Which of nginx's certificate pages `body` is, if any. nginx's pages are about 240
+/// bytes, their message in the first 100: only the first KiB is searched.
 fn nginx_page(body: &[u8]) -> Option<&'static str> {
+    let start = &body[..body.len().min(1024)];
     NGINX_PAGES
         .into_iter()
-        .find(|page| body.windows(page.len()).any(|w| w == page.as_bytes()))
+        .find(|page| start.windows(page.len()).any(|w| w == page.as_bytes()))
 }
 
 /// At most `max` bytes as text a terminal cannot be tricked by: printable ASCII as is,
@@ -937,6 +962,7 @@ mod tests {
 
     #[test]
     fn a_reply_is_decided_once_its_head_is_in() {
+        let decided = |r: &[u8]| progress(r) == Progress::Decided;
         assert!(!decided(b"HTTP/1.1 200 OK\r\nX-Client-Verify: NO"));
         assert!(decided(b"HTTP/1.1 200 OK\r\nX-Client-Verify: NONE\r\n\r\n"));
         assert!(!decided(
@@ -948,6 +974,9 @@ mod tests {
         assert!(decided(
             b"HTTP/1.1 400 Bad Request\r\n\r\nThe SSL certificate error"
         ));
+        let chunked = b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n";
+        assert!(!decided(chunked));
+        assert!(decided(&[&chunked[..], b"0\r\n\r\n"].concat()));
         assert!(!decided(b"HTTP/1.1 100 Continue\r\n\r\n"));
         assert!(decided(b"SSH-2.0"));
         // A status line split across reads is not a verdict yet.
@@ -969,7 +998,7 @@ mod tests {
         for seed in seeds {
             for cut in 0..=seed.len() {
                 let _ = classify_reply(&seed[..cut]);
-                let _ = decided(&seed[..cut]);
+                let _ = progress(&seed[..cut]);
                 let mut m = seed.to_vec();
                 if cut < m.len() {
                     m[cut] ^= 0xff;
