@@ -43,16 +43,31 @@ impl Guard {
     /// Write `dir/origin.toml` (listen and metrics_listen on free loopback ports, then
     /// `rest`) and start aop-origin on it; returns once both listeners are up.
     pub fn start(dir: &Path, rest: &str) -> Self {
+        Self::start_with_open_files(dir, rest, None)
+    }
+
+    /// As [`Guard::start`], with the open-files limit (soft, hard) set first.
+    pub fn start_with_open_files(dir: &Path, rest: &str, nofile: Option<(u64, u64)>) -> Self {
         let config = dir.join("origin.toml");
         std::fs::write(
             &config,
             format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{rest}"),
         )
         .unwrap();
-        let (child, port, log) = crate::spawn_listening(
-            &crate::bin("aop-origin"),
-            &["--config", config.to_str().unwrap()],
-        );
+        let guard = crate::bin("aop-origin");
+        let (child, port, log) = match nofile {
+            None => crate::spawn_listening(&guard, &["--config", config.to_str().unwrap()]),
+            Some((soft, hard)) => crate::spawn_listening(
+                Path::new("bash"),
+                &[
+                    "-c",
+                    &format!("ulimit -Sn {soft} && ulimit -Hn {hard} && exec \"$0\" \"$@\""),
+                    guard.to_str().unwrap(),
+                    "--config",
+                    config.to_str().unwrap(),
+                ],
+            ),
+        };
         let mut g = Self {
             child,
             port,

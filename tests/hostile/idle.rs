@@ -194,3 +194,54 @@ async fn a_crowd_that_never_authenticates_cannot_lock_the_edge_out() {
             .is_empty()
     );
 }
+
+/// Out of file descriptors, `accept` fails for everyone, the edge included, and no
+/// budget can make room. The guard raises its soft open-files limit to the hard one and
+/// lowers `max_connections` to what fits (two descriptors a connection), so the budget
+/// binds first: 500 silent connections against a 200/400 limit, and the edge is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_binds_before_the_open_files_limit_does() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test", "opt.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    let echo = Echo::start().await;
+    let guard = Guard::start_with_open_files(
+        d,
+        &format!(
+            "max_handshakes = 1000\nmax_handshakes_per_peer = 1000\n{}",
+            sites(echo.addr)
+        ),
+        Some((200, 400)),
+    );
+    let warning = guard.wait_log("does not fit the open-files limit");
+    assert!(warning.contains("open_files_limit=400"), "{warning}");
+    assert!(warning.contains("lowered_to=72"), "{warning}");
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        held.push(tokio::net::TcpStream::connect(guard.addr()).await.unwrap());
+    }
+    let config = client_config(&origin_ca.pem(), Some(&edge));
+    for i in 0..5 {
+        let mut tls = connect(guard.addr(), "a.test", true, &config)
+            .await
+            .unwrap_or_else(|e| panic!("edge connection {i}: {e}"));
+        let r = round_trip(
+            &mut tls,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap_or_else(|| panic!("edge request {i} got no answer"));
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    assert!(
+        guard.lines_with("accept failed").is_empty(),
+        "the guard ran out of descriptors"
+    );
+    let m = guard.metrics_text();
+    assert!(
+        m.contains("aop_connections_closed_total{site=\"\",limit=\"max_connections\"}"),
+        "{m}"
+    );
+}

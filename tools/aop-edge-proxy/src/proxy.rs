@@ -72,7 +72,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
+                // Out of file descriptors, say: back off instead of spinning.
                 tracing::warn!(target: "aop::edge", error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -82,7 +84,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.forward(req, peer).await) }
             });
+            // A client must send a whole request head within 10 s of the connection going
+            // idle (the first request included), or it is closed: no slow or silent
+            // client holds a connection and its task for ever.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });

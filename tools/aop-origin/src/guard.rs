@@ -41,6 +41,9 @@ pub(crate) const VERDICT_HEADERS: [&str; 7] = [
     "x-forwarded-client-cert",
 ];
 
+/// Connections the metrics listener serves at once (more are closed at accept).
+const METRICS_CONNECTIONS: usize = 16;
+
 /// How long the upstream may take to start answering a request (then 504).
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -137,6 +140,41 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
     result
 }
 
+/// File descriptors kept for listeners, logs, config and certificate reads.
+const FD_RESERVE: u64 = 256;
+
+/// Raise the soft limit on open files to the hard limit, and return how many client
+/// connections fit in it. Each client connection may hold an upstream connection too, so
+/// it needs two descriptors; if `max_connections` of them do not fit, running out of
+/// descriptors would refuse every new connection at `accept` — the edge's included —
+/// before the budget could make room. So the budget is lowered to what fits, and said.
+///
+/// Returns the connections to allow, and (open-files limit, connections that fit) when
+/// `max_connections` had to be lowered, for the caller to log once its listeners are up.
+fn connections_within_fd_limit(max_connections: usize) -> (usize, Option<(u64, usize)>) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised.clone()).is_ok() {
+            limit = raised;
+        }
+    }
+    let Some(files) = limit.current else {
+        return (max_connections, None); // unlimited
+    };
+    let fits = usize::try_from(files.saturating_sub(FD_RESERVE) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if max_connections > fits {
+        return (fits, Some((files, fits)));
+    }
+    (max_connections, None)
+}
+
 /// Bind the listeners and start serving `loaded`.
 pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
     let policy = PolicyHandle::new(loaded.load_policy()?);
@@ -146,8 +184,9 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         .with_max_handshakes(cfg.max_handshakes)
         .with_header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
         .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)));
+    let (max_connections, lowered) = connections_within_fd_limit(cfg.max_connections);
     let budget = Budget::new(Caps {
-        max_connections: cfg.max_connections,
+        max_connections,
         max_handshakes: cfg.max_handshakes,
         per_peer_handshakes: cfg.max_handshakes_per_peer,
         per_peer_unauthenticated: cfg.max_unauthenticated_per_peer,
@@ -197,6 +236,10 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    if let Some((files, fits)) = lowered {
+        tracing::warn!(target: "aop::origin", max_connections = cfg.max_connections, open_files_limit = files,
+            lowered_to = fits, "max_connections does not fit the open-files limit (two descriptors a connection); lowered");
+    }
     Ok(Running {
         addrs,
         metrics_addr,
@@ -704,13 +747,26 @@ async fn metrics_loop(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The metrics port answers a scraper, not the world: a few connections at once, each
+    // closed unless a whole request head arrives within 10 s.
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let tcp = tokio::select! {
-            r = listener.accept() => match r { Ok((t, _)) => t, Err(_) => continue },
+            r = listener.accept() => match r {
+                Ok((t, _)) => t,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
             _ = shutdown.changed() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // dropped: closed
         };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
                 async move {
@@ -735,6 +791,8 @@ async fn metrics_loop(
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });
