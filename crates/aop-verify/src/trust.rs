@@ -83,6 +83,14 @@ struct Anchor {
 
 /// A loaded [`TrustSpec`], ready to check chains. Built once per policy load, shared by
 /// every handshake; checking does no file I/O.
+///
+/// The work a client can cause is bounded: a check verifies at most
+/// [`Trust::signature_budget`] signatures (`2 × max_depth + 2`, 10 by default; the TLS
+/// verifier's `zone_mismatch` search of the other rules spends from the same budget),
+/// verifies each (certificate, key) pair once however often path building retries it,
+/// and refuses a chain that needs more as `chain_too_long`. A chain of more than
+/// `max_depth` certificates is refused before path building; `max_depth` is at most 7
+/// (webpki builds paths of at most six intermediates).
 #[derive(Debug)]
 pub struct Trust {
     /// Results of chain checks that succeeded, keyed by the SHA-256 of the presented
