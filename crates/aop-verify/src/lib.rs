@@ -70,6 +70,18 @@
 //! `certtool verify` runs [`Trust::check`], the very function the TLS verifier runs, so
 //! its offline verdict is the one the origin would log.
 //!
+//! ## What the hyper glue adds (feature `hyper`)
+//!
+//! [`hyper::serve_connection`] serves an accepted connection with the verdict in every
+//! request's extensions, and guards what comes after the handshake: every Host header and
+//! absolute-form authority is parsed strictly by [`authority::parse`] (400 if it does not
+//! parse, if there are two Host headers or none) and must belong to the connection's rule
+//! (421 otherwise, the default rule included); a request head must arrive whole within
+//! [`Limits::header_read_timeout`] of its first byte, and the next request must start
+//! within [`Limits::keepalive_timeout`]; after a reload a kept-alive connection's
+//! certificate is re-checked before its next request (`require`: 421 and close if it no
+//! longer passes; `optional`: the request carries the new verdict).
+//!
 //! Reload with [`PolicyHandle::reload`]: the new policy serves from the next
 //! connection; connections in flight keep the one they started with; a policy that fails
 //! to load is refused with an error naming the file, and the old one keeps serving.
