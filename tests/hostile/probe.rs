@@ -213,7 +213,7 @@ const OUTCOMES: &[&str] = &[
     "answered",
     "not_http",
     "refused_tls",
-    "alert_before_request",
+    "alert_before_certificate",
     "closed_in_handshake",
     "closed",
     "no_reply",
@@ -610,6 +610,9 @@ enum Hangup {
     /// Answer the ClientHello, read the client's next flight, and close: TLS 1.2, so the
     /// client is still waiting for the origin's Finished.
     InHandshake,
+    /// TLS 1.2: answer the ClientHello but for its last record (ServerHelloDone), and
+    /// close: the client has the CertificateRequest but cannot answer it yet.
+    CutFlight,
     /// Complete the handshake and say nothing, until the client goes away.
     Silent,
     /// Complete the handshake, send a 400 head, then body bytes for as long as the client
@@ -622,7 +625,7 @@ enum Hangup {
 fn rustls_origin(w: &World, ask: bool, hangup: Hangup) -> u16 {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match hangup {
-        Hangup::InHandshake => &[&rustls::version::TLS12],
+        Hangup::InHandshake | Hangup::CutFlight => &[&rustls::version::TLS12],
         _ => &[&rustls::version::TLS13],
     };
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -658,9 +661,8 @@ fn rustls_origin(w: &World, ask: bool, hangup: Hangup) -> u16 {
                 let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut conn = rustls::ServerConnection::new(config).unwrap();
                 match hangup {
-                    Hangup::InHandshake => {
-                        // Read until the ClientHello has an answer, send it, and hang
-                        // up when the client's certificate flight arrives.
+                    Hangup::InHandshake | Hangup::CutFlight => {
+                        // Read until the ClientHello has an answer, and take the answer.
                         while !conn.wants_write() {
                             if conn.read_tls(&mut tcp).unwrap_or(0) == 0 {
                                 return;
@@ -669,11 +671,34 @@ fn rustls_origin(w: &World, ask: bool, hangup: Hangup) -> u16 {
                                 return;
                             }
                         }
+                        let mut answer = Vec::new();
                         while conn.wants_write() {
-                            conn.write_tls(&mut tcp).unwrap();
+                            conn.write_tls(&mut answer).unwrap();
                         }
-                        let mut flight = [0u8; 4096];
-                        let _ = tcp.read(&mut flight);
+                        if let Hangup::CutFlight = hangup {
+                            // ServerHelloDone (0e 00 00 00) ends the last record, in the
+                            // clear before ChangeCipherSpec: drop it, and its record if it
+                            // was alone there.
+                            assert!(answer.ends_with(&[0x0e, 0, 0, 0]));
+                            let mut at = 0;
+                            while at + 5 + record_len(&answer[at..]) < answer.len() {
+                                at += 5 + record_len(&answer[at..]);
+                            }
+                            let cut = if record_len(&answer[at..]) == 4 {
+                                at
+                            } else {
+                                let len = u16::try_from(record_len(&answer[at..]) - 4).unwrap();
+                                answer[at + 3..at + 5].copy_from_slice(&len.to_be_bytes());
+                                answer.len() - 4
+                            };
+                            let _ = tcp.write_all(&answer[..cut]);
+                        } else {
+                            // Send it, and hang up when the client's certificate flight
+                            // arrives.
+                            let _ = tcp.write_all(&answer);
+                            let mut flight = [0u8; 4096];
+                            let _ = tcp.read(&mut flight);
+                        }
                     }
                     _ => {
                         while conn.is_handshaking() {
@@ -708,6 +733,11 @@ fn rustls_origin(w: &World, ask: bool, hangup: Hangup) -> u16 {
         }
     });
     port
+}
+
+/// The length of the TLS record starting `bytes`.
+fn record_len(bytes: &[u8]) -> usize {
+    usize::from(u16::from_be_bytes([bytes[3], bytes[4]]))
 }
 
 #[test]
@@ -796,6 +826,21 @@ fn a_close_during_the_handshake_refuses_only_after_a_certificate_request() {
         "inconclusive: the origin closed the connection during the TLS handshake, before asking for a client certificate{NOTHING}"
     );
     w.row(port, "/", Client::Nobody, (1, &line), (1, &line));
+    // Nor does one after the request but before the client could answer it.
+    let port = rustls_origin(&w, true, Hangup::CutFlight);
+    let line = format!(
+        "inconclusive: the origin closed the connection during the TLS handshake, after asking for a client certificate but before the probe had sent its answer{NOTHING}"
+    );
+    w.row(port, "/", Client::Edge, (1, &line), (1, &line));
+    let j = w.json(port, "/", Client::Edge, "reject");
+    assert_eq!(
+        (
+            &j["outcome"],
+            &j["certificate_requested"],
+            &j["certificate_sent"]
+        ),
+        (&"closed_in_handshake".into(), &true.into(), &true.into())
+    );
 }
 
 #[test]
@@ -823,7 +868,7 @@ fn an_alert_before_any_certificate_request_proves_nothing() {
     );
     wait_listening(port, "openssl s_server -tls1_1");
     let j = w.json(port, "/", Client::Nobody, "reject");
-    assert_eq!(j["outcome"], "alert_before_request", "{j}");
+    assert_eq!(j["outcome"], "alert_before_certificate", "{j}");
     assert_eq!(j["certificate_requested"], false, "{j}");
     let line = format!(
         "inconclusive: the origin aborted the TLS handshake with alert {} before asking for a client certificate{NOTHING}",

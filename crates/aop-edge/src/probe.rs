@@ -4,18 +4,18 @@
 //! Content served means open. The probe decides from what the origin did, never from what
 //! it says about itself:
 //!
-//! | The origin…                                                                         | `--expect reject` | `--expect accept` |
-//! |-------------------------------------------------------------------------------------|-------------------|-------------------|
-//! | answered 2xx/3xx with no `X-Client-Verify`, or `SUCCESS`                            | OPEN (1)          | held (0)          |
-//! | answered 2xx/3xx with `X-Client-Verify: NONE`, and the probe sent no certificate    | OPEN (1)          | held (0)          |
-//! | answered 2xx/3xx with any other verdict (`FAILED:…`, `NONE` to a certificate)       | OPEN (1)          | FAILED (1)        |
-//! | aborted the handshake with an alert after asking for a certificate                  | held (0)          | FAILED (1)        |
-//! | asked for a certificate, then closed before finishing its handshake (TLS 1.2)       | held (0)          | FAILED (1)        |
-//! | answered 400 with nginx's certificate page, or 401, 403, 421, 495, 496              | held (0)          | FAILED (1)        |
-//! | answered any other status (404, 500, nginx's plain 400, a lone 1xx)                 | inconclusive (1)  | inconclusive (1)  |
-//! | sent an alert before asking for a certificate (`protocol_version`, …)               | inconclusive (1)  | inconclusive (1)  |
-//! | completed the handshake and closed without a reply, or sent nothing in `--timeout`  | inconclusive (1)  | inconclusive (1)  |
-//! | was unreachable, sent something not HTTP/1.x, or its own certificate did not verify | inconclusive (1)  | inconclusive (1)  |
+//! | The origin…                                                                                          | `--expect reject` | `--expect accept` |
+//! |------------------------------------------------------------------------------------------------------|-------------------|-------------------|
+//! | answered 2xx/3xx with no `X-Client-Verify`, or `SUCCESS`                                             | OPEN (1)          | held (0)          |
+//! | answered 2xx/3xx with `X-Client-Verify: NONE`, and the probe sent no certificate                     | OPEN (1)          | held (0)          |
+//! | answered 2xx/3xx with any other verdict (`FAILED:…`, `NONE` to a certificate)                        | OPEN (1)          | FAILED (1)        |
+//! | aborted the handshake with an alert, once it had asked for a certificate and had the client's reply  | held (0)          | FAILED (1)        |
+//! | closed before its Finished, once it had asked for a certificate and had the client's reply (TLS 1.2) | held (0)          | FAILED (1)        |
+//! | answered 400 with nginx's certificate page, or 401, 403, 421, 495, 496                               | held (0)          | FAILED (1)        |
+//! | answered any other status (404, 500, nginx's plain 400, a lone 1xx)                                  | inconclusive (1)  | inconclusive (1)  |
+//! | sent an alert, or closed in the handshake, before that (`protocol_version`, …)                       | inconclusive (1)  | inconclusive (1)  |
+//! | completed the handshake and closed without a reply, or sent nothing in `--timeout`                   | inconclusive (1)  | inconclusive (1)  |
+//! | was unreachable, sent something not HTTP/1.x, or its own certificate did not verify                  | inconclusive (1)  | inconclusive (1)  |
 //!
 //! A verdict header that is not `SUCCESS` on a 2xx/3xx fails `accept`: the origin served
 //! the request but did not accept the certificate. `NONE` is what it should say when the
@@ -25,26 +25,34 @@
 //! client's handshake is over before the origin has judged its certificate: a close then
 //! cannot be told from an origin that let us in and hung up. Every refusing TLS stack the
 //! tests meet (rustls, OpenSSL, aop-verify) sends an alert. In TLS 1.2 the origin's
-//! Finished comes after our certificate, so a close before it, once the origin has asked
-//! for a certificate, is a refused handshake. Whether the origin asked is known exactly: the
-//! probe watches its own certificate resolver, which rustls calls only on a
-//! CertificateRequest. Resumption is off, so every probe is a full handshake.
+//! Finished comes after the client's certificate flight, so a close before it, once the
+//! origin has asked for a certificate and the probe has sent its answer, is a refused
+//! handshake. Both are known exactly: the probe watches its own certificate resolver (which
+//! rustls calls only on a CertificateRequest) and counts the bytes it writes after that.
+//! An alert, too, refuses the certificate only once the origin has it; one before (a
+//! protocol version, a cipher, a name it will not serve) proves nothing about
+//! certificates. Resumption is off, so every probe is a full handshake.
 //!
 //! The reply is read for at most the handshake timeout and at most [`REPLY_CAP`] bytes, and
 //! classified by [`classify_reply`], a pure function.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::client::ResolvesClientCert;
+use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
-use crate::connect::{Failure, Resolve, Timeouts, address, classify, connect_tls};
+use crate::connect::{Failure, Resolve, Timeouts, address, classify};
 use crate::{Error, Result};
 
 /// The most of an origin's reply the probe reads and classifies (16 KiB: a status line,
@@ -149,22 +157,26 @@ pub enum Observed {
         /// Its first bytes, printable (`\xNN` for anything else).
         start: String,
     },
-    /// The origin refused with a TLS alert after asking for a client certificate.
+    /// The origin refused with a TLS alert after asking for a client certificate and
+    /// being sent the probe's answer.
     RefusedTls {
         /// The alert's TLS name (`certificate_required`, `unknown_ca`, `handshake_failure`, …).
         alert: String,
     },
-    /// The origin sent a TLS alert before asking for a client certificate (a protocol
-    /// version, cipher or name it will not serve): says nothing about certificates.
-    AlertBeforeRequest {
+    /// The origin sent a TLS alert before it had the probe's certificate (or its lack of
+    /// one) — mostly before asking for any: a protocol version, cipher or name it will not
+    /// serve. Says nothing about certificates.
+    AlertBeforeCertificate {
         /// The alert's TLS name.
         alert: String,
     },
     /// The connection closed (or was reset) while our TLS handshake was still going on.
     ClosedInHandshake {
-        /// Whether the origin had asked for a client certificate: if it had, it refused
-        /// the handshake after seeing ours (or our lack of one).
-        certificate_requested: bool,
+        /// Whether the origin had asked for a client certificate and the probe had sent
+        /// its answer (its certificate flight, up to its Finished): if so, the origin
+        /// refused the handshake after seeing it. Only TLS 1.2 can get here, TLS 1.3's
+        /// client handshake being over once that flight is sent.
+        after_our_certificate: bool,
     },
     /// The handshake completed and the origin closed the connection without a reply:
     /// inconclusive.
@@ -199,7 +211,7 @@ impl Observed {
             Self::RefusedHttp { .. }
                 | Self::RefusedTls { .. }
                 | Self::ClosedInHandshake {
-                    certificate_requested: true
+                    after_our_certificate: true
                 }
         )
     }
@@ -211,7 +223,7 @@ impl Observed {
     }
 
     /// A short machine word: `accepted`, `refused_http`, `answered`, `not_http`,
-    /// `refused_tls`, `alert_before_request`, `closed_in_handshake`, `closed`, `no_reply`,
+    /// `refused_tls`, `alert_before_certificate`, `closed_in_handshake`, `closed`, `no_reply`,
     /// `server_untrusted`, `unreachable`, `error`.
     pub fn word(&self) -> &'static str {
         match self {
@@ -220,7 +232,7 @@ impl Observed {
             Self::Answered { .. } => "answered",
             Self::NotHttp { .. } => "not_http",
             Self::RefusedTls { .. } => "refused_tls",
-            Self::AlertBeforeRequest { .. } => "alert_before_request",
+            Self::AlertBeforeCertificate { .. } => "alert_before_certificate",
             Self::ClosedInHandshake { .. } => "closed_in_handshake",
             Self::Closed => "closed",
             Self::NoReply { .. } => "no_reply",
@@ -321,6 +333,11 @@ impl ProbeResult {
             },
             reason,
         };
+        let before = if self.certificate_requested == Some(true) {
+            "after asking for a client certificate but before the probe had sent its answer"
+        } else {
+            "before asking for a client certificate"
+        };
         let inconclusive = |reason: String| Judgement {
             conclusion: Inconclusive,
             reason: format!("{reason}{nothing}"),
@@ -375,17 +392,17 @@ impl ProbeResult {
                 "the origin aborted the TLS handshake with alert {alert}"
             )),
             Observed::ClosedInHandshake {
-                certificate_requested: true,
+                after_our_certificate: true,
             } => refused(
                 "the origin asked for a client certificate, then closed the connection before finishing the TLS handshake".into(),
             ),
             Observed::ClosedInHandshake {
-                certificate_requested: false,
-            } => inconclusive(
-                "the origin closed the connection during the TLS handshake, before asking for a client certificate".into(),
-            ),
-            Observed::AlertBeforeRequest { alert } => inconclusive(format!(
-                "the origin aborted the TLS handshake with alert {alert} before asking for a client certificate"
+                after_our_certificate: false,
+            } => inconclusive(format!(
+                "the origin closed the connection during the TLS handshake, {before}"
+            )),
+            Observed::AlertBeforeCertificate { alert } => inconclusive(format!(
+                "the origin aborted the TLS handshake with alert {alert} {before}"
             )),
             Observed::Answered { status } => inconclusive(format!(
                 "the origin answered HTTP {status}, which neither serves content nor refuses a certificate"
@@ -452,15 +469,18 @@ pub async fn probe(
         }
     };
     result.addr = Some(addr);
+    let written = Arc::new(AtomicU64::new(0));
     let watch = Arc::new(Watch {
         inner: config.client_auth_cert_resolver.clone(),
+        written: written.clone(),
+        written_at_request: AtomicU64::new(u64::MAX),
         requested: AtomicBool::new(false),
         sent: AtomicBool::new(false),
     });
     let mut config = (*config).clone();
     config.client_auth_cert_resolver = watch.clone();
     config.resumption = rustls::client::Resumption::disabled();
-    let connected = connect_tls(Arc::new(config), &target.host, addr, timeouts).await;
+    let connected = connect_counted(Arc::new(config), &target.host, addr, timeouts, written).await;
     let requested = watch.requested.load(Ordering::Relaxed);
     result.certificate_sent = watch.sent.load(Ordering::Relaxed);
     let mut tls = match connected {
@@ -473,7 +493,7 @@ pub async fn probe(
         }
         Err(e) => {
             result.certificate_requested = Some(requested);
-            result.observed = handshake_failed(&e, requested);
+            result.observed = handshake_failed(&e, watch.answered());
             return result;
         }
     };
@@ -526,8 +546,8 @@ pub async fn probe(
     result.observed = match read {
         Err(_) if buf.is_empty() => Observed::NoReply { after: limit },
         Ok(Err(e)) if buf.is_empty() => match classify(&e) {
-            Failure::Refused { alert } if requested => Observed::RefusedTls { alert },
-            Failure::Refused { alert } => Observed::AlertBeforeRequest { alert },
+            Failure::Refused { alert } if watch.answered() => Observed::RefusedTls { alert },
+            Failure::Refused { alert } => Observed::AlertBeforeCertificate { alert },
             Failure::Other { .. } if is_close(&e) => Observed::Closed,
             f => failure_to_observed(f),
         },
@@ -537,12 +557,24 @@ pub async fn probe(
 }
 
 /// The client certificate resolver, watched: rustls calls `resolve` only when the origin
-/// sends a CertificateRequest.
+/// sends a CertificateRequest, and writes its answer after that.
 #[derive(Debug)]
 struct Watch {
     inner: Arc<dyn ResolvesClientCert>,
+    /// Bytes the probe has written to the socket so far (see [`Counted`]).
+    written: Arc<AtomicU64>,
+    /// `written` when the CertificateRequest came (`u64::MAX` until then).
+    written_at_request: AtomicU64,
     requested: AtomicBool,
     sent: AtomicBool,
+}
+
+impl Watch {
+    /// Whether the origin asked for a certificate and the probe has since written its
+    /// answer (Certificate, CertificateVerify, Finished) to the socket.
+    fn answered(&self) -> bool {
+        self.written.load(Ordering::Relaxed) > self.written_at_request.load(Ordering::Relaxed)
+    }
 }
 
 impl ResolvesClientCert for Watch {
@@ -552,6 +584,8 @@ impl ResolvesClientCert for Watch {
         sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
         self.requested.store(true, Ordering::Relaxed);
+        self.written_at_request
+            .store(self.written.load(Ordering::Relaxed), Ordering::Relaxed);
         let key = self.inner.resolve(root_hint_subjects, sigschemes);
         self.sent.store(key.is_some(), Ordering::Relaxed);
         key
@@ -578,20 +612,100 @@ fn is_close(e: &std::io::Error) -> bool {
 }
 
 /// A handshake that failed on our side of the connection.
-fn handshake_failed(e: &Error, requested: bool) -> Observed {
+///
+/// `answered`: the origin asked for a certificate and the probe wrote its answer.
+fn handshake_failed(e: &Error, answered: bool) -> Observed {
     if let Error::Handshake { error, .. } = e
         && crate::connect::rustls_error(error).is_none()
         && is_close(error)
     {
         return Observed::ClosedInHandshake {
-            certificate_requested: requested,
+            after_our_certificate: answered,
         };
     }
     match classify(e) {
-        Failure::Refused { alert } if requested => Observed::RefusedTls { alert },
-        Failure::Refused { alert } => Observed::AlertBeforeRequest { alert },
+        Failure::Refused { alert } if answered => Observed::RefusedTls { alert },
+        Failure::Refused { alert } => Observed::AlertBeforeCertificate { alert },
         f => failure_to_observed(f),
     }
+}
+
+/// A TCP stream that counts the bytes written to it, so a failure can be placed before or
+/// after the probe's certificate flight.
+struct Counted {
+    tcp: TcpStream,
+    written: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// [`connect_tls`](crate::connect_tls), over a [`Counted`] TCP stream: the same limits and errors.
+async fn connect_counted(
+    config: Arc<ClientConfig>,
+    host: &str,
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    written: Arc<AtomicU64>,
+) -> Result<TlsStream<Counted>> {
+    let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
+        .await
+        .map_err(|_| Error::Timeout {
+            stage: "TCP connect",
+            addr,
+            after: timeouts.connect,
+        })?
+        .map_err(|error| Error::Connect { addr, error })?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| Error::Syntax {
+        input: host.to_owned(),
+        reason: "not a valid server name",
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tokio::time::timeout(
+        timeouts.handshake,
+        connector.connect(name, Counted { tcp, written }),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        stage: "TLS handshake",
+        addr,
+        after: timeouts.handshake,
+    })?
+    .map_err(|error| Error::Handshake {
+        host: host.to_owned(),
+        addr,
+        error,
+    })
 }
 
 fn host_header(t: &Target) -> String {

@@ -109,7 +109,7 @@ impl ProbeLine {
         });
         let (mut alert, mut http_status, mut verdict, mut nginx_page) = (None, None, None, None);
         match &r.observed {
-            Observed::RefusedTls { alert: a } | Observed::AlertBeforeRequest { alert: a } => {
+            Observed::RefusedTls { alert: a } | Observed::AlertBeforeCertificate { alert: a } => {
                 alert = Some(a.clone());
             }
             Observed::RefusedHttp {
