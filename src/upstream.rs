@@ -1,6 +1,7 @@
 //! A plain-HTTP upstream for the origin guard's tests: it answers every request with the
 //! request's headers, one `name: value` per line, and counts requests. `?sleep_ms=N`
-//! makes it wait first (to have a request in flight).
+//! makes it wait first (to have a request in flight); `?pad=N` adds N bytes to the
+//! answer (a response too large for the socket buffers).
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -63,6 +64,15 @@ async fn echo(
             "{name}: {}",
             String::from_utf8_lossy(value.as_bytes())
         );
+    }
+    // `?pad=N`: N more bytes after the headers (a large response).
+    if let Some(n) = parts
+        .uri
+        .query()
+        .and_then(|q| q.strip_prefix("pad="))
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        body.push_str(&".".repeat(n));
     }
     count.fetch_add(1, Ordering::Relaxed);
     Ok(Response::new(Full::new(Bytes::from(body))))

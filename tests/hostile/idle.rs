@@ -39,7 +39,7 @@ async fn silent_and_trickling_connections_are_closed_by_the_timers() {
     let guard = Guard::start(
         d,
         &format!(
-            "header_read_timeout_secs = 1\nkeepalive_timeout_secs = 2\n{}",
+            "header_read_timeout_secs = 1\nkeepalive_timeout_secs = 2\nsend_timeout_secs = 1\n{}",
             sites(echo.addr)
         ),
     );
@@ -95,7 +95,23 @@ async fn silent_and_trickling_connections_are_closed_by_the_timers() {
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text);
 
+    // A client that asks for a large response and never reads it: closed once its
+    // writes have been blocked for send_timeout_secs.
+    let mut stalled = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /?pad=64000000 HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    guard.wait_log("closed=\"send_timeout\"");
+    drop(stalled);
+
     let m = guard.metrics_text();
+    assert!(
+        m.contains("aop_connections_closed_total{site=\"a.test\",limit=\"send_timeout\"} 1"),
+        "{m}"
+    );
     assert!(
         m.contains("aop_connections_closed_total{site=\"a.test\",limit=\"keepalive_timeout\"} 2"),
         "{m}"

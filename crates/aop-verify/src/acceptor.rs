@@ -36,6 +36,10 @@ pub struct Limits {
     /// first byte of a new one (the first request included). Enforced by the hyper glue.
     /// Default 60 s.
     pub keepalive_timeout: Duration,
+    /// A connection whose client has not taken any of the response for this long (its
+    /// writes blocked) is closed: a client that stops reading holds nothing for ever.
+    /// Enforced by the hyper glue. Default 60 s.
+    pub send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -46,6 +50,7 @@ impl Default for Limits {
             log_verdicts: true,
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -72,6 +77,12 @@ impl Limits {
     /// Set [`Limits::keepalive_timeout`].
     pub fn with_keepalive_timeout(mut self, t: Duration) -> Self {
         self.keepalive_timeout = t;
+        self
+    }
+
+    /// Set [`Limits::send_timeout`].
+    pub fn with_send_timeout(mut self, t: Duration) -> Self {
+        self.send_timeout = t;
         self
     }
 

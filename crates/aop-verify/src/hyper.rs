@@ -40,10 +40,12 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict, unix_time};
 ///
 /// The connection is closed if a request's head does not arrive whole within
 /// [`Limits::header_read_timeout`](crate::Limits::header_read_timeout) of its first byte,
-/// or if no request starts within
+/// if no request starts within
 /// [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) of the connection
-/// becoming idle (the first request included). A request in progress is never cut by
-/// these timers (a slow upload is the service's to bound).
+/// becoming idle (the first request included), or if the client takes none of the
+/// response for [`Limits::send_timeout`](crate::Limits::send_timeout). A request in
+/// progress is otherwise never cut by these timers (a slow upload is the service's to
+/// bound).
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -79,6 +81,8 @@ pub struct ConnCounters {
     pub header_timeout: AtomicU64,
     /// Connections closed because no request started in time.
     pub keepalive_timeout: AtomicU64,
+    /// Connections closed because the client stopped taking the response.
+    pub send_timeout: AtomicU64,
 }
 
 /// As [`serve_connection`], and when `shutdown` completes, finish the request in
@@ -163,6 +167,7 @@ fn closed_for(why: Timeout, verdict: &Verdict, counters: Option<&ConnCounters>) 
         match why {
             Timeout::Header => &c.header_timeout,
             Timeout::KeepAlive => &c.keepalive_timeout,
+            Timeout::Send => &c.send_timeout,
         }
         .fetch_add(1, Ordering::Relaxed);
     }
@@ -177,6 +182,7 @@ fn closed_for(why: Timeout, verdict: &Verdict, counters: Option<&ConnCounters>) 
 enum Timeout {
     Header,
     KeepAlive,
+    Send,
 }
 
 impl Timeout {
@@ -184,6 +190,7 @@ impl Timeout {
         match self {
             Self::Header => "header_read_timeout",
             Self::KeepAlive => "keepalive_timeout",
+            Self::Send => "send_timeout",
         }
     }
 
@@ -191,6 +198,7 @@ impl Timeout {
         match self {
             Self::Header => "the request head did not arrive whole in time",
             Self::KeepAlive => "no request started in time",
+            Self::Send => "the client stopped taking the response",
         }
     }
 }
@@ -204,7 +212,13 @@ struct Activity {
     since_ms: AtomicU64,
     /// Requests handed to the service whose response body has not finished.
     in_flight: AtomicUsize,
+    /// Since when writes to the client have been blocked (ms since `start`), or
+    /// [`FLOWING`].
+    write_blocked_ms: AtomicU64,
 }
+
+/// [`Activity::write_blocked_ms`] when writes are not blocked.
+const FLOWING: u64 = u64::MAX;
 
 /// No request in progress; waiting for the first byte of the next.
 const IDLE: u8 = 0;
@@ -220,13 +234,29 @@ impl Activity {
             phase: AtomicU8::new(IDLE),
             since_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            write_blocked_ms: AtomicU64::new(FLOWING),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(FLOWING - 1)
+    }
+
     fn enter(&self, phase: u8) {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.since_ms.store(now, Ordering::Relaxed);
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
         self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    /// Note whether a write (or flush) to the client went through or is blocked.
+    fn wrote<T>(&self, r: &Poll<T>) {
+        let blocked = self.write_blocked_ms.load(Ordering::Relaxed);
+        match (r.is_pending(), blocked == FLOWING) {
+            (true, true) => self
+                .write_blocked_ms
+                .store(self.now_ms(), Ordering::Relaxed),
+            (false, false) => self.write_blocked_ms.store(FLOWING, Ordering::Relaxed),
+            _ => {}
+        }
     }
 
     fn bytes_read(&self) {
@@ -242,6 +272,11 @@ impl Activity {
     }
 
     fn deadline(&self, limits: &crate::Limits) -> Option<(tokio::time::Instant, Timeout)> {
+        let blocked = self.write_blocked_ms.load(Ordering::Relaxed);
+        if blocked != FLOWING {
+            let since = Duration::from_millis(blocked);
+            return Some((self.start + since + limits.send_timeout, Timeout::Send));
+        }
         let (limit, why) = match self.phase.load(Ordering::Relaxed) {
             IDLE => (limits.keepalive_timeout, Timeout::KeepAlive),
             HEAD => (limits.header_read_timeout, Timeout::Header),
@@ -291,7 +326,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.wrote(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -299,7 +336,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -307,7 +346,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.activity.wrote(&r);
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

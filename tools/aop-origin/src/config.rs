@@ -12,6 +12,7 @@
 //! header_read_timeout_secs = 10     # a request head must arrive whole within this
 //! keepalive_timeout_secs = 60       # idle time before a connection's next request starts
 //! request_body_timeout_secs = 30    # longest wait for the next piece of a request body
+//! send_timeout_secs = 60            # longest a client may take none of the response
 //!
 //! [[site]]
 //! hostnames = ["example.com", "*.example.com"]
@@ -66,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) keepalive_timeout_secs: u64,
     #[serde(default = "default_request_body_timeout")]
     pub(crate) request_body_timeout_secs: u64,
+    #[serde(default = "default_keepalive_timeout")]
+    pub(crate) send_timeout_secs: u64,
     #[serde(rename = "site", default)]
     pub(crate) sites: Vec<Site>,
 }

@@ -183,7 +183,8 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         .with_handshake_timeout(Duration::from_secs(cfg.handshake_timeout_secs.max(1)))
         .with_max_handshakes(cfg.max_handshakes)
         .with_header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
-        .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)));
+        .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)))
+        .with_send_timeout(Duration::from_secs(cfg.send_timeout_secs.max(1)));
     let (max_connections, lowered) = connections_within_fd_limit(cfg.max_connections);
     let budget = Budget::new(Caps {
         max_connections,

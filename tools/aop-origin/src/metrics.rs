@@ -183,6 +183,7 @@ impl Metrics {
             for (limit, c) in [
                 ("header_read_timeout", &m.conn.header_timeout),
                 ("keepalive_timeout", &m.conn.keepalive_timeout),
+                ("send_timeout", &m.conn.send_timeout),
             ] {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 {
