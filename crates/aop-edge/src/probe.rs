@@ -360,6 +360,8 @@ impl ProbeResult {
                             "the origin answered HTTP {status}{shown} to {client}{asked} — its back door is OPEN"
                         ),
                     },
+                    // NONE is what an origin says when no certificate came: it agrees
+                    // with a probe that sent none.
                     Expectation::Accept => match verdict.as_deref() {
                         None | Some("SUCCESS") => Judgement {
                             conclusion: Held,
@@ -539,9 +541,6 @@ pub async fn probe(
         }
     };
     let read = tokio::time::timeout(limit, io).await;
-    // A certificate request can also come after the handshake (TLS 1.3 post-handshake
-    // authentication is not offered by rustls, so not in practice; read it again anyway).
-    let requested = requested || watch.requested.load(Ordering::Relaxed);
     result.certificate_requested = Some(requested);
     result.observed = match read {
         Err(_) if buf.is_empty() => Observed::NoReply { after: limit },
