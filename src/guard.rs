@@ -77,10 +77,16 @@ impl Guard {
             config,
         };
         let line = g.wait_log("metrics listening");
+        // Text logs say `metrics=IP:PORT`; JSON logs say `"metrics":"IP:PORT"`.
         let addr = line
             .split("metrics=")
             .nth(1)
             .and_then(|a| a.split_whitespace().next())
+            .or_else(|| {
+                line.split("\"metrics\":\"")
+                    .nth(1)
+                    .and_then(|a| a.split('"').next())
+            })
             .unwrap();
         g.metrics = addr.rsplit(':').next().unwrap().parse().unwrap();
         g
@@ -140,6 +146,18 @@ impl Guard {
             .lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Wait up to 10 s for the guard to exit; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(Instant::now() < deadline, "the guard did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The guard's TLS address.

@@ -6,13 +6,12 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
 
 use std::path::Path;
-use std::process::{Child, Command};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aop_e2e::pki::{self, Leaf, TestCa};
 use aop_e2e::upstream::{Echo, header};
-use aop_e2e::{TempDir, bin, code, run, spawn_listening, stderr, stdout, tempdir};
+use aop_e2e::{TempDir, bin, code, run, stderr, stdout, tempdir};
 use aop_edge::{EdgeClient, IdentitySpec, IdentityStore, Resolve, StoreSpec, Timeouts};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
@@ -50,75 +49,24 @@ fn site(hosts: &str, trust: &str, upstream: std::net::SocketAddr, extra: &str) -
     )
 }
 
-struct Guard {
-    child: Child,
-    port: u16,
-    metrics: u16,
-    log: Receiver<String>,
-    config: std::path::PathBuf,
-}
+/// The shared harness's guard, with this file's edge client.
+struct Guard(aop_e2e::guard::Guard);
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Guard {
+    type Target = aop_e2e::guard::Guard;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
 impl Guard {
     fn start(dir: &Path, sites: &str) -> Self {
-        Self::start_with(dir, "", sites)
+        Self(aop_e2e::guard::Guard::start(dir, sites))
     }
 
     fn start_with(dir: &Path, top: &str, sites: &str) -> Self {
-        let config = dir.join("origin.toml");
-        std::fs::write(
-            &config,
-            format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{top}{sites}"),
-        )
-        .unwrap();
-        let (child, port, log) =
-            spawn_listening(&bin("aop-origin"), &["--config", config.to_str().unwrap()]);
-        let mut g = Self {
-            child,
-            port,
-            metrics: 0,
-            log,
-            config,
-        };
-        let line = g.wait_log("metrics listening");
-        let addr = line
-            .split("metrics=")
-            .nth(1)
-            .and_then(|a| a.split_whitespace().next())
-            .or_else(|| {
-                line.split("\"metrics\":\"")
-                    .nth(1)
-                    .and_then(|a| a.split('"').next())
-            })
-            .unwrap();
-        g.metrics = addr.rsplit(':').next().unwrap().parse().unwrap();
-        g
-    }
-
-    /// The next log line containing `needle` (waits up to 15 s).
-    fn wait_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .log
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let o = run(Command::new("kill").args([sig, &self.child.id().to_string()]));
-        assert_eq!(code(&o), 0);
+        Self(aop_e2e::guard::Guard::start(dir, &format!("{top}{sites}")))
     }
 
     fn resolve(&self) -> Resolve {
@@ -594,18 +542,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     g.signal("-TERM");
     let (status, _, _) = slow.await.unwrap().unwrap();
     assert_eq!(status, 200, "the request in flight completes");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(s) = g.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the guard did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(exit.code(), Some(0));
+    assert_eq!(g.0.wait_exit(), Some(0), "the guard exits 0 after SIGTERM");
 }
 
 #[test]

@@ -424,15 +424,15 @@ impl<S> WithVerdict<S> {
         if Some(rule.name().as_ref()) != verdict.rule.as_deref() {
             return None;
         }
-        let again = match self.chain.as_deref().and_then(<[_]>::split_first) {
-            Some((ee, rest)) => Some(rule.verifier().check(
-                ee,
-                rest,
-                unix_time(time::OffsetDateTime::now_utc()),
-            )),
-            // No certificate: NONE stays NONE (and `require` never let one in).
-            None => None,
-        };
+        // No certificate: NONE stays NONE (and `require` never let one in).
+        let again = self
+            .chain
+            .as_deref()
+            .and_then(<[_]>::split_first)
+            .map(|(ee, rest)| {
+                rule.verifier()
+                    .check(ee, rest, unix_time(time::OffsetDateTime::now_utc()))
+            });
         let verdict = match again {
             Some(again) if again.outcome != verdict.outcome => {
                 tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %again.outcome,

@@ -72,7 +72,7 @@
 //!
 //! ## What the hyper glue adds (feature `hyper`)
 //!
-//! [`hyper::serve_connection`] serves an accepted connection with the verdict in every
+//! `hyper::serve_connection` serves an accepted connection with the verdict in every
 //! request's extensions, and guards what comes after the handshake: every Host header and
 //! absolute-form authority is parsed strictly by [`authority::parse`] (400 if it does not
 //! parse, if there are two Host headers or none) and must belong to the connection's rule

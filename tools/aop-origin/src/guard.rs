@@ -159,7 +159,7 @@ fn connections_within_fd_limit(max_connections: usize) -> (usize, Option<(u64, u
             current: limit.maximum,
             maximum: limit.maximum,
         };
-        if setrlimit(Resource::Nofile, raised.clone()).is_ok() {
+        if setrlimit(Resource::Nofile, raised).is_ok() {
             limit = raised;
         }
     }
