@@ -261,3 +261,79 @@ async fn the_budget_binds_before_the_open_files_limit_does() {
         "{m}"
     );
 }
+
+/// The same crowd spread over many source addresses, each under its per-peer cap: the
+/// global caps bind instead. `max_handshakes` closes the oldest handshake for each new
+/// connection, `max_connections` the oldest unauthenticated one, and the edge is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_from_many_addresses_meets_the_global_caps() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test", "opt.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    let echo = Echo::start().await;
+    let guard = Guard::start(
+        d,
+        &format!(
+            "max_connections = 50\nmax_handshakes = 20\nmax_handshakes_per_peer = 10\n\
+             max_unauthenticated_per_peer = 10\nhandshake_timeout_secs = 60\n{}",
+            sites(echo.addr)
+        ),
+    );
+    let from = |i: usize| std::net::SocketAddr::from(([127, 0, 1, 1 + (i % 20) as u8], 0));
+    let anonymous = client_config(&origin_ca.pem(), None);
+    // 60 certificate-less TLS connections held on the optional site, 3 per address.
+    let mut held_tls = Vec::new();
+    for i in 0..60 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(from(i)).unwrap();
+        let tcp = socket.connect(guard.addr()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("opt.test").unwrap();
+        if let Ok(tls) = tokio_rustls::TlsConnector::from(anonymous.clone())
+            .connect(name, tcp)
+            .await
+        {
+            held_tls.push(tls);
+        }
+    }
+    // 100 silent TCP connections, 5 per address.
+    let mut held_tcp = Vec::new();
+    for i in 0..100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(from(i)).unwrap();
+        held_tcp.push(socket.connect(guard.addr()).await.unwrap());
+    }
+    let config = client_config(&origin_ca.pem(), Some(&edge));
+    for i in 0..10 {
+        let mut tls = connect(guard.addr(), "a.test", true, &config)
+            .await
+            .unwrap_or_else(|e| panic!("edge connection {i}: {e}"));
+        let r = round_trip(
+            &mut tls,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap_or_else(|| panic!("edge request {i} got no answer"));
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let m = guard.metrics_text();
+    for want in [
+        "aop_connections_closed_total{site=\"\",limit=\"max_handshakes\"}",
+        "limit=\"max_connections\"}",
+    ] {
+        assert!(m.contains(want), "no {want}:\n{m}");
+    }
+    assert!(!m.contains("limit=\"max_handshakes_per_peer\""), "{m}");
+    let mut open = 0;
+    for tcp in &mut held_tcp {
+        if !closed_within(tcp, Duration::from_millis(20)).await {
+            open += 1;
+        }
+    }
+    assert!(
+        open <= 20,
+        "{open} silent connections still open, over max_handshakes"
+    );
+    drop(held_tls);
+}
