@@ -3,10 +3,9 @@
 //! without SNI, with or without a client certificate), and an nginx upstream that routes
 //! by Host the way a multi-tenant upstream does.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -241,78 +240,19 @@ where
 
 /// nginx as a plain-HTTP upstream that routes by Host, like a multi-tenant upstream:
 /// each `(server_name, body)` is a vhost answering `body`; the first is the default.
-pub struct Vhosts {
-    /// Where it listens (127.0.0.1).
-    pub port: u16,
-    child: Child,
-}
-
-impl Drop for Vhosts {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Vhosts {
-    /// Start nginx in `dir` with one server block per vhost.
-    pub fn start(dir: &Path, vhosts: &[(&str, &str)]) -> Self {
-        let bin = crate::nginx::binary().expect("nginx is installed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.display();
+/// Its `port` is where it listens (127.0.0.1).
+pub fn vhosts(dir: &Path, vhosts: &[(&str, &str)]) -> crate::nginx::Nginx {
+    crate::nginx::Nginx::start_http(dir, |port| {
         let mut servers = String::new();
         for (i, (name, body)) in vhosts.iter().enumerate() {
             let default = if i == 0 { " default_server" } else { "" };
             servers.push_str(&format!(
-                "server {{ listen 127.0.0.1:{port}{default}; server_name {name}; \
+                "    server {{ listen 127.0.0.1:{port}{default}; server_name {name}; \
                  location / {{ default_type text/plain; return 200 \"{body}\\n\"; }} }}\n"
             ));
         }
-        let conf = format!(
-            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 256; }}\nhttp {{\naccess_log {d}/access.log;\n\
-             client_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\n\
-             uwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n{servers}}}\n"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(bin)
-            .args(["-p", &d.to_string(), "-c", &conf_path.display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-                let err = child.stderr.take().map(|e| {
-                    BufReader::new(e)
-                        .lines()
-                        .map_while(Result::ok)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                });
-                panic!("nginx (vhosts) did not start: {err:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { port, child }
-    }
+        servers
+    })
 }
 
 /// Write `request` and read one response off a kept-alive connection (the head, then a

@@ -73,9 +73,30 @@ impl Nginx {
     /// rest of its one `server {}` block: the `ssl_verify_client` lines, `add_header`s,
     /// `location`s.
     pub fn start_with(dir: &Path, cert: &Path, key: &Path, server: &str) -> Self {
+        Self::start_http(dir, |port| {
+            format!(
+                r#"
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name _;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        {server}
+    }}"#,
+                cert = cert.display(),
+                key = key.display(),
+            )
+        })
+    }
+
+    /// Start nginx with `servers(port)` as the `server {}` blocks of its `http {}` block
+    /// (each listening on `port`, a free loopback port); returns once it accepts.
+    pub fn start_http(dir: &Path, servers: impl FnOnce(u16) -> String) -> Self {
         let bin = binary().expect("nginx is installed");
         let port = free_port();
         let d = dir.display();
+        let servers = servers(port);
         let conf = format!(
             r#"
 user root;
@@ -91,18 +112,9 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name _;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        {server}
-    }}
+{servers}
 }}
-"#,
-            cert = cert.display(),
-            key = key.display(),
+"#
         );
         std::fs::create_dir_all(dir).unwrap();
         let conf_path = dir.join("nginx.conf");

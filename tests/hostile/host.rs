@@ -4,13 +4,13 @@
 //! tenant. Every name must parse strictly (400 otherwise), and a name that belongs to
 //! another site is 421 on every site, the default included.
 
-use aop_e2e::guard::{Guard, Reply, Vhosts, client_config, connect, exchange};
+use aop_e2e::guard::{Guard, Reply, client_config, connect, exchange, vhosts};
 use aop_e2e::pki::{self, Leaf};
 use aop_e2e::tempdir;
 
 struct Tenants {
     _dir: aop_e2e::TempDir,
-    _upstream: Vhosts,
+    _upstream: aop_e2e::nginx::Nginx,
     guard: Guard,
     roots: std::path::PathBuf,
     edge_a: Leaf,
@@ -29,7 +29,7 @@ fn tenants() -> Option<Tenants> {
     origin_ca.origin("origin", &["a.test", "c.test"]);
     let edge_a = pki::ca(d, "ca-a").client("edge-a");
     let edge_c = pki::ca(d, "ca-c").client("edge-c");
-    let upstream = Vhosts::start(
+    let upstream = vhosts(
         &d.join("nginx"),
         &[("_", "tenant C"), ("a.test", "tenant A")],
     );
