@@ -17,3 +17,4 @@ mod host;
 mod idle;
 mod probe;
 mod work;
+mod review;
