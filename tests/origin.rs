@@ -302,11 +302,11 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
     assert_eq!(resp_headers.get("x-request-id").unwrap(), "edge-req-1");
     let access = g.wait_log("aop::access");
     for want in [
-        "request_id=edge-req-1",
+        "request_id=\"edge-req-1\"",
         "verdict=SUCCESS",
         "status=200",
-        "cf_connecting_ip=198.51.100.7",
-        "path=/path?q=1",
+        "cf_connecting_ip=\"198.51.100.7\"",
+        "path=\"/path?q=1\"",
     ] {
         assert!(access.contains(want), "{want} in {access}");
     }

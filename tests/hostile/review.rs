@@ -291,3 +291,341 @@ impl Setup {
             .unwrap()
     }
 }
+
+/// The reload re-check compares only verdicts: a connection whose verdict does not
+/// change is kept whatever the new policy says of it. A certificate-less (NONE)
+/// connection accepted while `a.test` was `optional` keeps being forwarded after a
+/// reload makes the site `require` — to an upstream that now relies on the guard to let
+/// only SUCCESS through. (The same holds for a FAILED one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_to_require_reload_ends_a_certificate_less_connection() {
+    let s = setup("optional", "").await;
+    let anonymous = client_config(&s.roots, None);
+    let mut tls = connect(s.guard.addr(), "a.test", true, &anonymous)
+        .await
+        .unwrap();
+    let r = round_trip(&mut tls, b"GET /before HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(s.up.wait_for("x-client-verify: NONE").await);
+
+    std::fs::write(&s.guard.config, {
+        let text = std::fs::read_to_string(&s.guard.config).unwrap();
+        text.replace("mode = \"optional\"", "mode = \"require\"")
+    })
+    .unwrap();
+    s.guard.signal("-HUP");
+    s.guard.wait_log("configuration reloaded");
+
+    // The kept-alive connection must meet the new policy: 421 and close, as for a
+    // certificate that no longer passes.
+    let r = round_trip(&mut tls, b"GET /after HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    let status = r.as_ref().map_or(0, |r| r.status);
+    let seen = s.up.text();
+    assert!(
+        !seen.contains("GET /after"),
+        "a NONE connection reached the upstream of a `require` site after the reload \
+         (status {status}):\n{seen}"
+    );
+    assert_eq!(status, 421, "{r:?}");
+}
+
+/// An HTTP/1.1 request must carry a Host (RFC 9112 §3.2: else 400). With an
+/// absolute-form target and no Host, the guard checks the target's authority, then
+/// forwards the path alone — and the upstream's client adds `Host: <upstream address>`.
+/// An upstream that routes by Host then serves its default vhost, whoever owns it: here
+/// tenant A's, to a client of the shared site that named the shared site's host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_request_without_host_is_refused_not_sent_to_the_default_vhost() {
+    if !aop_e2e::have_nginx("hostile::review::absolute_form") {
+        return;
+    }
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test", "c.test"]);
+    pki::ca(d, "ca-a").client("edge-a");
+    let edge_c = pki::ca(d, "ca-c").client("edge-c");
+    // nginx's first server block is its default: tenant A's.
+    let upstream = aop_e2e::guard::vhosts(
+        &d.join("nginx"),
+        &[("a.test", "tenant A"), ("c.test", "tenant C")],
+    );
+    let site = |head: &str, trust: &str| {
+        format!(
+            "\n[[site]]\n{head}\ncert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\n\
+             trust = [\"{trust}/ca.pem\"]\nupstream = \"http://127.0.0.1:{}\"\n",
+            upstream.port
+        )
+    };
+    let guard = Guard::start(
+        d,
+        &format!(
+            "{}{}",
+            site("name = \"tenant-a\"\nhostnames = [\"a.test\"]", "ca-a"),
+            site("name = \"shared\"\ndefault = true", "ca-c")
+        ),
+    );
+    let config = client_config(&origin_ca.pem(), Some(&edge_c));
+    // The control: with a Host, the shared client gets the shared tenant.
+    let mut tls = connect(guard.addr(), "c.test", false, &config)
+        .await
+        .unwrap();
+    let r = exchange(
+        &mut tls,
+        b"GET http://c.test/ HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.body()), (200, "tenant C\n"), "{}", r.text);
+    // HTTP/1.1 without Host: 400 (RFC 9112 §3.2), absolute-form or not.
+    let mut tls = connect(guard.addr(), "c.test", false, &config)
+        .await
+        .unwrap();
+    let req = "GET http://c.test/ HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let r = exchange(&mut tls, req.as_bytes()).await;
+    assert!(!r.text.contains("tenant"), "{req:?}:\n{}", r.text);
+    assert_eq!(r.status, 400, "{req:?}: {}", r.text);
+    // HTTP/1.0 may name its host in the target alone: the upstream gets that name (the
+    // one checked) as Host, so the right tenant answers.
+    let mut tls = connect(guard.addr(), "c.test", false, &config)
+        .await
+        .unwrap();
+    let req = "GET http://c.test/ HTTP/1.0\r\n\r\n";
+    let r = exchange(&mut tls, req.as_bytes()).await;
+    assert!(r.text.starts_with("HTTP/1.0 200"), "{req:?}: {}", r.text);
+    assert_eq!(r.body(), "tenant C\n", "{req:?}: {}", r.text);
+}
+
+/// The guard is the upstream's trusted proxy, and applications behind a proxy commonly
+/// route or build URLs by `X-Forwarded-Host` / `Forwarded: host=` (Django's
+/// USE_X_FORWARDED_HOST, Rails, Express's `trust proxy`, Spring's ForwardedHeaderFilter).
+/// A client of the shared site names tenant A there, past every Host check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_host_headers_from_the_client_do_not_reach_the_upstream() {
+    let s = setup("require", "").await;
+    let config = client_config(&s.roots, Some(&s.other));
+    let mut tls = connect(s.guard.addr(), "c.test", false, &config)
+        .await
+        .unwrap();
+    // Each forwarding header naming another tenant: 421, and nothing reaches the
+    // upstream.
+    for header in [
+        "X-Forwarded-Host: a.test",
+        "X-Forwarded-Host: c.test, a.test",
+        "Forwarded: for=1.2.3.4;host=a.test;proto=https",
+        "Forwarded: for=1.2.3.4, host=\"a.test:443\"",
+        "X-Host: a.test",
+        "X-Original-Host: a.test",
+    ] {
+        let mut tls = connect(s.guard.addr(), "c.test", false, &config)
+            .await
+            .unwrap();
+        let req =
+            format!("GET /xfh HTTP/1.1\r\nHost: c.test\r\n{header}\r\nConnection: close\r\n\r\n");
+        let r = exchange(&mut tls, req.as_bytes()).await;
+        assert_eq!(r.status, 421, "{header}: {}", r.text);
+    }
+    // Naming the connection's own site passes; X-Forwarded-Server is dropped.
+    let r = exchange(
+        &mut tls,
+        b"GET /xfh HTTP/1.1\r\nHost: c.test\r\nX-Forwarded-Host: c.test\r\n\
+          Forwarded: for=1.2.3.4;host=c.test;proto=https\r\nX-Forwarded-Server: a.test\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(s.up.wait_for("GET /xfh").await);
+    let seen = s.up.text();
+    assert!(
+        !seen.contains("a.test"),
+        "another tenant's name reached the upstream in a forwarding header:\n{seen}"
+    );
+}
+
+/// A certificate is public: an edge's goes over the wire in clear under TLS 1.2, and a
+/// CDN's origin-pull certificate is often published. A client that has it but not its
+/// key sends it, then hangs up before its CertificateVerify — so it never proves
+/// possession. The verifier ran on the Certificate message, the signature check never
+/// ran, and the connection is logged and counted as `SUCCESS` (completed=false): anyone
+/// can write the edge's identity into the origin's verdict log and SUCCESS metrics.
+/// "The certificate passed" must mean "and the client proved it holds the key".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_sent_without_proof_of_its_key_is_never_logged_success() {
+    let s = setup("require", "").await;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in aop_pki::load_certificates(&s.roots).unwrap() {
+        roots.add(c).unwrap();
+    }
+    // The edge's public chain, with some other key (it is never used: the flight is cut
+    // before the CertificateVerify leaves).
+    let chain = aop_pki::load_certificates(&s.edge.cert).unwrap();
+    let key = provider
+        .key_provider
+        .load_private_key(aop_pki::load_private_key(&s.other.key).unwrap())
+        .unwrap();
+    let stolen = Arc::new(rustls::sign::CertifiedKey::new(chain, key));
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(PublicOnly(stolen)));
+    for _ in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(s.guard.addr())
+            .await
+            .unwrap();
+        let cut = CutAfterCertificate {
+            inner: tcp,
+            cut: false,
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio_rustls::TlsConnector::from(Arc::new(config.clone())).connect(
+                rustls::pki_types::ServerName::try_from("a.test").unwrap(),
+                cut,
+            ),
+        )
+        .await;
+    }
+    let line = s.guard.wait_log("client certificate verdict");
+    let metrics = s.guard.metrics_text();
+    assert!(
+        !line.contains("verdict=SUCCESS"),
+        "a client without the key was logged SUCCESS: {line}"
+    );
+    assert!(
+        !metrics.contains("verdict=\"SUCCESS\",reason=\"\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[derive(Debug)]
+struct PublicOnly(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for PublicOnly {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl tokio::io::AsyncRead for CutAfterCertificate {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CutAfterCertificate {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.cut {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        // A handshake record whose first message is a Certificate (type 11).
+        if buf.len() > 9 && buf[0] == 0x16 && buf[5] == 0x0b {
+            let msg =
+                4 + (usize::from(buf[6]) << 16 | usize::from(buf[7]) << 8 | usize::from(buf[8]));
+            let mut record = vec![0x16, buf[1], buf[2], (msg >> 8) as u8, msg as u8];
+            record.extend_from_slice(&buf[5..5 + msg]);
+            let n = this.inner.try_write(&record).unwrap();
+            assert_eq!(n, record.len());
+            this.cut = true;
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The access log writes client-supplied header values (X-Request-Id, CF-Connecting-IP,
+/// X-Forwarded-For) unquoted into a `key=value` line. A certificate-less client of an
+/// optional site writes `verdict=SUCCESS` and a peer of its choosing ahead of the real
+/// fields: a reader or parser that takes the first `verdict=` sees SUCCESS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_header_values_cannot_forge_fields_of_the_access_log() {
+    let s = setup("optional", "").await;
+    let anonymous = client_config(&s.roots, None);
+    let mut tls = connect(s.guard.addr(), "a.test", true, &anonymous)
+        .await
+        .unwrap();
+    let r = exchange(
+        &mut tls,
+        b"GET /forged HTTP/1.1\r\nHost: a.test\r\n\
+          X-Request-Id: x verdict=SUCCESS peer=10.9.9.9:443 site=a\r\n\
+          CF-Connecting-IP: 1.2.3.4 verdict=SUCCESS\r\nX-Forwarded-For: 1.1.1.1 status=200\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let line = s.guard.wait_log("path=\"/forged\"");
+    // Split the line into fields as a logfmt reader does: on spaces outside quotes.
+    let (mut fields, mut field, mut quoted, mut escaped) =
+        (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                fields.push(std::mem::take(&mut field));
+                continue;
+            }
+            _ => {}
+        }
+        field.push(c);
+    }
+    fields.push(field);
+    let keys: Vec<&String> = fields
+        .iter()
+        .filter(|f| f.starts_with("verdict=") || f.starts_with("peer="))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        2,
+        "client header values added fields to the access log line: {line}"
+    );
+    assert!(fields.contains(&"verdict=NONE".to_owned()), "{line}");
+    assert!(
+        fields.contains(&"cf_connecting_ip=\"1.2.3.4 verdict=SUCCESS\"".to_owned()),
+        "{line}"
+    );
+    // And the forged request id was replaced, not echoed.
+    assert!(!line.contains("10.9.9.9"), "{line}");
+}
+
+/// A TLS 1.2 client's TCP stream that delivers its Certificate message and nothing after
+/// it: the record carrying Certificate, ClientKeyExchange and CertificateVerify is cut to
+/// the Certificate, and every later write is swallowed.
+struct CutAfterCertificate {
+    inner: tokio::net::TcpStream,
+    cut: bool,
+}

@@ -306,23 +306,38 @@ impl Acceptor {
                 }
                 Ok((v, stream))
             }
-            Err(e) => Err(refusal(base, slot.checked, slot.signature_failed, &e)),
+            Err(e) => Err(refusal(
+                base,
+                slot.checked,
+                Proof {
+                    failed: slot.signature_failed,
+                    verified: slot.signature_verified,
+                },
+                &e,
+            )),
         }
     }
+}
+
+/// Whether the client proved it holds its certificate's key (its CertificateVerify).
+#[derive(Clone, Copy, Debug)]
+struct Proof {
+    failed: bool,
+    verified: bool,
 }
 
 /// The verdict of a handshake rustls aborted.
 fn refusal(
     base: impl Fn(Outcome) -> Verdict,
     checked: Option<crate::trust::Checked>,
-    signature_failed: bool,
+    proof: Proof,
     e: &std::io::Error,
 ) -> Verdict {
     let rustls_error = e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     let (outcome, detail, client) = match checked {
-        Some(c) if signature_failed && c.outcome.is_success() => (
+        Some(c) if proof.failed && c.outcome.is_success() => (
             Outcome::Failed(Reason::BadSignature),
             Some(
                 "the client could not prove it holds the certificate's key (CertificateVerify)"
@@ -331,13 +346,23 @@ fn refusal(
             c.client,
         ),
         Some(c) if !c.outcome.is_success() => (c.outcome, c.detail, c.client),
-        // A certificate was presented and passed, but the handshake did not finish (the
-        // client reset the connection after its Finished, say). The certificate's verdict
-        // stays its own; `completed = false` says the handshake did not complete.
-        Some(c) => (
+        // A certificate was presented and passed, and the client proved it holds the key,
+        // but the handshake did not finish (the client reset the connection after its
+        // Finished, say). The certificate's verdict stays its own; `completed = false`
+        // says the handshake did not complete.
+        Some(c) if proof.verified => (
             c.outcome,
             Some(format!(
                 "the certificate passed, but the handshake did not complete: {e}"
+            )),
+            c.client,
+        ),
+        // A certificate is public: one that passes, sent by a client that never proved it
+        // holds the key (it hung up before its CertificateVerify), verifies nothing.
+        Some(c) => (
+            Outcome::None(NoneCause::HandshakeError),
+            Some(format!(
+                "a certificate that passes was sent, but the client never proved it holds its key (no CertificateVerify): {e}"
             )),
             c.client,
         ),
@@ -371,7 +396,7 @@ fn tls_version_name(v: rustls::ProtocolVersion) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{Outcome, Reason, Verdict, refusal};
+    use super::{NoneCause, Outcome, Proof, Reason, Verdict, refusal};
     use crate::trust::Checked;
 
     fn reset() -> std::io::Error {
@@ -388,7 +413,11 @@ mod tests {
             detail: None,
             client: None,
         };
-        let v = refusal(Verdict::new, Some(passed), false, &reset());
+        let proved = Proof {
+            failed: false,
+            verified: true,
+        };
+        let v = refusal(Verdict::new, Some(passed.clone()), proved, &reset());
         assert_eq!(v.outcome, Outcome::Success);
         assert!(!v.completed);
         assert!(
@@ -408,14 +437,22 @@ mod tests {
             detail: None,
             client: None,
         };
-        let v = refusal(Verdict::new, Some(failed), false, &reset());
+        let none = Proof {
+            failed: false,
+            verified: false,
+        };
+        let v = refusal(Verdict::new, Some(failed), none, &reset());
         assert_eq!(v.outcome, Outcome::Failed(Reason::UnknownCa));
         let passed = Checked {
             outcome: Outcome::Success,
             detail: None,
             client: None,
         };
-        let v = refusal(Verdict::new, Some(passed), true, &reset());
+        let bad = Proof {
+            failed: true,
+            verified: false,
+        };
+        let v = refusal(Verdict::new, Some(passed), bad, &reset());
         assert_eq!(v.outcome, Outcome::Failed(Reason::BadSignature));
     }
 }

@@ -24,10 +24,12 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict, unix_time};
 /// Serve HTTP/1.1 on an accepted connection. Every request carries the connection's
 /// verdict as an `Arc<Verdict>` extension.
 ///
-/// Every name a request could be routed by — each `Host` header and the authority of an
-/// absolute-form request target — is parsed strictly (see [`crate::authority`]). No
-/// Host, more than one Host header, or one that does not parse: `400 Bad Request` and
-/// the connection closes. A name that belongs to another rule than the connection's SNI
+/// Every name a request could be routed by — its `Host` header, the authority of an
+/// absolute-form request target, and each host named by `X-Forwarded-Host`, `X-Host`,
+/// `X-Original-Host` or `Forwarded: host=` — is parsed strictly (see
+/// [`crate::authority`]). An HTTP/1.1 request without exactly one Host (an HTTP/1.0 one
+/// with no name at all), or a name that does not parse: `400 Bad Request` and the
+/// connection closes. A name that belongs to another rule than the connection's SNI
 /// did, or to no rule: `421 Misdirected Request`, without calling the service, on every
 /// rule, the default included — a client accepted under one zone's trust, or under the
 /// shared default rule, must not reach a hostname whose rule trusts someone else.
@@ -424,7 +426,7 @@ impl<S> WithVerdict<S> {
         if Some(rule.name().as_ref()) != verdict.rule.as_deref() {
             return None;
         }
-        // No certificate: NONE stays NONE (and `require` never let one in).
+        // No certificate: NONE stays NONE.
         let again = self
             .chain
             .as_deref()
@@ -438,9 +440,6 @@ impl<S> WithVerdict<S> {
                 tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %again.outcome,
                     was = %verdict.outcome, mode = ?rule.mode(),
                     "a kept-alive connection's certificate has a new verdict under the reloaded policy");
-                if rule.mode() == Mode::Require && !again.outcome.is_success() {
-                    return None;
-                }
                 let mut v = Verdict::clone(verdict);
                 v.outcome = again.outcome;
                 v.detail = again.detail;
@@ -449,6 +448,13 @@ impl<S> WithVerdict<S> {
             }
             _ => verdict.clone(),
         };
+        // Judged by the rule's mode now, not the one it was accepted under: a reload that
+        // makes an `optional` rule `require` ends its NONE and FAILED connections too.
+        if rule.mode() == Mode::Require && !verdict.is_success() {
+            tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %verdict.outcome,
+                "a kept-alive connection does not pass its rule after the reload: 421 and close");
+            return None;
+        }
         *state = (current.clone(), verdict.clone());
         Some((current, verdict))
     }
@@ -467,26 +473,57 @@ impl<S> WithVerdict<S> {
         policy: &Policy,
         verdict: &Verdict,
     ) -> Option<StatusCode> {
+        let bad = || {
+            self.count(|c| &c.bad_request);
+            Some(StatusCode::BAD_REQUEST)
+        };
         let mut hosts = req.headers().get_all(HOST).iter();
         let host = hosts.next();
         if hosts.next().is_some() {
-            self.count(|c| &c.bad_request);
-            return Some(StatusCode::BAD_REQUEST);
+            return bad();
         }
-        let absolute = req
-            .uri()
-            .authority()
-            .map(hyper::http::uri::Authority::as_str);
-        let names = host.map(|h| h.to_str()).into_iter().chain(absolute.map(Ok));
-        let mut any = false;
+        let absolute = req.uri().authority();
+        // HTTP/1.1 requires exactly one Host, absolute-form or not (RFC 9112 §3.2); an
+        // HTTP/1.0 request must name its host one way or the other.
+        if host.is_none() && (req.version() >= hyper::Version::HTTP_11 || absolute.is_none()) {
+            return bad();
+        }
+        let mut names: Vec<&[u8]> = Vec::with_capacity(2);
+        names.extend(host.map(hyper::header::HeaderValue::as_bytes));
+        names.extend(absolute.map(|a| a.as_str().as_bytes()));
+        // What an application behind a proxy may route by instead of Host: each element
+        // of these lists is held to the same rule.
+        for name in FORWARDED_HOST_HEADERS {
+            for value in req.headers().get_all(name) {
+                names.extend(
+                    value
+                        .as_bytes()
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii),
+                );
+            }
+        }
+        for value in req.headers().get_all(hyper::header::FORWARDED) {
+            for pair in value.as_bytes().split(|b| *b == b',' || *b == b';') {
+                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                    continue;
+                };
+                if pair[..eq].trim_ascii().eq_ignore_ascii_case(b"host") {
+                    let v = pair[eq + 1..].trim_ascii();
+                    let v = v
+                        .strip_prefix(b"\"")
+                        .and_then(|v| v.strip_suffix(b"\""))
+                        .unwrap_or(v);
+                    names.push(v);
+                }
+            }
+        }
         for name in names {
-            any = true;
-            let Ok(authority) = name
-                .map_err(drop)
-                .and_then(|n| authority::parse(n).map_err(drop))
+            let Some(authority) = std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| authority::parse(n).ok())
             else {
-                self.count(|c| &c.bad_request);
-                return Some(StatusCode::BAD_REQUEST);
+                return bad();
             };
             if !authority_in_rule(policy, verdict.rule.as_deref(), &authority) {
                 tracing::warn!(target: "aop::verdict", host = %authority, rule = verdict.rule.as_deref().unwrap_or(""),
@@ -495,13 +532,13 @@ impl<S> WithVerdict<S> {
                 return Some(StatusCode::MISDIRECTED_REQUEST);
             }
         }
-        if !any {
-            self.count(|c| &c.bad_request);
-            return Some(StatusCode::BAD_REQUEST);
-        }
         None
     }
 }
+
+/// Headers that name the request's host for applications behind a proxy (besides
+/// `Forwarded: host=`): checked like Host.
+const FORWARDED_HOST_HEADERS: [&str; 3] = ["x-forwarded-host", "x-host", "x-original-host"];
 
 impl<S, B> Service<Request<Incoming>> for WithVerdict<S>
 where

@@ -29,6 +29,8 @@ use crate::verdict::{Outcome, Reason};
 pub(crate) struct Slot {
     pub(crate) checked: Option<Checked>,
     pub(crate) signature_failed: bool,
+    /// The client proved it holds the certificate's key (its CertificateVerify checked).
+    pub(crate) signature_verified: bool,
 }
 
 thread_local! {
@@ -212,9 +214,11 @@ impl ClientCertVerifier for Verifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let r = rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs);
-        if r.is_err() {
-            with_slot(|slot| slot.signature_failed = true);
-        }
+        let ok = r.is_ok();
+        with_slot(|slot| {
+            slot.signature_failed |= !ok;
+            slot.signature_verified |= ok;
+        });
         r
     }
 
@@ -225,9 +229,11 @@ impl ClientCertVerifier for Verifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let r = rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs);
-        if r.is_err() {
-            with_slot(|slot| slot.signature_failed = true);
-        }
+        let ok = r.is_ok();
+        with_slot(|slot| {
+            slot.signature_failed |= !ok;
+            slot.signature_verified |= ok;
+        });
         r
     }
 

@@ -518,7 +518,16 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
         .cloned()
         .expect("aop-verify sets the verdict");
     let id = match req.headers().get("x-request-id") {
-        Some(v) if !v.is_empty() && v.len() <= 128 => v.clone(),
+        // A client's id is kept if it is a plain token; anything else is replaced.
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= 128
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b)) =>
+        {
+            v.clone()
+        }
         _ => value(&aop_edge::http::request_id()).unwrap_or_else(|| HeaderValue::from_static("-")),
     };
     let method = req.method().clone();
@@ -537,13 +546,15 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
     };
     tracing::info!(
         target: "aop::access",
-        request_id = %id.to_str().unwrap_or("-"),
+        // What the client chose is logged as quoted strings, never bare: a value with
+        // spaces cannot add fields (`x verdict=SUCCESS`) to the line.
+        request_id = id.to_str().unwrap_or("-"),
         site = %ctx.site,
         peer = %ctx.peer,
-        cf_connecting_ip = %shown(&cf_ip),
-        x_forwarded_for = %shown(&xff),
+        cf_connecting_ip = shown(&cf_ip).as_str(),
+        x_forwarded_for = shown(&xff).as_str(),
         %method,
-        path = %target.as_ref().map_or("/", |t| t.as_str()),
+        path = target.as_ref().map_or("/", |t| t.as_str()),
         status,
         verdict = %verdict,
         ms = started.elapsed().as_millis() as u64,
@@ -602,6 +613,15 @@ async fn answer(
     for h in aop_edge::http::HOP_BY_HOP {
         parts.headers.remove(h);
     }
+    // An absolute-form target names the host (RFC 9112 §3.2.2): the upstream gets that
+    // name, already checked against the connection's site, as its Host.
+    if let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(hyper::header::HOST, host);
+    }
+    // A proxy's own name, which no application should route by: not the client's to set.
+    parts.headers.remove("x-forwarded-server");
     let verdict_headers = ctx.headers_for(shared, verdict);
     apply_verdict_headers(&mut parts.headers, &verdict_headers);
     parts
