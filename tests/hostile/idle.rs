@@ -263,8 +263,9 @@ async fn the_budget_binds_before_the_open_files_limit_does() {
 }
 
 /// The same crowd spread over many source addresses, each under its per-peer cap: the
-/// global caps bind instead. `max_handshakes` closes the oldest handshake for each new
-/// connection, `max_connections` the oldest unauthenticated one, and the edge is served.
+/// global caps bind instead. `max_handshakes` closes the oldest silent connection for
+/// each new one, `max_connections` the oldest silent or unauthenticated one, and the
+/// edge is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_from_many_addresses_meets_the_global_caps() {
     let dir = tempdir().unwrap();
@@ -282,8 +283,15 @@ async fn a_crowd_from_many_addresses_meets_the_global_caps() {
         ),
     );
     let from = |i: usize| std::net::SocketAddr::from(([127, 0, 1, 1 + (i % 20) as u8], 0));
+    // 100 silent TCP connections, 5 per address.
+    let mut held_tcp = Vec::new();
+    for i in 0..100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(from(i)).unwrap();
+        held_tcp.push(socket.connect(guard.addr()).await.unwrap());
+    }
+    // Then 60 certificate-less TLS connections held on the optional site, 3 per address.
     let anonymous = client_config(&origin_ca.pem(), None);
-    // 60 certificate-less TLS connections held on the optional site, 3 per address.
     let mut held_tls = Vec::new();
     for i in 0..60 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -296,13 +304,6 @@ async fn a_crowd_from_many_addresses_meets_the_global_caps() {
         {
             held_tls.push(tls);
         }
-    }
-    // 100 silent TCP connections, 5 per address.
-    let mut held_tcp = Vec::new();
-    for i in 0..100 {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(from(i)).unwrap();
-        held_tcp.push(socket.connect(guard.addr()).await.unwrap());
     }
     let config = client_config(&origin_ca.pem(), Some(&edge));
     for i in 0..10 {

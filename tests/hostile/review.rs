@@ -629,3 +629,257 @@ struct CutAfterCertificate {
     inner: tokio::net::TcpStream,
     cut: bool,
 }
+
+/// The budget closed the *oldest* handshake when `max_handshakes` were in progress: an
+/// attacker who opens fresh TCP connections (no ClientHello) faster than
+/// `max_handshakes / (the edge's handshake time)`, from more addresses than
+/// `max_handshakes / max_handshakes_per_peer`, had every handshake closed before it
+/// ended — the edge's included. Now silent connections go first, and the edge's
+/// handshake, whose ClientHello is in, survives. Scaled down: 8 handshakes, 2 per
+/// address, 32 attacking loopback addresses, about 1,000 connections a second; the
+/// edge's later flights are delayed 20 ms (a 40 ms round trip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_churn_of_fresh_connections_from_many_addresses_does_not_lock_the_edge_out() {
+    let s = setup(
+        "require",
+        "max_handshakes = 8\nmax_handshakes_per_peer = 2\nhandshake_timeout_secs = 10\n",
+    )
+    .await;
+    let addr = s.guard.addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let attacker = {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ip = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i % 32) as u8);
+                i += 1;
+                let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                if sock.bind((ip, 0).into()).is_err() {
+                    continue;
+                }
+                if let Ok(c) = sock.connect(addr).await {
+                    opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    held.push_back(c);
+                    if held.len() > 64 {
+                        held.pop_front();
+                    }
+                }
+                // About 1,000 connections a second.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    // Let the churn start.
+    while opened.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let config = client_config(&s.roots, Some(&s.edge));
+    let mut served = 0;
+    for _ in 0..5 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let slow = Delayed::new(tcp, Duration::from_millis(20));
+        let r = async {
+            let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(
+                    rustls::pki_types::ServerName::try_from("a.test").unwrap(),
+                    slow,
+                )
+                .await
+                .ok()?;
+            round_trip(&mut tls, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await
+        }
+        .await;
+        if r.is_some_and(|r| r.status == 200) {
+            served += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    attacker.await.unwrap();
+    let evicted = s
+        .guard
+        .lines_with("closed=\"max_handshakes\"")
+        .into_iter()
+        .filter(|l| l.contains("peer=127.0.0.1:"))
+        .count();
+    eprintln!(
+        "attacker opened {} connections; edge served {served}/5; edge handshakes closed by the budget: {evicted}",
+        opened.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_eq!(
+        served, 5,
+        "the edge was locked out by a churn of fresh connections"
+    );
+}
+
+/// A stream whose writes reach the peer `delay` late (each write after the first is held
+/// back that long before it is passed on): the client half of a link with a round trip
+/// of at least twice `delay`. The first write (the ClientHello) is not delayed: on a real
+/// link it leaves with the TCP handshake's last ACK and reaches the origin with it, so
+/// the origin sees the connection and its first bytes together.
+struct Delayed {
+    inner: tokio::net::TcpStream,
+    delay: Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    first: bool,
+}
+
+impl Delayed {
+    fn new(inner: tokio::net::TcpStream, delay: Duration) -> Self {
+        Self {
+            inner,
+            delay,
+            sleep: None,
+            first: true,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Delayed {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Delayed {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.first {
+            let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+            this.first = r.is_pending();
+            return r;
+        }
+        let delay = this.delay;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            this.sleep = None;
+        }
+        r
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// "Authenticated" in the budget means a certificate some site accepts — any site, the
+/// shared default included — and authenticated connections have no per-peer cap and are
+/// never closed to make room. One client of the shared site (another tenant, or anyone
+/// its looser CA issued to) holds every slot open with requests inside the keep-alive
+/// time, and tenant A's edge is refused at accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_sites_clients_cannot_take_every_slot_from_the_edge() {
+    let s = setup(
+        "require",
+        "max_connections = 6\nkeepalive_timeout_secs = 30\n",
+    )
+    .await;
+    let other = client_config(&s.roots, Some(&s.other));
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let mut tls = connect(s.guard.addr(), "c.test", false, &other)
+            .await
+            .unwrap();
+        let r = round_trip(&mut tls, b"GET /hold HTTP/1.1\r\nHost: c.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        held.push(tls);
+    }
+    let edge = client_config(&s.roots, Some(&s.edge));
+    let served = match connect(s.guard.addr(), "a.test", true, &edge).await {
+        Ok(mut tls) => round_trip(&mut tls, b"GET /edge HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .map(|r| r.status),
+        Err(_) => None,
+    };
+    if served != Some(200) {
+        let why = s
+            .guard
+            .wait_log("connection refused: max_connections reached");
+        panic!("tenant A's edge was locked out by the shared site's client: {why}");
+    }
+    drop(held);
+}
+
+/// The budget's class is fixed at the handshake. After a reload turns an `optional`
+/// site's SUCCESS connections into FAILED ones (their CA removed), they still count as
+/// authenticated: never closed to make room, so the certificate the new policy trusts is
+/// refused at accept while they hold the slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_a_reload_demotes_give_way_to_the_new_trust() {
+    let s = setup(
+        "optional",
+        "max_connections = 3\nkeepalive_timeout_secs = 30\n",
+    )
+    .await;
+    let old = client_config(&s.roots, Some(&s.edge));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut tls = connect(s.guard.addr(), "a.test", true, &old).await.unwrap();
+        let r = round_trip(&mut tls, b"GET /old HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        held.push(tls);
+    }
+    std::fs::write(&s.guard.config, {
+        let text = std::fs::read_to_string(&s.guard.config).unwrap();
+        text.replacen(
+            "trust = [\"edge-ca/ca.pem\"]",
+            "trust = [\"other-ca/ca.pem\"]",
+            1,
+        )
+    })
+    .unwrap();
+    s.guard.signal("-HUP");
+    s.guard.wait_log("configuration reloaded");
+    for tls in &mut held {
+        let r = round_trip(tls, b"GET /demoted HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert!(s.up.wait_for("x-client-verify: FAILED:unknown_ca").await);
+    let new = client_config(&s.roots, Some(&s.other));
+    let served = match connect(s.guard.addr(), "a.test", true, &new).await {
+        Ok(mut tls) => round_trip(&mut tls, b"GET /new HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .map(|r| r.status),
+        Err(_) => None,
+    };
+    if served != Some(200) {
+        let why = s
+            .guard
+            .wait_log("connection refused: max_connections reached");
+        panic!(
+            "the newly trusted certificate was refused while demoted connections held every slot: {why}"
+        );
+    }
+}

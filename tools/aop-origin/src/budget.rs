@@ -7,20 +7,26 @@
 //! connections are in one of three classes — *in handshake*, *unauthenticated*
 //! (established with a verdict other than SUCCESS) and *authenticated* — and:
 //!
-//! - a peer address with `per_peer_handshakes` handshakes in progress that opens
-//!   another loses its oldest one; likewise `per_peer_unauthenticated` for established
-//!   unauthenticated connections;
+//! - a peer (an IPv4 address, or an IPv6 /64: one host's share of addresses) with
+//!   `per_peer_handshakes` handshakes in progress that opens another loses its oldest one;
+//!   likewise `per_peer_unauthenticated` for established unauthenticated connections;
 //! - with `max_handshakes` handshakes in progress, a new connection closes the oldest
-//!   handshake;
+//!   *silent* one (no byte of a ClientHello yet), and only if there is none the oldest
+//!   handshake: a churn of fresh TCP connections cannot close the edge's handshake once
+//!   its ClientHello is in;
 //! - with `max_connections` connections open, a new connection closes the oldest
-//!   connection that is in handshake or unauthenticated; only when every connection is
-//!   authenticated is the new one refused.
+//!   connection that is silent, in handshake or unauthenticated; if every connection is
+//!   authenticated, it closes the oldest connection of the site holding the most, so one
+//!   site's clients (the shared default site's, say, trusting a CA many can get
+//!   certificates from) cannot hold every slot against another site's edge.
 //!
-//! So a connection whose certificate passes is always admitted while anything weaker
-//! holds a slot, and authenticated connections are never closed to make room.
+//! So a connection whose certificate passes is admitted while anything weaker holds a
+//! slot, and an authenticated connection is closed to make room only when its site holds
+//! more than any other.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
@@ -45,6 +51,9 @@ pub(crate) enum Evicted {
     Handshakes,
     /// `max_connections` were open, and it was the oldest unauthenticated one.
     Connections,
+    /// `max_connections` were open, all authenticated, and it was the oldest of the site
+    /// holding the most.
+    SiteShare,
 }
 
 impl Evicted {
@@ -55,6 +64,7 @@ impl Evicted {
             Self::PeerUnauthenticated => "max_unauthenticated_per_peer",
             Self::Handshakes => "max_handshakes",
             Self::Connections => "max_connections",
+            Self::SiteShare => "max_connections_site_share",
         }
     }
 }
@@ -69,6 +79,8 @@ enum Class {
 struct Entry {
     peer: IpAddr,
     class: Class,
+    /// The site of an authenticated connection.
+    site: Option<Arc<str>>,
     evict: Arc<Signal>,
 }
 
@@ -91,8 +103,27 @@ struct State {
     entries: HashMap<u64, Entry>,
     /// Oldest first (sequence numbers grow with admission time).
     handshakes: BTreeSet<u64>,
+    /// The handshakes that had not sent a byte when last looked at (a subset of
+    /// `handshakes`), with a duplicate of the socket to look again before closing one.
+    silent: BTreeMap<u64, Option<OwnedFd>>,
     unauthenticated: BTreeSet<u64>,
+    /// Authenticated connections by site.
+    sites: HashMap<Arc<str>, BTreeSet<u64>>,
     peers: HashMap<IpAddr, PeerCount>,
+}
+
+/// The peer a cap counts: an IPv4 address, or the /64 an IPv6 address is in (one host
+/// or customer is routinely given a whole /64). IPv4-mapped IPv6 counts as IPv4.
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
 }
 
 /// The budget; shared by every listener.
@@ -120,10 +151,11 @@ impl Budget {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Admit a new connection from `peer` (in handshake), closing others to make room as
-    /// the module docs say; `None` if every open connection is authenticated and the
+    /// Admit a new connection from `peer` (in handshake; see [`Start`]), closing others to
+    /// make room as the module docs say; `None` if every open connection is authenticated and the
     /// budget is full.
-    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr, start: Start) -> Option<Slot> {
+        let peer = peer_key(peer);
         let mut st = self.lock();
         let caps = self.caps;
         let peer_oldest = st
@@ -135,16 +167,31 @@ impl Budget {
             st.evict(seq, Evicted::PeerHandshakes);
         }
         if st.handshakes.len() >= caps.max_handshakes.max(1)
-            && let Some(&seq) = st.handshakes.first()
+            && let Some(seq) = st.oldest_silent().or(st.handshakes.first().copied())
         {
             st.evict(seq, Evicted::Handshakes);
         }
         if st.entries.len() >= caps.max_connections.max(1) {
-            let oldest = match (st.handshakes.first(), st.unauthenticated.first()) {
-                (Some(&a), Some(&b)) => Some(a.min(b)),
-                (a, b) => a.or(b).copied(),
+            let weakest = match (
+                st.oldest_silent(),
+                st.handshakes.first(),
+                st.unauthenticated.first(),
+            ) {
+                (Some(s), _, _) => Some(s),
+                (None, Some(&a), Some(&b)) => Some(a.min(b)),
+                (None, a, b) => a.or(b).copied(),
             };
-            st.evict(oldest?, Evicted::Connections);
+            match weakest {
+                Some(seq) => st.evict(seq, Evicted::Connections),
+                None => {
+                    let largest = st
+                        .sites
+                        .values()
+                        .max_by_key(|c| c.len())
+                        .and_then(|c| c.first().copied());
+                    st.evict(largest?, Evicted::SiteShare);
+                }
+            }
         }
         let seq = st.next;
         st.next += 1;
@@ -154,10 +201,14 @@ impl Budget {
             Entry {
                 peer,
                 class: Class::Handshake,
+                site: None,
                 evict: signal.clone(),
             },
         );
         st.handshakes.insert(seq);
+        if let Start::Silent(socket) = start {
+            st.silent.insert(seq, socket);
+        }
         st.peers.entry(peer).or_default().handshakes.insert(seq);
         Some(Slot {
             budget: self.clone(),
@@ -175,7 +226,36 @@ impl Budget {
     }
 }
 
+/// How a connection starts, for the budget.
+pub(crate) enum Start {
+    /// The first bytes of its ClientHello are already in.
+    Talking,
+    /// Nothing yet; with a duplicate of the socket to look again before the budget
+    /// closes it (so a connection whose task has not yet run is not taken for silent).
+    Silent(Option<OwnedFd>),
+}
+
 impl State {
+    /// The oldest handshake that is still silent, looking again at each candidate's
+    /// socket: one whose bytes have arrived since is moved to talking, not closed.
+    fn oldest_silent(&mut self) -> Option<u64> {
+        use rustix::net::RecvFlags;
+        loop {
+            let (&seq, socket) = self.silent.first_key_value()?;
+            let spoke = socket.as_ref().is_some_and(|fd| {
+                let mut byte = [0u8; 1];
+                matches!(
+                    rustix::net::recv(fd, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT),
+                    Ok((_, n)) if n > 0
+                )
+            });
+            if !spoke {
+                return Some(seq);
+            }
+            self.silent.remove(&seq);
+        }
+    }
+
     /// Take `seq` out of the budget and tell its task to close.
     fn evict(&mut self, seq: u64, why: Evicted) {
         if let Some(e) = self.remove(seq) {
@@ -187,7 +267,16 @@ impl State {
     fn remove(&mut self, seq: u64) -> Option<Entry> {
         let e = self.entries.remove(&seq)?;
         self.handshakes.remove(&seq);
+        self.silent.remove(&seq);
         self.unauthenticated.remove(&seq);
+        if let Some(site) = &e.site
+            && let Some(set) = self.sites.get_mut(site)
+        {
+            set.remove(&seq);
+            if set.is_empty() {
+                self.sites.remove(site);
+            }
+        }
         if let Some(p) = self.peers.get_mut(&e.peer) {
             p.handshakes.remove(&seq);
             p.unauthenticated.remove(&seq);
@@ -202,7 +291,15 @@ impl State {
 impl Slot {
     /// The handshake completed: the connection is authenticated (its certificate passed)
     /// or not. An unauthenticated one past its peer's cap closes that peer's oldest.
-    pub(crate) fn established(&self, authenticated: bool) {
+    /// The first bytes of the ClientHello arrived: no longer silent.
+    pub(crate) fn talking(&self) {
+        self.budget.lock().silent.remove(&self.seq);
+    }
+
+    /// The handshake completed: the connection is authenticated for `site` (its
+    /// certificate passed) or not. An unauthenticated one past its peer's cap closes that
+    /// peer's oldest.
+    pub(crate) fn established(&self, authenticated: Option<Arc<str>>) {
         let per_peer_cap = self.budget.caps.per_peer_unauthenticated;
         let mut st = self.budget.lock();
         let st = &mut *st;
@@ -210,20 +307,20 @@ impl Slot {
             return; // already evicted
         };
         let peer = e.peer;
-        e.class = if authenticated {
-            Class::Authenticated
-        } else {
-            Class::Unauthenticated
-        };
         st.handshakes.remove(&self.seq);
+        st.silent.remove(&self.seq);
         let p = st.peers.entry(peer).or_default();
         p.handshakes.remove(&self.seq);
-        if authenticated {
+        if let Some(site) = authenticated {
+            e.class = Class::Authenticated;
+            e.site = Some(site.clone());
+            st.sites.entry(site).or_default().insert(self.seq);
             if p.handshakes.is_empty() && p.unauthenticated.is_empty() {
                 st.peers.remove(&peer);
             }
             return;
         }
+        e.class = Class::Unauthenticated;
         let oldest = (p.unauthenticated.len() >= per_peer_cap.max(1))
             .then(|| p.unauthenticated.first().copied())
             .flatten();
@@ -279,6 +376,10 @@ mod tests {
         }
     }
 
+    fn site(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
     }
@@ -290,46 +391,104 @@ mod tests {
     #[test]
     fn a_peer_over_its_handshake_cap_loses_its_oldest() {
         let b = Budget::new(caps(100, 100, 2, 100));
-        let a1 = b.admit(ip(1)).unwrap();
-        let other = b.admit(ip(2)).unwrap();
-        let a2 = b.admit(ip(1)).unwrap();
-        let a3 = b.admit(ip(1)).unwrap();
+        let a1 = b.admit(ip(1), Start::Silent(None)).unwrap();
+        let other = b.admit(ip(2), Start::Silent(None)).unwrap();
+        let a2 = b.admit(ip(1), Start::Silent(None)).unwrap();
+        let a3 = b.admit(ip(1), Start::Silent(None)).unwrap();
         assert_eq!(why(&a1), Some(Evicted::PeerHandshakes));
         assert_eq!((why(&a2), why(&a3), why(&other)), (None, None, None));
         assert_eq!(b.counts(), (3, 0, 0));
     }
 
     #[test]
-    fn full_budget_closes_the_oldest_unauthenticated_never_an_authenticated() {
+    fn full_budget_closes_the_oldest_unauthenticated_before_an_authenticated() {
         let b = Budget::new(caps(3, 100, 100, 100));
-        let edge = b.admit(ip(9)).unwrap();
-        edge.established(true);
-        let idle = b.admit(ip(1)).unwrap();
-        idle.established(false);
-        let hs = b.admit(ip(1)).unwrap();
+        let edge = b.admit(ip(9), Start::Silent(None)).unwrap();
+        edge.established(Some(site("a")));
+        let idle = b.admit(ip(1), Start::Silent(None)).unwrap();
+        idle.established(None);
+        let hs = b.admit(ip(1), Start::Silent(None)).unwrap();
+        hs.talking();
         // Full: the oldest weak one (the unauthenticated, older than the handshake) goes.
-        let next = b.admit(ip(2)).unwrap();
+        let next = b.admit(ip(2), Start::Silent(None)).unwrap();
         assert_eq!(why(&idle), Some(Evicted::Connections));
         assert_eq!(why(&edge), None);
         drop(idle);
-        next.established(true);
+        next.established(Some(site("a")));
         // Now the handshake is the only weak one.
-        let again = b.admit(ip(3)).unwrap();
+        let again = b.admit(ip(3), Start::Silent(None)).unwrap();
         assert_eq!(why(&hs), Some(Evicted::Connections));
-        again.established(true);
+        again.established(Some(site("a")));
         drop(hs);
-        // Every slot authenticated: refused.
-        assert!(b.admit(ip(4)).is_none());
         assert_eq!(b.counts(), (0, 0, 3));
         assert!(classes(&b).values().all(|c| *c == Class::Authenticated));
+        // Every slot authenticated, all one site's: its oldest gives way.
+        let newer = b.admit(ip(4), Start::Silent(None)).unwrap();
+        assert_eq!(why(&edge), Some(Evicted::SiteShare));
+        drop(newer);
+    }
+
+    #[test]
+    fn the_site_holding_the_most_gives_way_to_another_sites_edge() {
+        let b = Budget::new(caps(4, 100, 100, 100));
+        let shared: Vec<Slot> = (0..3)
+            .map(|i| b.admit(ip(10 + i), Start::Silent(None)).unwrap())
+            .collect();
+        for s in &shared {
+            s.established(Some(site("shared")));
+        }
+        let edge = b.admit(ip(1), Start::Silent(None)).unwrap();
+        edge.established(Some(site("a")));
+        // Full, all authenticated: a new connection closes the shared site's oldest,
+        // never the smaller site's.
+        let next = b.admit(ip(2), Start::Silent(None)).unwrap();
+        assert_eq!(why(&shared[0]), Some(Evicted::SiteShare));
+        assert_eq!(why(&edge), None);
+        drop(next);
+    }
+
+    #[test]
+    fn a_silent_handshake_goes_before_one_that_has_spoken() {
+        let b = Budget::new(caps(100, 2, 100, 100));
+        let edge = b.admit(ip(1), Start::Silent(None)).unwrap();
+        edge.talking();
+        let silent = b.admit(ip(2), Start::Silent(None)).unwrap();
+        let next = b.admit(ip(3), Start::Silent(None)).unwrap();
+        assert_eq!(why(&silent), Some(Evicted::Handshakes));
+        assert_eq!(why(&edge), None);
+        drop(next);
+        // Talking from admission (its ClientHello came with the connection): the same.
+        let b = Budget::new(caps(100, 2, 100, 100));
+        let edge = b.admit(ip(1), Start::Talking).unwrap();
+        let silent = b.admit(ip(2), Start::Silent(None)).unwrap();
+        let next = b.admit(ip(3), Start::Silent(None)).unwrap();
+        assert_eq!(why(&silent), Some(Evicted::Handshakes));
+        assert_eq!(why(&edge), None);
+        drop(next);
+    }
+
+    #[test]
+    fn ipv6_peers_count_by_slash_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(peer_key(mapped), ip(1));
+        let budget = Budget::new(caps(100, 100, 1, 100));
+        let first = budget.admit(a, Start::Silent(None)).unwrap();
+        let second = budget.admit(b, Start::Silent(None)).unwrap();
+        assert_eq!(why(&first), Some(Evicted::PeerHandshakes));
+        drop(second);
     }
 
     #[test]
     fn handshake_cap_closes_the_oldest_handshake() {
         let b = Budget::new(caps(100, 2, 100, 100));
-        let h1 = b.admit(ip(1)).unwrap();
-        let h2 = b.admit(ip(2)).unwrap();
-        let h3 = b.admit(ip(3)).unwrap();
+        let h1 = b.admit(ip(1), Start::Silent(None)).unwrap();
+        let h2 = b.admit(ip(2), Start::Silent(None)).unwrap();
+        let h3 = b.admit(ip(3), Start::Silent(None)).unwrap();
         assert_eq!(why(&h1), Some(Evicted::Handshakes));
         assert_eq!((why(&h2), why(&h3)), (None, None));
     }
@@ -337,9 +496,11 @@ mod tests {
     #[test]
     fn unauthenticated_per_peer_cap() {
         let b = Budget::new(caps(100, 100, 100, 2));
-        let slots: Vec<Slot> = (0..3).map(|_| b.admit(ip(1)).unwrap()).collect();
+        let slots: Vec<Slot> = (0..3)
+            .map(|_| b.admit(ip(1), Start::Silent(None)).unwrap())
+            .collect();
         for s in &slots {
-            s.established(false);
+            s.established(None);
         }
         assert_eq!(why(&slots[0]), Some(Evicted::PeerUnauthenticated));
         assert_eq!(b.counts(), (0, 2, 0));

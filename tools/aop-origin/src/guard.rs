@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::budget::{Budget, Caps, Evicted, Slot};
+use crate::budget::{Budget, Caps, Evicted, Slot, Start};
 use crate::config::{ConfigError, Loaded, Upstream};
 use crate::metrics::Metrics;
 
@@ -84,6 +84,8 @@ struct Shared {
     client: Client<HttpConnector, ClientBody>,
     metrics: Metrics,
     budget: Arc<Budget>,
+    /// `handshake_timeout_secs`.
+    handshake_timeout: Duration,
     /// `request_body_timeout_secs`.
     body_timeout: Duration,
     active: AtomicUsize,
@@ -206,6 +208,7 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         client,
         metrics,
         budget,
+        handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs.max(1)),
         body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
         active: AtomicUsize::new(0),
         config_path: loaded.path.clone(),
@@ -266,19 +269,56 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => return,
         };
-        let Some(slot) = shared.budget.admit(peer.ip()) else {
+        let talking = has_bytes(&tcp);
+        let start = if talking {
+            Start::Talking
+        } else {
+            Start::Silent(rustix::io::dup(&tcp).ok())
+        };
+        let Some(slot) = shared.budget.admit(peer.ip(), start) else {
             shared.metrics.site("").closed("max_connections");
             tracing::warn!(target: "aop::verdict", %peer, closed = "max_connections",
-                "connection refused: max_connections reached and every connection is authenticated");
+                "connection refused: max_connections reached and no connection could make room");
             continue;
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         shared.active.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            connection(&shared, tcp, peer, slot, shutdown).await;
+            connection(&shared, tcp, peer, slot, talking, shutdown).await;
             shared.active.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+}
+
+/// Whether bytes from the client are waiting on `tcp` already (a non-blocking peek): a
+/// real client's ClientHello arrives with the TCP handshake's last ACK.
+fn has_bytes(tcp: &tokio::net::TcpStream) -> bool {
+    use rustix::net::RecvFlags;
+    let mut byte = [0u8; 1];
+    matches!(
+        rustix::net::recv(tcp, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT),
+        Ok((_, n)) if n > 0
+    )
+}
+
+/// Completes when the client has sent something (or closed): tokio's readiness can be
+/// reported before any byte is there, so each wake-up is checked with a peek.
+async fn first_bytes(tcp: &tokio::net::TcpStream) {
+    use rustix::net::RecvFlags;
+    loop {
+        if tcp.readable().await.is_err() {
+            return;
+        }
+        let peeked = tcp.try_io(tokio::io::Interest::READABLE, || {
+            let mut byte = [0u8; 1];
+            rustix::net::recv(tcp, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT)
+                .map_err(std::io::Error::from)
+        });
+        match peeked {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            _ => return,
+        }
     }
 }
 
@@ -289,11 +329,36 @@ async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     slot: Slot,
+    talking: bool,
     shutdown: watch::Receiver<bool>,
 ) {
     // The handshake future is large and boxed: a task keeps the size of its largest
     // state for its whole life; boxed, it is freed when the handshake ends, and the task
     // carries only what serving needs (see `serve`).
+    // Silent until the first byte of a ClientHello: the budget closes silent connections
+    // first, so a churn of bare TCP connections cannot push out a handshake under way.
+    let spoke = talking
+        || tokio::select! {
+            r = tokio::time::timeout(shared.handshake_timeout, first_bytes(&tcp)) => r.is_ok(),
+            why = slot.evicted() => {
+                closed_for_budget(shared, why, peer, None);
+                return;
+            }
+        };
+    if !spoke {
+        let mut v = Verdict::new(aop_verify::Outcome::None(
+            aop_verify::NoneCause::HandshakeTimeout,
+        ));
+        v.peer = Some(peer);
+        v.detail = Some(format!(
+            "no ClientHello within {:?}",
+            shared.handshake_timeout
+        ));
+        v.log();
+        shared.metrics.site("").handshake(&v);
+        return;
+    }
+    slot.talking();
     let handshake = tokio::select! {
         h = Box::pin(shared.acceptor.accept(tcp)) => h,
         why = slot.evicted() => {
@@ -301,11 +366,15 @@ async fn connection(
             return;
         }
     };
-    let authenticated = handshake.as_ref().is_ok_and(|c| c.verdict.is_success());
     let site = handshake
         .as_ref()
         .map(|c| c.verdict.rule.clone())
         .unwrap_or_default();
+    let authenticated = handshake
+        .as_ref()
+        .ok()
+        .filter(|c| c.verdict.is_success())
+        .and(site.clone());
     let Some(serve) = serve(shared, handshake, peer, shutdown) else {
         return;
     };
@@ -324,9 +393,17 @@ fn closed_for_budget(shared: &Shared, why: Evicted, peer: SocketAddr, site: Opti
     } else {
         "handshake"
     };
+    let which = match why {
+        Evicted::SiteShare => "the oldest connection of the site holding the most",
+        Evicted::PeerHandshakes | Evicted::PeerUnauthenticated => {
+            "its peer's oldest such connection"
+        }
+        Evicted::Handshakes | Evicted::Connections => {
+            "the oldest connection without a passing certificate"
+        }
+    };
     tracing::warn!(target: "aop::verdict", %peer, site = site.unwrap_or(""), closed = why.as_str(), phase,
-        "connection closed to make room: {} reached, and this was the oldest connection without a passing certificate",
-        why.as_str());
+        "connection closed to make room: {} reached; this was {which}", why.as_str());
 }
 
 /// Count the handshake's verdict against its site and, if the connection was accepted,
