@@ -428,6 +428,14 @@ mod tests {
             "{:?}",
             v.detail
         );
+        // Without the proof of the key, a passing certificate proves nothing.
+        let unproved = Proof {
+            failed: false,
+            verified: false,
+        };
+        let v = refusal(Verdict::new, Some(passed), unproved, &reset());
+        assert_eq!(v.outcome, Outcome::None(NoneCause::HandshakeError));
+        assert!(!v.completed);
     }
 
     #[test]

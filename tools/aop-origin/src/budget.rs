@@ -355,7 +355,7 @@ impl Drop for Slot {
 
 /// Each entry's class (for the tests).
 #[cfg(test)]
-fn classes(b: &Budget) -> std::collections::BTreeMap<u64, Class> {
+fn classes(b: &Budget) -> BTreeMap<u64, Class> {
     b.lock()
         .entries
         .iter()
