@@ -10,6 +10,7 @@ use aop_e2e::guard::{Guard, client_config, connect, round_trip};
 use aop_e2e::pki;
 use aop_e2e::tempdir;
 use aop_e2e::upstream::{Echo, header};
+use tokio::io::AsyncWriteExt as _;
 
 const POLICY: &str = "header_read_timeout_secs = 2\nrequest_body_timeout_secs = 1\n";
 
@@ -225,5 +226,54 @@ fn an_edge_that_resets_after_its_finished_is_never_logged_as_failed() {
     eprintln!(
         "s_time: {} connections, {incomplete} reset before the handshake completed",
         verdicts.len()
+    );
+}
+
+/// The upstream's answer is timed from when it has the whole request: a slow upload that
+/// keeps moving is not cut as an upstream timeout (it was: 504, counted against the
+/// upstream), while an upstream that does not answer a complete request in time is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_not_an_upstream_timeout() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let origin_ca = pki::ca(d, "origin-ca");
+    origin_ca.origin("origin", &["a.test"]);
+    let edge = pki::ca(d, "edge-ca").client("edge");
+    let echo = Echo::start().await;
+    let guard = Guard::start(
+        d,
+        &format!(
+            "upstream_timeout_secs = 1\nrequest_body_timeout_secs = 2\n{}",
+            site(echo.addr, "edge-ca/ca.pem", "require")
+        ),
+    );
+    let config = client_config(&origin_ca.pem(), Some(&edge));
+    // A 30-byte body sent 5 bytes every 400 ms: 2.4 s, longer than the upstream timeout.
+    let mut tls = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    tls.write_all(b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 30\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tls.write_all(b"abcde").await.unwrap();
+        tls.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let r = round_trip(&mut tls, b"abcde").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(header(r.body(), "x-echo-body-bytes").as_deref(), Some("30"));
+    // An upstream that takes 3 s over a complete request: 504.
+    let r = round_trip(
+        &mut tls,
+        b"GET /?sleep_ms=3000 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 504, "{}", r.text);
+    let m = guard.metrics_text();
+    assert!(
+        m.contains("aop_upstream_errors_total{site=\"a.test\"} 1"),
+        "{m}"
     );
 }

@@ -13,6 +13,7 @@
 //! keepalive_timeout_secs = 60       # idle time before a connection's next request starts
 //! request_body_timeout_secs = 30    # longest wait for the next piece of a request body
 //! send_timeout_secs = 60            # longest a client may take none of the response
+//! upstream_timeout_secs = 60        # the upstream's time to answer, once it has the request
 //!
 //! [[site]]
 //! hostnames = ["example.com", "*.example.com"]
@@ -69,6 +70,8 @@ pub(crate) struct Config {
     pub(crate) request_body_timeout_secs: u64,
     #[serde(default = "default_keepalive_timeout")]
     pub(crate) send_timeout_secs: u64,
+    #[serde(default = "default_keepalive_timeout")]
+    pub(crate) upstream_timeout_secs: u64,
     #[serde(rename = "site", default)]
     pub(crate) sites: Vec<Site>,
 }

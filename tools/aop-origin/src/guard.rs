@@ -44,9 +44,6 @@ pub(crate) const VERDICT_HEADERS: [&str; 7] = [
 /// Connections the metrics listener serves at once (more are closed at accept).
 const METRICS_CONNECTIONS: usize = 16;
 
-/// How long the upstream may take to start answering a request (then 504).
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Site name → upstream, as loaded with the policy.
 #[derive(Debug)]
 struct Sites(HashMap<String, SiteEntry>);
@@ -86,6 +83,9 @@ struct Shared {
     budget: Arc<Budget>,
     /// `handshake_timeout_secs`.
     handshake_timeout: Duration,
+    /// `upstream_timeout_secs`: how long the upstream may take to start answering once
+    /// it has the whole request (then 504).
+    upstream_timeout: Duration,
     /// `request_body_timeout_secs`.
     body_timeout: Duration,
     active: AtomicUsize,
@@ -210,6 +210,7 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         budget,
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs.max(1)),
         body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
+        upstream_timeout: Duration::from_secs(cfg.upstream_timeout_secs.max(1)),
         active: AtomicUsize::new(0),
         config_path: loaded.path.clone(),
         listen: cfg.listen.clone(),
@@ -719,17 +720,25 @@ async fn answer(
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
     }
     let fault = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
+    let (sent_whole, mut body_sent) = watch::channel(hyper::body::Body::is_end_stream(&body));
     let body = ClientBody {
         inner: body,
         timeout: shared.body_timeout,
         sleep: None,
         fault: fault.clone(),
+        sent_whole,
     };
-    let sent = tokio::time::timeout(
-        UPSTREAM_TIMEOUT,
-        shared.client.request(Request::from_parts(parts, body)),
-    )
-    .await;
+    // The upstream has `upstream_timeout_secs` to answer from the moment it has the whole
+    // request: a long upload is bounded by the body's own stall timer, not by this one.
+    let request = shared.client.request(Request::from_parts(parts, body));
+    let deadline = async {
+        let _ = body_sent.wait_for(|whole| *whole).await;
+        tokio::time::sleep(shared.upstream_timeout).await;
+    };
+    let sent = tokio::select! {
+        r = request => Ok(r),
+        () = deadline => Err(()),
+    };
     // A request body the client broke (bad chunked framing, a stall) is the client's
     // error, not the upstream's, whatever the upstream call then reports.
     let client_fault = |fault: &std::sync::atomic::AtomicU8| match fault.load(Ordering::Acquire) {
@@ -795,6 +804,8 @@ pin_project_lite::pin_project! {
         timeout: Duration,
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
         fault: Arc<std::sync::atomic::AtomicU8>,
+        // Set once the body has ended (at once for a request without one).
+        sent_whole: watch::Sender<bool>,
     }
 }
 
@@ -807,14 +818,17 @@ impl hyper::body::Body for ClientBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         use std::task::Poll;
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
                 this.fault.store(BODY_MALFORMED, Ordering::Release);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(frame) => {
                 *this.sleep = None;
+                if frame.is_none() || this.inner.is_end_stream() {
+                    this.sent_whole.send_replace(true);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
