@@ -132,9 +132,23 @@ impl Manifest {
     /// name), and check that every certificate id, in the undo chain too, is one plain
     /// directory name: no record can point outside `certs/`.
     pub fn from_json(bytes: &[u8], dir: &Path) -> Result<Self> {
+        // serde_json quotes what it could not read, control characters and all: escape
+        // them so the error stays one line (found by the `manifest` fuzz target).
         let damaged = |reason: String| Error::Rotation {
             dir: dir.to_owned(),
-            reason: format!("manifest.json is damaged: {reason}"),
+            reason: format!(
+                "manifest.json is damaged: {}",
+                reason
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() {
+                            c.escape_default().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect::<String>()
+            ),
         };
         let m: Self = serde_json::from_slice(bytes).map_err(|e| damaged(e.to_string()))?;
         let mut state = Some(&m);
