@@ -4,10 +4,14 @@
 //!
 //! - `host`: Host / authority smuggling past the SNI's rule (421, 400, 405);
 //! - `idle`: slow and idle connections, connection budgets, timeouts;
-//! - `framing`: malformed request framing (chunked, Transfer-Encoding), reload verdicts;
+//! - `framing`: malformed request framing (chunked, Transfer-Encoding), slow uploads,
+//!   reload verdicts, a certificate that passed whose handshake the client cut;
 //! - `probe`: `certtool probe` against origins that are open, shut, or ambiguous;
 //! - `files`: devices, FIFOs and huge files where a certificate or config should be;
-//! - `work`: chains built to make the origin do expensive work per handshake.
+//! - `work`: chains built to make the origin do expensive work per handshake;
+//! - `review`: what an adversarial review of the hardening found (header spellings,
+//!   forwarding hosts, pipelining, proof of key, reload modes, connection churn, one site's
+//!   clients against another's edge, forged access-log fields).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -16,5 +20,5 @@ mod framing;
 mod host;
 mod idle;
 mod probe;
-mod work;
 mod review;
+mod work;
