@@ -129,6 +129,21 @@ pub async fn connect_tls(
     addr: SocketAddr,
     timeouts: Timeouts,
 ) -> Result<TlsStream<TcpStream>> {
+    connect_tls_over(config, host, addr, timeouts, |tcp| tcp).await
+}
+
+/// [`connect_tls`] over `wrap(tcp)` (the probe counts the bytes it writes): the same
+/// limits and errors.
+pub(crate) async fn connect_tls_over<IO>(
+    config: Arc<ClientConfig>,
+    host: &str,
+    addr: SocketAddr,
+    timeouts: Timeouts,
+    wrap: impl FnOnce(TcpStream) -> IO,
+) -> Result<TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
         .await
         .map_err(|_| Error::Timeout {
@@ -143,7 +158,7 @@ pub async fn connect_tls(
         reason: "not a valid server name",
     })?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    tokio::time::timeout(timeouts.handshake, connector.connect(name, tcp))
+    tokio::time::timeout(timeouts.handshake, connector.connect(name, wrap(tcp)))
         .await
         .map_err(|_| Error::Timeout {
             stage: "TLS handshake",

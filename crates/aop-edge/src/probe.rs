@@ -46,13 +46,11 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
-use crate::connect::{Failure, Resolve, Timeouts, address, classify};
+use crate::connect::{Failure, Resolve, Timeouts, address, classify, connect_tls_over};
 use crate::{Error, Result};
 
 /// The most of an origin's reply the probe reads and classifies (16 KiB: a status line,
@@ -482,7 +480,10 @@ pub async fn probe(
     let mut config = (*config).clone();
     config.client_auth_cert_resolver = watch.clone();
     config.resumption = rustls::client::Resumption::disabled();
-    let connected = connect_counted(Arc::new(config), &target.host, addr, timeouts, written).await;
+    let connected = connect_tls_over(Arc::new(config), &target.host, addr, timeouts, |tcp| {
+        Counted { tcp, written }
+    })
+    .await;
     let requested = watch.requested.load(Ordering::Relaxed);
     result.certificate_sent = watch.sent.load(Ordering::Relaxed);
     let mut tls = match connected {
@@ -666,45 +667,6 @@ impl AsyncWrite for Counted {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
-}
-
-/// [`connect_tls`](crate::connect_tls), over a [`Counted`] TCP stream: the same limits and errors.
-async fn connect_counted(
-    config: Arc<ClientConfig>,
-    host: &str,
-    addr: SocketAddr,
-    timeouts: Timeouts,
-    written: Arc<AtomicU64>,
-) -> Result<TlsStream<Counted>> {
-    let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
-        .await
-        .map_err(|_| Error::Timeout {
-            stage: "TCP connect",
-            addr,
-            after: timeouts.connect,
-        })?
-        .map_err(|error| Error::Connect { addr, error })?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(host.to_owned()).map_err(|_| Error::Syntax {
-        input: host.to_owned(),
-        reason: "not a valid server name",
-    })?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    tokio::time::timeout(
-        timeouts.handshake,
-        connector.connect(name, Counted { tcp, written }),
-    )
-    .await
-    .map_err(|_| Error::Timeout {
-        stage: "TLS handshake",
-        addr,
-        after: timeouts.handshake,
-    })?
-    .map_err(|error| Error::Handshake {
-        host: host.to_owned(),
-        addr,
-        error,
-    })
 }
 
 fn host_header(t: &Target) -> String {
