@@ -312,3 +312,30 @@ where
     .await
     .is_ok()
 }
+
+/// The certificates most guard tests start from, in a fresh temporary directory:
+/// `origin-ca/` with the origin's certificate for `hosts` in `origin-ca/origin/` (what a
+/// config's `cert`/`key` name), and `edge-ca/` with the edge's client certificate.
+pub struct Certs {
+    /// The directory (write the guard's config here).
+    pub dir: crate::TempDir,
+    /// The origin's CA (its `pem()` is the roots a client trusts).
+    pub origin_ca: crate::pki::TestCa,
+    /// The edge's client certificate, from `edge-ca/`.
+    pub edge: Leaf,
+}
+
+impl Certs {
+    /// Make them.
+    pub fn new(hosts: &[&str]) -> Self {
+        let dir = crate::tempdir().unwrap();
+        let origin_ca = crate::pki::ca(dir.path(), "origin-ca");
+        origin_ca.origin("origin", hosts);
+        let edge = crate::pki::ca(dir.path(), "edge-ca").client("edge");
+        Self {
+            dir,
+            origin_ca,
+            edge,
+        }
+    }
+}

@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use aop_e2e::guard::{Guard, client_config, connect, round_trip};
+use aop_e2e::guard::{Certs, Guard, client_config, connect, round_trip};
 use aop_e2e::pki;
-use aop_e2e::tempdir;
 use aop_e2e::upstream::{Echo, header};
 use tokio::io::AsyncWriteExt as _;
 
@@ -23,11 +22,12 @@ fn site(upstream: std::net::SocketAddr, trust: &str, mode: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_request_bodies_are_the_clients_fault_not_the_upstreams() {
-    let dir = tempdir().unwrap();
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     let echo = Echo::start().await;
     let guard = Guard::start(
         d,
@@ -96,11 +96,12 @@ async fn broken_request_bodies_are_the_clients_fault_not_the_upstreams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_optional_sites_kept_alive_connection_carries_the_reloaded_verdict() {
-    let dir = tempdir().unwrap();
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     pki::ca(d, "other-ca");
     let echo = Echo::start().await;
     let guard = Guard::start(d, &site(echo.addr, "edge-ca/ca.pem", "optional"));
@@ -168,11 +169,8 @@ fn an_edge_that_resets_after_its_finished_is_never_logged_as_failed() {
     if !aop_e2e::have_peer("openssl", "hostile::framing::s_time") {
         return;
     }
-    let dir = tempdir().unwrap();
+    let Certs { dir, edge, .. } = Certs::new(&["a.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     let guard = Guard::start(
         d,
         "\n[[site]]\nname = \"shared\"\ndefault = true\ncert = \"origin-ca/origin/cert.pem\"\n\
@@ -234,11 +232,12 @@ fn an_edge_that_resets_after_its_finished_is_never_logged_as_failed() {
 /// upstream), while an upstream that does not answer a complete request in time is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_is_not_an_upstream_timeout() {
-    let dir = tempdir().unwrap();
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     let echo = Echo::start().await;
     let guard = Guard::start(
         d,

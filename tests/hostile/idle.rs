@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use aop_e2e::guard::{Guard, client_config, closed_within, connect, round_trip};
-use aop_e2e::pki;
-use aop_e2e::tempdir;
+use aop_e2e::guard::{Certs, Guard, client_config, closed_within, connect, round_trip};
 use aop_e2e::upstream::{Echo, header};
 use tokio::io::AsyncWriteExt as _;
 
@@ -30,11 +28,12 @@ fn sites(upstream: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_connections_are_closed_by_the_timers() {
-    let dir = tempdir().unwrap();
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test", "opt.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test", "opt.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     let echo = Echo::start().await;
     let guard = Guard::start(
         d,
@@ -124,11 +123,12 @@ async fn silent_and_trickling_connections_are_closed_by_the_timers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_that_never_authenticates_cannot_lock_the_edge_out() {
-    let dir = tempdir().unwrap();
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test", "opt.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test", "opt.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     let echo = Echo::start().await;
     // Limits lowered so a few hundred connections fill them.
     let guard = Guard::start(
@@ -217,11 +217,12 @@ async fn a_crowd_that_never_authenticates_cannot_lock_the_edge_out() {
 /// binds first: 500 silent connections against a 200/400 limit, and the edge is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_binds_before_the_open_files_limit_does() {
-    let dir = tempdir().unwrap();
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test", "opt.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test", "opt.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     let echo = Echo::start().await;
     let guard = Guard::start_with_open_files(
         d,
@@ -268,11 +269,12 @@ async fn the_budget_binds_before_the_open_files_limit_does() {
 /// edge is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_from_many_addresses_meets_the_global_caps() {
-    let dir = tempdir().unwrap();
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test", "opt.test"]);
     let d = dir.path();
-    let origin_ca = pki::ca(d, "origin-ca");
-    origin_ca.origin("origin", &["a.test", "opt.test"]);
-    let edge = pki::ca(d, "edge-ca").client("edge");
     let echo = Echo::start().await;
     let guard = Guard::start(
         d,
