@@ -54,11 +54,11 @@ pub enum Host {
 
 impl Host {
     /// The name rules are matched against: the registered name, or the address as text.
-    pub fn match_name(&self) -> String {
+    pub fn match_name(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Self::Name(n) => n.clone(),
-            Self::V4(a) => a.to_string(),
-            Self::V6(a) => a.to_string(),
+            Self::Name(n) => std::borrow::Cow::Borrowed(n),
+            Self::V4(a) => std::borrow::Cow::Owned(a.to_string()),
+            Self::V6(a) => std::borrow::Cow::Owned(a.to_string()),
         }
     }
 }

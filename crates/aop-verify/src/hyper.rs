@@ -488,51 +488,54 @@ impl<S> WithVerdict<S> {
         if host.is_none() && (req.version() >= hyper::Version::HTTP_11 || absolute.is_none()) {
             return bad();
         }
-        let mut names: Vec<&[u8]> = Vec::with_capacity(2);
-        names.extend(host.map(hyper::header::HeaderValue::as_bytes));
-        names.extend(absolute.map(|a| a.as_str().as_bytes()));
-        // What an application behind a proxy may route by instead of Host: each element
-        // of these lists is held to the same rule.
-        for name in FORWARDED_HOST_HEADERS {
-            for value in req.headers().get_all(name) {
-                names.extend(
-                    value
-                        .as_bytes()
-                        .split(|b| *b == b',')
-                        .map(<[u8]>::trim_ascii),
-                );
-            }
-        }
-        for value in req.headers().get_all(hyper::header::FORWARDED) {
-            for pair in value.as_bytes().split(|b| *b == b',' || *b == b';') {
-                let Some(eq) = pair.iter().position(|b| *b == b'=') else {
-                    continue;
-                };
-                if pair[..eq].trim_ascii().eq_ignore_ascii_case(b"host") {
-                    let v = pair[eq + 1..].trim_ascii();
-                    let v = v
-                        .strip_prefix(b"\"")
-                        .and_then(|v| v.strip_suffix(b"\""))
-                        .unwrap_or(v);
-                    names.push(v);
-                }
-            }
-        }
-        for name in names {
+        // Each name, in turn: 400 if it does not parse, 421 if it is another rule's.
+        let judge = |name: &[u8]| -> Option<StatusCode> {
             let Some(authority) = std::str::from_utf8(name)
                 .ok()
                 .and_then(|n| authority::parse(n).ok())
             else {
                 return bad();
             };
-            if !authority_in_rule(policy, verdict.rule.as_deref(), &authority) {
-                tracing::warn!(target: "aop::verdict", host = %authority, rule = verdict.rule.as_deref().unwrap_or(""),
-                    sni = verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
-                self.count(|c| &c.misdirected);
-                return Some(StatusCode::MISDIRECTED_REQUEST);
+            if authority_in_rule(policy, verdict.rule.as_deref(), &authority) {
+                return None;
             }
-        }
-        None
+            tracing::warn!(target: "aop::verdict", host = %authority, rule = verdict.rule.as_deref().unwrap_or(""),
+                sni = verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
+            self.count(|c| &c.misdirected);
+            Some(StatusCode::MISDIRECTED_REQUEST)
+        };
+        let direct = host
+            .map(hyper::header::HeaderValue::as_bytes)
+            .into_iter()
+            .chain(absolute.map(|a| a.as_str().as_bytes()));
+        // What an application behind a proxy may route by instead of Host: each element
+        // of these lists is held to the same rule.
+        let forwarded = FORWARDED_HOST_HEADERS
+            .iter()
+            .flat_map(|name| req.headers().get_all(*name))
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii);
+        let forwarded_host = req
+            .headers()
+            .get_all(hyper::header::FORWARDED)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b',' || *b == b';'))
+            .filter_map(|pair| {
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                pair[..eq]
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"host")
+                    .then(|| {
+                        let v = pair[eq + 1..].trim_ascii();
+                        v.strip_prefix(b"\"")
+                            .and_then(|v| v.strip_suffix(b"\""))
+                            .unwrap_or(v)
+                    })
+            });
+        direct
+            .chain(forwarded)
+            .chain(forwarded_host)
+            .find_map(judge)
     }
 }
 
