@@ -276,3 +276,42 @@ async fn a_slow_upload_is_not_an_upstream_timeout() {
         "{m}"
     );
 }
+
+/// The guard offers no upgrade (it strips `Upgrade`), so an upstream that answers 101
+/// anyway would leave a tunnel nothing bounds or checks: 502, counted against the
+/// upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_switches_protocols_unasked_gets_502() {
+    use tokio::io::AsyncReadExt as _;
+    let Certs {
+        dir,
+        origin_ca,
+        edge,
+    } = Certs::new(&["a.test"]);
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = upstream.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tunnel\r\nConnection: upgrade\r\n\r\nraw bytes")
+                .await;
+        }
+    });
+    let guard = Guard::start(dir.path(), &site(addr, "edge-ca/ca.pem", "require"));
+    let config = client_config(&origin_ca.pem(), Some(&edge));
+    let mut tls = connect(guard.addr(), "a.test", true, &config)
+        .await
+        .unwrap();
+    let r = round_trip(&mut tls, b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert!(!r.text.contains("raw bytes"), "{}", r.text);
+    let m = guard.metrics_text();
+    assert!(
+        m.contains("aop_upstream_errors_total{site=\"a.test\"} 1"),
+        "{m}"
+    );
+}

@@ -340,3 +340,37 @@ async fn a_crowd_from_many_addresses_meets_the_global_caps() {
     );
     drop(held_tls);
 }
+
+/// The metrics port serves a scraper, not the world: 16 connections at once; a 17th is
+/// closed at accept (the silent ones are closed in turn after 10 s without a request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_holds_a_bounded_number_of_connections() {
+    let Certs { dir, .. } = Certs::new(&["a.test", "opt.test"]);
+    let echo = Echo::start().await;
+    let guard = Guard::start(dir.path(), &sites(echo.addr));
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], guard.metrics));
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(tokio::net::TcpStream::connect(metrics).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(metrics).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(10)).await,
+        "a 17th metrics connection was kept"
+    );
+    drop(held);
+    // Once they are gone, the scraper is served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = std::panic::catch_unwind(|| guard.metrics_text())
+            .is_ok_and(|m| m.contains("aop_handshakes_total"));
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
