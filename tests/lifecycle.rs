@@ -646,9 +646,8 @@ fn assert_done(rot: &Rot, step: &str) {
     };
     assert_eq!(st["phase"], want, "{step}: {st}");
     let edge = rot.edge();
-    let certs = aop_pki::load_certificates(&edge.cert).unwrap();
-    let key = aop_pki::load_private_key(&edge.key).unwrap();
-    aop_pki::check_key_matches(&certs[0], &key, &edge.cert, &edge.key).unwrap();
+    let provider = aop_pki::default_provider();
+    aop_pki::load_key_pair(&edge.cert, &edge.key, &provider).unwrap();
     assert_eq!(
         sha(&edge.cert),
         st["active"]["sha256"].as_str().unwrap(),
@@ -718,9 +717,8 @@ fn a_kill_at_any_write_point_leaves_a_state_that_the_same_step_or_rollback_compl
                         "{step} at {crash_at}, rolled back: {st}"
                     );
                     let edge = rot.edge();
-                    let certs = aop_pki::load_certificates(&edge.cert).unwrap();
-                    let key = aop_pki::load_private_key(&edge.key).unwrap();
-                    aop_pki::check_key_matches(&certs[0], &key, &edge.cert, &edge.key).unwrap();
+                    let provider = aop_pki::default_provider();
+                    aop_pki::load_key_pair(&edge.cert, &edge.key, &provider).unwrap();
                 }
             }
         }

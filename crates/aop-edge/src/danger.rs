@@ -58,7 +58,7 @@ impl ServerCertVerifier for AnyServerCertificate {
 pub fn unverified_server_config(identity: Option<&IdentitySpec>) -> crate::Result<ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let algs = provider.signature_verification_algorithms;
-    let builder = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("aws-lc-rs supports TLS 1.2 and 1.3")
         .dangerous()
@@ -66,9 +66,8 @@ pub fn unverified_server_config(identity: Option<&IdentitySpec>) -> crate::Resul
     let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some(id) => {
-            let chain = aop_pki::load_certificates(&id.cert)?;
-            let key = aop_pki::load_private_key(&id.key)?;
-            aop_pki::check_key_matches(&chain[0], &key, &id.cert, &id.key)?;
+            let aop_pki::KeyPairFiles { chain, key } =
+                aop_pki::load_key_pair(&id.cert, &id.key, &provider)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| crate::Error::BadIdentity {

@@ -140,9 +140,8 @@ impl IdentityStore {
     pub fn load(spec: &StoreSpec) -> Result<Self> {
         let roots = load_roots(&spec.roots)?;
         let build = |flavour, label: &str, id: &IdentitySpec| -> Result<Arc<Identity>> {
-            let chain = aop_pki::load_certificates(&id.cert)?;
-            let key = aop_pki::load_private_key(&id.key)?;
-            aop_pki::check_key_matches(&chain[0], &key, &id.cert, &id.key)?;
+            let aop_pki::KeyPairFiles { chain, key } =
+                aop_pki::load_key_pair(&id.cert, &id.key, &aop_pki::default_provider())?;
             let cert =
                 CertInfo::from_der(&chain[0], OffsetDateTime::now_utc()).map_err(|detail| {
                     aop_pki::Error::BadCertificate {

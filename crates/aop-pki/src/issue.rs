@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, DnsName};
 use time::{Duration, OffsetDateTime};
 
 use crate::info::{CertInfo, Role, Validity};
-use crate::keys::{PrivateKeyPem, check_key_matches};
+use crate::keys::{PrivateKeyPem, check_key_matches, default_provider};
 use crate::load::{load_certificates, load_private_key};
 use crate::{Error, Result};
 
@@ -257,7 +257,7 @@ impl Ca {
             }
         }
         let key_der = load_private_key(key_path)?;
-        check_key_matches(ca, &key_der, cert_path, key_path)?;
+        check_key_matches(ca, &key_der, cert_path, key_path, &default_provider())?;
         let key = KeyPair::try_from(&key_der).map_err(|e| Error::BadKey {
             path: key_path.to_owned(),
             detail: e.to_string(),
@@ -714,9 +714,23 @@ mod issue_tests {
             // The key written is the key of the certificate, and no other's.
             let key =
                 crate::parse_private_key(client.key.expose().as_bytes(), Path::new("k")).unwrap();
-            check_key_matches(&client.certificate, &key, Path::new("c"), Path::new("k")).unwrap();
-            let e = check_key_matches(&origin.certificate, &key, Path::new("c"), Path::new("k"))
-                .unwrap_err();
+            let p = default_provider();
+            check_key_matches(
+                &client.certificate,
+                &key,
+                Path::new("c"),
+                Path::new("k"),
+                &p,
+            )
+            .unwrap();
+            let e = check_key_matches(
+                &origin.certificate,
+                &key,
+                Path::new("c"),
+                Path::new("k"),
+                &p,
+            )
+            .unwrap_err();
             assert!(matches!(e, Error::KeyMismatch { .. }), "{e}");
         }
     }

@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -31,16 +33,49 @@ impl fmt::Debug for PrivateKeyPem {
     }
 }
 
+/// The crypto provider aop uses when the caller names none: the process-wide default
+/// if the program installed one ([`CryptoProvider::install_default`], e.g. a FIPS
+/// build), else rustls' aws-lc-rs provider. This is the only place aop picks a provider;
+/// every library entry point that does cryptography takes one from its caller.
+pub fn default_provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+/// A certificate chain (leaf first) and the private key that belongs to its leaf.
+#[derive(Debug)]
+pub struct KeyPairFiles {
+    /// The chain as read, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Load an identity: the certificates of `cert_path`, the key of `key_path`, and the
+/// check that the key belongs to the first certificate ([`check_key_matches`]). The one
+/// way aop reads a certificate-and-key pair; errors name the file at fault.
+pub fn load_key_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<KeyPairFiles> {
+    let chain = crate::load_certificates(cert_path)?;
+    let key = crate::load_private_key(key_path)?;
+    check_key_matches(&chain[0], &key, cert_path, key_path, provider)?;
+    Ok(KeyPairFiles { chain, key })
+}
+
 /// Check that `key` is the private key of `cert`, by comparing the public key derived
-/// from the private key (with the same crypto provider rustls will use to serve it)
-/// with the certificate's SubjectPublicKeyInfo. The paths are only used in errors.
+/// from the private key (with the crypto provider rustls will use to serve it) with the
+/// certificate's SubjectPublicKeyInfo. The paths are only used in errors.
 pub fn check_key_matches(
     cert: &CertificateDer<'_>,
     key: &PrivateKeyDer<'_>,
     cert_path: &Path,
     key_path: &Path,
+    provider: &CryptoProvider,
 ) -> Result<()> {
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(key.clone_key())

@@ -83,7 +83,7 @@ pub use issue::{
     BACKDATE, Ca, CaRequest, ClientRequest, Issued, KeyType, ORIGIN_VALIDITY_DAYS, OriginRequest,
     create_ca,
 };
-pub use keys::{PrivateKeyPem, check_key_matches};
+pub use keys::{KeyPairFiles, PrivateKeyPem, check_key_matches, default_provider, load_key_pair};
 pub use load::{
     MAX_FILE_SIZE, load_certificates, load_crls, load_private_key, parse_certificates, parse_crls,
     parse_private_key, read_file, read_file_limited,

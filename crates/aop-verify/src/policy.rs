@@ -321,9 +321,8 @@ fn server_config(
     verifier: Arc<Verifier>,
     alpn: &[Vec<u8>],
 ) -> Result<(Arc<ServerConfig>, aop_pki::CertInfo)> {
-    let chain = aop_pki::load_certificates(&r.cert)?;
-    let key = aop_pki::load_private_key(&r.key)?;
-    aop_pki::check_key_matches(&chain[0], &key, &r.cert, &r.key)?;
+    let aop_pki::KeyPairFiles { chain, key } =
+        aop_pki::load_key_pair(&r.cert, &r.key, &crypto_provider())?;
     let info =
         aop_pki::CertInfo::from_der(&chain[0], OffsetDateTime::now_utc()).map_err(|detail| {
             aop_pki::Error::BadCertificate {

@@ -237,7 +237,13 @@ pub(crate) fn payload(args: &PayloadArgs) -> anyhow::Result<ExitCode> {
     // Read once: the key that is checked is the text that goes into the payload.
     let key_bytes = aop_pki::read_file(&args.key)?;
     let key = aop_pki::parse_private_key(&key_bytes, &args.key)?;
-    aop_pki::check_key_matches(&certs[0], &key, &args.cert, &args.key)?;
+    aop_pki::check_key_matches(
+        &certs[0],
+        &key,
+        &args.cert,
+        &args.key,
+        &aop_pki::default_provider(),
+    )?;
     let cert_pem: String = certs
         .iter()
         .map(|c| aop_pki::pem_encode("CERTIFICATE", c))
