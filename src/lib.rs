@@ -1,17 +1,26 @@
 //! Test harness for aop's end-to-end tests (the `tests/` directory of the workspace root).
 //!
 //! What belongs here: things every end-to-end test needs — locating and running the
-//! workspace's binaries, temporary directories, and the rule for outside peers (openssl,
-//! curl, nginx): under `CI=true` a missing peer fails the test; elsewhere the test prints
-//! a loud `SKIPPED` line and returns.
+//! workspace's binaries, temporary directories, running outside peers (openssl, curl,
+//! nginx) with a deadline, and the rule for a missing peer: the test fails, unless
+//! `AOP_ALLOW_SKIP=1` asks for it to be skipped (then it prints a `SKIPPED` line and
+//! returns).
 
 #![allow(clippy::unwrap_used)] // test support: a panic is how a broken test setup is reported
 
+mod check;
 pub mod guard;
 pub mod nginx;
 pub mod origin;
+mod peer;
 pub mod pki;
 pub mod upstream;
+
+pub use check::{metric, metric_total, wait_until, wait_until_async};
+pub use peer::{
+    ALLOW_SKIP, PEER_DEADLINE, Running, curl, find_peer, have_peer, openssl_s_server, refused_port,
+    run, run_within, s_client, stop, wait_within,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,44 +71,6 @@ pub fn example(package: &str, name: &str) -> PathBuf {
     let status = cmd.status().expect("run cargo build --example");
     assert!(status.success(), "cargo build --example {name} failed");
     bin_dir().join("examples").join(name)
-}
-
-/// Whether nginx is installed; the same CI rule as [`have_peer`].
-#[allow(clippy::print_stderr)] // the SKIPPED notice must be loud, in the test output
-pub fn have_nginx(test: &str) -> bool {
-    if nginx::binary().is_some() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: nginx is required under CI=true but is not installed");
-    }
-    eprintln!("\n*** SKIPPED {test}: nginx is not installed ***\n");
-    false
-}
-
-/// Whether a peer program is on PATH. Under `CI=true` a missing peer panics (a test must
-/// not pass by skipping); elsewhere this prints a loud SKIPPED line and returns false.
-#[allow(clippy::print_stderr)] // the SKIPPED notice must be loud, in the test output
-pub fn have_peer(program: &str, test: &str) -> bool {
-    let found = Command::new(program)
-        .arg("version")
-        .output()
-        .map(|_| true)
-        .unwrap_or(false);
-    if found {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: `{program}` is required under CI=true but is not installed");
-    }
-    eprintln!("\n*** SKIPPED {test}: `{program}` is not installed ***\n");
-    false
-}
-
-/// Run a command, returning its output (never panicking on a non-zero exit).
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// stdout as UTF-8 text.

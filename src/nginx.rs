@@ -17,28 +17,18 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGTERM, not SIGKILL: a killed master leaves its workers running (and holding
         // the port); on SIGTERM it takes them down with it.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::stop(&mut self.child, Duration::from_secs(5));
     }
 }
 
 /// The nginx binary, if installed (it is often in /usr/sbin, outside a user's PATH).
-pub fn binary() -> Option<&'static str> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
+pub fn binary() -> Option<std::path::PathBuf> {
+    crate::find_peer("nginx")
 }
 
+/// A loopback port free a moment ago. nginx must be told its port, so another process
+/// may take it first: [`Nginx::start_http`] then sees nginx fail to bind and tries again
+/// with another.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -91,14 +81,19 @@ impl Nginx {
     }
 
     /// Start nginx with `servers(port)` as the `server {}` blocks of its `http {}` block
-    /// (each listening on `port`, a free loopback port); returns once it accepts.
-    pub fn start_http(dir: &Path, servers: impl FnOnce(u16) -> String) -> Self {
-        let bin = binary().expect("nginx is installed");
-        let port = free_port();
+    /// (each listening on `port`, a free loopback port); returns once it listens: its
+    /// master has written its pid file, which it does only after binding every port. If
+    /// the port was taken in the meantime (nginx says `Address already in use`), it tries
+    /// again on another, up to 5 times.
+    pub fn start_http(dir: &Path, servers: impl Fn(u16) -> String) -> Self {
+        let bin = binary().expect("nginx is installed (see have_peer)");
+        std::fs::create_dir_all(dir).unwrap();
         let d = dir.display();
-        let servers = servers(port);
-        let conf = format!(
-            r#"
+        for _ in 0..5 {
+            let port = free_port();
+            let servers = servers(port);
+            let conf = format!(
+                r#"
 user root;
 worker_processes 1;
 daemon off;
@@ -115,26 +110,41 @@ http {{
 {servers}
 }}
 "#
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(bin)
-            .args(["-p", &d.to_string(), "-c", &conf_path.display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let nginx = Self { port, child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start; see {}/error.log",
-                d
             );
-            std::thread::sleep(Duration::from_millis(50));
+            let conf_path = dir.join("nginx.conf");
+            let pid_path = dir.join("nginx.pid");
+            let stderr_path = dir.join("stderr.log");
+            std::fs::write(&conf_path, conf).unwrap();
+            let _ = std::fs::remove_file(&pid_path);
+            let child = Command::new(&bin)
+                .args(["-p", &d.to_string(), "-c", &conf_path.display().to_string()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).unwrap())
+                .spawn()
+                .unwrap();
+            let mut nginx = Self { port, child };
+            let pid = nginx.child.id().to_string();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if std::fs::read_to_string(&pid_path).is_ok_and(|p| p.trim() == pid) {
+                    return nginx;
+                }
+                if let Ok(Some(status)) = nginx.child.try_wait() {
+                    let said = std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                        + &std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                    assert!(
+                        said.contains("Address already in use"),
+                        "nginx exited ({status}) before listening:\n{said}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "nginx did not start within 15 s; see {d}/error.log"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
-        nginx
+        panic!("nginx found its port taken 5 times in a row");
     }
 }

@@ -31,21 +31,12 @@ fn now() -> OffsetDateTime {
 pub fn ca_valid_from(root: &Path, name: &str, start: OffsetDateTime, days: u32) -> TestCa {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let req = CaRequest {
-        name: name.to_owned(),
-        key_type: KeyType::EcdsaP256,
+    let ca = CaRequest {
         days,
-        path_len: 0,
-    };
-    let issued = aop_pki::create_ca(&req, start).unwrap();
-    aop_pki::write_issued(
-        &issued,
-        &dir.join("ca.pem"),
-        &dir.join("ca.key"),
-        Overwrite::Refuse,
-    )
+        ..CaRequest::new(name)
+    }
+    .create_in(&dir, start)
     .unwrap();
-    let ca = Ca::load(&dir, start + Duration::minutes(1)).unwrap();
     TestCa { dir, ca }
 }
 
@@ -136,21 +127,40 @@ impl TestCa {
 /// must refuse to accept. Returns (ca.pem, the leaf). The leaf's `cert.pem` holds the
 /// leaf alone; `chain.pem` beside it holds the leaf and the CA.
 pub fn expired_ca_with_valid_leaf(root: &Path) -> (PathBuf, Leaf) {
+    let ca_valid = (now() - Duration::days(366), now() - Duration::days(1));
+    ca_outside_its_validity(root, "expired", ca_valid)
+}
+
+/// A CA valid only from tomorrow (for a year) and a client certificate it signed that
+/// is valid now — a trust anchor not valid yet. Laid out as [`expired_ca_with_valid_leaf`]
+/// (under `not-yet-valid-ca/`, CN `not-yet-valid CA`).
+pub fn future_ca_with_valid_leaf(root: &Path) -> (PathBuf, Leaf) {
+    let ca_valid = (now() + Duration::days(1), now() + Duration::days(366));
+    ca_outside_its_validity(root, "not-yet-valid", ca_valid)
+}
+
+/// `NAME-ca/` with a CA (CN `NAME CA`) valid over `(not_before, not_after)` and a leaf
+/// valid from 10 days ago for 40 days, which rcgen signs whatever the CA's dates.
+fn ca_outside_its_validity(
+    root: &Path,
+    name: &str,
+    (not_before, not_after): (OffsetDateTime, OffsetDateTime),
+) -> (PathBuf, Leaf) {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
     };
-    let dir = root.join("expired-ca");
+    let dir = root.join(format!("{name}-ca"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = rcgen::DistinguishedName::new();
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "expired CA");
+        .push(DnType::CommonName, format!("{name} CA"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now() - Duration::days(366);
-    ca_params.not_after = now() - Duration::days(1);
+    ca_params.not_before = not_before;
+    ca_params.not_after = not_after;
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
@@ -158,7 +168,7 @@ pub fn expired_ca_with_valid_leaf(root: &Path) -> (PathBuf, Leaf) {
     let mut leaf = CertificateParams::default();
     leaf.distinguished_name = rcgen::DistinguishedName::new();
     leaf.distinguished_name
-        .push(DnType::CommonName, "edge under an expired CA");
+        .push(DnType::CommonName, format!("edge under the {name} CA"));
     leaf.is_ca = IsCa::ExplicitNoCa;
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     leaf.not_before = now() - Duration::days(10);
@@ -224,6 +234,28 @@ pub fn client_with(
     leaf
 }
 
+/// `leaf` with one bit of its CA's signature flipped (in the last byte of the leaf's
+/// DER, inside the signature BIT STRING; the certificate still parses), written to
+/// `root/NAME/` with the same key and the rest of the chain after it unchanged.
+pub fn tampered(leaf: &Leaf, root: &Path, name: &str) -> Leaf {
+    let chain = aop_pki::load_certificates(&leaf.cert).unwrap();
+    let mut der = chain[0].as_ref().to_vec();
+    *der.last_mut().unwrap() ^= 0x01;
+    let mut pem = aop_pki::pem_encode("CERTIFICATE", &der);
+    for c in &chain[1..] {
+        pem += &aop_pki::pem_encode("CERTIFICATE", c.as_ref());
+    }
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Leaf {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    std::fs::write(&out.cert, pem).unwrap();
+    std::fs::copy(&leaf.key, &out.key).unwrap();
+    out
+}
+
 /// A CA and a client certificate signed with RSA-SHA1, which OpenSSL still makes and no
 /// origin should accept. Made with `openssl` (a test peer). Returns (ca.pem, the leaf).
 pub fn sha1_ca_and_client(root: &Path) -> (PathBuf, Leaf) {
@@ -232,7 +264,7 @@ pub fn sha1_ca_and_client(root: &Path) -> (PathBuf, Leaf) {
     std::fs::create_dir_all(&dir).unwrap();
     let p = |n: &str| dir.join(n).display().to_string();
     let ok = |args: &[&str]| {
-        let o = Command::new("openssl").args(args).output().unwrap();
+        let o = crate::run(Command::new("openssl").args(args));
         assert!(
             o.status.success(),
             "openssl {args:?}: {}",

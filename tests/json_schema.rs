@@ -1,5 +1,7 @@
-//! The `--json` shapes of docs/json.md, parsed back from real certtool output into typed
-//! structs that refuse unknown fields: a renamed or missing field fails here.
+//! Every `--json` shape of docs/json.md (inspect, ca create / issue, verify, crl create,
+//! probe, inventory, rotate, and the Cloudflare payload file), parsed back from real
+//! certtool output into typed structs that refuse unknown fields: a renamed, missing or
+//! undocumented field fails here.
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
 #![allow(dead_code)] // the fields exist to be parsed, not read
@@ -195,4 +197,395 @@ fn issue_and_inspect_json_match_the_documented_schema() {
     for f in &report.files {
         f.certificates.iter().for_each(check_cert);
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Verify {
+    verdict: String,
+    reason: String,
+    detail: Option<String>,
+    sni: Option<String>,
+    at: String,
+    trust: Vec<PathBuf>,
+    chain: PathBuf,
+    certificate: Option<CertInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrlCreate {
+    command: String,
+    path: PathBuf,
+    issuer: String,
+    revoked: Vec<String>,
+    next_update: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Probe {
+    expect: String,
+    presented: Option<Presented>,
+    server_verified: bool,
+    held: bool,
+    results: Vec<ProbeResult>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Presented {
+    subject: String,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeResult {
+    url: String,
+    sni: String,
+    address: Option<String>,
+    outcome: String,
+    alert: Option<String>,
+    http_status: Option<u16>,
+    verdict: Option<String>,
+    nginx_page: Option<String>,
+    tls_version: Option<String>,
+    certificate_requested: Option<bool>,
+    certificate_sent: bool,
+    conclusion: String,
+    summary: String,
+    held: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Inventory {
+    at: String,
+    warn_days: u32,
+    summary: InventorySummary,
+    certificates: Vec<InventoryRow>,
+    keys: Vec<InventoryKey>,
+    unreadable: Vec<Unreadable>,
+    problems: Vec<Problem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventorySummary {
+    certificates: u32,
+    ok: u32,
+    renew_due: u32,
+    expiring: u32,
+    expired: u32,
+    not_yet_valid: u32,
+    unreadable: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryRow {
+    status: String,
+    days_left: i64,
+    role: String,
+    subject: String,
+    issuer: String,
+    serial: String,
+    not_before: String,
+    not_after: String,
+    sha256: String,
+    spki_sha256: String,
+    label: Option<String>,
+    places: Vec<String>,
+    key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryKey {
+    path: String,
+    certificate: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unreadable {
+    place: String,
+    error: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Problem {
+    kind: String,
+    sha256: Option<String>,
+    message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    dir: PathBuf,
+    step: String,
+    completed_interrupted: bool,
+    already_done: bool,
+    phase: String,
+    last_step: String,
+    updated: String,
+    active: RotateCert,
+    next: Option<RotateCert>,
+    previous: Option<RotateCert>,
+    files_in_step: bool,
+    edge_cert: PathBuf,
+    edge_key: PathBuf,
+    trust: PathBuf,
+    next_step: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateCert {
+    sha256: String,
+    subject: String,
+    issuer: String,
+    not_after: String,
+    days_left: i64,
+    dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloudflarePayload {
+    certificate: String,
+    private_key: String,
+}
+
+fn is_fingerprint(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `certtool ARGS` must exit `want`; its stdout parsed as `T` (unknown fields refused).
+fn json<T: serde::de::DeserializeOwned>(args: &[&str], want: i32) -> T {
+    let o = certtool(args);
+    assert_eq!(code(&o), want, "{args:?}: {}{}", stdout(&o), stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&o)))
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// verify (SUCCESS and FAILED), crl create, inventory, rotate (init, stage) and the
+/// Cloudflare payload, each from the real binary.
+#[test]
+fn verify_crl_inventory_rotate_and_payload_match_the_documented_schema() {
+    let dir = tempdir().unwrap();
+    let root = dir.path();
+    let ca = aop_e2e::pki::ca(root, "ca");
+    let edge = ca.client("edge");
+    let foreign = aop_e2e::pki::ca(root, "foreign").client("foreign");
+
+    let ok: Verify = json(
+        &[
+            "verify",
+            "--trust",
+            s(&ca.pem()),
+            "--chain",
+            s(&edge.cert),
+            "--sni",
+            "example.com",
+            "--json",
+        ],
+        0,
+    );
+    assert_eq!((ok.verdict.as_str(), ok.reason.as_str()), ("SUCCESS", ""));
+    assert_eq!(ok.sni.as_deref(), Some("example.com"));
+    assert!(is_rfc3339_utc(&ok.at));
+    assert_eq!((ok.trust, ok.chain), (vec![ca.pem()], edge.cert.clone()));
+    check_cert(ok.certificate.as_ref().unwrap());
+    let refused: Verify = json(
+        &[
+            "verify",
+            "--trust",
+            s(&ca.pem()),
+            "--chain",
+            s(&foreign.cert),
+            "--json",
+        ],
+        1,
+    );
+    assert_eq!(
+        (refused.verdict.as_str(), refused.reason.as_str()),
+        ("FAILED:unknown_ca", "unknown_ca")
+    );
+    assert!(refused.detail.is_some() && refused.sni.is_none());
+
+    let crl_path = root.join("crl.pem");
+    let crl: CrlCreate = json(
+        &[
+            "crl",
+            "create",
+            "--ca",
+            s(&ca.dir),
+            "--revoke",
+            s(&edge.cert),
+            "--days",
+            "7",
+            "--out",
+            s(&crl_path),
+            "--json",
+        ],
+        0,
+    );
+    assert_eq!(crl.command, "crl create");
+    assert_eq!(crl.path, crl_path);
+    assert_eq!(crl.issuer, "CN=ca");
+    assert_eq!(crl.revoked.len(), 1);
+    assert!(is_rfc3339_utc(&crl.next_update));
+
+    let rot = root.join("rot");
+    let init: Rotate = json(
+        &[
+            "rotate",
+            "init",
+            "--dir",
+            s(&rot),
+            "--ca",
+            s(&ca.dir),
+            "--cn",
+            "edge",
+            "--json",
+        ],
+        0,
+    );
+    assert_eq!(
+        (init.step.as_str(), init.phase.as_str()),
+        ("init", "single")
+    );
+    assert!(init.next.is_none() && init.previous.is_none() && init.files_in_step);
+    assert!(is_fingerprint(&init.active.sha256) && is_rfc3339_utc(&init.updated));
+    assert_eq!(init.edge_cert, rot.join("edge/cert.pem"));
+    let staged: Rotate = json(&["rotate", "stage", "--dir", s(&rot), "--json"], 0);
+    assert_eq!(
+        (staged.step.as_str(), staged.phase.as_str()),
+        ("stage", "staged")
+    );
+    let next = staged.next.expect("a staged certificate");
+    assert_ne!(next.sha256, staged.active.sha256);
+
+    let inv: Inventory = json(&["inventory", s(root), "--json"], 0);
+    assert!(is_rfc3339_utc(&inv.at));
+    assert_eq!(inv.summary.unreadable, 0);
+    assert_eq!(inv.summary.certificates as usize, inv.certificates.len());
+    for row in &inv.certificates {
+        assert!(is_fingerprint(&row.sha256) && is_fingerprint(&row.spki_sha256));
+        assert!(
+            ["ok", "renew-due", "expiring", "expired", "not-yet-valid"]
+                .contains(&row.status.as_str())
+        );
+        assert!(!row.places.is_empty());
+    }
+    assert!(
+        inv.keys
+            .iter()
+            .all(|k| k.certificate.as_deref().is_none_or(is_fingerprint))
+    );
+    assert!(inv.unreadable.is_empty());
+    assert!(
+        inv.problems
+            .iter()
+            .all(|p| !p.kind.is_empty() && !p.message.is_empty())
+    );
+
+    let payload_path = root.join("payload.json");
+    let o = certtool([
+        "cloudflare",
+        "payload",
+        "--cert",
+        s(&edge.cert),
+        "--key",
+        s(&edge.key),
+        "--out",
+        s(&payload_path),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = std::fs::read_to_string(&payload_path).unwrap();
+    let payload: CloudflarePayload = serde_json::from_str(&text).unwrap();
+    assert!(
+        payload
+            .certificate
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert!(payload.private_key.contains("PRIVATE KEY-----"));
+}
+
+/// `certtool probe --json` against a real origin (aop-verify, in this process): refused
+/// without a certificate, served with the edge's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_json_matches_the_documented_schema() {
+    let dir = tempdir().unwrap();
+    let root = dir.path();
+    let origin_ca = aop_e2e::pki::ca(root, "origin-ca");
+    let server = origin_ca.origin("origin", &["example.com"]);
+    let edge_ca = aop_e2e::pki::ca(root, "edge-ca");
+    let edge = edge_ca.client("edge");
+    let spec = aop_verify::PolicySpec::new(vec![aop_verify::RuleSpec::new(
+        "example",
+        ["example.com"],
+        &server.cert,
+        &server.key,
+        aop_verify::TrustSpec::new([edge_ca.pem()]),
+    )]);
+    let origin = aop_e2e::origin::TestOrigin::start(&spec, aop_verify::Limits::default()).await;
+    let url = format!("https://example.com:{}/", origin.addr.port());
+    let resolve = origin.resolve("example.com");
+    let roots = origin_ca.pem();
+    let base = [
+        "probe",
+        url.as_str(),
+        "--resolve",
+        resolve.as_str(),
+        "--cacert",
+        s(&roots),
+    ];
+
+    // certtool blocks this worker; the origin runs on the other.
+    let probe = |extra: &[&str]| -> Probe {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        tokio::task::block_in_place(|| json(&args, 0))
+    };
+    let refused = probe(&["--expect", "reject", "--json"]);
+    assert_eq!(refused.expect, "reject");
+    assert!(refused.presented.is_none() && refused.server_verified && refused.held);
+    let r = &refused.results[0];
+    assert_eq!(
+        (r.outcome.as_str(), r.alert.as_deref()),
+        ("refused_tls", Some("certificate_required"))
+    );
+    assert_eq!(
+        (r.certificate_requested, r.certificate_sent),
+        (Some(true), false)
+    );
+    assert_eq!((r.conclusion.as_str(), r.held), ("held", true));
+    assert_eq!(r.sni, "example.com");
+
+    let served = probe(&[
+        "--cert",
+        s(&edge.cert),
+        "--key",
+        s(&edge.key),
+        "--expect",
+        "accept",
+        "--json",
+    ]);
+    let presented = served.presented.as_ref().unwrap();
+    assert_eq!(presented.subject, "CN=edge");
+    assert!(is_fingerprint(&presented.sha256));
+    let r = &served.results[0];
+    assert_eq!((r.outcome.as_str(), r.http_status), ("accepted", Some(200)));
+    assert_eq!(r.verdict.as_deref(), Some("SUCCESS"));
+    assert_eq!(r.tls_version.as_deref(), Some("TLSv1.3"));
+    assert!(r.address.is_some() && r.nginx_page.is_none());
 }

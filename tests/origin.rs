@@ -7,11 +7,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aop_e2e::pki::{self, Leaf, TestCa};
 use aop_e2e::upstream::{Echo, header};
-use aop_e2e::{TempDir, bin, code, run, stderr, stdout, tempdir};
+use aop_e2e::{TempDir, bin, code, metric, run, stderr, stdout, tempdir};
 use aop_edge::{EdgeClient, IdentitySpec, IdentityStore, Resolve, StoreSpec, Timeouts};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
@@ -63,6 +63,11 @@ impl std::ops::Deref for Guard {
 impl Guard {
     fn start(dir: &Path, sites: &str) -> Self {
         Self(aop_e2e::guard::Guard::start(dir, sites))
+    }
+
+    /// The aop-origin binary, for what only a process shows (signals, exit codes).
+    fn spawn_binary(dir: &Path, sites: &str) -> Self {
+        Self(aop_e2e::guard::Guard::spawn_binary(dir, sites))
     }
 
     fn start_with(dir: &Path, top: &str, sites: &str) -> Self {
@@ -401,16 +406,19 @@ async fn each_site_trusts_only_its_own_edge_and_optional_mode_passes_verdicts_on
     );
 
     let metrics = g.metrics_text().await;
-    for want in [
-        "aop_handshakes_total{site=\"b.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"} 1",
-        "aop_handshakes_total{site=\"a.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"} 1",
-        "aop_handshakes_total{site=\"a.example\",verdict=\"SUCCESS\",reason=\"\"} 1",
-        "aop_handshakes_total{site=\"opt.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"} 1",
-        "aop_requests_total{site=\"a.example\",status=\"200\"} 1",
-        "# TYPE aop_days_until_first_cert_expiring gauge",
+    for series in [
+        "aop_handshakes_total{site=\"b.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"}",
+        "aop_handshakes_total{site=\"a.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"}",
+        "aop_handshakes_total{site=\"a.example\",verdict=\"SUCCESS\",reason=\"\"}",
+        "aop_handshakes_total{site=\"opt.example\",verdict=\"FAILED\",reason=\"zone_mismatch\"}",
+        "aop_requests_total{site=\"a.example\",status=\"200\"}",
     ] {
-        assert!(metrics.contains(want), "{want}\n{metrics}");
+        assert_eq!(metric(&metrics, series), Some(1), "{series}\n{metrics}");
     }
+    assert!(
+        metrics.contains("# TYPE aop_days_until_first_cert_expiring gauge"),
+        "{metrics}"
+    );
     let days: i64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("aop_days_until_first_cert_expiring "))
@@ -430,24 +438,29 @@ async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
     let echo = Echo::start().await;
     let next_ca = pki::ca(w.dir.path(), "next-ca");
     let next_edge = next_ca.client("next-edge");
-    let g = Guard::start(
+    let g = Guard::spawn_binary(
         w.dir.path(),
         &site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, ""),
     );
     let url = format!("https://a.example:{}/", g.port);
     let pooled = std::sync::Arc::new(g.client(&w, Some(&w.edge)));
 
-    // Bounded load: 4 workers × 60 requests; every 5th on a fresh connection.
+    // Steady load until the reloads are done (and at least 60 requests each): 4 workers,
+    // every 5th request on a fresh connection.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (pooled, url, fresh_spec) = (
+        let (pooled, url, fresh_spec, done) = (
             pooled.clone(),
             url.clone(),
             (w.origin_ca.pem(), w.edge.clone(), g.resolve()),
+            done.clone(),
         );
         workers.push(tokio::spawn(async move {
             let mut failures = Vec::new();
-            for i in 0..60 {
+            let mut i = 0;
+            while i < 60 || !done.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
                 let r = if i % 5 == 0 {
                     let mut spec = StoreSpec::new([fresh_spec.0.clone()]);
                     spec.shared = Some(IdentitySpec::new(&fresh_spec.1.cert, &fresh_spec.1.key));
@@ -464,7 +477,6 @@ async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
                     Ok((200, _, _)) => {}
                     other => failures.push(format!("{i}: {other:?}")),
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             failures
         }));
@@ -475,7 +487,11 @@ async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
         "\"edge-ca/ca.pem\"",
         "\"edge-ca/ca.pem\", \"next-ca/ca.pem\"",
     );
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The load is under way before the first reload.
+    aop_e2e::wait_until_async("20 requests served", Duration::from_secs(20), || {
+        (echo.requests.load(std::sync::atomic::Ordering::Relaxed) >= 20).then_some(())
+    })
+    .await;
     std::fs::write(&g.config, &good).unwrap();
     g.signal("-HUP");
     g.wait_log("configuration reloaded");
@@ -493,6 +509,7 @@ async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
     std::fs::write(&g.config, &good).unwrap();
     g.signal("-HUP");
     g.wait_log("configuration reloaded");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let mut failures = Vec::new();
     for wkr in workers {
@@ -509,12 +526,14 @@ async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
     let next = g.client(&w, Some(&next_edge));
     assert_eq!(get(&next, &url, &[]).await.unwrap().0, 200);
     let metrics = g.metrics_text().await;
-    assert!(
-        metrics.contains("aop_config_reloads_total{result=\"success\"} 2"),
+    assert_eq!(
+        metric(&metrics, "aop_config_reloads_total{result=\"success\"}"),
+        Some(2),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("aop_config_reloads_total{result=\"failure\"} 1"),
+    assert_eq!(
+        metric(&metrics, "aop_config_reloads_total{result=\"failure\"}"),
+        Some(1),
         "{metrics}"
     );
 }
@@ -523,7 +542,7 @@ async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
 async fn sigterm_lets_the_request_in_flight_finish() {
     let w = world();
     let echo = Echo::start().await;
-    let mut g = Guard::start(
+    let mut g = Guard::spawn_binary(
         w.dir.path(),
         &site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, ""),
     );
@@ -531,14 +550,12 @@ async fn sigterm_lets_the_request_in_flight_finish() {
     let url = format!("https://a.example:{}/?sleep_ms=500", g.port);
     let slow = tokio::spawn(async move { get(&client, &url, &[]).await });
     // Wait until the request is really in flight (at the upstream), however slow the machine.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while echo.started.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    aop_e2e::wait_until_async(
+        "the request at the upstream",
+        Duration::from_secs(20),
+        || (echo.started.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(()),
+    )
+    .await;
     g.signal("-TERM");
     let (status, _, _) = slow.await.unwrap().unwrap();
     assert_eq!(status, 200, "the request in flight completes");
@@ -605,11 +622,9 @@ async fn json_logs_are_one_object_per_line_with_the_verdict_fields() {
 #[tokio::test]
 async fn an_upstream_that_is_down_gets_502_and_is_counted() {
     let w = world();
-    // A port nothing listens on.
-    let dead: std::net::SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port nothing listens on (held, so nothing can start listening there meanwhile).
+    let (_held, port) = aop_e2e::refused_port();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let g = Guard::start(
         w.dir.path(),
         &site("\"a.example\"", "\"edge-ca/ca.pem\"", dead, ""),
@@ -620,12 +635,85 @@ async fn an_upstream_that_is_down_gets_502_and_is_counted() {
         .unwrap();
     assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
     let metrics = g.metrics_text().await;
-    assert!(
-        metrics.contains("aop_upstream_errors_total{site=\"a.example\"} 1"),
+    assert_eq!(
+        metric(&metrics, "aop_upstream_errors_total{site=\"a.example\"}"),
+        Some(1),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("aop_requests_total{site=\"a.example\",status=\"502\"} 1"),
+    assert_eq!(
+        metric(
+            &metrics,
+            "aop_requests_total{site=\"a.example\",status=\"502\"}"
+        ),
+        Some(1),
         "{metrics}"
     );
+}
+
+/// curl as the edge, through the guard: an outside TLS stack against aop-origin. With the
+/// edge's certificate it is served and the verdict headers reach the upstream; without a
+/// certificate, or with one from a CA the site does not trust, the handshake is refused
+/// (curl exits 56: the TLS 1.3 alert arrives after curl's side of the handshake is done,
+/// on its first read) and the guard's verdict line says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_as_the_edge_through_the_guard() {
+    if !aop_e2e::have_peer("curl", "curl_as_the_edge_through_the_guard") {
+        return;
+    }
+    let w = world();
+    let echo = Echo::start().await;
+    let foreign = pki::ca(w.dir.path(), "foreign-ca").client("foreign");
+    let g = Guard::start(
+        w.dir.path(),
+        &site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, ""),
+    );
+    let roots = w.origin_ca.pem();
+    let curl = |identity: Option<&Leaf>| {
+        let mut c = aop_e2e::curl("a.example", g.port, &roots, identity);
+        c.args(["--write-out", "\nstatus=%{http_code}\n"]);
+        tokio::task::block_in_place(|| run(&mut c))
+    };
+
+    let o = curl(Some(&w.edge));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let body = stdout(&o);
+    assert!(body.ends_with("\nstatus=200\n"), "{body}");
+    assert_eq!(header(&body, "x-client-verify").as_deref(), Some("SUCCESS"));
+    assert_eq!(
+        header(&body, "x-client-cert-subject").as_deref(),
+        Some("CN=edge")
+    );
+    let line = g.wait_log("client certificate verdict");
+    assert!(
+        line.contains("verdict=SUCCESS") && line.contains("subject=\"CN=edge\""),
+        "{line}"
+    );
+
+    for (case, identity, verdict, reason, said) in [
+        (
+            "anonymous",
+            None,
+            "verdict=NONE",
+            "reason=\"no_certificate\"",
+            "alert certificate required",
+        ),
+        (
+            "foreign CA",
+            Some(&foreign),
+            "verdict=FAILED:unknown_ca",
+            "reason=\"unknown_ca\"",
+            "alert unknown ca",
+        ),
+    ] {
+        let o = curl(identity);
+        assert_eq!(code(&o), 56, "{case}: {}{}", stdout(&o), stderr(&o));
+        assert!(stderr(&o).contains(said), "{case}: {}", stderr(&o));
+        assert!(!stdout(&o).contains("status=200"), "{case}: {}", stdout(&o));
+        let line = g.wait_log("client certificate verdict");
+        assert!(
+            line.contains(verdict) && line.contains(reason),
+            "{case}: {line}"
+        );
+    }
+    assert_eq!(echo.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use aop_e2e::origin::{TestClient, TestOrigin};
@@ -43,6 +43,7 @@ const HOSTS: &[&str] = &[
     "other.test",
     "stale-crl.test",
     "sha1.test",
+    "early.test",
 ];
 
 fn world() -> World {
@@ -630,11 +631,8 @@ async fn optional_mode_hands_none_and_failed_to_the_application() {
 #[tokio::test]
 async fn garbage_idle_and_slow_clients_do_not_stop_the_origin() {
     let w = world();
-    let limits = Limits::default()
-        .with_handshake_timeout(Duration::from_millis(300))
-        .with_max_handshakes(1);
     let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
-    let mut origin = TestOrigin::start(&spec, limits).await;
+    let mut origin = TestOrigin::start(&spec, Limits::default().with_max_handshakes(1)).await;
     let client = w.client(Some(&w.edge));
 
     // Plain HTTP (garbage, to TLS) on the TLS port.
@@ -650,9 +648,14 @@ async fn garbage_idle_and_slow_clients_do_not_stop_the_origin() {
     assert_verdict(&v, "SUCCESS", "after garbage");
     assert_eq!(seen.unwrap().status, 200);
 
-    // A client that connects and says nothing is cut off at the handshake timeout.
-    let idle = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
-    let v = origin.verdict().await;
+    // A client that connects and says nothing is cut off at the handshake timeout (short
+    // here, on an origin of its own: a real handshake need not fit in it).
+    let limits = Limits::default().with_handshake_timeout(Duration::from_millis(300));
+    let mut impatient = TestOrigin::start(&spec, limits).await;
+    let idle = tokio::net::TcpStream::connect(impatient.addr)
+        .await
+        .unwrap();
+    let v = impatient.verdict().await;
     assert_eq!(v.outcome, Outcome::None(NoneCause::HandshakeTimeout));
     drop(idle);
 
@@ -663,19 +666,33 @@ async fn garbage_idle_and_slow_clients_do_not_stop_the_origin() {
     let limits = Limits::default().with_max_handshakes(1);
     let mut origin = TestOrigin::start(&spec2, limits).await;
     let idle = tokio::net::TcpStream::connect(origin.addr).await.unwrap();
-    // Let the origin accept it (and its handshake task take the one slot) first.
-    while origin.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Wait until the origin has accepted it. This test runs on one thread, and the
+    // origin spawns the idle connection's handshake task in the same step as it counts
+    // the connection, so that task runs (and takes the one slot) before the origin can
+    // even accept the edge's connection below.
+    let accepted = origin.accepted.clone();
+    aop_e2e::wait_until_async(
+        "the idle connection accepted",
+        Duration::from_secs(10),
+        || (accepted.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(()),
+    )
+    .await;
     let addr = origin.addr;
     let edge = tokio::spawn({
         let client = client.clone();
         async move { client.get(addr, "plain.test").await }
     });
+    aop_e2e::wait_until_async(
+        "the edge's connection accepted",
+        Duration::from_secs(10),
+        || (accepted.load(std::sync::atomic::Ordering::SeqCst) > 1).then_some(()),
+    )
+    .await;
+    // The assertion, not a synchronisation: for a while after the origin accepted it,
+    // the edge has no verdict and no answer (it is waiting for the slot).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        !edge.is_finished(),
+        !edge.is_finished() && origin.pending_verdicts().is_empty(),
         "the edge must wait for the handshake slot"
     );
     drop(idle);
@@ -807,32 +824,99 @@ async fn resumed_sessions_carry_a_rechecked_verdict_and_do_not_survive_a_reload(
     assert_verdict(&v, "FAILED:unknown_ca", "after reload");
 }
 
-// ---- Outside peers: curl and openssl s_client as the edge ----
-
-fn curl_args(origin: &TestOrigin, w: &World, identity: Option<&Leaf>, host: &str) -> Vec<String> {
-    let mut a = vec![
-        "-sS".into(),
-        "--max-time".into(),
-        "10".into(),
-        "--resolve".into(),
-        origin.resolve(host),
-        "--cacert".into(),
-        w.origin_ca.pem().display().to_string(),
+/// Two refusals the table above does not reach: a client certificate whose CA signature
+/// was tampered with (one bit of the signature flipped; it still parses), and a trust
+/// anchor that is not valid yet (its leaf is). The handshake and `certtool verify` give
+/// the same verdict, reason and detail.
+#[tokio::test]
+async fn a_tampered_signature_and_a_not_yet_valid_anchor_are_refused_in_the_handshake_and_offline()
+{
+    let w = world();
+    let root = w.path();
+    let tampered = pki::tampered(&w.edge, root, "tampered");
+    let (early_ca, early_leaf) = pki::future_ca_with_valid_leaf(root);
+    let spec = PolicySpec::new(vec![
+        w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()]),
+        w.rule("early", &["early.test"], &[&early_ca]),
+    ]);
+    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let early_from = aop_pki::CertInfo::from_der(
+        &aop_pki::load_certificates(&early_ca).unwrap()[0],
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap()
+    .not_before;
+    let early_detail = format!(
+        "trust anchor CN=not-yet-valid CA is not valid before {}",
+        aop_pki::rfc3339(early_from)
+    );
+    // (case, identity, trust, SNI, verdict, alert the client sees, detail)
+    let cases = [
+        (
+            "tampered signature",
+            &tampered,
+            w.edge_ca.pem(),
+            "plain.test",
+            "FAILED:bad_signature",
+            "DecryptError",
+            None,
+        ),
+        (
+            "anchor not yet valid",
+            &early_leaf,
+            early_ca.clone(),
+            "early.test",
+            "FAILED:not_yet_valid",
+            "CertificateExpired",
+            Some(early_detail.as_str()),
+        ),
     ];
-    if let Some(l) = identity {
-        a.extend([
-            "--cert".into(),
-            l.cert.display().to_string(),
-            "--key".into(),
-            l.key.display().to_string(),
+    for (case, identity, trust, sni, want, alert, detail) in cases {
+        let (seen, v) = exchange(&mut origin, &w.client(Some(identity)), sni).await;
+        eprintln!("DEBUG {case}: {:?} {:?}", v.detail, seen.as_ref().err());
+        let o2 = certtool([
+            "verify",
+            "--trust",
+            s(&trust),
+            "--chain",
+            s(&identity.cert),
+            "--sni",
+            sni,
+            "--json",
         ]);
+        eprintln!("DEBUG {case}: {} {}", stdout(&o2), stderr(&o2));
+        assert_verdict(&v, want, case);
+        assert_eq!(v.detail.as_deref(), detail, "{case}");
+        let err = seen.expect_err(case);
+        assert!(
+            err.contains(alert),
+            "{case}: want alert {alert}, saw {err:?}"
+        );
+
+        let o = certtool([
+            "verify",
+            "--trust",
+            s(&trust),
+            "--chain",
+            s(&identity.cert),
+            "--sni",
+            sni,
+            "--json",
+        ]);
+        assert_eq!(code(&o), 1, "{case}: {}{}", stdout(&o), stderr(&o));
+        let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(j["verdict"], want, "{case}");
+        assert_eq!(j["reason"], want.trim_start_matches("FAILED:"), "{case}");
+        assert_eq!(j["detail"].as_str(), detail, "{case}");
     }
-    a.push(format!("https://{host}:{}/", origin.addr.port()));
-    a
 }
 
-async fn curl(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || run(Command::new("curl").args(&args)))
+// ---- Outside peers: curl and openssl s_client as the edge ----
+
+/// curl as the edge (through [`aop_e2e::curl`]) for `https://HOST:PORT/` on the origin.
+async fn curl(origin: &TestOrigin, w: &World, identity: Option<&Leaf>, host: &str) -> Output {
+    let mut c = aop_e2e::curl(host, origin.addr.port(), &w.origin_ca.pem(), identity);
+    tokio::task::spawn_blocking(move || run(&mut c))
         .await
         .unwrap()
 }
@@ -851,12 +935,12 @@ async fn curl_resolve_sees_the_edge_accepted_and_everyone_else_refused() {
     )]);
     let mut origin = TestOrigin::start(&spec, Limits::default()).await;
 
-    let o = curl(curl_args(&origin, &w, Some(&w.edge), "www.example.com")).await;
+    let o = curl(&origin, &w, Some(&w.edge), "www.example.com").await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "verdict SUCCESS\n");
     assert_verdict(&origin.verdict().await, "SUCCESS", "curl edge");
 
-    let o = curl(curl_args(&origin, &w, None, "www.example.com")).await;
+    let o = curl(&origin, &w, None, "www.example.com").await;
     assert_ne!(code(&o), 0);
     assert!(
         stderr(&o).contains("certificate required"),
@@ -865,32 +949,33 @@ async fn curl_resolve_sees_the_edge_accepted_and_everyone_else_refused() {
     );
     assert_verdict(&origin.verdict().await, "NONE", "curl without certificate");
 
-    let o = curl(curl_args(&origin, &w, Some(&foreign), "www.example.com")).await;
+    let o = curl(&origin, &w, Some(&foreign), "www.example.com").await;
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("unknown ca"), "{}", stderr(&o));
     assert_verdict(&origin.verdict().await, "FAILED:unknown_ca", "curl foreign");
 }
 
-async fn s_client(args: Vec<String>) -> std::process::Output {
+/// openssl s_client as the edge (through [`aop_e2e::s_client`]), off this test's thread.
+async fn s_client(
+    origin: &TestOrigin,
+    w: &World,
+    identity: Option<&Leaf>,
+    servername: Option<&str>,
+    extra: &[&str],
+) -> Output {
+    let (addr, roots) = (origin.addr, w.origin_ca.pem());
+    let identity = identity.cloned();
+    let servername = servername.map(str::to_owned);
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let mut child = Command::new("openssl")
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let host = args
-            .iter()
-            .skip_while(|a| *a != "-servername")
-            .nth(1)
-            .cloned()
-            .unwrap_or_default();
-        let _ = child.stdin.take().unwrap().write_all(
-            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        );
-        child.wait_with_output().unwrap()
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        aop_e2e::s_client(
+            addr,
+            servername.as_deref(),
+            &roots,
+            identity.as_ref(),
+            &extra,
+        )
     })
     .await
     .unwrap()
@@ -905,32 +990,7 @@ async fn openssl_s_client_as_the_edge() {
     let foreign = pki::ca(w.path(), "foreign").client("foreign");
     let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
     let mut origin = TestOrigin::start(&spec, Limits::default()).await;
-    let addr = origin.addr;
-    let base = |identity: Option<&Leaf>, servername: Option<&str>| {
-        let mut a: Vec<String> = vec![
-            "s_client".into(),
-            "-connect".into(),
-            addr.to_string(),
-            "-CAfile".into(),
-            w.origin_ca.pem().display().to_string(),
-            "-verify_return_error".into(),
-            "-ign_eof".into(),
-        ];
-        match servername {
-            Some(s) => a.extend(["-servername".into(), s.into()]),
-            None => a.push("-noservername".into()),
-        }
-        if let Some(l) = identity {
-            a.extend([
-                "-cert".into(),
-                l.cert.display().to_string(),
-                "-key".into(),
-                l.key.display().to_string(),
-            ]);
-        }
-        a
-    };
-    let o = s_client(base(Some(&w.edge), Some("plain.test"))).await;
+    let o = s_client(&origin, &w, Some(&w.edge), Some("plain.test"), &[]).await;
     assert!(
         stdout(&o).contains("verdict SUCCESS"),
         "{}{}",
@@ -939,7 +999,7 @@ async fn openssl_s_client_as_the_edge() {
     );
     assert_verdict(&origin.verdict().await, "SUCCESS", "s_client edge");
 
-    let o = s_client(base(Some(&foreign), Some("plain.test"))).await;
+    let o = s_client(&origin, &w, Some(&foreign), Some("plain.test"), &[]).await;
     assert!(!stdout(&o).contains("verdict"), "{}", stdout(&o));
     assert!(stderr(&o).contains("alert unknown ca"), "{}", stderr(&o));
     assert_verdict(
@@ -949,7 +1009,7 @@ async fn openssl_s_client_as_the_edge() {
     );
 
     // No SNI and no default rule: refused, and the verdict says why.
-    let o = s_client(base(Some(&w.edge), None)).await;
+    let o = s_client(&origin, &w, Some(&w.edge), None, &[]).await;
     assert!(!stdout(&o).contains("verdict"));
     let v = origin.verdict().await;
     assert_eq!(v.outcome, Outcome::None(NoneCause::NoSni));
@@ -967,29 +1027,7 @@ async fn openssl_s_client_gets_aes_128_and_one_ticket() {
     let w = world();
     let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
     let mut origin = TestOrigin::start(&spec, Limits::default()).await;
-    let addr = origin.addr;
-    let args = |extra: &[&str]| {
-        let mut a: Vec<String> = [
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            "plain.test",
-            "-CAfile",
-            &w.origin_ca.pem().display().to_string(),
-            "-cert",
-            &w.edge.cert.display().to_string(),
-            "-key",
-            &w.edge.key.display().to_string(),
-            "-verify_return_error",
-            "-ign_eof",
-        ]
-        .map(String::from)
-        .to_vec();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let o = s_client(args(&[])).await;
+    let o = s_client(&origin, &w, Some(&w.edge), Some("plain.test"), &[]).await;
     let out = stdout(&o);
     assert!(out.contains("verdict SUCCESS"), "{out}{}", stderr(&o));
     assert!(
@@ -1004,7 +1042,8 @@ async fn openssl_s_client_gets_aes_128_and_one_ticket() {
     );
     assert_verdict(&origin.verdict().await, "SUCCESS", "default suites");
 
-    let o = s_client(args(&["-ciphersuites", "TLS_AES_256_GCM_SHA384"])).await;
+    let aes256 = ["-ciphersuites", "TLS_AES_256_GCM_SHA384"];
+    let o = s_client(&origin, &w, Some(&w.edge), Some("plain.test"), &aes256).await;
     let out = stdout(&o);
     assert!(out.contains("verdict SUCCESS"), "{out}{}", stderr(&o));
     assert!(out.contains("Cipher is TLS_AES_256_GCM_SHA384"), "{out}");
@@ -1072,20 +1111,9 @@ fn the_example_origin_serves_the_edge_and_says_the_verdict() {
         return;
     }
     let w = world();
+    let roots = w.origin_ca.pem();
     let curl = |port: u16, identity: Option<&Leaf>| {
-        let mut c = Command::new("curl");
-        c.args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--resolve",
-            &format!("example.com:{port}:127.0.0.1"),
-        ])
-        .args(["--cacert", s(&w.origin_ca.pem())]);
-        if let Some(l) = identity {
-            c.args(["--cert", s(&l.cert), "--key", s(&l.key)]);
-        }
-        run(c.arg(format!("https://example.com:{port}/")))
+        run(&mut aop_e2e::curl("example.com", port, &roots, identity))
     };
     let (mut child, port, rx) = start_example(&w, &[]);
     let o = curl(port, Some(&w.edge));

@@ -7,8 +7,7 @@
 //! and finish promptly: each run here is killed and failed after [`DEADLINE`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use aop_e2e::{TempDir, bin, code, stderr, stdout, tempdir};
@@ -19,29 +18,11 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// Run `program args`, failing the test (and killing the process) if it has not exited
 /// within [`DEADLINE`].
 fn run_promptly(program: &Path, args: &[&str]) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!(
-                "{} {args:?} still running after {DEADLINE:?}: it hangs",
-                program.display()
-            );
-        }
-    }
+    aop_e2e::run_within(
+        Command::new(program).args(args).env("NO_COLOR", "1"),
+        &[],
+        DEADLINE,
+    )
 }
 
 fn certtool(args: &[&str]) -> Output {

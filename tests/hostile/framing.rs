@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use aop_e2e::guard::{Certs, Guard, client_config, connect, round_trip};
-use aop_e2e::pki;
 use aop_e2e::upstream::{Echo, header};
+use aop_e2e::{metric, pki};
 use tokio::io::AsyncWriteExt as _;
 
 const POLICY: &str = "header_read_timeout_secs = 2\nrequest_body_timeout_secs = 1\n";
@@ -22,18 +22,11 @@ fn site(upstream: std::net::SocketAddr, trust: &str, mode: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_request_bodies_are_the_clients_fault_not_the_upstreams() {
-    let Certs {
-        dir,
-        origin_ca,
-        edge,
-    } = Certs::new(&["a.test"]);
-    let d = dir.path();
-    let echo = Echo::start().await;
-    let guard = Guard::start(
-        d,
-        &format!("{POLICY}{}", site(echo.addr, "edge-ca/ca.pem", "require")),
-    );
-    let config = client_config(&origin_ca.pem(), Some(&edge));
+    let (certs, _echo, guard) = super::guarded(&["a.test"], |up| {
+        format!("{POLICY}{}", site(up, "edge-ca/ca.pem", "require"))
+    })
+    .await;
+    let config = client_config(&certs.origin_ca.pem(), Some(&certs.edge));
     let fresh = || connect(guard.addr(), "a.test", true, &config);
 
     // The control: a well-formed chunked body reaches the upstream whole.
@@ -80,18 +73,13 @@ async fn broken_request_bodies_are_the_clients_fault_not_the_upstreams() {
     assert_eq!(r.status, 408, "{}", r.text);
 
     let m = guard.metrics_text();
-    assert!(
-        m.contains("aop_upstream_errors_total{site=\"a.test\"} 0"),
-        "{m}"
-    );
-    assert!(
-        m.contains("aop_client_errors_total{site=\"a.test\"} 5"),
-        "{m}"
-    );
-    assert!(
-        m.contains("aop_requests_total{site=\"a.test\",status=\"400\"} 3"),
-        "{m}"
-    );
+    for (series, want) in [
+        ("aop_upstream_errors_total{site=\"a.test\"}", 0),
+        ("aop_client_errors_total{site=\"a.test\"}", 5),
+        ("aop_requests_total{site=\"a.test\",status=\"400\"}", 3),
+    ] {
+        assert_eq!(metric(&m, series), Some(want), "{series}:\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,11 +182,7 @@ fn an_edge_that_resets_after_its_finished_is_never_logged_as_failed() {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let (verdicts, m) = loop {
         let m = guard.metrics_text();
-        let counted: u64 = m
-            .lines()
-            .filter(|l| l.starts_with("aop_handshakes_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
+        let counted = aop_e2e::metric_total(&m, "aop_handshakes_total", "");
         let verdicts = guard.lines_with("client certificate verdict");
         if verdicts.len() as u64 == counted || std::time::Instant::now() > deadline {
             break (verdicts, m);
@@ -214,13 +198,19 @@ fn an_edge_that_resets_after_its_finished_is_never_logged_as_failed() {
         .iter()
         .filter(|l| l.contains("completed=false"))
         .count();
-    let want = format!("aop_handshakes_incomplete_total{{site=\"shared\"}} {incomplete}");
-    assert!(m.contains(&want), "want {want}:\n{m}");
-    let all = format!(
-        "aop_handshakes_total{{site=\"shared\",verdict=\"SUCCESS\",reason=\"\"}} {}",
-        verdicts.len()
+    assert_eq!(
+        metric(&m, "aop_handshakes_incomplete_total{site=\"shared\"}"),
+        Some(incomplete as u64),
+        "{m}"
     );
-    assert!(m.contains(&all), "want {all}:\n{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "aop_handshakes_total{site=\"shared\",verdict=\"SUCCESS\",reason=\"\"}"
+        ),
+        Some(verdicts.len() as u64),
+        "{m}"
+    );
     eprintln!(
         "s_time: {} connections, {incomplete} reset before the handshake completed",
         verdicts.len()
@@ -232,21 +222,14 @@ fn an_edge_that_resets_after_its_finished_is_never_logged_as_failed() {
 /// upstream), while an upstream that does not answer a complete request in time is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_is_not_an_upstream_timeout() {
-    let Certs {
-        dir,
-        origin_ca,
-        edge,
-    } = Certs::new(&["a.test"]);
-    let d = dir.path();
-    let echo = Echo::start().await;
-    let guard = Guard::start(
-        d,
-        &format!(
+    let (certs, _echo, guard) = super::guarded(&["a.test"], |up| {
+        format!(
             "upstream_timeout_secs = 1\nrequest_body_timeout_secs = 2\n{}",
-            site(echo.addr, "edge-ca/ca.pem", "require")
-        ),
-    );
-    let config = client_config(&origin_ca.pem(), Some(&edge));
+            site(up, "edge-ca/ca.pem", "require")
+        )
+    })
+    .await;
+    let config = client_config(&certs.origin_ca.pem(), Some(&certs.edge));
     // A 30-byte body sent 5 bytes every 400 ms: 2.4 s, longer than the upstream timeout.
     let mut tls = connect(guard.addr(), "a.test", true, &config)
         .await
@@ -271,8 +254,9 @@ async fn a_slow_upload_is_not_an_upstream_timeout() {
     .unwrap();
     assert_eq!(r.status, 504, "{}", r.text);
     let m = guard.metrics_text();
-    assert!(
-        m.contains("aop_upstream_errors_total{site=\"a.test\"} 1"),
+    assert_eq!(
+        metric(&m, "aop_upstream_errors_total{site=\"a.test\"}"),
+        Some(1),
         "{m}"
     );
 }
@@ -310,8 +294,9 @@ async fn an_upstream_that_switches_protocols_unasked_gets_502() {
     assert_eq!(r.status, 502, "{}", r.text);
     assert!(!r.text.contains("raw bytes"), "{}", r.text);
     let m = guard.metrics_text();
-    assert!(
-        m.contains("aop_upstream_errors_total{site=\"a.test\"} 1"),
+    assert_eq!(
+        metric(&m, "aop_upstream_errors_total{site=\"a.test\"}"),
+        Some(1),
         "{m}"
     );
 }

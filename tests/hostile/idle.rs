@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use aop_e2e::guard::{Certs, Guard, client_config, closed_within, connect, round_trip};
+use aop_e2e::metric;
 use aop_e2e::upstream::{Echo, header};
 use tokio::io::AsyncWriteExt as _;
 
@@ -26,23 +27,36 @@ fn sites(upstream: std::net::SocketAddr) -> String {
     )
 }
 
+/// `n` requests from the edge, each on a new connection; every one must be answered.
+async fn edge_requests(
+    guard: &Guard,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    n: usize,
+) -> Vec<aop_e2e::guard::Reply> {
+    let mut replies = Vec::new();
+    for i in 0..n {
+        let mut tls = connect(guard.addr(), "a.test", true, config)
+            .await
+            .unwrap_or_else(|e| panic!("edge connection {i} refused: {e}"));
+        let request = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+        let r = round_trip(&mut tls, request)
+            .await
+            .unwrap_or_else(|| panic!("edge request {i} got no answer"));
+        replies.push(r);
+    }
+    replies
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_connections_are_closed_by_the_timers() {
-    let Certs {
-        dir,
-        origin_ca,
-        edge,
-    } = Certs::new(&["a.test", "opt.test"]);
-    let d = dir.path();
-    let echo = Echo::start().await;
-    let guard = Guard::start(
-        d,
-        &format!(
+    let (certs, _echo, guard) = super::guarded(&["a.test", "opt.test"], |up| {
+        format!(
             "header_read_timeout_secs = 1\nkeepalive_timeout_secs = 2\nsend_timeout_secs = 1\n{}",
-            sites(echo.addr)
-        ),
-    );
-    let config = client_config(&origin_ca.pem(), Some(&edge));
+            sites(up)
+        )
+    })
+    .await;
+    let config = client_config(&certs.origin_ca.pem(), Some(&certs.edge));
 
     // Silent after the handshake: closed by the keep-alive timer.
     let mut silent = connect(guard.addr(), "a.test", true, &config)
@@ -107,40 +121,29 @@ async fn silent_and_trickling_connections_are_closed_by_the_timers() {
     drop(stalled);
 
     let m = guard.metrics_text();
-    assert!(
-        m.contains("aop_connections_closed_total{site=\"a.test\",limit=\"send_timeout\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("aop_connections_closed_total{site=\"a.test\",limit=\"keepalive_timeout\"} 2"),
-        "{m}"
-    );
-    assert!(
-        m.contains("aop_connections_closed_total{site=\"a.test\",limit=\"header_read_timeout\"} 1"),
-        "{m}"
-    );
+    for (limit, want) in [
+        ("send_timeout", 1),
+        ("keepalive_timeout", 2),
+        ("header_read_timeout", 1),
+    ] {
+        let series = format!("aop_connections_closed_total{{site=\"a.test\",limit=\"{limit}\"}}");
+        assert_eq!(metric(&m, &series), Some(want), "{series}:\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_that_never_authenticates_cannot_lock_the_edge_out() {
-    let Certs {
-        dir,
-        origin_ca,
-        edge,
-    } = Certs::new(&["a.test", "opt.test"]);
-    let d = dir.path();
-    let echo = Echo::start().await;
     // Limits lowered so a few hundred connections fill them.
-    let guard = Guard::start(
-        d,
-        &format!(
+    let (certs, _echo, guard) = super::guarded(&["a.test", "opt.test"], |up| {
+        format!(
             "max_connections = 60\nmax_handshakes = 30\nmax_handshakes_per_peer = 20\n\
              max_unauthenticated_per_peer = 10\nhandshake_timeout_secs = 60\nkeepalive_timeout_secs = 60\n{}",
-            sites(echo.addr)
-        ),
-    );
-    let anonymous = client_config(&origin_ca.pem(), None);
-    let with_cert = client_config(&origin_ca.pem(), Some(&edge));
+            sites(up)
+        )
+    })
+    .await;
+    let anonymous = client_config(&certs.origin_ca.pem(), None);
+    let with_cert = client_config(&certs.origin_ca.pem(), Some(&certs.edge));
 
     // 40 certificate-less TLS connections to the optional site, held idle.
     let mut held_tls = Vec::new();
@@ -160,16 +163,11 @@ async fn a_crowd_that_never_authenticates_cannot_lock_the_edge_out() {
         held_tcp.push(tokio::net::TcpStream::connect(guard.addr()).await.unwrap());
     }
     // The edge: 20 requests, each on a new connection, every one served.
-    for i in 0..20 {
-        let mut tls = connect(guard.addr(), "a.test", true, &with_cert)
-            .await
-            .unwrap_or_else(|e| panic!("edge connection {i} refused: {e}"));
-        let r = round_trip(
-            &mut tls,
-            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-        )
+    for (i, r) in edge_requests(&guard, &with_cert, 20)
         .await
-        .unwrap_or_else(|| panic!("edge request {i} got no answer"));
+        .iter()
+        .enumerate()
+    {
         assert_eq!(r.status, 200, "edge request {i}: {}", r.text);
         assert_eq!(
             header(r.body(), "x-client-verify").as_deref(),
@@ -198,11 +196,11 @@ async fn a_crowd_that_never_authenticates_cannot_lock_the_edge_out() {
         "{tls_open} idle certificate-less connections still open"
     );
     let m = guard.metrics_text();
-    for want in [
+    for series in [
         "aop_connections_closed_total{site=\"\",limit=\"max_handshakes_per_peer\"}",
         "aop_connections_closed_total{site=\"opt.test\",limit=\"max_unauthenticated_per_peer\"}",
     ] {
-        assert!(m.contains(want), "no {want}:\n{m}");
+        assert!(metric(&m, series).is_some_and(|n| n >= 1), "{series}:\n{m}");
     }
     assert!(
         !guard
@@ -240,17 +238,8 @@ async fn the_budget_binds_before_the_open_files_limit_does() {
         held.push(tokio::net::TcpStream::connect(guard.addr()).await.unwrap());
     }
     let config = client_config(&origin_ca.pem(), Some(&edge));
-    for i in 0..5 {
-        let mut tls = connect(guard.addr(), "a.test", true, &config)
-            .await
-            .unwrap_or_else(|e| panic!("edge connection {i}: {e}"));
-        let r = round_trip(
-            &mut tls,
-            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap_or_else(|| panic!("edge request {i} got no answer"));
-        assert_eq!(r.status, 200, "{}", r.text);
+    for (i, r) in edge_requests(&guard, &config, 5).await.iter().enumerate() {
+        assert_eq!(r.status, 200, "edge request {i}: {}", r.text);
     }
     assert!(
         guard.lines_with("accept failed").is_empty(),
@@ -258,7 +247,11 @@ async fn the_budget_binds_before_the_open_files_limit_does() {
     );
     let m = guard.metrics_text();
     assert!(
-        m.contains("aop_connections_closed_total{site=\"\",limit=\"max_connections\"}"),
+        metric(
+            &m,
+            "aop_connections_closed_total{site=\"\",limit=\"max_connections\"}"
+        )
+        .is_some_and(|n| n >= 1),
         "{m}"
     );
 }
@@ -269,21 +262,14 @@ async fn the_budget_binds_before_the_open_files_limit_does() {
 /// edge is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_from_many_addresses_meets_the_global_caps() {
-    let Certs {
-        dir,
-        origin_ca,
-        edge,
-    } = Certs::new(&["a.test", "opt.test"]);
-    let d = dir.path();
-    let echo = Echo::start().await;
-    let guard = Guard::start(
-        d,
-        &format!(
+    let (certs, _echo, guard) = super::guarded(&["a.test", "opt.test"], |up| {
+        format!(
             "max_connections = 50\nmax_handshakes = 20\nmax_handshakes_per_peer = 10\n\
              max_unauthenticated_per_peer = 10\nhandshake_timeout_secs = 60\n{}",
-            sites(echo.addr)
-        ),
-    );
+            sites(up)
+        )
+    })
+    .await;
     let from = |i: usize| std::net::SocketAddr::from(([127, 0, 1, 1 + (i % 20) as u8], 0));
     // 100 silent TCP connections, 5 per address.
     let mut held_tcp = Vec::new();
@@ -293,7 +279,7 @@ async fn a_crowd_from_many_addresses_meets_the_global_caps() {
         held_tcp.push(socket.connect(guard.addr()).await.unwrap());
     }
     // Then 60 certificate-less TLS connections held on the optional site, 3 per address.
-    let anonymous = client_config(&origin_ca.pem(), None);
+    let anonymous = client_config(&certs.origin_ca.pem(), None);
     let mut held_tls = Vec::new();
     for i in 0..60 {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -307,27 +293,25 @@ async fn a_crowd_from_many_addresses_meets_the_global_caps() {
             held_tls.push(tls);
         }
     }
-    let config = client_config(&origin_ca.pem(), Some(&edge));
-    for i in 0..10 {
-        let mut tls = connect(guard.addr(), "a.test", true, &config)
-            .await
-            .unwrap_or_else(|e| panic!("edge connection {i}: {e}"));
-        let r = round_trip(
-            &mut tls,
-            b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap_or_else(|| panic!("edge request {i} got no answer"));
-        assert_eq!(r.status, 200, "{}", r.text);
+    let config = client_config(&certs.origin_ca.pem(), Some(&certs.edge));
+    for (i, r) in edge_requests(&guard, &config, 10).await.iter().enumerate() {
+        assert_eq!(r.status, 200, "edge request {i}: {}", r.text);
     }
     let m = guard.metrics_text();
-    for want in [
-        "aop_connections_closed_total{site=\"\",limit=\"max_handshakes\"}",
-        "limit=\"max_connections\"}",
-    ] {
-        assert!(m.contains(want), "no {want}:\n{m}");
-    }
-    assert!(!m.contains("limit=\"max_handshakes_per_peer\""), "{m}");
+    let closed = |limit: &str| {
+        let label = format!("limit=\"{limit}\"");
+        aop_e2e::metric_total(&m, "aop_connections_closed_total", &label)
+    };
+    assert!(
+        metric(
+            &m,
+            "aop_connections_closed_total{site=\"\",limit=\"max_handshakes\"}"
+        )
+        .is_some_and(|n| n >= 1),
+        "{m}"
+    );
+    assert!(closed("max_connections") >= 1, "{m}");
+    assert_eq!(closed("max_handshakes_per_peer"), 0, "{m}");
     let mut open = 0;
     for tcp in &mut held_tcp {
         if !closed_within(tcp, Duration::from_millis(20)).await {
@@ -360,17 +344,10 @@ async fn the_metrics_port_holds_a_bounded_number_of_connections() {
     );
     drop(held);
     // Once they are gone, the scraper is served again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = std::panic::catch_unwind(|| guard.metrics_text())
-            .is_ok_and(|m| m.contains("aop_handshakes_total"));
-        if ok {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metrics never served again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    aop_e2e::wait_until_async("metrics served again", Duration::from_secs(10), || {
+        std::panic::catch_unwind(|| guard.metrics_text())
+            .is_ok_and(|m| m.contains("aop_handshakes_total"))
+            .then_some(())
+    })
+    .await;
 }

@@ -22,3 +22,20 @@ mod idle;
 mod probe;
 mod review;
 mod work;
+
+/// The usual start of an attack on the guard: certificates for `hosts`
+/// ([`Certs`](aop_e2e::guard::Certs)), an echo upstream, and the guard on
+/// `config(the upstream's address)`.
+async fn guarded(
+    hosts: &[&str],
+    config: impl FnOnce(std::net::SocketAddr) -> String,
+) -> (
+    aop_e2e::guard::Certs,
+    aop_e2e::upstream::Echo,
+    aop_e2e::guard::Guard,
+) {
+    let certs = aop_e2e::guard::Certs::new(hosts);
+    let echo = aop_e2e::upstream::Echo::start().await;
+    let guard = aop_e2e::guard::Guard::start(certs.dir.path(), &config(echo.addr));
+    (certs, echo, guard)
+}

@@ -9,15 +9,15 @@
 //! real server does on request (hang up after the handshake, or during it).
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aop_e2e::nginx::Nginx;
 use aop_e2e::pki::{self, Leaf, TestCa};
-use aop_e2e::{TempDir, certtool, code, have_nginx, have_peer, stderr, stdout, tempdir};
+use aop_e2e::{Running, TempDir, certtool, code, have_peer, stderr, stdout, tempdir};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -224,37 +224,11 @@ const OUTCOMES: &[&str] = &[
 
 const NOTHING: &str = " — this proves nothing either way";
 
-/// A child process killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 // ---- nginx ----
 
 #[test]
 fn nginx_optional_with_a_none_verdict_is_open() {
-    if !have_nginx("nginx_optional_with_a_none_verdict_is_open") {
+    if !have_peer("nginx", "nginx_optional_with_a_none_verdict_is_open") {
         return;
     }
     let w = world();
@@ -328,7 +302,10 @@ fn nginx_optional_with_a_none_verdict_is_open() {
 
 #[test]
 fn nginx_verify_off_with_a_refusal_page_as_content_is_open() {
-    if !have_nginx("nginx_verify_off_with_a_refusal_page_as_content_is_open") {
+    if !have_peer(
+        "nginx",
+        "nginx_verify_off_with_a_refusal_page_as_content_is_open",
+    ) {
         return;
     }
     let w = world();
@@ -348,7 +325,7 @@ fn nginx_verify_off_with_a_refusal_page_as_content_is_open() {
 
 #[test]
 fn nginx_verify_on_refuses_with_its_400_pages() {
-    if !have_nginx("nginx_verify_on_refuses_with_its_400_pages") {
+    if !have_peer("nginx", "nginx_verify_on_refuses_with_its_400_pages") {
         return;
     }
     let w = world();
@@ -404,7 +381,7 @@ fn nginx_verify_on_refuses_with_its_400_pages() {
 
 #[test]
 fn nginx_statuses_refuse_serve_or_prove_nothing() {
-    if !have_nginx("nginx_statuses_refuse_serve_or_prove_nothing") {
+    if !have_peer("nginx", "nginx_statuses_refuse_serve_or_prove_nothing") {
         return;
     }
     let w = world();
@@ -568,18 +545,8 @@ fn openssl_s_server_without_verify_is_open() {
         return;
     }
     let w = world();
-    let port = free_port();
-    let server = Running(
-        Command::new("openssl")
-            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-            .args(["-cert", s(&w.server.cert), "-key", s(&w.server.key)])
-            .args(["-www", "-quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(port, "openssl s_server");
+    let (server, port) =
+        aop_e2e::openssl_s_server(&["-cert", s(&w.server.cert), "-key", s(&w.server.key), "-www"]);
     w.row(
         port,
         "/",
@@ -854,19 +821,21 @@ fn an_alert_before_any_certificate_request_proves_nothing() {
     // An origin that only speaks TLS 1.1 refuses the probe's ClientHello before it could
     // ask for a certificate: a protocol refusal, not a certificate one.
     let w = world();
-    let port = free_port();
-    let server = Running(
-        Command::new("openssl")
-            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-            .args(["-cert", s(&w.server.cert), "-key", s(&w.server.key)])
-            .args(["-tls1_1", "-cipher", "ALL:@SECLEVEL=0", "-www", "-quiet"])
-            .args(["-Verify", "1", "-CAfile", s(&w.edge_ca.pem())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(port, "openssl s_server -tls1_1");
+    let ca = w.edge_ca.pem();
+    let (server, port) = aop_e2e::openssl_s_server(&[
+        "-cert",
+        s(&w.server.cert),
+        "-key",
+        s(&w.server.key),
+        "-tls1_1",
+        "-cipher",
+        "ALL:@SECLEVEL=0",
+        "-www",
+        "-Verify",
+        "1",
+        "-CAfile",
+        s(&ca),
+    ]);
     let j = w.json(port, "/", Client::Nobody, "reject");
     assert_eq!(j["outcome"], "alert_before_certificate", "{j}");
     assert_eq!(j["certificate_requested"], false, "{j}");
@@ -881,8 +850,8 @@ fn an_alert_before_any_certificate_request_proves_nothing() {
 #[test]
 fn an_unreachable_origin_proves_nothing() {
     let w = world();
-    // A port that was free a moment ago: nothing listens there.
-    let port = free_port();
+    // A port held bound and never listening: every connection is refused.
+    let (_held, port) = aop_e2e::refused_port();
     let (c, out) = w.probe(port, "/", Client::Nobody, "reject", false);
     assert_eq!(c, 1, "{out}");
     let line = out.lines().find(|l| l.starts_with("  expect ")).unwrap();
