@@ -87,16 +87,16 @@ impl TestOrigin {
         let counter = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match acceptor.accept(tcp).await {
+                    match acceptor.accept(tcp, peer).await {
                         Ok(conn) => {
-                            let _ = tx.send(conn.verdict.clone());
+                            let _ = tx.send(conn.verdict().clone());
                             let _ =
                                 aop_verify::hyper::serve_connection(conn, service_fn(handle)).await;
                         }

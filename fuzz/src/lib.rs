@@ -253,9 +253,9 @@ fn refused_by(rig: &AcceptorRig, bytes: &[u8]) {
             let mut sink = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut sink).await;
         };
-        let (result, ()) = tokio::join!(rig.acceptor.accept(server), writer);
+        let (result, ()) = tokio::join!(rig.acceptor.accept(server, None), writer);
         if let Ok(accepted) = result {
-            panic!("accepted a connection: {:?}", accepted.verdict);
+            panic!("accepted a connection: {:?}", accepted.verdict());
         }
     });
 }

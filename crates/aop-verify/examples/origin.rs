@@ -78,11 +78,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "origin listening");
     loop {
-        let (tcp, _) = listener.accept().await?;
+        let (tcp, peer) = listener.accept().await?;
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             // Refused connections are logged by the acceptor; nothing more to do.
-            if let Ok(conn) = acceptor.accept(tcp).await {
+            if let Ok(conn) = acceptor.accept(tcp, peer).await {
                 let _ = aop_verify::hyper::serve_connection(conn, service_fn(handle)).await;
             }
         });

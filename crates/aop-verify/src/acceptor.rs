@@ -1,10 +1,13 @@
-//! Accepting connections: TCP in, a TLS stream and its verdict out — or a refusal that
-//! carries the verdict. Every connection's verdict is logged exactly once.
+//! Accepting connections: a byte stream in (TCP, a Unix socket, a PROXY-protocol
+//! wrapper, a test duplex), a TLS stream and its verdict out — or a refusal that carries
+//! the verdict. Every connection's verdict is logged exactly once.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::HandshakeKind;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::LazyConfigAcceptor;
@@ -14,7 +17,7 @@ use crate::policy::{Mode, Policy};
 use crate::reload::PolicyHandle;
 use crate::trust::unix_time;
 use crate::verdict::{NoneCause, Outcome, Reason, Verdict};
-use crate::verifier::Capture;
+use crate::verifier::run_handshake;
 
 /// Limits that keep a flood of slow or garbage handshakes from starving the origin.
 #[derive(Clone, Debug)]
@@ -96,22 +99,45 @@ impl Limits {
 /// A connection whose handshake completed. In `require` mode its verdict is `SUCCESS`;
 /// in `optional` mode it may be anything, for the application to decide.
 #[derive(Debug)]
-pub struct Accepted {
+pub struct Accepted<IO = TcpStream> {
     /// The TLS stream, ready for the application protocol.
-    pub stream: TlsStream<TcpStream>,
+    pub(crate) stream: TlsStream<IO>,
     /// The verdict (already logged).
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
     /// The policy the connection was accepted under (to check that each request's Host
     /// belongs to the same rule as the SNI).
-    pub policy: Arc<Policy>,
-    /// The live policy: after a reload, a keep-alive connection's certificate is
-    /// re-checked against the new policy before its next request is served.
-    pub handle: PolicyHandle,
+    pub(crate) policy: Arc<Policy>,
+    /// The live policy: after a reload, the hyper glue re-checks a keep-alive
+    /// connection's certificate against the new policy before its next request.
+    #[cfg(feature = "hyper")]
+    pub(crate) handle: PolicyHandle,
     /// The acceptor's limits (the hyper glue enforces the post-handshake timeouts).
-    pub limits: Limits,
+    #[cfg(feature = "hyper")]
+    pub(crate) limits: Limits,
 }
 
-impl Accepted {
+impl<IO> Accepted<IO> {
+    /// The connection's verdict (already logged).
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// The TLS stream (its rustls connection: `stream().get_ref().1`).
+    pub fn stream(&self) -> &TlsStream<IO> {
+        &self.stream
+    }
+
+    /// The TLS stream, to read and write the application protocol.
+    pub fn stream_mut(&mut self) -> &mut TlsStream<IO> {
+        &mut self.stream
+    }
+
+    /// The TLS stream and the verdict, for an application that serves the connection
+    /// itself (the hyper glue's Host and reload checks are then the application's).
+    pub fn into_parts(self) -> (TlsStream<IO>, Verdict) {
+        (self.stream, self.verdict)
+    }
+
     /// Whether a request for `host` (its Host header or URI authority, port allowed)
     /// belongs to the rule this connection was accepted under. A client that got in
     /// under one rule's SNI (or under the default rule with no SNI) must not reach a
@@ -186,14 +212,23 @@ impl Acceptor {
         &self.policy
     }
 
-    /// Run the TLS handshake on `tcp` and decide. The policy in force when the
+    /// Run the TLS handshake on `io` and decide. The policy in force when the
     /// connection arrived is used for the whole handshake, even if a reload swaps in a
-    /// new one meanwhile.
-    pub async fn accept(&self, tcp: TcpStream) -> Result<Accepted, Refused> {
-        let peer = tcp.peer_addr().ok();
+    /// new one meanwhile. `peer` is the client's address as the caller knows it (a TCP
+    /// stream's `peer_addr`, the address a PROXY-protocol header gave, or `None`); it goes
+    /// into the verdict.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        peer: impl Into<Option<SocketAddr>>,
+    ) -> Result<Accepted<IO>, Refused>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let peer = peer.into();
         let policy = self.policy.current();
         let result =
-            match tokio::time::timeout(self.limits.handshake_timeout, self.handshake(tcp, &policy))
+            match tokio::time::timeout(self.limits.handshake_timeout, self.handshake(io, &policy))
                 .await
             {
                 Ok(r) => r,
@@ -219,24 +254,26 @@ impl Acceptor {
                 stream,
                 verdict,
                 policy,
+                #[cfg(feature = "hyper")]
                 handle: self.policy.clone(),
+                #[cfg(feature = "hyper")]
                 limits: self.limits.clone(),
             }),
             None => Err(Refused { verdict }),
         }
     }
 
-    async fn handshake(
+    async fn handshake<IO: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        tcp: TcpStream,
+        io: IO,
         policy: &Policy,
-    ) -> Result<(Verdict, TlsStream<TcpStream>), Verdict> {
+    ) -> Result<(Verdict, TlsStream<IO>), Verdict> {
         let _permit = self.permits.acquire().await.map_err(|_| {
             let mut v = Verdict::new(Outcome::None(NoneCause::HandshakeError));
             v.detail = Some("acceptor closed".into());
             v
         })?;
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp)
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
             .await
             .map_err(|e| {
                 let mut v = Verdict::new(Outcome::None(NoneCause::HandshakeError));
@@ -256,7 +293,9 @@ impl Acceptor {
                 return Err(v);
             }
         };
-        let (result, slot) = Capture::new(start.into_stream(rule.server_config().clone())).await;
+        // What the rule's verifier learns (the certificate's check, the proof of its key)
+        // comes back with the handshake's result: see `crate::verifier`.
+        let (result, learnt) = run_handshake(start.into_stream(rule.server_config().clone())).await;
         let base = |outcome| {
             let mut v = Verdict::new(outcome);
             v.rule = Some(rule.name().clone());
@@ -267,20 +306,18 @@ impl Acceptor {
             Ok(stream) => {
                 let (_, conn) = stream.get_ref();
                 let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
-                let checked = match slot.checked {
-                    Some(c) => Some(c),
-                    // A resumed session carries the stored chain without re-verifying it:
-                    // check it against the policy in force now (expiry, revocation, reload).
-                    None if resumed => conn.peer_certificates().and_then(|chain| {
-                        let (ee, rest) = chain.split_first()?;
-                        Some(rule.verifier().check(
-                            ee,
-                            rest,
-                            unix_time(time::OffsetDateTime::now_utc()),
-                        ))
-                    }),
-                    None => None,
-                };
+                // The verifier's check of the chain presented in this handshake; or, where
+                // the verifier did not run — a resumed session carries the stored chain
+                // without re-verifying it — a check of the chain the connection holds
+                // against the policy in force now (expiry, revocation, reload).
+                let checked = learnt.checked.or_else(|| {
+                    let (ee, rest) = conn.peer_certificates()?.split_first()?;
+                    Some(rule.verifier().check(
+                        ee,
+                        rest,
+                        unix_time(time::OffsetDateTime::now_utc()),
+                    ))
+                });
                 let mut v = match checked {
                     Some(c) => {
                         let mut v = base(c.outcome);
@@ -308,10 +345,10 @@ impl Acceptor {
             }
             Err(e) => Err(refusal(
                 base,
-                slot.checked,
+                learnt.checked,
                 Proof {
-                    failed: slot.signature_failed,
-                    verified: slot.signature_verified,
+                    failed: learnt.signature_failed,
+                    verified: learnt.signature_verified,
                 },
                 &e,
             )),

@@ -19,7 +19,8 @@ use rustls_pki_types::CertificateDer;
 
 use crate::acceptor::authority_in_rule;
 use crate::authority;
-use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict, unix_time};
+use crate::trust::unix_time;
+use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 
 /// Serve HTTP/1.1 on an accepted connection. Every request carries the connection's
 /// verdict as an `Arc<Verdict>` extension.
@@ -57,8 +58,8 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict, unix_time};
 /// if !verdict.is_success() { /* optional mode: decide here */ }
 /// # }
 /// ```
-pub fn serve_connection<S, B>(
-    accepted: Accepted,
+pub fn serve_connection<S, B, IO>(
+    accepted: Accepted<IO>,
     service: S,
 ) -> impl Future<Output = Result<(), hyper::Error>>
 where
@@ -66,41 +67,44 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + Default + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
-    serve_connection_until(accepted, service, std::future::pending(), None)
+    serve_connection_until(accepted, service, std::future::pending(), Arc::new(()))
 }
 
-/// What the glue refused or closed on one connection, for the caller's metrics.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct ConnCounters {
-    /// Requests answered 421 (a Host outside the connection's rule, or a certificate the
-    /// reloaded policy refuses).
-    pub misdirected: AtomicU64,
-    /// Requests answered 400 (no Host, several, or one that does not parse).
-    pub bad_request: AtomicU64,
-    /// Connections closed because a request head did not arrive in time.
-    pub header_timeout: AtomicU64,
-    /// Connections closed because no request started in time.
-    pub keepalive_timeout: AtomicU64,
-    /// Connections closed because the client stopped taking the response.
-    pub send_timeout: AtomicU64,
+/// What the glue refuses or closes on a connection, reported as it happens (for the
+/// caller's metrics). Every method does nothing unless overridden; `()` observes nothing.
+/// Each event is also logged (target `aop::verdict`) by the glue itself.
+pub trait Observer: Send + Sync {
+    /// A request was answered 421: a Host outside the connection's rule, or a
+    /// certificate the reloaded policy refuses.
+    fn misdirected(&self) {}
+    /// A request was answered 400: no Host, several, or one that does not parse.
+    fn bad_request(&self) {}
+    /// The connection was closed because a request head did not arrive in time.
+    fn header_timeout(&self) {}
+    /// The connection was closed because no request started in time.
+    fn keepalive_timeout(&self) {}
+    /// The connection was closed because the client stopped taking the response.
+    fn send_timeout(&self) {}
 }
+
+impl Observer for () {}
 
 /// As [`serve_connection`], and when `shutdown` completes, finish the request in
 /// progress (if any), then close the connection gracefully instead of waiting for the
-/// next request. `counters`, if given, counts the 421s, 400s and timeouts.
+/// next request. `observer` hears of every 421, 400 and timeout.
 ///
 /// The future returned is a few pointers: the connection (hyper's state, the TLS stream,
-/// the service; about 2 KiB) is one heap allocation of its own size, and `shutdown` and
-/// the timer others. An `async fn` here would keep its arguments beside the connection
-/// they were moved into, and a task that awaited it would carry both for the
-/// connection's whole life (measured: a 16.7 KiB task per connection in aop-origin).
-pub fn serve_connection_until<S, B, F>(
-    accepted: Accepted,
+/// the service) is one heap allocation of its own size, and `shutdown` and the timer
+/// others. An `async fn` here would keep its arguments beside the connection they were
+/// moved into, and a task that awaited it would carry both for the connection's whole
+/// life.
+pub fn serve_connection_until<S, B, F, IO>(
+    accepted: Accepted<IO>,
     service: S,
     shutdown: F,
-    counters: Option<Arc<ConnCounters>>,
+    observer: Arc<dyn Observer>,
 ) -> impl Future<Output = Result<(), hyper::Error>>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
@@ -108,26 +112,32 @@ where
     B: Body + Default + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let chain: Option<Arc<[CertificateDer<'static>]>> = accepted
-        .stream
+    let Accepted {
+        stream,
+        verdict,
+        policy,
+        handle,
+        limits,
+    } = accepted;
+    let chain: Option<Arc<[CertificateDer<'static>]>> = stream
         .get_ref()
         .1
         .peer_certificates()
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
     let activity = Arc::new(Activity::new());
-    let limits = accepted.limits;
-    let verdict = Arc::new(accepted.verdict);
+    let verdict = Arc::new(verdict);
     let service = WithVerdict {
         inner: service,
-        state: std::sync::Mutex::new((accepted.policy, verdict.clone())),
-        handle: accepted.handle,
+        state: std::sync::Mutex::new((policy, verdict.clone())),
+        handle,
         chain,
-        counters: counters.clone(),
+        observer: observer.clone(),
         activity: activity.clone(),
     };
     let io = Watched {
-        inner: accepted.stream,
+        inner: stream,
         activity: activity.clone(),
     };
     let mut conn = Box::pin(
@@ -150,7 +160,7 @@ where
                 return Poll::Pending;
             };
             if tokio::time::Instant::now() >= at {
-                closed_for(why, &verdict, counters.as_deref());
+                closed_for(why, &verdict, &*observer);
                 return Poll::Ready(Ok(()));
             }
             if timer.deadline() != at {
@@ -163,15 +173,12 @@ where
     })
 }
 
-/// Log (and count) a connection the glue closed for a timeout.
-fn closed_for(why: Timeout, verdict: &Verdict, counters: Option<&ConnCounters>) {
-    if let Some(c) = counters {
-        match why {
-            Timeout::Header => &c.header_timeout,
-            Timeout::KeepAlive => &c.keepalive_timeout,
-            Timeout::Send => &c.send_timeout,
-        }
-        .fetch_add(1, Ordering::Relaxed);
+/// Log (and report) a connection the glue closed for a timeout.
+fn closed_for(why: Timeout, verdict: &Verdict, observer: &dyn Observer) {
+    match why {
+        Timeout::Header => observer.header_timeout(),
+        Timeout::KeepAlive => observer.keepalive_timeout(),
+        Timeout::Send => observer.send_timeout(),
     }
     let peer = verdict.peer.map(|p| p.to_string()).unwrap_or_default();
     tracing::info!(target: "aop::verdict", verdict = %verdict.outcome, closed = why.as_str(),
@@ -403,7 +410,7 @@ struct WithVerdict<S> {
     handle: PolicyHandle,
     /// The client's chain, to re-check it after a reload.
     chain: Option<Arc<[CertificateDer<'static>]>>,
-    counters: Option<Arc<ConnCounters>>,
+    observer: Arc<dyn Observer>,
     activity: Arc<Activity>,
 }
 
@@ -459,12 +466,6 @@ impl<S> WithVerdict<S> {
         Some((current, verdict))
     }
 
-    fn count(&self, which: impl Fn(&ConnCounters) -> &AtomicU64) {
-        if let Some(c) = &self.counters {
-            which(c).fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// 400 or 421 for a request whose names do not all parse strictly, or do not all
     /// belong to the connection's rule; `None` if it may pass.
     fn refuse_names(
@@ -474,7 +475,7 @@ impl<S> WithVerdict<S> {
         verdict: &Verdict,
     ) -> Option<StatusCode> {
         let bad = || {
-            self.count(|c| &c.bad_request);
+            self.observer.bad_request();
             Some(StatusCode::BAD_REQUEST)
         };
         let mut hosts = req.headers().get_all(HOST).iter();
@@ -501,7 +502,7 @@ impl<S> WithVerdict<S> {
             }
             tracing::warn!(target: "aop::verdict", host = %authority, rule = verdict.rule.as_deref().unwrap_or(""),
                 sni = verdict.sni.as_deref().unwrap_or(""), "request for a host outside the connection's rule: 421");
-            self.count(|c| &c.misdirected);
+            self.observer.misdirected();
             Some(StatusCode::MISDIRECTED_REQUEST)
         };
         let direct = host
@@ -550,7 +551,7 @@ where
 {
     type Response = Response<Tracked<B>>;
     type Error = S::Error;
-    type Future = Checked<S::Future, B, S::Error>;
+    type Future = Answer<S::Future, B, S::Error>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let busy = self.activity.begin();
@@ -563,20 +564,20 @@ where
                     hyper::header::HeaderValue::from_static("close"),
                 );
             }
-            Checked::Refused {
+            Answer::Refused {
                 response: Some(resp),
                 busy: Some(busy),
             }
         };
         let Some((policy, verdict)) = self.current() else {
-            self.count(|c| &c.misdirected);
+            self.observer.misdirected();
             return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
         };
         if let Some(status) = self.refuse_names(&req, &policy, &verdict) {
             return refuse(status, status == StatusCode::BAD_REQUEST, busy);
         }
         req.extensions_mut().insert(verdict);
-        Checked::Inner {
+        Answer::Inner {
             future: Box::pin(self.inner.call(req)),
             busy: Some(busy),
         }
@@ -584,7 +585,7 @@ where
 }
 
 /// The service's future, or an immediate refusal (400 or 421).
-enum Checked<F, B, E> {
+enum Answer<F, B, E> {
     /// The inner service is handling the request.
     Inner {
         /// The service's future.
@@ -600,11 +601,11 @@ enum Checked<F, B, E> {
     _Error(std::marker::PhantomData<fn() -> E>),
 }
 
-// Nothing in `Checked` is structurally pinned: the inner future is boxed, and the
+// Nothing in `Answer` is structurally pinned: the inner future is boxed, and the
 // response is moved out, never pinned.
-impl<F, B, E> Unpin for Checked<F, B, E> {}
+impl<F, B, E> Unpin for Answer<F, B, E> {}
 
-impl<F, B, E> Future for Checked<F, B, E>
+impl<F, B, E> Future for Answer<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {

@@ -34,6 +34,11 @@
 //! and picks the config. Each config has its own session cache, and a resumed session's
 //! stored certificate is re-checked against the policy in force.
 //!
+//! Every configuration is built on one crypto provider, [`PolicySpec::provider`]:
+//! by default [`aop_pki::default_provider`] (the process default if one is installed,
+//! else aws-lc-rs); set another (a FIPS build, a provider with fewer algorithms) with
+//! [`PolicySpec::with_provider`].
+//!
 //! ## Getting started
 //!
 //! The smallest real origin server is `examples/origin.rs`
@@ -55,11 +60,15 @@
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
 //! loop {
-//!     let (tcp, _) = listener.accept().await?;
+//!     let (tcp, peer) = listener.accept().await?;
 //!     let acceptor = acceptor.clone();
 //!     tokio::spawn(async move {
-//!         match acceptor.accept(tcp).await {
-//!             Ok(conn) => { /* serve conn.stream; conn.verdict is SUCCESS in require mode */ }
+//!         match acceptor.accept(tcp, peer).await {
+//!             Ok(conn) => {
+//!                 // In require mode the verdict is SUCCESS; in optional mode, decide here.
+//!                 assert!(conn.verdict().is_success());
+//!                 let (tls, verdict) = conn.into_parts(); // or hand `conn` to the hyper glue
+//!             }
 //!             Err(refused) => { /* already logged: refused.verdict */ }
 //!         }
 //!     });
@@ -67,13 +76,19 @@
 //! # }
 //! ```
 //!
+//! [`Acceptor::accept`] takes any `AsyncRead + AsyncWrite + Unpin` stream and the peer's
+//! address as the caller knows it: a TCP stream, a Unix socket, a stream behind a PROXY
+//! protocol header (pass the address it names), an in-memory duplex in a test.
+//!
 //! `certtool verify` runs [`Trust::check`], the very function the TLS verifier runs, so
 //! its offline verdict is the one the origin would log.
 //!
 //! ## What the hyper glue adds (feature `hyper`)
 //!
 //! `hyper::serve_connection` serves an accepted connection with the verdict in every
-//! request's extensions, and guards what comes after the handshake: every Host header and
+//! request's extensions (`hyper::serve_connection_until` also stops on a shutdown signal
+//! and reports each 421, 400 and timeout to a `hyper::Observer` for the caller's
+//! metrics), and guards what comes after the handshake: every Host header and
 //! absolute-form authority is parsed strictly by [`authority::parse`] (400 if it does not
 //! parse, if there are two Host headers or none) and must belong to the connection's rule
 //! (421 otherwise, the default rule included); a request head must arrive whole within
@@ -88,6 +103,8 @@
 
 mod acceptor;
 pub mod authority;
+#[doc(hidden)]
+pub mod bench;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod hyper;
@@ -99,7 +116,7 @@ mod verifier;
 
 pub use acceptor::{Accepted, Acceptor, Limits, Refused};
 pub use error::{Error, Result};
-pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec, crypto_provider, tune_server_config};
+pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec};
 pub use reload::PolicyHandle;
-pub use trust::{CACHE_MAX, Checked, DEFAULT_MAX_DEPTH, Trust, TrustSpec, unix_time};
+pub use trust::{Checked, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
 pub use verdict::{NoneCause, Outcome, Reason, Verdict};

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use time::OffsetDateTime;
 
 use crate::trust::{Trust, TrustSpec};
@@ -94,7 +95,7 @@ impl RuleSpec {
 }
 
 /// The whole policy, as file paths and values (for [`Policy::load`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PolicySpec {
     /// Rules selected by SNI.
@@ -105,15 +106,41 @@ pub struct PolicySpec {
     pub default: Option<RuleSpec>,
     /// ALPN protocols offered, most preferred first. Default: `http/1.1`.
     pub alpn: Vec<Vec<u8>>,
+    /// The crypto provider every rule uses: its signature algorithms verify client
+    /// chains and CertificateVerify, its key provider loads the origin's keys, and its
+    /// cipher suites (reordered: AES-128-GCM first, see [`Policy::load`]), key exchange
+    /// groups and randomness serve the handshakes. Default:
+    /// [`aop_pki::default_provider`] (the process default if one is installed, else
+    /// aws-lc-rs). Set it to use a FIPS build or a provider with fewer algorithms.
+    pub provider: Arc<CryptoProvider>,
 }
 
 impl PolicySpec {
-    /// A policy of these rules and no default rule.
+    /// A policy of these rules and no default rule, on the default crypto provider.
     pub fn new(rules: Vec<RuleSpec>) -> Self {
         Self {
             rules,
             default: None,
             alpn: vec![b"http/1.1".to_vec()],
+            provider: aop_pki::default_provider(),
+        }
+    }
+
+    /// Use `provider` for every rule (see [`PolicySpec::provider`]).
+    pub fn with_provider(mut self, provider: Arc<CryptoProvider>) -> Self {
+        self.provider = provider;
+        self
+    }
+}
+
+impl Default for PolicySpec {
+    /// No rules, no default rule, no ALPN, the default crypto provider.
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            default: None,
+            alpn: Vec::new(),
+            provider: aop_pki::default_provider(),
         }
     }
 }
@@ -178,6 +205,20 @@ pub struct Policy {
 impl Policy {
     /// Read every file of `spec` and build the rustls configurations. Errors name the
     /// file at fault.
+    ///
+    /// Every configuration is built on [`PolicySpec::provider`] with its cipher suites
+    /// reordered: AES-128-GCM first (then AES-256-GCM, then the rest, in the provider's
+    /// order), and the server's order wins over the client's. A handshake is bounded at the
+    /// 128-bit security level by its X25519 or P-256 exchange and the P-256 (or
+    /// 2048/3072-bit RSA) signatures, so AES-256-GCM-SHA384, which most clients put first,
+    /// adds cost without adding strength: SHA-384 has no instructions of its own on x86-64
+    /// (SHA-NI covers SHA-256 only), and a TLS 1.3 handshake runs its key schedule and
+    /// transcript through it some forty times. This is also BoringSSL's fixed order on
+    /// hardware with AES instructions. One TLS 1.3 ticket is sent per handshake, not
+    /// rustls' two: an edge spends one ticket on each resumption and gets one back, and
+    /// each ticket costs a key derivation, a record and a session-cache entry holding the
+    /// client's chain; a client that asks for more with RFC 9149 `ticket_request` gets up
+    /// to four.
     pub fn load(spec: &PolicySpec) -> Result<Self> {
         if spec.rules.is_empty() && spec.default.is_none() {
             return Err(Error::Config("no rules and no default rule".into()));
@@ -215,8 +256,9 @@ impl Policy {
         }
         let trusts = specs
             .iter()
-            .map(|r| Trust::load(&r.trust).map(Arc::new))
+            .map(|r| Trust::load_with_provider(&r.trust, &spec.provider).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let provider = tuned_provider(&spec.provider);
         let mut rules = Vec::with_capacity(specs.len());
         for (i, r) in specs.iter().enumerate() {
             let name: Arc<str> = Arc::from(r.name.as_str());
@@ -233,7 +275,7 @@ impl Policy {
                 others,
                 r.mode,
             ));
-            let (config, server_cert) = server_config(r, verifier.clone(), &spec.alpn)?;
+            let (config, server_cert) = server_config(r, verifier.clone(), &spec.alpn, &provider)?;
             rules.push(Rule {
                 name,
                 server_cert,
@@ -320,9 +362,9 @@ fn server_config(
     r: &RuleSpec,
     verifier: Arc<Verifier>,
     alpn: &[Vec<u8>],
+    provider: &Arc<CryptoProvider>,
 ) -> Result<(Arc<ServerConfig>, aop_pki::CertInfo)> {
-    let aop_pki::KeyPairFiles { chain, key } =
-        aop_pki::load_key_pair(&r.cert, &r.key, &crypto_provider())?;
+    let aop_pki::KeyPairFiles { chain, key } = aop_pki::load_key_pair(&r.cert, &r.key, provider)?;
     let info =
         aop_pki::CertInfo::from_der(&chain[0], OffsetDateTime::now_utc()).map_err(|detail| {
             aop_pki::Error::BadCertificate {
@@ -331,7 +373,7 @@ fn server_config(
                 detail,
             }
         })?;
-    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -344,27 +386,18 @@ fn server_config(
     tune_server_config(&mut config);
     // Resumption state: this ServerConfig's own session cache (rustls' default, 256
     // sessions), a new and empty one on every reload, so a session made under one rule
-    // can never resume under another, nor under a policy that replaced it. Measured with
-    // aop-bench: stateless tickets cost more per resumption (149 µs vs 128 µs of server
-    // CPU), and a larger cache too (4096 sessions: 146 µs vs 111 µs; rustls removes a
-    // used TLS 1.3 session with a linear scan of the cache).
+    // can never resume under another, nor under a policy that replaced it. Stateless
+    // tickets and a larger cache both cost more server CPU per resumption, as measured
+    // with aop-bench (figures in the README; rustls removes a used TLS 1.3 session with
+    // a linear scan of the cache).
     Ok((Arc::new(config), info))
 }
 
-/// The aws-lc-rs provider with AES-128-GCM first. Every handshake is bounded at the
-/// 128-bit security level by its X25519 or P-256 exchange and the P-256 (or 2048/3072-bit
-/// RSA) signatures, so AES-256-GCM-SHA384, which rustls and most clients put first, adds
-/// cost without adding strength: SHA-384 has no instructions of its own on x86-64 (SHA-NI
-/// covers SHA-256 only), and a TLS 1.3 handshake runs its key schedule and transcript
-/// through it some forty times. Measured with aop-bench on this project's 2-core machines:
-/// SHA-512 compression was 14% of a full mutual-TLS handshake's server CPU. This is also
-/// BoringSSL's fixed order on hardware with AES instructions. The suites themselves are
-/// rustls' defaults, unchanged.
-///
-/// Every `ServerConfig` aop-verify builds uses this provider, and
-/// [`tune_server_config`] so the order takes effect.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+/// `provider` with AES-128-GCM first: AES-128-GCM, then AES-256-GCM, then the rest in
+/// the provider's order (see [`Policy::load`] for why). The suites themselves are the
+/// provider's, unchanged.
+pub fn tuned_provider(provider: &CryptoProvider) -> Arc<CryptoProvider> {
+    let mut p = provider.clone();
     p.cipher_suites.sort_by_key(|s| match s.suite() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
         rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
@@ -375,12 +408,9 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(p)
 }
 
-/// aop's settings for a `ServerConfig` built on [`crypto_provider`]: the provider's
-/// cipher-suite order, not the client's; and one TLS 1.3 ticket per handshake, not
-/// rustls' two — an edge spends one ticket on each resumption and gets one back, so one
-/// keeps it resuming, and each ticket costs a key derivation, a record and a
-/// session-cache entry holding the client's chain. A client that wants more asks with
-/// RFC 9149 `ticket_request` and gets up to four.
+/// aop's settings for a `ServerConfig` built on a [`tuned_provider`]: the server's
+/// cipher-suite order, not the client's; one TLS 1.3 ticket per handshake, up to four
+/// for a client that asks with RFC 9149 `ticket_request` (see [`Policy::load`]).
 pub fn tune_server_config(config: &mut ServerConfig) {
     config.ignore_client_order = true;
     config.send_tls13_tickets = 1;

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use aop_pki::{CertInfo, Sha256Fingerprint, rfc3339};
+use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 use webpki::{
@@ -113,6 +114,9 @@ pub struct Trust {
     allow_uri: Vec<String>,
     max_depth: usize,
     earliest_expiry: Option<OffsetDateTime>,
+    /// The crypto provider's signature verification algorithms: every signature in a
+    /// chain, and the handshake's CertificateVerify, is checked with these.
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 /// The result of checking one chain: the outcome, words for a human, and the client
@@ -143,7 +147,7 @@ impl Checked {
 }
 
 /// Convert an `OffsetDateTime` to webpki's time type (times before 1970 clamp to 0).
-pub fn unix_time(t: OffsetDateTime) -> UnixTime {
+pub(crate) fn unix_time(t: OffsetDateTime) -> UnixTime {
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         u64::try_from(t.unix_timestamp()).unwrap_or(0),
     ))
@@ -155,8 +159,16 @@ fn offset_time(t: UnixTime) -> OffsetDateTime {
 }
 
 impl Trust {
-    /// Read every anchor and CRL file. Errors name the file.
+    /// Read every anchor and CRL file. Errors name the file. Signatures are verified with
+    /// the process's default crypto provider ([`aop_pki::default_provider`]); a
+    /// [`crate::Policy`] loads its rules' trust with [`crate::PolicySpec::provider`].
     pub fn load(spec: &TrustSpec) -> Result<Self> {
+        Self::load_with_provider(spec, &aop_pki::default_provider())
+    }
+
+    /// [`Trust::load`], verifying signatures with `provider`'s algorithms (a FIPS build,
+    /// or a provider that leaves some algorithms out).
+    pub fn load_with_provider(spec: &TrustSpec, provider: &CryptoProvider) -> Result<Self> {
         if spec.anchors.is_empty() {
             return Err(Error::NoAnchors);
         }
@@ -236,6 +248,7 @@ impl Trust {
                 .collect(),
             max_depth: spec.max_depth,
             earliest_expiry,
+            algs: provider.signature_verification_algorithms,
         })
     }
 
@@ -244,11 +257,16 @@ impl Trust {
         self.earliest_expiry
     }
 
+    /// The provider's signature verification algorithms this trust checks with.
+    pub(crate) fn algs(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
+        &self.algs
+    }
+
     /// Check a presented chain at time `at`. The same function serves the TLS verifier
     /// and `certtool verify`, so both give the same verdict.
     ///
     /// A chain that passed is remembered (keyed by the SHA-256 of the presented chain,
-    /// at most [`CACHE_MAX`] of them) until the earliest of: its certificate's, its
+    /// at most 4,096 of them) until the earliest of: its certificate's, its
     /// intermediates' or its anchor's notAfter, and the loaded CRLs' nextUpdate — so an
     /// edge that presents the same chain on every handshake is not re-verified each time.
     /// Failures are never cached. The handshake signature that proves the client holds
@@ -260,10 +278,16 @@ impl Trust {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        at: UnixTime,
+        at: OffsetDateTime,
     ) -> Checked {
-        let budget = SignatureBudget::new(self.signature_budget());
-        self.check_within(end_entity, intermediates, at, &budget)
+        let budget = self.budget();
+        self.check_within(end_entity, intermediates, unix_time(at), &budget)
+    }
+
+    /// A fresh [`SignatureBudget`] of [`Trust::signature_budget`] signatures, spent with
+    /// this trust's algorithms.
+    pub(crate) fn budget(&self) -> SignatureBudget {
+        SignatureBudget::new(self.signature_budget(), self.algs.all)
     }
 
     /// The most signatures one check of a presented chain verifies: `2 × max_depth + 2`.
@@ -549,17 +573,6 @@ impl Trust {
     }
 }
 
-/// The signature algorithms rustls's aws-lc-rs provider verifies (built once: making a
-/// provider allocates).
-pub(crate) fn sig_algs() -> &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm]
-{
-    static ALGS: std::sync::LazyLock<rustls::crypto::WebPkiSupportedAlgorithms> =
-        std::sync::LazyLock::new(|| {
-            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
-        });
-    ALGS.all
-}
-
 /// The presented intermediates without exact copies of each other or of the client's
 /// certificate: each copy would be one more candidate issuer for the path builder to try.
 fn distinct<'a>(
@@ -594,6 +607,8 @@ fn distinct<'a>(
 #[derive(Debug)]
 pub(crate) struct SignatureBudget {
     limit: usize,
+    /// The provider's algorithms.
+    algs: &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm],
     state: std::sync::Mutex<Spent>,
 }
 
@@ -616,9 +631,13 @@ struct Verified {
 }
 
 impl SignatureBudget {
-    pub(crate) fn new(limit: usize) -> Self {
+    pub(crate) fn new(
+        limit: usize,
+        algs: &'static [&'static dyn rustls_pki_types::SignatureVerificationAlgorithm],
+    ) -> Self {
         Self {
             limit,
+            algs,
             state: std::sync::Mutex::default(),
         }
     }
@@ -654,7 +673,7 @@ impl SignatureBudget {
     /// The provider's algorithms, each counted against this budget.
     pub(crate) fn algs(&self) -> CountedAlgs<'_> {
         CountedAlgs(
-            sig_algs()
+            self.algs
                 .iter()
                 .enumerate()
                 .map(|(index, &inner)| Counted {
@@ -846,7 +865,7 @@ fn map_webpki_error(
 
 /// The most chain results a [`Trust`] remembers. When full it starts over: simple,
 /// bounded, and an edge fleet presents far fewer distinct chains than this.
-pub const CACHE_MAX: usize = 4096;
+const CACHE_MAX: usize = 4096;
 
 #[derive(Debug, Default)]
 struct VerifiedCache {
@@ -1009,7 +1028,7 @@ pub(crate) mod tests {
         let (trust, _, now) = setup(d.path(), 10);
         let chain = impostors(d.path(), "ca", 3, now);
         assert_eq!(chain.len(), DEFAULT_MAX_DEPTH);
-        let budget = SignatureBudget::new(trust.signature_budget());
+        let budget = trust.budget();
         let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
         assert_eq!(checked.outcome, Outcome::Failed(Reason::BadSignature));
         assert_eq!(budget.verified(), 4);
@@ -1024,7 +1043,7 @@ pub(crate) mod tests {
         let d = tempfile::tempdir().unwrap();
         let (trust, _, now) = setup(d.path(), 10);
         let chain = impostors(d.path(), "ca", 3, now);
-        let budget = SignatureBudget::new(2);
+        let budget = SignatureBudget::new(2, trust.algs.all);
         let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
         assert_eq!(checked.outcome, Outcome::Failed(Reason::ChainTooLong));
         assert_eq!(
@@ -1048,13 +1067,13 @@ pub(crate) mod tests {
             .collect();
         let trust = Trust::load(&TrustSpec::new(anchors.iter().map(|a| a.join("ca.pem")))).unwrap();
         let chain = impostors(d.path(), "ca", 3, now);
-        let budget = SignatureBudget::new(trust.signature_budget());
+        let budget = trust.budget();
         let checked = trust.check_within(&chain[0], &chain[1..], unix_time(now), &budget);
         assert_eq!(checked.outcome, Outcome::Failed(Reason::ChainTooLong));
         assert_eq!(budget.verified(), trust.signature_budget());
 
         let good = client_of(&anchors[2], "edge", now);
-        let budget = SignatureBudget::new(trust.signature_budget());
+        let budget = trust.budget();
         let checked = trust.check_within(&good, &[], unix_time(now), &budget);
         assert_eq!(checked.outcome, Outcome::Success);
         assert_eq!(
@@ -1062,7 +1081,7 @@ pub(crate) mod tests {
             3,
             "two wrong anchors, then the right one"
         );
-        let again = SignatureBudget::new(trust.signature_budget());
+        let again = trust.budget();
         assert!(
             trust
                 .check_within(&good, &[], unix_time(now), &again)
@@ -1106,11 +1125,10 @@ pub(crate) mod tests {
     fn a_success_is_remembered_and_reused_within_its_window_only() {
         let d = tempfile::tempdir().unwrap();
         let (trust, chain, now) = setup(d.path(), 10);
-        let at = unix_time(now);
-        let first = trust.check(&chain[0], &[], at);
+        let first = trust.check(&chain[0], &[], now);
         assert_eq!(first.outcome, Outcome::Success);
         assert_eq!(cached(&trust), 1);
-        let again = trust.check(&chain[0], &[], at);
+        let again = trust.check(&chain[0], &[], now);
         assert!(
             Arc::ptr_eq(
                 first.client.as_ref().unwrap(),
@@ -1119,7 +1137,7 @@ pub(crate) mod tests {
             "served from the cache"
         );
         // Past the leaf's notAfter the cached SUCCESS must not be served.
-        let later = trust.check(&chain[0], &[], unix_time(now + time::Duration::days(11)));
+        let later = trust.check(&chain[0], &[], now + time::Duration::days(11));
         assert_eq!(later.outcome, Outcome::Failed(Reason::Expired));
     }
 
@@ -1127,7 +1145,7 @@ pub(crate) mod tests {
     fn failures_are_not_remembered_and_the_cache_is_bounded() {
         let d = tempfile::tempdir().unwrap();
         let (trust, chain, now) = setup(d.path(), 10);
-        let early = trust.check(&chain[0], &[], unix_time(now - time::Duration::days(2)));
+        let early = trust.check(&chain[0], &[], now - time::Duration::days(2));
         assert_eq!(early.outcome, Outcome::Failed(Reason::NotYetValid));
         assert_eq!(cached(&trust), 0);
         for i in 0..CACHE_MAX + 10 {

@@ -1,18 +1,20 @@
-//! The rustls client-certificate verifier of one rule, and the side channel that hands
-//! its verdict to the acceptor.
+//! The rustls client-certificate verifier of one rule, and how what it learns about one
+//! handshake reaches the acceptor.
 //!
-//! rustls calls the verifier synchronously from inside the handshake future's `poll`.
-//! The acceptor wraps that future in [`Capture`], which arms a thread-local slot for the
-//! duration of each poll; the verifier deposits its [`Checked`] result there. So the
-//! acceptor learns the exact reason (and the certificate's details) even when rustls
-//! aborts the handshake, without rebuilding a verifier per connection and without
-//! re-verifying anything.
+//! A rule's verifier is built once, with its `ServerConfig`, and shared by every
+//! handshake under that rule; rustls calls it synchronously while the handshake future
+//! is polled. The acceptor runs each handshake inside [`LEARNT`]`.scope(…)`, a tokio
+//! task-local holding that handshake's [`Learnt`]; the verifier records its [`Checked`]
+//! result and the CertificateVerify outcome there, and the acceptor takes the record back
+//! when the handshake ends ([`run_handshake`]). So the acceptor knows the exact reason
+//! (and the certificate's details) even when rustls aborts the handshake with an alert,
+//! without rebuilding a verifier per connection and without re-verifying anything. (The
+//! rustls error cannot carry it: only `CertificateError::Other` has room for it, and that
+//! always sends the alert `certificate_unknown`.)
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -26,63 +28,38 @@ use crate::verdict::{Outcome, Reason};
 
 /// What the verifier learnt during one handshake.
 #[derive(Debug, Default)]
-pub(crate) struct Slot {
+pub(crate) struct Learnt {
+    /// The certificate check, if the client presented a certificate.
     pub(crate) checked: Option<Checked>,
+    /// The client's CertificateVerify did not verify.
     pub(crate) signature_failed: bool,
     /// The client proved it holds the certificate's key (its CertificateVerify checked).
     pub(crate) signature_verified: bool,
 }
 
-thread_local! {
-    static SLOT: RefCell<Option<Slot>> = const { RefCell::new(None) };
+tokio::task_local! {
+    /// The record of the handshake being polled: set by [`run_handshake`], written by the
+    /// [`Verifier`].
+    static LEARNT: RefCell<Learnt>;
 }
 
-fn with_slot(f: impl FnOnce(&mut Slot)) {
-    SLOT.with(|s| {
-        if let Some(slot) = s.borrow_mut().as_mut() {
-            f(slot);
-        }
-    });
+/// Record into the current handshake's [`Learnt`]; outside [`run_handshake`] (nothing
+/// else in aop-verify runs a rule's `ServerConfig`), nothing is recorded.
+fn record(f: impl FnOnce(&mut Learnt)) {
+    let _ = LEARNT.try_with(|l| f(&mut l.borrow_mut()));
 }
 
-/// A future wrapper that collects what the verifier deposits while `inner` is polled.
-pub(crate) struct Capture<F> {
-    inner: F,
-    slot: Option<Slot>,
-}
-
-impl<F> Capture<F> {
-    pub(crate) fn new(inner: F) -> Self {
-        Self {
-            inner,
-            slot: Some(Slot::default()),
-        }
-    }
-}
-
-/// Disarms the thread-local slot even if the inner poll panics.
-struct Armed<'a>(&'a mut Option<Slot>);
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        *self.0 = SLOT.with(|s| s.borrow_mut().take());
-    }
-}
-
-impl<F: Future + Unpin> Future for Capture<F> {
-    type Output = (F::Output, Slot);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        SLOT.with(|s| *s.borrow_mut() = this.slot.take());
-        let armed = Armed(&mut this.slot);
-        let polled = Pin::new(&mut this.inner).poll(cx);
-        drop(armed);
-        match polled {
-            Poll::Ready(out) => Poll::Ready((out, this.slot.take().unwrap_or_default())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
+/// Run a handshake future (one that drives a rule's `ServerConfig`) and return its output
+/// with what the rule's verifier learnt during it.
+pub(crate) async fn run_handshake<F: Future>(handshake: F) -> (F::Output, Learnt) {
+    let mut scoped = std::pin::pin!(LEARNT.scope(RefCell::default(), handshake));
+    let output = scoped.as_mut().await;
+    let learnt = scoped
+        .as_mut()
+        .take_value()
+        .map(RefCell::into_inner)
+        .unwrap_or_default();
+    (output, learnt)
 }
 
 /// How many other rules a rejected certificate is tried against to tell
@@ -97,6 +74,7 @@ pub(crate) struct Verifier {
     /// The other rules' trust, to tell `zone_mismatch` from `unknown_ca`.
     others: Vec<(Arc<str>, Arc<Trust>)>,
     mode: Mode,
+    /// The rule's trust's algorithms, for the client's CertificateVerify.
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -107,12 +85,14 @@ impl Verifier {
         others: Vec<(Arc<str>, Arc<Trust>)>,
         mode: Mode,
     ) -> Self {
+        // The CertificateVerify is checked with the same provider's algorithms as the chain.
+        let algs = *trust.algs();
         Self {
             rule,
             trust,
             others,
             mode,
-            algs: rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
+            algs,
         }
     }
 
@@ -129,7 +109,7 @@ impl Verifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Checked {
-        let budget = SignatureBudget::new(self.trust.signature_budget());
+        let budget = self.trust.budget();
         self.check_within(end_entity, intermediates, now, &budget)
     }
 
@@ -203,7 +183,7 @@ impl ClientCertVerifier for Verifier {
             (Outcome::Failed(reason), Mode::Require) => Err(rustls_error(reason)),
             _ => Ok(ClientCertVerified::assertion()),
         };
-        with_slot(|slot| slot.checked = Some(checked));
+        record(|l| l.checked = Some(checked));
         result
     }
 
@@ -215,9 +195,9 @@ impl ClientCertVerifier for Verifier {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let r = rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs);
         let ok = r.is_ok();
-        with_slot(|slot| {
-            slot.signature_failed |= !ok;
-            slot.signature_verified |= ok;
+        record(|l| {
+            l.signature_failed |= !ok;
+            l.signature_verified |= ok;
         });
         r
     }
@@ -230,9 +210,9 @@ impl ClientCertVerifier for Verifier {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let r = rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs);
         let ok = r.is_ok();
-        with_slot(|slot| {
-            slot.signature_failed |= !ok;
-            slot.signature_verified |= ok;
+        record(|l| {
+            l.signature_failed |= !ok;
+            l.signature_verified |= ok;
         });
         r
     }
@@ -274,14 +254,14 @@ mod tests {
         assert_eq!(v.trust.signature_budget(), 10);
 
         let chain = impostors(d.path(), "b", 3, now);
-        let budget = SignatureBudget::new(v.trust.signature_budget());
+        let budget = v.trust.budget();
         let checked = v.check_within(&chain[0], &chain[1..], at, &budget);
         assert_eq!(checked.outcome, Outcome::Failed(Reason::UnknownCa));
         assert_eq!(budget.verified(), 10);
         assert!(budget.exhausted());
 
         let of_b1 = client_of(&b[1], "edge-b1", now);
-        let budget = SignatureBudget::new(v.trust.signature_budget());
+        let budget = v.trust.budget();
         let checked = v.check_within(&of_b1, &[], at, &budget);
         assert_eq!(checked.outcome, Outcome::Failed(Reason::ZoneMismatch));
         assert_eq!(

@@ -54,9 +54,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// request to the upstream over a keep-alive client — what aop does, minus aop.
 pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
     let provider = if a.aop_tls {
-        aop_verify::crypto_provider()
+        aop_verify::bench::tuned_provider(&aop_pki::default_provider())
     } else {
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+        aop_pki::default_provider()
     };
     let mut roots = rustls::RootCertStore::empty();
     for c in aop_pki::load_certificates(&a.ca)? {
@@ -73,7 +73,7 @@ pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
         )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if a.aop_tls {
-        aop_verify::tune_server_config(&mut config);
+        aop_verify::bench::tune_server_config(&mut config);
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let upstream = a.upstream;

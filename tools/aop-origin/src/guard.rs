@@ -361,7 +361,7 @@ async fn connection(
     }
     slot.talking();
     let handshake = tokio::select! {
-        h = Box::pin(shared.acceptor.accept(tcp)) => h,
+        h = Box::pin(shared.acceptor.accept(tcp, peer)) => h,
         why = slot.evicted() => {
             closed_for_budget(shared, why, peer, None);
             return;
@@ -369,12 +369,12 @@ async fn connection(
     };
     let site = handshake
         .as_ref()
-        .map(|c| c.verdict.rule.clone())
+        .map(|c| c.verdict().rule.clone())
         .unwrap_or_default();
     let authenticated = handshake
         .as_ref()
         .ok()
-        .filter(|c| c.verdict.is_success())
+        .filter(|c| c.verdict().is_success())
         .and(site.clone());
     let Some(serve) = serve(shared, handshake, peer, shutdown) else {
         return;
@@ -418,7 +418,7 @@ fn serve(
 ) -> Option<impl Future<Output = Result<(), hyper::Error>> + use<>> {
     let sites = shared.sites.load();
     let verdict = match &handshake {
-        Ok(conn) => &conn.verdict,
+        Ok(conn) => conn.verdict(),
         Err(refused) => &refused.verdict,
     };
     let site: Arc<str> = verdict.rule.clone().unwrap_or_else(|| Arc::from(""));
@@ -445,10 +445,7 @@ fn serve(
         let _ = shutdown.wait_for(|s| *s).await;
     };
     Some(aop_verify::hyper::serve_connection_until(
-        conn,
-        service,
-        stop,
-        Some(counters),
+        conn, service, stop, counters,
     ))
 }
 

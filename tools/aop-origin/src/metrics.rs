@@ -31,8 +31,36 @@ pub(crate) struct SiteMetrics {
     incomplete: AtomicU64,
     /// Connections closed for a limit, by the limit's name.
     closed: Mutex<BTreeMap<&'static str, u64>>,
-    /// 421s, 400s and timeouts, counted by aop-verify's hyper glue.
-    pub(crate) conn: Arc<aop_verify::hyper::ConnCounters>,
+    /// 421s, 400s and timeouts, reported by aop-verify's hyper glue.
+    pub(crate) conn: Arc<ConnCounters>,
+}
+
+/// What aop-verify's hyper glue refused or closed on a site's connections.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    misdirected: AtomicU64,
+    bad_request: AtomicU64,
+    header_timeout: AtomicU64,
+    keepalive_timeout: AtomicU64,
+    send_timeout: AtomicU64,
+}
+
+impl aop_verify::hyper::Observer for ConnCounters {
+    fn misdirected(&self) {
+        self.misdirected.fetch_add(1, Ordering::Relaxed);
+    }
+    fn bad_request(&self) {
+        self.bad_request.fetch_add(1, Ordering::Relaxed);
+    }
+    fn header_timeout(&self) {
+        self.header_timeout.fetch_add(1, Ordering::Relaxed);
+    }
+    fn keepalive_timeout(&self) {
+        self.keepalive_timeout.fetch_add(1, Ordering::Relaxed);
+    }
+    fn send_timeout(&self) {
+        self.send_timeout.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl SiteMetrics {

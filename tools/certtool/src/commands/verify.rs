@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aop_pki::CertInfo;
-use aop_verify::{Trust, TrustSpec, unix_time};
+use aop_verify::{Trust, TrustSpec};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -63,7 +63,7 @@ pub(crate) fn run(args: &VerifyArgs, now: OffsetDateTime) -> anyhow::Result<Exit
     let (ee, intermediates) = chain
         .split_first()
         .expect("load_certificates returns at least one");
-    let checked = trust.check(ee, intermediates, unix_time(at));
+    let checked = trust.check(ee, intermediates, at);
     let report = VerifyReport {
         verdict: checked.outcome.to_string(),
         reason: checked.outcome.reason_str(),
