@@ -97,7 +97,8 @@ impl Limits {
 }
 
 /// A connection whose handshake completed. In `require` mode its verdict is `SUCCESS`;
-/// in `optional` mode it may be anything, for the application to decide.
+/// in `optional` mode it may be anything, for the application to decide. `IO` is the
+/// stream it was accepted on (a `TcpStream` unless the caller gave another).
 #[derive(Debug)]
 pub struct Accepted<IO = TcpStream> {
     /// The TLS stream, ready for the application protocol.

@@ -75,6 +75,22 @@ where
 /// What the glue refuses or closes on a connection, reported as it happens (for the
 /// caller's metrics). Every method does nothing unless overridden; `()` observes nothing.
 /// Each event is also logged (target `aop::verdict`) by the glue itself.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// /// Counts the requests answered 421, across connections.
+/// #[derive(Default)]
+/// struct Misdirected(AtomicU64);
+///
+/// impl aop_verify::hyper::Observer for Misdirected {
+///     fn misdirected(&self) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }
+/// // Shared by every connection: serve_connection_until(accepted, service, shutdown,
+/// // counter.clone()) with `let counter = Arc::new(Misdirected::default());`
+/// ```
 pub trait Observer: Send + Sync {
     /// A request was answered 421: a Host outside the connection's rule, or a
     /// certificate the reloaded policy refuses.
