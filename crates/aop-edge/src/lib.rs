@@ -54,7 +54,6 @@ mod client;
 mod connect;
 pub mod danger;
 mod error;
-pub mod http;
 mod identity;
 pub mod probe;
 

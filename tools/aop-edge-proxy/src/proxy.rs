@@ -107,7 +107,7 @@ fn init_logging(format: &str) {
 
 impl Proxy {
     async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let id = aop_edge::http::request_id();
+        let id = aop_http::request_id();
         let method = req.method().clone();
         let path = req
             .uri()
@@ -120,9 +120,7 @@ impl Proxy {
         };
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
-        for h in aop_edge::http::HOP_BY_HOP {
-            headers.remove(h);
-        }
+        aop_http::strip_hop_by_hop(headers);
         let client_ip = peer.ip().to_string();
         let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prev) => format!("{prev}, {client_ip}"),
@@ -144,9 +142,7 @@ impl Proxy {
                 tracing::info!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
                     status = status.as_u16(), identity = %flavour, presented = %presented, "forwarded");
                 let (mut parts, body) = resp.into_parts();
-                for h in aop_edge::http::HOP_BY_HOP {
-                    parts.headers.remove(h);
-                }
+                aop_http::strip_hop_by_hop(&mut parts.headers);
                 set(&mut parts.headers, "x-request-id", &id);
                 Response::from_parts(parts, body.boxed())
             }

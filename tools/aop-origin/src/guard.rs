@@ -603,7 +603,7 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
         {
             v.clone()
         }
-        _ => value(&aop_edge::http::request_id()).unwrap_or_else(|| HeaderValue::from_static("-")),
+        _ => value(&aop_http::request_id()).unwrap_or_else(|| HeaderValue::from_static("-")),
     };
     let method = req.method().clone();
     let target = req.uri().path_and_query().cloned();
@@ -685,9 +685,7 @@ async fn answer(
         return text(StatusCode::BAD_GATEWAY, "no upstream for this site\n");
     };
     let (mut parts, body) = req.into_parts();
-    for h in aop_edge::http::HOP_BY_HOP {
-        parts.headers.remove(h);
-    }
+    aop_http::strip_hop_by_hop(&mut parts.headers);
     // An absolute-form target names the host (RFC 9112 §3.2.2): the upstream gets that
     // name, already checked against the connection's site, as its Host.
     if let Some(authority) = parts.uri.authority()
@@ -778,9 +776,7 @@ async fn answer(
         }
         Ok(Ok(r)) => {
             let (mut parts, body) = r.into_parts();
-            for h in aop_edge::http::HOP_BY_HOP {
-                parts.headers.remove(h);
-            }
+            aop_http::strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.boxed())
         }
     }

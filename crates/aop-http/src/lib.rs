@@ -1,0 +1,207 @@
+//! # aop-http: the HTTP facts an edge and an origin guard share
+//!
+//! Both ends of an authenticated origin pull forward HTTP requests: the edge proxy from
+//! a visitor to the origin, the origin guard from the edge to its upstream. Both must
+//! drop the headers that belong to one hop, and both tag each request with an id. This
+//! crate holds those facts once, so neither side's library owns them for the other's
+//! sake:
+//!
+//! ```text
+//!   visitor ──▶ aop-edge-proxy ══ mTLS ══▶ aop-origin (guard) ──▶ upstream
+//!               strip_hop_by_hop          strip_hop_by_hop
+//!               request_id                request_id (unless the edge sent one)
+//! ```
+//!
+//! It knows the [`http`] crate's types and nothing else: no TLS, no sockets, no hyper.
+//!
+//! ## Getting started
+//!
+//! ```
+//! use http::{HeaderMap, HeaderValue};
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert("connection", HeaderValue::from_static("close, X-Session"));
+//! headers.insert("x-session", HeaderValue::from_static("one hop only"));
+//! headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+//! headers.insert("accept", HeaderValue::from_static("*/*"));
+//!
+//! aop_http::strip_hop_by_hop(&mut headers);
+//! assert_eq!(headers.len(), 1); // only `accept` is forwarded
+//!
+//! let id = aop_http::request_id();
+//! assert_eq!(id.len(), 24);
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use http::header::{CONNECTION, HOST, HeaderName};
+
+/// Headers that belong to one hop (RFC 9110 §7.6.1) and are never forwarded, whatever
+/// `Connection` says. Lowercase, as [`HeaderMap`] keeps names.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove the headers of one hop before a message is forwarded: those in [`HOP_BY_HOP`],
+/// and every header the `Connection` field names (RFC 9110 §7.6.1: `Connection: close,
+/// X-Session` makes `X-Session` hop-by-hop). Names are compared without regard to case;
+/// options that are not header names (`close`) remove nothing.
+///
+/// `Host` is never removed, even if `Connection` names it: it is the request's target,
+/// which the guard has already checked, not a field a hop can take away.
+///
+/// Call it before adding the headers the proxy sets itself, so a sender cannot use
+/// `Connection` to remove those.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // The names `Connection` lists, read before it goes. No allocation without one.
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|option| HeaderName::from_bytes(option.trim_ascii()).ok())
+        .filter(|name| name != HOST)
+        .collect();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in listed {
+        headers.remove(name);
+    }
+}
+
+/// A request id unique within this process and unlikely to repeat across processes:
+/// 48 bits of the clock, 16 of the pid, a 32-bit counter, as 24 hex digits.
+pub fn request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:012x}{:04x}{:08x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id() & 0xffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::{HOP_BY_HOP, request_id, strip_hop_by_hop};
+
+    /// Headers from `(name, value)` pairs, names as written on the wire (any case).
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    /// What is left, as sorted `name: value` lines.
+    fn left(map: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn every_fixed_hop_by_hop_header_goes() {
+        let mut pairs: Vec<(&str, &str)> = HOP_BY_HOP.iter().map(|h| (*h, "x")).collect();
+        pairs.push(("accept", "*/*"));
+        let mut map = headers(&pairs);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(left(&map), ["accept: */*"]);
+    }
+
+    #[test]
+    fn a_header_named_in_connection_goes() {
+        let mut map = headers(&[
+            ("connection", "X-Session"),
+            ("x-session", "secret"),
+            ("x-other", "kept"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(left(&map), ["x-other: kept"]);
+    }
+
+    #[test]
+    fn connection_close_keep_alive_and_upgrade() {
+        for value in ["close", "keep-alive", "Upgrade", "close, upgrade"] {
+            let mut map = headers(&[
+                ("connection", value),
+                ("keep-alive", "timeout=5"),
+                ("upgrade", "websocket"),
+                ("content-type", "text/plain"),
+            ]);
+            strip_hop_by_hop(&mut map);
+            assert_eq!(left(&map), ["content-type: text/plain"], "{value}");
+        }
+    }
+
+    #[test]
+    fn te_and_trailer_go_whatever_connection_says() {
+        let mut map = headers(&[
+            ("TE", "trailers"),
+            ("Trailer", "x-checksum"),
+            ("x-checksum", "abc"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        // `Trailer` names a trailer field, not a hop-by-hop one: the field stays.
+        assert_eq!(left(&map), ["x-checksum: abc"]);
+    }
+
+    #[test]
+    fn spoofed_names_in_odd_casing_and_spacing_go() {
+        let mut map = headers(&[
+            ("CoNnEcTiOn", " x-SpOoFeD ,,\tX-Forwarded-For , "),
+            ("connection", "X-Second-Line"),
+            ("X-Spoofed", "1"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("X-SECOND-LINE", "2"),
+            ("Keep-ALIVE", "timeout=5"),
+            ("x-kept", "3"),
+        ]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(left(&map), ["x-kept: 3"]);
+    }
+
+    #[test]
+    fn connection_cannot_remove_host() {
+        let mut map = headers(&[("connection", "host, close"), ("host", "example.com")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(left(&map), ["host: example.com"]);
+    }
+
+    #[test]
+    fn options_that_are_not_header_names_remove_nothing() {
+        let mut map = headers(&[("connection", "a b, (x), close"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut map);
+        assert_eq!(left(&map), ["x-kept: 1"]);
+    }
+
+    #[test]
+    fn ids_differ_and_have_a_fixed_width() {
+        let (a, b) = (request_id(), request_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 24);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}
