@@ -144,13 +144,9 @@ pub(crate) async fn connect_tls_over<IO>(
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect(addr))
-        .await
-        .map_err(|_| Error::Timeout {
-            stage: "TCP connect",
-            addr,
-            after: timeouts.connect,
-        })?
+    let connect = TcpStream::connect(addr);
+    let tcp = within("TCP connect", addr, timeouts.connect, connect)
+        .await?
         .map_err(|error| Error::Connect { addr, error })?;
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(host.to_owned()).map_err(|_| Error::Syntax {
@@ -158,17 +154,29 @@ where
         reason: "not a valid server name",
     })?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    tokio::time::timeout(timeouts.handshake, connector.connect(name, wrap(tcp)))
-        .await
-        .map_err(|_| Error::Timeout {
-            stage: "TLS handshake",
-            addr,
-            after: timeouts.handshake,
-        })?
+    let handshake = connector.connect(name, wrap(tcp));
+    within("TLS handshake", addr, timeouts.handshake, handshake)
+        .await?
         .map_err(|error| Error::Handshake {
             host: host.to_owned(),
             addr,
             error,
+        })
+}
+
+/// `work`'s output, or [`Error::Timeout`] for `stage` with `addr` once `limit` has passed.
+async fn within<T>(
+    stage: &'static str,
+    addr: SocketAddr,
+    limit: Duration,
+    work: impl Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| Error::Timeout {
+            stage,
+            addr,
+            after: limit,
         })
 }
 
@@ -252,15 +260,11 @@ pub fn alert_name(a: rustls::AlertDescription) -> String {
         _ => {}
     }
     let mut out = String::with_capacity(debug.len() + 4);
-    for (i, c) in debug.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
+    for c in debug.chars() {
+        if c.is_ascii_uppercase() && !out.is_empty() {
+            out.push('_');
         }
+        out.push(c.to_ascii_lowercase());
     }
     out
 }

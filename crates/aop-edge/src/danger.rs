@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
@@ -54,13 +54,15 @@ impl ServerCertVerifier for AnyServerCertificate {
 }
 
 /// A client configuration that does NOT verify the server's certificate, presenting
-/// `identity` if given. For probes only.
-pub fn unverified_server_config(identity: Option<&IdentitySpec>) -> crate::Result<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+/// `identity` if given, under `provider` (usually [`aop_pki::default_provider`]; it also
+/// checks the handshake signatures and that the key matches the certificate). For probes
+/// only.
+pub fn unverified_server_config(
+    identity: Option<&IdentitySpec>,
+    provider: Arc<CryptoProvider>,
+) -> crate::Result<ClientConfig> {
     let algs = provider.signature_verification_algorithms;
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
+    let builder = crate::identity::client_builder(provider.clone())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(algs)));
     let mut config = match identity {

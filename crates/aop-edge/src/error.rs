@@ -35,6 +35,14 @@ pub enum Error {
         detail: String,
     },
 
+    /// The crypto provider cannot make a TLS client configuration: it has no cipher
+    /// suite for TLS 1.3 or 1.2, or no key exchange group.
+    #[error("the crypto provider cannot make a TLS client: {detail}")]
+    Provider {
+        /// What rustls said.
+        detail: String,
+    },
+
     /// A zone or hostname for an identity is not a DNS name.
     #[error("invalid {what} {name:?}: not a DNS name")]
     BadName {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aop_pki::CertInfo;
+use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore};
 use time::OffsetDateTime;
 
@@ -58,7 +59,7 @@ impl IdentitySpec {
 }
 
 /// Everything the edge presents and trusts, as files (for [`IdentityStore::load`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StoreSpec {
     /// Roots that origins' server certificates must chain to (for example Cloudflare's
@@ -73,6 +74,10 @@ pub struct StoreSpec {
     pub hostnames: Vec<(String, IdentitySpec)>,
     /// ALPN protocols to offer. Default: `http/1.1`.
     pub alpn: Vec<Vec<u8>>,
+    /// The cryptography every `ClientConfig` uses, and that checks each key matches its
+    /// certificate (a FIPS build, another provider). Default:
+    /// [`aop_pki::default_provider`] (the process default, else aws-lc-rs).
+    pub provider: Arc<CryptoProvider>,
 }
 
 impl StoreSpec {
@@ -80,8 +85,21 @@ impl StoreSpec {
     pub fn new(roots: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
         Self {
             roots: roots.into_iter().map(Into::into).collect(),
-            alpn: vec![b"http/1.1".to_vec()],
             ..Self::default()
+        }
+    }
+}
+
+impl Default for StoreSpec {
+    /// No roots, no identities, ALPN `http/1.1`, [`aop_pki::default_provider`].
+    fn default() -> Self {
+        Self {
+            roots: Vec::new(),
+            shared: None,
+            zones: Vec::new(),
+            hostnames: Vec::new(),
+            alpn: vec![b"http/1.1".to_vec()],
+            provider: aop_pki::default_provider(),
         }
     }
 }
@@ -139,9 +157,12 @@ impl IdentityStore {
     /// Read every file and build the client configurations. Errors name the file.
     pub fn load(spec: &StoreSpec) -> Result<Self> {
         let roots = load_roots(&spec.roots)?;
+        let builder = || -> Result<_> {
+            Ok(client_builder(spec.provider.clone())?.with_root_certificates(roots.clone()))
+        };
         let build = |flavour, label: &str, id: &IdentitySpec| -> Result<Arc<Identity>> {
             let aop_pki::KeyPairFiles { chain, key } =
-                aop_pki::load_key_pair(&id.cert, &id.key, &aop_pki::default_provider())?;
+                aop_pki::load_key_pair(&id.cert, &id.key, &spec.provider)?;
             let cert =
                 CertInfo::from_der(&chain[0], OffsetDateTime::now_utc()).map_err(|detail| {
                     aop_pki::Error::BadCertificate {
@@ -150,12 +171,13 @@ impl IdentityStore {
                         detail,
                     }
                 })?;
-            let mut config = builder(&roots)
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::BadIdentity {
-                    path: id.cert.clone(),
-                    detail: e.to_string(),
-                })?;
+            let mut config =
+                builder()?
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| Error::BadIdentity {
+                        path: id.cert.clone(),
+                        detail: e.to_string(),
+                    })?;
             config.alpn_protocols = spec.alpn.clone();
             Ok(Arc::new(Identity {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -170,33 +192,23 @@ impl IdentityStore {
             .as_ref()
             .map(|s| build(Flavour::Shared, "*", s))
             .transpose()?;
-        let mut zones = HashMap::new();
-        for (zone, id) in &spec.zones {
-            let zone = dns_name("zone", zone)?;
-            if zones
-                .insert(zone.clone(), build(Flavour::Zone, &zone, id)?)
-                .is_some()
-            {
-                return Err(Error::Duplicate {
-                    what: "zone",
-                    name: zone,
-                });
+        // Zones and hostnames: each a DNS name, each given once.
+        let named = |flavour, what, specs: &[(String, IdentitySpec)]| -> Result<HashMap<_, _>> {
+            let mut map = HashMap::new();
+            for (name, id) in specs {
+                let name = dns_name(what, name)?;
+                if map
+                    .insert(name.clone(), build(flavour, &name, id)?)
+                    .is_some()
+                {
+                    return Err(Error::Duplicate { what, name });
+                }
             }
-        }
-        let mut hostnames = HashMap::new();
-        for (host, id) in &spec.hostnames {
-            let host = dns_name("hostname", host)?;
-            if hostnames
-                .insert(host.clone(), build(Flavour::Hostname, &host, id)?)
-                .is_some()
-            {
-                return Err(Error::Duplicate {
-                    what: "hostname",
-                    name: host,
-                });
-            }
-        }
-        let mut anonymous = builder(&roots).with_no_client_auth();
+            Ok(map)
+        };
+        let zones = named(Flavour::Zone, "zone", &spec.zones)?;
+        let hostnames = named(Flavour::Hostname, "hostname", &spec.hostnames)?;
+        let mut anonymous = builder()?.with_no_client_auth();
         anonymous.alpn_protocols = spec.alpn.clone();
         Ok(Self {
             shared,
@@ -209,7 +221,7 @@ impl IdentityStore {
     /// The identity to present to origin `host`: per-hostname, else the longest
     /// matching zone, else shared.
     pub fn select(&self, host: &str) -> Option<&Arc<Identity>> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = aop_pki::normalize_dns_name(host);
         if let Some(id) = self.hostnames.get(&host) {
             return Some(id);
         }
@@ -232,13 +244,17 @@ impl IdentityStore {
     }
 }
 
-fn builder(
-    roots: &RootCertStore,
-) -> rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert> {
-    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+/// A client configuration under `provider`, TLS 1.3 and 1.2, server verification still
+/// to choose. Fails if the provider has no cipher suite for either version, or no key
+/// exchange group.
+pub(crate) fn client_builder(
+    provider: Arc<CryptoProvider>,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>> {
+    ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots.clone())
+        .map_err(|e| Error::Provider {
+            detail: e.to_string(),
+        })
 }
 
 /// Load root certificates for verifying origins.
@@ -258,11 +274,10 @@ pub fn load_roots(paths: &[PathBuf]) -> Result<RootCertStore> {
     Ok(store)
 }
 
+/// `name` normalised ([`aop_pki::normalize_dns_name`]), if it is a DNS name.
 fn dns_name(what: &'static str, name: &str) -> Result<String> {
-    let lower = name.trim_end_matches('.').to_ascii_lowercase();
-    if rustls_pki_types::DnsName::try_from(lower.as_str()).is_err()
-        || lower.parse::<std::net::IpAddr>().is_ok()
-    {
+    let lower = aop_pki::normalize_dns_name(name);
+    if !aop_pki::is_dns_name(&lower) {
         return Err(Error::BadName {
             what,
             name: name.to_owned(),

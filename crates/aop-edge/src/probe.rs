@@ -500,11 +500,11 @@ pub async fn probe(
             return result;
         }
     };
-    result.tls_version = tls.get_ref().1.protocol_version().map(|v| match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-        _ => "other",
-    });
+    result.tls_version = tls
+        .get_ref()
+        .1
+        .protocol_version()
+        .map(aop_pki::tls_version_name);
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: certtool-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         target.path,
@@ -948,31 +948,54 @@ mod tests {
 
     #[test]
     fn replies() {
-        let nginx = b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n<html><center>No required SSL certificate was sent</center></html>";
-        assert_eq!(
-            classify_reply(nginx),
-            Observed::RefusedHttp {
-                status: 400,
-                nginx_page: Some("No required SSL certificate was sent")
-            }
-        );
-        let ok = b"HTTP/1.1 200 OK\r\nX-Client-Verify: SUCCESS\r\n\r\nhi";
-        assert_eq!(
-            classify_reply(ok),
-            Observed::Accepted {
-                status: 200,
-                verdict: Some("SUCCESS".into())
-            }
-        );
+        let accepted = |status, verdict: Option<&str>| Observed::Accepted {
+            status,
+            verdict: verdict.map(Into::into),
+        };
+        // Replies whose whole classification is known.
+        let exact: [(&[u8], Observed); 7] = [
+            (
+                b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n<html><center>No required SSL certificate was sent</center></html>",
+                Observed::RefusedHttp {
+                    status: 400,
+                    nginx_page: Some("No required SSL certificate was sent"),
+                },
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nX-Client-Verify: SUCCESS\r\n\r\nhi",
+                accepted(200, Some("SUCCESS")),
+            ),
+            // Interim responses are skipped; a 1xx alone is inconclusive.
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                Observed::Answered { status: 100 },
+            ),
+            (b"", Observed::Closed),
+            (
+                b"\x1b[2Jgarbage",
+                Observed::NotHttp {
+                    start: "\\x1b[2Jgarbage".into(),
+                },
+            ),
+            // Two verdict headers are never SUCCESS; escapes in a verdict are neutralised.
+            (
+                b"HTTP/1.1 200 OK\r\nX-Client-Verify: SUCCESS\r\nX-Client-Verify: NONE\r\n\r\n",
+                accepted(200, Some("SUCCESS, NONE")),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nX-Client-Verify: \x1b]0;x\x07\r\n\r\n",
+                accepted(200, Some("\\x1b]0;x\\x07")),
+            ),
+        ];
+        for (reply, want) in exact {
+            assert_eq!(classify_reply(reply), want, "{reply:?}");
+        }
         // Content served is open, whatever the headers or the body say.
         let optional = b"HTTP/1.1 200 OK\r\nx-client-verify: NONE\r\n\r\n";
-        assert!(matches!(
-            classify_reply(optional),
-            Observed::Accepted { .. }
-        ));
+        assert_eq!(classify_reply(optional).word(), "accepted");
         assert!(!classify_reply(optional).is_accepted());
         let page = b"HTTP/1.1 200 OK\r\n\r\nNo required SSL certificate was sent";
-        assert!(matches!(classify_reply(page), Observed::Accepted { .. }));
+        assert_eq!(classify_reply(page).word(), "accepted");
         assert!(!classify_reply(page).is_refusal());
         let moved = b"HTTP/1.0 302 Found\nLocation: /login\n\n";
         assert!(classify_reply(moved).is_accepted());
@@ -981,58 +1004,19 @@ mod tests {
             let r = format!("HTTP/1.1 {s} \r\n\r\n");
             assert!(classify_reply(r.as_bytes()).is_refusal(), "{s}");
         }
-        for r in [
-            &b"HTTP/1.1 400 Bad Request\r\n\r\nbad host"[..],
-            b"HTTP/1.1 404 Not Found\r\n\r\n",
-            b"HTTP/1.1 500 x\r\n\r\n",
-        ] {
-            assert!(
-                matches!(classify_reply(r), Observed::Answered { .. }),
-                "{r:?}"
-            );
-        }
-        // Interim responses are skipped; a 1xx alone is inconclusive.
         let early = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 403 Forbidden\r\n\r\n";
         assert!(classify_reply(early).is_refusal());
-        assert_eq!(
-            classify_reply(b"HTTP/1.1 100 Continue\r\n\r\n"),
-            Observed::Answered { status: 100 }
-        );
-        assert_eq!(classify_reply(b""), Observed::Closed);
-        assert_eq!(
-            classify_reply(b"\x1b[2Jgarbage"),
-            Observed::NotHttp {
-                start: "\\x1b[2Jgarbage".into()
-            }
-        );
-        for r in [
-            &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
-            b"HTTP/1.1 099 x\r\n",
-            b"HTTP/2 200\r\n",
-            b"HTTP/1.1 20",
+        for (reply, word) in [
+            (&b"HTTP/1.1 400 Bad Request\r\n\r\nbad host"[..], "answered"),
+            (b"HTTP/1.1 404 Not Found\r\n\r\n", "answered"),
+            (b"HTTP/1.1 500 x\r\n\r\n", "answered"),
+            (b"HTTP/1.1 2000 OK\r\n\r\n", "not_http"),
+            (b"HTTP/1.1 099 x\r\n", "not_http"),
+            (b"HTTP/2 200\r\n", "not_http"),
+            (b"HTTP/1.1 20", "not_http"),
         ] {
-            assert!(
-                matches!(classify_reply(r), Observed::NotHttp { .. }),
-                "{r:?}"
-            );
+            assert_eq!(classify_reply(reply).word(), word, "{reply:?}");
         }
-        // Two verdict headers are never SUCCESS; escapes in a verdict are neutralised.
-        let two = b"HTTP/1.1 200 OK\r\nX-Client-Verify: SUCCESS\r\nX-Client-Verify: NONE\r\n\r\n";
-        assert_eq!(
-            classify_reply(two),
-            Observed::Accepted {
-                status: 200,
-                verdict: Some("SUCCESS, NONE".into())
-            }
-        );
-        let esc = b"HTTP/1.1 200 OK\r\nX-Client-Verify: \x1b]0;x\x07\r\n\r\n";
-        assert_eq!(
-            classify_reply(esc),
-            Observed::Accepted {
-                status: 200,
-                verdict: Some("\\x1b]0;x\\x07".into())
-            }
-        );
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub mod inventory;
 mod issue;
 mod keys;
 mod load;
+mod names;
 pub mod rotate;
 mod write;
 
@@ -88,6 +89,7 @@ pub use load::{
     MAX_FILE_SIZE, load_certificates, load_crls, load_private_key, parse_certificates, parse_crls,
     parse_private_key, read_file, read_file_limited,
 };
+pub use names::{is_dns_name, normalize_dns_name, tls_version_name};
 pub use write::{FileMode, Overwrite, PendingFile, ensure_dir, write_all_atomic, write_atomic};
 
 /// Re-exported so users need not depend on rustls-pki-types for the DER types.

@@ -330,7 +330,7 @@ impl Acceptor {
                 };
                 v.resumed = resumed;
                 v.completed = true;
-                v.tls_version = conn.protocol_version().map(tls_version_name);
+                v.tls_version = conn.protocol_version().map(aop_pki::tls_version_name);
                 if rule.mode() == Mode::Require && !v.is_success() {
                     // Only a resumed session can get here: the verifier refuses the rest.
                     // The handshake is over, so no alert can be sent; close properly.
@@ -421,15 +421,6 @@ fn refusal(
     v.detail = detail;
     v.client = client;
     v
-}
-
-/// The protocol name as nginx's `$ssl_protocol` writes it.
-fn tls_version_name(v: rustls::ProtocolVersion) -> &'static str {
-    match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-        _ => "other",
-    }
 }
 
 #[cfg(test)]

@@ -300,7 +300,7 @@ impl Policy {
         let Some(sni) = sni else {
             return self.default.map(|i| &self.rules[i]).ok_or(NoneCause::NoSni);
         };
-        let name = sni.trim_end_matches('.').to_ascii_lowercase();
+        let name = aop_pki::normalize_dns_name(sni);
         if let Some(&i) = self.exact.get(&name) {
             return Ok(&self.rules[i]);
         }
@@ -336,7 +336,7 @@ fn parse_pattern(p: &str) -> Result<Pattern> {
         pattern: p.to_owned(),
         reason,
     };
-    let lower = p.trim_end_matches('.').to_ascii_lowercase();
+    let lower = aop_pki::normalize_dns_name(p);
     let (zone, name) = match lower.strip_prefix("*.") {
         Some(rest) => (true, rest),
         None => (false, lower.as_str()),
@@ -346,9 +346,7 @@ fn parse_pattern(p: &str) -> Result<Pattern> {
             "a wildcard may only be the whole leftmost label (*.example.com)",
         ));
     }
-    if rustls_pki_types::DnsName::try_from(name).is_err()
-        || name.parse::<std::net::IpAddr>().is_ok()
-    {
+    if !aop_pki::is_dns_name(name) {
         return Err(bad("not a DNS name"));
     }
     Ok(if zone {

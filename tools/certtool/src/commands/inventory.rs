@@ -108,6 +108,7 @@ fn probe_chains(args: &InventoryArgs) -> anyhow::Result<Vec<Source>> {
     // Inventory records what an endpoint presents; it does not decide whether to trust it.
     let config = Arc::new(aop_edge::danger::unverified_server_config(
         identity.as_ref(),
+        aop_pki::default_provider(),
     )?);
     let resolve = Resolve::new(args.resolve.iter().cloned());
     let runtime = super::runtime()?;

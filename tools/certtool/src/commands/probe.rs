@@ -153,7 +153,10 @@ pub(crate) fn run(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let identity = args.identity.spec();
     let (config, presented) = if args.insecure {
-        let config = aop_edge::danger::unverified_server_config(identity.as_ref())?;
+        let config = aop_edge::danger::unverified_server_config(
+            identity.as_ref(),
+            aop_pki::default_provider(),
+        )?;
         (
             Arc::new(config),
             identity.as_ref().map(presented_of).transpose()?,
