@@ -1,13 +1,15 @@
-//! aop-origin as the attacks in `tests/hostile` meet it: the real binary started from a
-//! config file, a raw TLS client that writes exactly the bytes a test gives (with or
-//! without SNI, with or without a client certificate), and an nginx upstream that routes
-//! by Host the way a multi-tenant upstream does.
+//! aop-origin as the end-to-end tests meet it: the guard started from a config file (in
+//! this process through the library, or as the real binary where only a process shows
+//! what is tested: signals, exit codes, resource limits), a raw TLS client that writes
+//! exactly the bytes a test gives (with or without SNI, with or without a client
+//! certificate), and an nginx upstream that routes by Host the way a multi-tenant
+//! upstream does.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -17,9 +19,12 @@ use tokio_rustls::client::TlsStream;
 
 use crate::pki::Leaf;
 
-/// A running aop-origin; killed on drop.
+/// A running aop-origin; stopped on drop.
 pub struct Guard {
-    child: Child,
+    /// Asserted unwind-safe: a test may catch a panic around a request to the guard
+    /// (`catch_unwind(|| guard.metrics_text())`); nothing a panic interrupts leaves the
+    /// guard's state half-changed.
+    run: std::panic::AssertUnwindSafe<Run>,
     /// Its TLS port on 127.0.0.1.
     pub port: u16,
     /// Its metrics port on 127.0.0.1.
@@ -31,28 +36,121 @@ pub struct Guard {
     pub config: PathBuf,
 }
 
+/// Where the guard runs.
+enum Run {
+    /// In this process, on a runtime of its own (so a test may block on it), logging to
+    /// this harness only. `guard` is taken by a SIGTERM's shutdown, which says on `stopped`
+    /// when it is done.
+    InProcess {
+        runtime: Option<tokio::runtime::Runtime>,
+        guard: Option<aop_origin::Guard>,
+        stopped: Option<Receiver<()>>,
+    },
+    /// The aop-origin binary; killed on drop.
+    Process(Child),
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut *self.run {
+            Run::InProcess { runtime, guard, .. } => {
+                drop(guard.take());
+                // Its tasks are dropped: every listener and connection closes.
+                if let Some(rt) = runtime.take() {
+                    rt.shutdown_background();
+                }
+            }
+            Run::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// One log event's text, sent as lines to the guard's harness when the event is written.
+struct LogLines {
+    to: Sender<String>,
+    text: Vec<u8>,
+}
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLines {
+    fn drop(&mut self) {
+        for line in String::from_utf8_lossy(&self.text).lines() {
+            let _ = self.to.send(line.to_owned());
+        }
     }
 }
 
 impl Guard {
-    /// Write `dir/origin.toml` (listen and metrics_listen on free loopback ports, then
-    /// `rest`) and start aop-origin on it; returns once both listeners are up.
+    /// Write `dir/origin.toml` (listen and metrics_listen on port 0 of loopback, then
+    /// `rest`) and start the guard on it in this process, with a log of its own; returns
+    /// once both listeners are up. Panics with the error if it cannot start.
     pub fn start(dir: &Path, rest: &str) -> Self {
-        Self::start_with_open_files(dir, rest, None)
+        let config = write_config(dir, rest);
+        let loaded = aop_origin::Config::read(&config).unwrap_or_else(|e| panic!("{e}"));
+        let (to, log) = std::sync::mpsc::channel();
+        let sink = aop_origin::log_dispatch(loaded.log_format(), move || LogLines {
+            to: to.clone(),
+            text: Vec::new(),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("aop-origin")
+            .enable_all()
+            .build()
+            .unwrap();
+        // Started on its runtime, waited for here (a test may call this from its own).
+        let (started, start) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = started.send(aop_origin::Guard::start_with_log(loaded, sink).await);
+        });
+        let guard = start
+            .recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the guard did not start: {e}"));
+        Self {
+            port: guard.listen_addr().port(),
+            metrics: guard.metrics_addr().expect("metrics_listen is set").port(),
+            run: std::panic::AssertUnwindSafe(Run::InProcess {
+                runtime: Some(runtime),
+                guard: Some(guard),
+                stopped: None,
+            }),
+            log,
+            seen: std::sync::Mutex::new(Vec::new()),
+            config,
+        }
     }
 
-    /// As [`Guard::start`], with the open-files limit (soft, hard) set first.
+    /// As [`Guard::start`], but the aop-origin binary: for what only a process shows
+    /// (signals, exit codes). Returns once both listeners are up (as its log says).
+    pub fn spawn_binary(dir: &Path, rest: &str) -> Self {
+        Self::spawn_process(dir, rest, None)
+    }
+
+    /// As [`Guard::start`], with the open-files limit (soft, hard) set first: then the
+    /// aop-origin binary, since the limit is a process's.
     pub fn start_with_open_files(dir: &Path, rest: &str, nofile: Option<(u64, u64)>) -> Self {
-        let config = dir.join("origin.toml");
-        std::fs::write(
-            &config,
-            format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{rest}"),
-        )
-        .unwrap();
+        match nofile {
+            None => Self::start(dir, rest),
+            Some(_) => Self::spawn_process(dir, rest, nofile),
+        }
+    }
+
+    fn spawn_process(dir: &Path, rest: &str, nofile: Option<(u64, u64)>) -> Self {
+        let config = write_config(dir, rest);
         let guard = crate::bin("aop-origin");
         let (child, port, log) = match nofile {
             None => crate::spawn_listening(&guard, &["--config", config.to_str().unwrap()]),
@@ -68,7 +166,7 @@ impl Guard {
             ),
         };
         let mut g = Self {
-            child,
+            run: std::panic::AssertUnwindSafe(Run::Process(child)),
             port,
             metrics: 0,
             log,
@@ -119,10 +217,71 @@ impl Guard {
             .collect()
     }
 
-    /// Send a signal (`-HUP`, `-TERM`) to the guard.
+    /// Re-read the config file, as SIGHUP does (a failure is in the log, as it would be).
+    pub fn reload(&self) {
+        self.signal("-HUP");
+    }
+
+    /// Send a signal (`-HUP`, `-TERM`) to the guard. In this process, the library call
+    /// the binary makes for it: `-HUP` reloads, `-TERM` shuts down (see
+    /// [`Guard::wait_exit`]).
     pub fn signal(&self, sig: &str) {
-        let o = crate::run(Command::new("kill").args([sig, &self.child.id().to_string()]));
-        assert_eq!(crate::code(&o), 0);
+        match (&*self.run, sig) {
+            (Run::Process(child), _) => {
+                let o = crate::run(Command::new("kill").args([sig, &child.id().to_string()]));
+                assert_eq!(crate::code(&o), 0);
+            }
+            (Run::InProcess { guard: Some(g), .. }, "-HUP") => {
+                let _ = g.reload();
+            }
+            (Run::InProcess { .. }, "-TERM") => {
+                panic!("-TERM is for a spawn_binary guard; in this process, call shutdown()");
+            }
+            (Run::InProcess { .. }, _) => panic!("{sig}: not a signal the guard answers"),
+        }
+    }
+
+    /// Shut an in-process guard down as SIGTERM does (stop accepting, drain); the binary
+    /// is sent SIGTERM. [`Guard::wait_exit`] waits for the end.
+    pub fn shutdown(&mut self) {
+        match &mut *self.run {
+            Run::Process(_) => self.signal("-TERM"),
+            Run::InProcess {
+                runtime,
+                guard,
+                stopped,
+            } => {
+                let (done, wait) = std::sync::mpsc::channel();
+                let guard = guard.take().expect("shut down once");
+                runtime.as_ref().unwrap().spawn(async move {
+                    guard.shutdown(Duration::from_secs(30)).await;
+                    let _ = done.send(());
+                });
+                *stopped = Some(wait);
+            }
+        }
+    }
+
+    /// Wait up to 10 s for the guard to exit; its exit code (an in-process guard: 0 once
+    /// its shutdown is done).
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match &mut *self.run {
+            Run::Process(child) => loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    return s.code();
+                }
+                assert!(Instant::now() < deadline, "the guard did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            },
+            Run::InProcess { stopped, .. } => {
+                let stopped = stopped.as_ref().expect("shutdown() first");
+                stopped
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the guard did not stop");
+                Some(0)
+            }
+        }
     }
 
     /// The /metrics text.
@@ -147,22 +306,21 @@ impl Guard {
             .unwrap_or(0)
     }
 
-    /// Wait up to 10 s for the guard to exit; its exit code.
-    pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(Instant::now() < deadline, "the guard did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// The guard's TLS address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
+}
+
+/// Write `dir/origin.toml`: both listeners on port 0 of loopback, then `rest`.
+fn write_config(dir: &Path, rest: &str) -> PathBuf {
+    let config = dir.join("origin.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{rest}"),
+    )
+    .unwrap();
+    config
 }
 
 /// A rustls client config trusting `roots` (the origin's CA), presenting `identity`.

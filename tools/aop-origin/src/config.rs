@@ -32,16 +32,18 @@
 //! connections without SNI.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use aop_pki::Sha256Fingerprint;
 use aop_verify::{Mode, PolicySpec, RuleSpec, TrustSpec};
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
 
 /// The whole file, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Config {
+pub(crate) struct File {
     #[serde(deserialize_with = "one_or_many")]
     pub(crate) listen: Vec<SocketAddr>,
     #[serde(default)]
@@ -73,7 +75,7 @@ pub(crate) struct Config {
     #[serde(default = "default_keepalive_timeout")]
     pub(crate) upstream_timeout_secs: u64,
     #[serde(rename = "site", default)]
-    pub(crate) sites: Vec<Site>,
+    pub(crate) sites: Vec<Spanned<Site>>,
 }
 
 fn default_handshake_timeout() -> u64 {
@@ -104,28 +106,33 @@ fn default_request_body_timeout() -> u64 {
     30
 }
 
-/// `log_format`.
+/// How the guard writes its log lines (`log_format`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
+#[non_exhaustive]
+pub enum LogFormat {
+    /// `text` (the default): tracing's plain format, one line an event, no colour.
     #[default]
     Text,
+    /// `json`: one JSON object a line (see the README's Logs).
     Json,
 }
 
-/// One `[[site]]`.
+/// One `[[site]]`. What an error may need to point at is kept with its place in the
+/// file ([`Spanned`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Site {
     #[serde(default)]
     pub(crate) name: Option<String>,
     #[serde(default)]
-    pub(crate) hostnames: Vec<String>,
+    pub(crate) hostnames: Vec<Spanned<String>>,
+    /// `default = true|false`, if given.
     #[serde(default)]
-    pub(crate) default: bool,
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
-    pub(crate) trust: Vec<PathBuf>,
+    pub(crate) default: Option<Spanned<bool>>,
+    pub(crate) cert: Spanned<PathBuf>,
+    pub(crate) key: Spanned<PathBuf>,
+    pub(crate) trust: Spanned<Vec<Spanned<PathBuf>>>,
     #[serde(default)]
     pub(crate) pins: Vec<Sha256Fingerprint>,
     #[serde(default)]
@@ -133,7 +140,7 @@ pub(crate) struct Site {
     #[serde(default)]
     pub(crate) allow_san: Vec<String>,
     #[serde(default)]
-    pub(crate) crl: Vec<PathBuf>,
+    pub(crate) crl: Vec<Spanned<PathBuf>>,
     #[serde(default, deserialize_with = "mode")]
     pub(crate) mode: Mode,
     #[serde(default)]
@@ -207,31 +214,68 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A loaded configuration: the file, and what it turns into.
+impl From<ConfigError> for crate::Error {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e.0)
+    }
+}
+
+/// A configuration file, read and validated: what [`Guard::start`](crate::Guard::start)
+/// takes. The files it names (certificates, keys, trust, CRLs) are read when the guard
+/// starts or reloads, or by [`Config::check`].
 #[derive(Debug)]
-pub(crate) struct Loaded {
+pub struct Config {
     pub(crate) path: PathBuf,
-    pub(crate) config: Config,
+    pub(crate) file: File,
     /// Site name → upstream, in rule order.
     pub(crate) upstreams: Vec<(String, Upstream)>,
     pub(crate) policy: PolicySpec,
     text: String,
 }
 
-impl Loaded {
+impl Config {
     /// Read and validate `path`; every error names the file and, where it can, the line
-    /// and key.
-    pub(crate) fn read(path: &Path) -> Result<Self, ConfigError> {
+    /// and key (`FILE:LINE: key `name`: what`).
+    pub fn read(path: &Path) -> Result<Self, crate::Error> {
+        Ok(Self::read_file(path)?)
+    }
+
+    /// Validate `text` as if read from `path` (no file it names is opened). The fuzzer's
+    /// entry: never a panic, whatever the text.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, crate::Error> {
+        Ok(Self::parse_text(path, text.to_owned())?)
+    }
+
+    /// Read every file the configuration names, as the guard will when it starts: `Ok`,
+    /// or the first file that is unusable, with the line and key that name it. What
+    /// `aop-origin --check` does.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        self.load_policy()?;
+        Ok(())
+    }
+
+    /// The configuration file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its `log_format`.
+    pub fn log_format(&self) -> LogFormat {
+        self.file.log_format
+    }
+
+    /// As [`Config::read`], with this module's error.
+    pub(crate) fn read_file(path: &Path) -> Result<Self, ConfigError> {
         // Only a regular file, at most 4 MiB (a device or FIFO is refused unread).
         let bytes = aop_pki::read_file(path).map_err(|e| ConfigError(e.to_string()))?;
         let text = String::from_utf8(bytes)
             .map_err(|e| ConfigError(format!("{}: not UTF-8 text: {e}", path.display())))?;
-        Self::parse(path, text)
+        Self::parse_text(path, text)
     }
 
-    /// Validate `text` as if read from `path`.
-    pub(crate) fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(&text).map_err(|e| {
+    /// As [`Config::parse`], with this module's error.
+    fn parse_text(path: &Path, text: String) -> Result<Self, ConfigError> {
+        let file: File = toml::from_str(&text).map_err(|e| {
             let (line, key) = e
                 .span()
                 .map(|s| locate(&text, s.start))
@@ -248,68 +292,68 @@ impl Loaded {
             ))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let at = |needle: &str| -> String {
-            let line = text
-                .lines()
-                .position(|l| l.contains(needle))
-                .map_or(0, |i| i + 1);
-            format!("{}:{line}", path.display())
-        };
-        if config.sites.is_empty() {
+        // `FILE:LINE` of a value in the text.
+        let at = |span: Range<usize>| format!("{}:{}", path.display(), line_at(&text, span.start));
+        if file.sites.is_empty() {
             return Err(ConfigError(format!(
                 "{}: no [[site]] tables: nothing to serve",
                 path.display()
             )));
         }
         let mut rules = Vec::new();
-        let mut default = None;
+        let mut default_rule = None;
         let mut upstreams = Vec::new();
-        for (i, site) in config.sites.iter().enumerate() {
+        for (i, table) in file.sites.iter().enumerate() {
+            let site = table.get_ref();
+            let hostnames: Vec<String> =
+                site.hostnames.iter().map(|h| h.get_ref().clone()).collect();
+            let default = site.default.as_ref().filter(|d| *d.get_ref());
             let name = site
                 .name
                 .clone()
-                .or_else(|| site.hostnames.first().cloned())
+                .or_else(|| hostnames.first().cloned())
                 .unwrap_or_else(|| {
-                    if site.default {
+                    if default.is_some() {
                         "default".into()
                     } else {
                         format!("site{}", i + 1)
                     }
                 });
-            let mut trust = TrustSpec::new(site.trust.iter().map(|p| base.join(p)));
+            let mut trust =
+                TrustSpec::new(site.trust.get_ref().iter().map(|p| base.join(p.get_ref())));
             trust.pins = site.pins.clone();
             trust.spki_pins = site.spki_pins.clone();
             trust.allow_san = site.allow_san.clone();
-            trust.crls = site.crl.iter().map(|p| base.join(p)).collect();
+            trust.crls = site.crl.iter().map(|p| base.join(p.get_ref())).collect();
             if let Some(d) = site.max_depth {
                 trust.max_depth = d;
             }
             let mut rule = RuleSpec::new(
                 &name,
-                site.hostnames.clone(),
-                base.join(&site.cert),
-                base.join(&site.key),
+                hostnames,
+                base.join(site.cert.get_ref()),
+                base.join(site.key.get_ref()),
                 trust,
             );
             rule.mode = site.mode;
-            if site.default {
-                if !site.hostnames.is_empty() {
+            if let Some(default) = default {
+                if let Some(first) = site.hostnames.first() {
                     return Err(ConfigError(format!(
                         "{}: key `hostnames` (site {name:?}): a default site serves every other SNI; give it no hostnames",
-                        at("default")
+                        at(first.span())
                     )));
                 }
-                if default.replace(rule).is_some() {
+                if default_rule.replace(rule).is_some() {
                     return Err(ConfigError(format!(
                         "{}: key `default`: only one site can be the default",
-                        at("default")
+                        at(default.span())
                     )));
                 }
             } else {
                 if site.hostnames.is_empty() {
                     return Err(ConfigError(format!(
                         "{}: site {name:?} has no `hostnames` (give some, or `default = true`)",
-                        path.display()
+                        at(table.span())
                     )));
                 }
                 rules.push(rule);
@@ -317,10 +361,10 @@ impl Loaded {
             upstreams.push((name, site.upstream.clone()));
         }
         let mut policy = PolicySpec::new(rules);
-        policy.default = default;
+        policy.default = default_rule;
         let loaded = Self {
             path: path.to_owned(),
-            config,
+            file,
             upstreams,
             policy,
             text,
@@ -328,78 +372,86 @@ impl Loaded {
         Ok(loaded)
     }
 
-    /// Load the policy's files (certificates, keys, trust, CRLs): errors name the file and
-    /// the config line and key that refer to it.
+    /// Load the policy's files (certificates, keys, trust, CRLs), each read once: an error
+    /// names the file, and the config line and key that refer to it.
     pub(crate) fn load_policy(&self) -> Result<aop_verify::Policy, ConfigError> {
-        // Read each file once here first, knowing which key named it, so an error can
-        // point at the right line (the same file may appear under several keys).
-        let base = self.path.parent().unwrap_or(Path::new("."));
-        for (i, site) in self.config.sites.iter().enumerate() {
-            let at = |key: &str, file: &Path, e: &dyn std::fmt::Display| {
-                let line = self.line_of(i, key, &file.to_string_lossy());
-                ConfigError(format!("{}:{line}: key `{key}`: {e}", self.path.display()))
-            };
-            aop_pki::load_certificates(&base.join(&site.cert))
-                .map_err(|e| at("cert", &site.cert, &e))?;
-            aop_pki::load_private_key(&base.join(&site.key))
-                .map_err(|e| at("key", &site.key, &e))?;
-            for t in &site.trust {
-                aop_pki::load_certificates(&base.join(t)).map_err(|e| at("trust", t, &e))?;
-            }
-            for c in &site.crl {
-                aop_pki::load_crls(&base.join(c)).map_err(|e| at("crl", c, &e))?;
-            }
-        }
-        aop_verify::Policy::load(&self.policy).map_err(|e| {
-            let msg = e.to_string();
-            let line = self
-                .text
-                .lines()
-                .position(|l| {
-                    l.split('"')
-                        .skip(1)
-                        .step_by(2)
-                        .any(|quoted| !quoted.is_empty() && msg.contains(quoted))
-                })
-                .map_or(String::new(), |i| format!(":{}", i + 1));
-            ConfigError(format!("{}{line}: {msg}", self.path.display()))
+        aop_verify::Policy::load(&self.policy).map_err(|e| match self.place_of(&e) {
+            Some((key, span)) => ConfigError(format!(
+                "{}:{}: key `{key}`: {e}",
+                self.path.display(),
+                line_at(&self.text, span.start)
+            )),
+            None => ConfigError(format!("{}: {e}", self.path.display())),
         })
+    }
+
+    /// The key and the place in the file of the value a policy error is about. A file
+    /// error names its file first (`FILE: …`); of the places that give that file (the same
+    /// file may appear under several keys) the first under a key that reads what the error
+    /// is about (a key file's error is `key`'s, a certificate's `cert`'s or `trust`'s). A
+    /// hostname error names the pattern (a duplicate: its last place).
+    fn place_of(&self, e: &aop_verify::Error) -> Option<(&'static str, Range<usize>)> {
+        let sites = self.file.sites.iter().map(Spanned::get_ref);
+        match e {
+            aop_verify::Error::Pattern { pattern, .. }
+            | aop_verify::Error::DuplicatePattern(pattern) => {
+                return sites
+                    .flat_map(|s| &s.hostnames)
+                    .rfind(|h| h.get_ref() == pattern)
+                    .map(|h| ("hostnames", h.span()));
+            }
+            aop_verify::Error::NoAnchors => {
+                return sites
+                    .map(|s| &s.trust)
+                    .find(|t| t.get_ref().is_empty())
+                    .map(|t| ("trust", t.span()));
+            }
+            _ => {}
+        }
+        use aop_pki::Error as Pki;
+        let keys: &[&str] = match e {
+            aop_verify::Error::Pki(
+                Pki::NotAKey { .. } | Pki::BadKey { .. } | Pki::KeyMismatch { .. },
+            ) => &["key"],
+            aop_verify::Error::Pki(
+                Pki::NotACertificate { .. } | Pki::BadCertificate { .. } | Pki::NotPemOrDer { .. },
+            ) => &["cert", "trust"],
+            aop_verify::Error::ServerCert { .. } => &["cert"],
+            aop_verify::Error::BadAnchor { .. } => &["trust"],
+            aop_verify::Error::Pki(Pki::NotACrl { .. }) | aop_verify::Error::BadCrl { .. } => {
+                &["crl"]
+            }
+            _ => &["cert", "key", "trust", "crl"],
+        };
+        let msg = e.to_string();
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let names = |file: &Spanned<PathBuf>| {
+            msg.strip_prefix(&base.join(file.get_ref()).display().to_string())
+                .is_some_and(|rest| rest.starts_with(": "))
+        };
+        sites
+            .flat_map(|s| {
+                let files = [("cert", &s.cert), ("key", &s.key)].into_iter();
+                let trust = s.trust.get_ref().iter().map(|t| ("trust", t));
+                files.chain(trust).chain(s.crl.iter().map(|c| ("crl", c)))
+            })
+            .find(|(key, file)| keys.contains(key) && names(file))
+            .map(|(key, file)| (key, file.span()))
     }
 }
 
-impl Loaded {
-    /// The line of `"value"` under `key` in the `site`-th `[[site]]` table (0 if not found).
-    fn line_of(&self, site: usize, key: &str, value: &str) -> usize {
-        let quoted = format!("\"{value}\"");
-        let mut seen_sites = 0;
-        let mut in_site = false;
-        let mut current_key = String::new();
-        for (i, line) in self.text.lines().enumerate() {
-            let t = line.trim();
-            if t.starts_with("[[") || (t.starts_with('[') && !t.starts_with("[\"")) {
-                in_site = t == "[[site]]" && {
-                    seen_sites += 1;
-                    seen_sites == site + 1
-                };
-                continue;
-            }
-            if let Some((k, _)) = t.split_once('=')
-                && !k.trim().starts_with('"')
-            {
-                current_key = k.trim().to_owned();
-            }
-            if in_site && current_key == key && line.contains(&quoted) {
-                return i + 1;
-            }
-        }
-        0
-    }
+/// 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// 1-based line of byte `offset`, and the key on that line (text before `=`), if any.
 fn locate(text: &str, offset: usize) -> (usize, String) {
-    let before = &text[..offset.min(text.len())];
-    let line_no = before.matches('\n').count() + 1;
+    let line_no = line_at(text, offset);
     let line = text.lines().nth(line_no - 1).unwrap_or("");
     let key = line
         .split_once('=')
@@ -412,8 +464,8 @@ fn locate(text: &str, offset: usize) -> (usize, String) {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Loaded, ConfigError> {
-        Loaded::parse(Path::new("/etc/aop/origin.toml"), text.to_owned())
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_text(Path::new("/etc/aop/origin.toml"), text.to_owned())
     }
 
     const SITE: &str = r#"
@@ -431,7 +483,7 @@ upstream = "http://127.0.0.1:8080"
             "listen = [\"127.0.0.1:8443\", \"[::1]:8443\"]\n{SITE}"
         ))
         .unwrap();
-        assert_eq!(l.config.listen.len(), 2);
+        assert_eq!(l.file.listen.len(), 2);
         assert_eq!(l.upstreams[0].0, "example.com");
         assert_eq!(l.upstreams[0].1.authority, "127.0.0.1:8080");
         assert_eq!(l.policy.rules[0].cert, Path::new("/etc/aop/c.pem"));
@@ -448,15 +500,73 @@ upstream = "http://127.0.0.1:8080"
         ))
         .unwrap_err();
         assert!(e.0.contains("only one site can be the default"), "{e}");
+        assert!(
+            e.0.starts_with("/etc/aop/origin.toml:11: key `default`: "),
+            "{e}"
+        );
         let both = SITE.replace(
             "hostnames = [\"example.com\"]",
             "default = true\nhostnames = [\"x.test\"]",
         );
         let e = parse(&format!("listen = \"127.0.0.1:1\"\n{both}")).unwrap_err();
         assert!(e.0.contains("a default site serves every other SNI"), "{e}");
+        assert!(
+            e.0.starts_with("/etc/aop/origin.toml:5: key `hostnames` "),
+            "{e}"
+        );
         let neither = SITE.replace("hostnames = [\"example.com\"]\n", "");
         let e = parse(&format!("listen = \"127.0.0.1:1\"\n{neither}")).unwrap_err();
         assert!(e.0.contains("has no `hostnames`"), "{e}");
+        assert!(e.0.starts_with("/etc/aop/origin.toml:3: site "), "{e}");
+    }
+
+    /// Policy errors point at the value they are about: a file by its path (each file
+    /// read once, by the policy), a hostname pattern, an empty trust list.
+    #[test]
+    fn policy_errors_name_the_line_and_key_of_their_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("origin.toml");
+        let load = |site: &str| {
+            let text = format!("listen = \"127.0.0.1:1\"\n{site}");
+            let e = Config::parse_text(&path, text)
+                .unwrap()
+                .load_policy()
+                .unwrap_err();
+            e.0.strip_prefix(&format!("{}:", path.display()))
+                .unwrap()
+                .to_owned()
+        };
+        // Every file is missing: whichever the policy reads first, the error points at
+        // the line and key that name it.
+        let e = load(SITE);
+        let named = [
+            (5, "cert", "c.pem"),
+            (6, "key", "k.pem"),
+            (7, "trust", "ca.pem"),
+        ]
+        .iter()
+        .any(|(line, key, file)| {
+            let file = dir.path().join(file);
+            e.starts_with(&format!(
+                "{line}: key `{key}`: {}: cannot read",
+                file.display()
+            ))
+        });
+        assert!(named, "{e}");
+        // The same file under two keys: the first place that names it.
+        let e = load(&SITE.replace("[\"ca.pem\"]", "[\"c.pem\"]"));
+        let want = format!(
+            "5: key `cert`: {}: cannot read",
+            dir.path().join("c.pem").display()
+        );
+        assert!(e.starts_with(&want), "{e}");
+        let e = load(&SITE.replace("example.com", "bad pattern"));
+        assert!(
+            e.starts_with("4: key `hostnames`: invalid hostname pattern"),
+            "{e}"
+        );
+        let e = load(&SITE.replace("[\"ca.pem\"]", "[]"));
+        assert!(e.starts_with("7: key `trust`: "), "{e}");
     }
 
     #[test]

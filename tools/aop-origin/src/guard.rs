@@ -1,5 +1,8 @@
 //! The guard: accept with aop-verify, forward to the site's upstream with the verdict
 //! attached, count, log, reload on SIGHUP, drain on SIGTERM.
+//!
+//! Every task a guard spawns (listeners, connections, the upstream client's connections)
+//! goes through [`Shared::spawn`], which runs it under the guard's own log if it has one.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,12 +22,14 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+use tracing::instrument::WithSubscriber as _;
 
+use crate::Error;
 use crate::budget::{Budget, Caps, Evicted, Slot, Start};
-use crate::config::{ConfigError, Loaded, Upstream};
+use crate::config::{Config, ConfigError, Upstream};
 use crate::metrics::Metrics;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
@@ -88,41 +93,193 @@ struct Shared {
     upstream_timeout: Duration,
     /// `request_body_timeout_secs`.
     body_timeout: Duration,
+    /// Client connections open now; `idle` is told when the count falls to 0.
     active: AtomicUsize,
+    idle: Notify,
     config_path: std::path::PathBuf,
     listen: Vec<SocketAddr>,
+    /// This guard's own log, if it was given one; else the process's.
+    log: Option<tracing::Dispatch>,
 }
 
-/// A running guard (for `--config`, the demo and tests).
-pub(crate) struct Running {
-    /// Where the TLS listeners are (ports resolved).
-    pub(crate) addrs: Vec<SocketAddr>,
-    /// Where /metrics is, if configured.
-    pub(crate) metrics_addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-}
-
-impl Running {
-    /// Re-read the config file and swap in its policy and upstreams. On error the running
-    /// configuration stays, and the error (naming the file) is returned and logged.
-    pub(crate) fn reload(&self) -> Result<(), ConfigError> {
-        reload(&self.shared)
+impl Shared {
+    /// Spawn `task` on the current runtime, under this guard's log.
+    fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        spawn(self.log.as_ref(), task);
     }
 
-    /// Stop accepting, let requests in flight finish (up to `grace`), then return.
-    pub(crate) async fn drain(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        let deadline = Instant::now() + grace;
-        while self.shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// Run `f` with this guard's log as the current one (for what runs outside its tasks).
+    fn logging<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.log {
+            Some(log) => tracing::dispatcher::with_default(log, f),
+            None => f(),
+        }
+    }
+
+    /// Completes when no client connection is open.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the count is read: a connection that ends in between wakes it.
+            notified.as_mut().enable();
+            if self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 }
 
+/// Spawn `task` on the current runtime; under `log` as its current subscriber, if given.
+fn spawn<F>(log: Option<&tracing::Dispatch>, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match log {
+        Some(log) => drop(tokio::spawn(task.with_subscriber(log.clone()))),
+        None => drop(tokio::spawn(task)),
+    }
+}
+
+/// The executor of the upstream client's connection tasks: the guard's, so they log
+/// where the guard does.
+#[derive(Clone)]
+struct Exec(Option<tracing::Dispatch>);
+
+impl<F> hyper::rt::Executor<F> for Exec
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, task: F) {
+        spawn(self.0.as_ref(), task);
+    }
+}
+
+/// A running guard: its listeners are bound and served by tasks on the tokio runtime it
+/// was started on. [`Guard::reload`] and [`Guard::shutdown`] are what SIGHUP and SIGTERM
+/// do to the binary; dropping a guard stops its listeners without waiting.
+pub struct Guard {
+    listen: Vec<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("config", &self.shared.config_path)
+            .field("listen", &self.listen)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Guard {
+    /// Load the policy (every file `config` names, each read once), bind the listeners
+    /// (`listen`, and `metrics_listen` if given; port 0 picks a free port) and serve them
+    /// on the current tokio runtime. Returns once every listener is bound. Logs through
+    /// the process's `tracing` subscriber.
+    ///
+    /// Like the binary, it raises the process's soft open-files limit to the hard limit,
+    /// and lowers `max_connections` to what fits in it (two descriptors a connection),
+    /// with a warning.
+    pub async fn start(config: Config) -> Result<Self, Error> {
+        start(config, None).await
+    }
+
+    /// As [`Guard::start`], logging to `log` instead: every line of this guard (its
+    /// verdicts, requests, reloads) goes there and nowhere else. See
+    /// [`log_dispatch`](crate::log_dispatch).
+    pub async fn start_with_log(config: Config, log: tracing::Dispatch) -> Result<Self, Error> {
+        start(config, Some(log.clone())).with_subscriber(log).await
+    }
+
+    /// The first TLS listener's address (the port resolved, if the configuration said 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen[0]
+    }
+
+    /// Every TLS listener's address, in the configuration's order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// Where `/metrics` and `/healthz` are served, if `metrics_listen` is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// Re-read the configuration file and swap in its policy and upstreams (SIGHUP's
+    /// work). Connections keep going; each gets a new verdict under the new policy at its
+    /// next request. On error the running configuration stays, and the error (naming the
+    /// file, line and key) is logged and returned. Listeners change only on restart.
+    /// Blocking: it reads files.
+    pub fn reload(&self) -> Result<(), Error> {
+        Ok(self.shared.logging(|| reload(&self.shared))?)
+    }
+
+    /// Stop accepting, let the connections open now finish what they are doing (up to
+    /// `grace`), then return (SIGTERM's work).
+    pub async fn shutdown(self, grace: Duration) {
+        self.shared
+            .logging(|| tracing::info!(target: "aop::origin", "draining"));
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(grace, self.shared.idle()).await;
+        self.shared
+            .logging(|| tracing::info!(target: "aop::origin", "stopped"));
+    }
+
+    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP; then [`Guard::shutdown`] with
+    /// 30 s of grace. What `aop-origin --config` does once started.
+    pub async fn run_until_signalled(self) -> Result<(), Error> {
+        Signals::install()?.serve(self).await
+    }
+}
+
+/// The signals the binary answers, installed (so no longer fatal to the process).
+pub(crate) struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Install the SIGHUP and SIGTERM handlers (SIGINT is tokio's `ctrl_c`).
+    pub(crate) fn install() -> Result<Self, Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Serve `guard` until SIGTERM or SIGINT; SIGHUP reloads.
+    pub(crate) async fn serve(mut self, guard: Guard) -> Result<(), Error> {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => { let _ = guard.reload(); }
+                _ = self.term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        guard.shutdown(Duration::from_secs(30)).await;
+        Ok(())
+    }
+}
+
 fn reload(shared: &Shared) -> Result<(), ConfigError> {
-    let result = Loaded::read(&shared.config_path).and_then(|loaded| {
-        if loaded.config.listen != shared.listen {
+    let result = Config::read_file(&shared.config_path).and_then(|loaded| {
+        if loaded.file.listen != shared.listen {
             tracing::warn!(target: "aop::origin", "`listen` changed; listeners change only on restart");
         }
         let policy = loaded.load_policy()?;
@@ -177,10 +334,10 @@ fn connections_within_fd_limit(max_connections: usize) -> (usize, Option<(u64, u
     (max_connections, None)
 }
 
-/// Bind the listeners and start serving `loaded`.
-pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
+/// Bind the listeners and start serving `loaded`; the tasks log to `log` if given.
+async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, Error> {
     let policy = PolicyHandle::new(loaded.load_policy()?);
-    let cfg = &loaded.config;
+    let cfg = &loaded.file;
     let limits = Limits::default()
         .with_handshake_timeout(Duration::from_secs(cfg.handshake_timeout_secs.max(1)))
         .with_max_handshakes(cfg.max_handshakes)
@@ -196,7 +353,7 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
     });
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
+    let client = Client::builder(Exec(log.clone()))
         .pool_idle_timeout(Duration::from_secs(30))
         .build(http);
     let metrics = Metrics::default();
@@ -212,45 +369,62 @@ pub(crate) async fn start(loaded: Loaded) -> anyhow::Result<Running> {
         body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
         upstream_timeout: Duration::from_secs(cfg.upstream_timeout_secs.max(1)),
         active: AtomicUsize::new(0),
+        idle: Notify::new(),
         config_path: loaded.path.clone(),
         listen: cfg.listen.clone(),
+        log,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut addrs = Vec::new();
+    // Every listener is bound before any is served: an error leaves nothing running.
+    let mut listeners = Vec::new();
     for addr in &cfg.listen {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!("{}: cannot listen on {addr}: {e}", loaded.path.display())
-        })?;
-        let local = listener.local_addr()?;
-        tracing::info!(target: "aop::origin", addr = %local, "listening");
-        addrs.push(local);
-        tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone()));
+        let listener = bind(&loaded.path, "listen", *addr).await?;
+        addrs.push(listener.local_addr()?);
+        listeners.push(listener);
     }
-    let metrics_addr = match cfg.metrics_listen {
+    let metrics = match cfg.metrics_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: cannot listen on metrics_listen {addr}: {e}",
-                    loaded.path.display()
-                )
-            })?;
-            let local = listener.local_addr()?;
-            tracing::info!(target: "aop::origin", metrics = %local, "metrics listening");
-            tokio::spawn(metrics_loop(listener, shared.clone(), shutdown_rx.clone()));
-            Some(local)
+            let listener = bind(&loaded.path, "metrics_listen", addr).await?;
+            Some((listener.local_addr()?, listener))
         }
         None => None,
     };
+    for (listener, local) in listeners.into_iter().zip(&addrs) {
+        tracing::info!(target: "aop::origin", addr = %local, "listening");
+        shared.spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone()));
+    }
+    let metrics_addr = metrics.map(|(local, listener)| {
+        tracing::info!(target: "aop::origin", metrics = %local, "metrics listening");
+        shared.spawn(metrics_loop(listener, shared.clone(), shutdown_rx.clone()));
+        local
+    });
     if let Some((files, fits)) = lowered {
         tracing::warn!(target: "aop::origin", max_connections = cfg.max_connections, open_files_limit = files,
             lowered_to = fits, "max_connections does not fit the open-files limit (two descriptors a connection); lowered");
     }
-    Ok(Running {
-        addrs,
-        metrics_addr,
+    Ok(Guard {
+        listen: addrs,
+        metrics: metrics_addr,
         shared,
         shutdown,
     })
+}
+
+/// Bind `addr`, named by `key` in the configuration file `config`.
+async fn bind(
+    config: &std::path::Path,
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            config: config.to_owned(),
+            key,
+            addr,
+            source,
+        })
 }
 
 async fn accept_loop(
@@ -282,12 +456,15 @@ async fn accept_loop(
                 "connection refused: max_connections reached and no connection could make room");
             continue;
         };
-        let shared = shared.clone();
+        let task_shared = shared.clone();
         let shutdown = shutdown.clone();
         shared.active.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
+        shared.spawn(async move {
+            let shared = task_shared;
             connection(&shared, tcp, peer, slot, talking, shutdown).await;
-            shared.active.fetch_sub(1, Ordering::AcqRel);
+            if shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.idle.notify_waiters();
+            }
         });
     }
 }
@@ -869,8 +1046,9 @@ async fn metrics_loop(
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue; // dropped: closed
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
+        let task_shared = shared.clone();
+        shared.spawn(async move {
+            let shared = task_shared;
             let _slot = slot;
             let service = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
@@ -902,22 +1080,4 @@ async fn metrics_loop(
                 .await;
         });
     }
-}
-
-/// Run from a config file until SIGTERM/SIGINT; SIGHUP reloads.
-pub(crate) async fn run(loaded: Loaded) -> anyhow::Result<()> {
-    let running = start(loaded).await?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => { let _ = running.reload(); }
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    tracing::info!(target: "aop::origin", "draining");
-    running.drain(Duration::from_secs(30)).await;
-    tracing::info!(target: "aop::origin", "stopped");
-    Ok(())
 }

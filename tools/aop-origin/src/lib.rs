@@ -3,93 +3,111 @@
 //! everything, reloads on SIGHUP and drains on SIGTERM. `aop-origin demo` runs the whole
 //! story on loopback.
 //!
-//! The binary (`main.rs`) only parses its arguments and calls [`run_config`] or
-//! [`run_demo`]. [`parse_config`] is the configuration parser on its own, for the fuzzer
-//! and its replay test.
+//! ```text
+//! edge ──mTLS──▶ Guard (aop-verify: verdict per handshake) ──HTTP + X-Client-Verify──▶ upstream
+//!                  └─ /metrics, /healthz on metrics_listen
+//! ```
+//!
+//! # As a library
+//!
+//! A [`Config`] is a configuration file, read and validated. [`Guard::start`] binds the
+//! listeners it names (port 0 is fine: ask [`Guard::listen_addr`] and
+//! [`Guard::metrics_addr`] where they are) and serves on the current tokio runtime.
+//! [`Guard::reload`] is what SIGHUP does: re-read the file and swap in the new policy and
+//! upstreams, or keep the running ones and return the error. [`Guard::shutdown`] is what
+//! SIGTERM does: stop accepting, let requests in flight finish, return when done.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # async fn example() -> Result<(), aop_origin::Error> {
+//! let config = aop_origin::Config::read("/etc/aop/origin.toml".as_ref())?;
+//! config.check()?; // every certificate, key, trust and CRL file it names is usable
+//! let guard = aop_origin::Guard::start(config).await?;
+//! let (tls, metrics) = (guard.listen_addr(), guard.metrics_addr());
+//! // … the edge connects to `tls`; a scraper reads `metrics` …
+//! guard.reload()?; // the file changed: SIGHUP's work
+//! guard.shutdown(Duration::from_secs(30)).await; // SIGTERM's
+//! # let _ = (tls, metrics);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A guard logs (verdicts, requests, reloads) through `tracing`, to the process's
+//! subscriber. [`Guard::start_with_log`] gives one guard a subscriber of its own instead —
+//! [`log_dispatch`] makes the one the binary uses, for any writer — so several guards in
+//! one process (tests) each keep their own lines, aop-verify's verdict lines included.
+//!
+//! The binary (`main.rs`) only parses its arguments, calls [`serve`], [`Config::check`]
+//! or [`demo`], and turns an [`Error`] into its exit code.
 
 use std::path::Path;
-use std::process::ExitCode;
+
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod budget;
 mod config;
 mod demo;
+mod error;
 mod guard;
 mod jsonlog;
 mod logwriter;
 mod metrics;
 
-#[allow(clippy::print_stderr)] // the binary's one place for fatal errors
-fn fail(code: u8, e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("aop-origin: {e}");
-    ExitCode::from(code)
+pub use config::{Config, LogFormat};
+pub use error::Error;
+pub use guard::Guard;
+
+/// `aop-origin demo`: everything end to end on loopback, in a temporary directory.
+/// `Ok(true)` iff every expectation held; the story and its summary go to stdout.
+pub fn demo() -> Result<bool, Error> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime
+        .block_on(demo::run())
+        .map_err(|e| Error::Demo(format!("{e:#}")))
 }
 
-/// `aop-origin demo`: everything end to end on loopback; exit 0 iff every expectation held.
-pub fn run_demo() -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail(1, &e),
-    };
-    match runtime.block_on(demo::run()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => fail(1, &format!("{e:#}")),
-    }
-}
-
-/// `aop-origin --config FILE [--check]`: check the configuration and every file it names
-/// (with `check`), or run the guard until SIGTERM. Exit 2 for a bad configuration.
-pub fn run_config(path: &Path, check: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return fail(1, &e),
-    };
-    let loaded = match config::Loaded::read(path) {
-        Ok(l) => l,
-        Err(e) => return fail(2, &e),
-    };
-    if check {
-        return match loaded.load_policy() {
-            Ok(_) => {
-                #[allow(clippy::print_stdout)] // the result of --check
-                {
-                    println!("{}: ok", path.display());
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(2, &e),
-        };
-    }
-    let _log_flush = init_logging(loaded.config.log_format);
-    match runtime.block_on(guard::run(loaded)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<config::ConfigError>().is_some() => fail(2, &format!("{e:#}")),
-        Err(e) => fail(1, &format!("{e:#}")),
-    }
+/// `aop-origin --config FILE`: read the configuration, log to stderr in its
+/// `log_format`, start the guard, reload on SIGHUP, drain and return on SIGTERM or
+/// SIGINT.
+pub fn serve(path: &Path) -> Result<(), Error> {
+    let config = Config::read(path)?;
+    let (writer, _flush) = logwriter::stderr();
+    // The process's subscriber (and `log` records, rustls' among them, into it). Only
+    // fails if one is set already: then that one is used.
+    let _ = log_dispatch(config.log_format(), writer).try_init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        // Before the listeners: a SIGHUP sent once they are up must not end the process.
+        let signals = guard::Signals::install()?;
+        signals.serve(Guard::start(config).await?).await
+    })
 }
 
 /// Parse and validate configuration `text` as if read from `path`, without opening any
 /// file it names: `Ok` or the one-line error `--config` would print. The fuzzer's entry
 /// (it must never panic, whatever the text).
 pub fn parse_config(path: &Path, text: &str) -> Result<(), String> {
-    config::Loaded::parse(path, text.to_owned())
+    Config::parse(path, text)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
-/// Log to stderr through a batching background writer (see `logwriter`): no system call
-/// and no thread wake-up per line on the handshake or request path, and no line dropped.
-/// The returned guard flushes on exit.
-fn init_logging(format: config::LogFormat) -> logwriter::FlushGuard {
+/// The `tracing` subscriber the binary logs through, writing to `writer`: `format`'s
+/// lines (text without colour, or JSON), at `info` unless `RUST_LOG` says otherwise. Give
+/// it to [`Guard::start_with_log`] for a guard with a log of its own, or install it as
+/// the process's default.
+pub fn log_dispatch<W>(format: LogFormat, writer: W) -> tracing::Dispatch
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = logwriter::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        config::LogFormat::Json => builder.event_format(jsonlog::Json).init(),
-        config::LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.event_format(jsonlog::Json).finish().into(),
+        LogFormat::Text => builder.with_ansi(false).finish().into(),
     }
-    guard
 }

@@ -1,8 +1,9 @@
 //! aop-origin: a ready origin guard. It terminates mutual TLS with aop-verify (per-SNI
 //! trust, verdicts), forwards to a plain-HTTP upstream with the verdict attached, counts
 //! everything, reloads on SIGHUP and drains on SIGTERM. `aop-origin demo` runs the whole
-//! story on loopback. A thin shell: parse the arguments, then hand over to the library
-//! (`aop_origin::run_config` or `aop_origin::run_demo`).
+//! story on loopback. A thin shell: parse the arguments, hand over to the library
+//! (`aop_origin::serve`, `Config::check`, `aop_origin::demo`), map its error to the exit
+//! code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,15 +50,39 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match (cli.command, cli.config) {
-        (Some(Command::Demo), _) => aop_origin::run_demo(),
-        (None, Some(path)) => aop_origin::run_config(&path, cli.check),
+    let done = match (cli.command, cli.config) {
+        (Some(Command::Demo), _) => aop_origin::demo().map(|held| if held { 0 } else { 1 }),
+        (None, Some(path)) if cli.check => aop_origin::Config::read(&path)
+            .and_then(|config| config.check())
+            .map(|()| {
+                #[allow(clippy::print_stdout)] // the result of --check
+                {
+                    println!("{}: ok", path.display());
+                }
+                0
+            }),
+        (None, Some(path)) => aop_origin::serve(&path).map(|()| 0),
         (None, None) => {
             #[allow(clippy::print_stderr)] // a usage error
             {
                 eprintln!("aop-origin: give --config FILE, or run `aop-origin demo`");
             }
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    match done {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            #[allow(clippy::print_stderr)] // the binary's one place for fatal errors
+            {
+                eprintln!("aop-origin: {e}");
+            }
+            // A configuration the operator must fix is a usage error; the rest are
+            // runtime errors.
+            ExitCode::from(match e {
+                aop_origin::Error::Config(_) => 2,
+                _ => 1,
+            })
         }
     }
 }
