@@ -137,9 +137,9 @@ fn status_of(data: &[u8]) -> Option<u16> {
 /// certificate directories with a single plain path component (no way out of `certs/`).
 pub fn manifest(data: &[u8]) {
     let dir = Path::new("/var/lib/aop/rotation");
-    match aop_pki::rotate::Manifest::from_json(data, dir) {
+    match aop_ops::rotate::Manifest::from_json(data, dir) {
         Ok(m) => {
-            let rotation = aop_pki::rotate::Rotation::new(dir);
+            let rotation = aop_ops::rotate::Rotation::new(dir);
             let certs = dir.join("certs");
             let recs = std::iter::once(&m.active)
                 .chain(m.next.iter())

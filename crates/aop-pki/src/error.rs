@@ -227,15 +227,6 @@ pub enum Error {
     #[error("invalid SHA-256 fingerprint {0:?}: expected 64 hex digits (colons allowed)")]
     InvalidFingerprint(String),
 
-    /// A rotation step cannot be taken (wrong phase, origins not ready, damaged state).
-    #[error("{}: {reason}", dir.display())]
-    Rotation {
-        /// The rotation directory.
-        dir: PathBuf,
-        /// Why, and what to do instead.
-        reason: String,
-    },
-
     /// Certificate or key generation failed inside rcgen or the crypto provider.
     #[error("certificate generation failed: {0}")]
     Generate(String),
@@ -253,6 +244,7 @@ fn size(bytes: u64) -> String {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+#[cfg(feature = "issue")]
 impl From<rcgen::Error> for Error {
     fn from(e: rcgen::Error) -> Self {
         Self::Generate(e.to_string())

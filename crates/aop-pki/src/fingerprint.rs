@@ -4,7 +4,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use aws_lc_rs::digest;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
 
@@ -100,15 +99,19 @@ impl FromStr for Sha256Fingerprint {
     }
 }
 
-impl Serialize for Sha256Fingerprint {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+/// As its lowercase hex text (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Sha256Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-impl<'de> Deserialize<'de> for Sha256Fingerprint {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+/// From any text [`FromStr`] accepts (feature `serde`).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Sha256Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -4,7 +4,6 @@ use std::fmt;
 use std::net::IpAddr;
 
 use rustls_pki_types::CertificateDer;
-use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use x509_parser::der_parser::asn1_rs::Tag;
@@ -18,7 +17,8 @@ use crate::Sha256Fingerprint;
 /// Everything an operator needs to know about one certificate, parsed with x509-parser.
 ///
 /// Serialised as-is by `certtool inspect --json` (the schema is in `docs/json.md`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct CertInfo {
     /// Subject, RFC 4514 string (most specific RDN first, as `openssl -nameopt RFC2253`).
@@ -47,17 +47,17 @@ pub struct CertInfo {
     pub san: SubjectAltNames,
     /// Whether the certificate has a subjectAltName extension at all (a name check may
     /// fall back to the CN only when it has none).
-    #[serde(skip)]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub has_san_extension: bool,
     /// Public key algorithm and size.
     pub key: KeyInfo,
     /// Signature algorithm name (`sha256WithRSAEncryption`, `ecdsa-with-SHA256`, …).
     pub signature_algorithm: String,
     /// Start of validity.
-    #[serde(with = "::time::serde::rfc3339")]
+    #[cfg_attr(feature = "serde", serde(with = "::time::serde::rfc3339"))]
     pub not_before: OffsetDateTime,
     /// End of validity.
-    #[serde(with = "::time::serde::rfc3339")]
+    #[cfg_attr(feature = "serde", serde(with = "::time::serde::rfc3339"))]
     pub not_after: OffsetDateTime,
     /// Whole days from the time of inspection to `not_after` (negative once expired).
     pub days_left: i64,
@@ -74,7 +74,8 @@ pub struct CertInfo {
 }
 
 /// Subject alternative names by type.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct SubjectAltNames {
     /// DNS names, wildcards included as written.
@@ -116,7 +117,8 @@ impl fmt::Display for SubjectAltNames {
 }
 
 /// Public key algorithm and size.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct KeyInfo {
     /// `RSA`, `ECDSA P-256`, `ECDSA P-384`, `ECDSA P-521`, `Ed25519`, `Ed448`, or a dotted OID.
@@ -135,8 +137,12 @@ impl fmt::Display for KeyInfo {
 }
 
 /// What a certificate may be used for.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
 #[non_exhaustive]
 pub enum Role {
     /// Basic constraints say CA.
@@ -167,8 +173,12 @@ impl fmt::Display for Role {
 }
 
 /// Where a moment falls in a certificate's validity period.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Validity {
     /// `not_before <= t <= not_after`.
     Valid,

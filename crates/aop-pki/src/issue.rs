@@ -4,7 +4,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -14,50 +13,13 @@ use rustls_pki_types::{CertificateDer, DnsName};
 use time::{Duration, OffsetDateTime};
 
 use crate::info::{CertInfo, Role, Validity};
-use crate::keys::{PrivateKeyPem, check_key_matches, default_provider};
+use crate::keys::{KeyType, PrivateKeyPem, check_key_matches, default_provider};
 use crate::load::{load_certificates, load_private_key};
 use crate::{Error, Result};
 
-/// The key algorithms certtool generates. `ecdsa-p256` is the default: small, fast, and
-/// accepted by every TLS stack an origin runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum KeyType {
-    /// ECDSA on P-256 with SHA-256.
-    #[default]
-    EcdsaP256,
-    /// ECDSA on P-384 with SHA-384.
-    EcdsaP384,
-    /// Ed25519.
-    Ed25519,
-    /// RSA 2048, PKCS#1 v1.5 with SHA-256.
-    Rsa2048,
-    /// RSA 4096, PKCS#1 v1.5 with SHA-256.
-    Rsa4096,
-}
-
+/// Key generation, for issuance only (rcgen's key pairs).
 impl KeyType {
-    /// Every key type, in the order they are documented.
-    pub const ALL: [Self; 5] = [
-        Self::EcdsaP256,
-        Self::EcdsaP384,
-        Self::Ed25519,
-        Self::Rsa2048,
-        Self::Rsa4096,
-    ];
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::EcdsaP256 => "ecdsa-p256",
-            Self::EcdsaP384 => "ecdsa-p384",
-            Self::Ed25519 => "ed25519",
-            Self::Rsa2048 => "rsa2048",
-            Self::Rsa4096 => "rsa4096",
-        }
-    }
-
-    fn generate(self) -> Result<KeyPair> {
+    pub(crate) fn generate(self) -> Result<KeyPair> {
         Ok(match self {
             Self::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
             Self::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?,
@@ -82,25 +44,8 @@ impl KeyType {
         })
     }
 
-    fn is_rsa(self) -> bool {
+    pub(crate) fn is_rsa(self) -> bool {
         matches!(self, Self::Rsa2048 | Self::Rsa4096)
-    }
-}
-
-impl fmt::Display for KeyType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for KeyType {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| Error::UnknownKeyType(s.to_owned()))
     }
 }
 
@@ -125,7 +70,7 @@ impl Issued {
     pub fn cert_pem(&self) -> String {
         std::iter::once(&self.certificate)
             .chain(&self.chain)
-            .map(|c| to_pem("CERTIFICATE", c))
+            .map(|c| crate::pem_encode("CERTIFICATE", c))
             .collect()
     }
 
@@ -146,6 +91,34 @@ pub struct CaRequest {
     pub days: u32,
     /// How many intermediate CAs may sit below it (0: it signs leaves only).
     pub path_len: u8,
+}
+
+impl CaRequest {
+    /// A CA named `name` as `certtool ca create` makes it by default: ECDSA P-256, 3650
+    /// days, path length 0. Change a field with `CaRequest { days: 10, ..CaRequest::new(…) }`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            key_type: KeyType::EcdsaP256,
+            days: 3650,
+            path_len: 0,
+        }
+    }
+
+    /// Create the CA as of `now`, write it where `certtool ca create --out DIR` would
+    /// (`DIR/ca.pem` 0644, `DIR/ca.key` 0600, DIR created 0700 if missing; existing files
+    /// are refused), and load it back, ready to issue ([`Ca::load`] as of `now`).
+    pub fn create_in(&self, dir: &Path, now: OffsetDateTime) -> Result<Ca> {
+        let issued = create_ca(self, now)?;
+        crate::ensure_dir(dir, true)?;
+        crate::write_issued(
+            &issued,
+            &dir.join(Ca::CERT_FILE),
+            &dir.join(Ca::KEY_FILE),
+            crate::Overwrite::Refuse,
+        )?;
+        Ca::load(dir, now)
+    }
 }
 
 /// What a new edge (client) certificate should look like.
@@ -387,7 +360,7 @@ impl Ca {
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         };
         let crl = params.signed_by(&self.issuer)?;
-        Ok(to_pem("X509 CRL", crl.der()))
+        Ok(crate::pem_encode("X509 CRL", crl.der()))
     }
 
     fn sign(
@@ -544,11 +517,6 @@ fn client_san(s: &str) -> Result<SanType> {
     Ok(SanType::DnsName(hostname(s, true)?.try_into()?))
 }
 
-pub(crate) fn to_pem(label: &str, der: &[u8]) -> String {
-    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
-    pem::encode_config(&pem::Pem::new(label, der), config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,7 +525,7 @@ mod tests {
     fn pem_round_trip() {
         for len in 0..70 {
             let der: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
-            let pem = to_pem("CERTIFICATE", &der);
+            let pem = crate::pem_encode("CERTIFICATE", &der);
             let (kind, back) = rustls_pki_types::pem::from_buf(&mut pem.as_bytes())
                 .unwrap()
                 .unwrap();
@@ -631,7 +599,6 @@ mod tests {
 #[cfg(test)]
 mod issue_tests {
     use super::*;
-    use crate::write::Overwrite;
 
     fn now() -> OffsetDateTime {
         OffsetDateTime::now_utc()
@@ -639,20 +606,11 @@ mod issue_tests {
 
     fn ca_in(dir: &Path, key_type: KeyType, days: u32, at: OffsetDateTime) -> Ca {
         let req = CaRequest {
-            name: "unit CA".into(),
             key_type,
             days,
-            path_len: 0,
+            ..CaRequest::new("unit CA")
         };
-        let issued = create_ca(&req, at).unwrap();
-        crate::write_issued(
-            &issued,
-            &dir.join("ca.pem"),
-            &dir.join("ca.key"),
-            Overwrite::Refuse,
-        )
-        .unwrap();
-        Ca::load(dir, now()).unwrap()
+        req.create_in(dir, at).unwrap()
     }
 
     #[test]
@@ -788,19 +746,11 @@ mod issue_tests {
         // Not yet valid, and expired, CAs are refused at load.
         let future = tempfile::tempdir().unwrap();
         let req = CaRequest {
-            name: "f".into(),
-            key_type: KeyType::EcdsaP256,
             days: 10,
-            path_len: 0,
+            ..CaRequest::new("f")
         };
-        let issued = create_ca(&req, now() + Duration::days(2)).unwrap();
-        crate::write_issued(
-            &issued,
-            &future.path().join("ca.pem"),
-            &future.path().join("ca.key"),
-            Overwrite::Refuse,
-        )
-        .unwrap();
+        req.create_in(future.path(), now() + Duration::days(2))
+            .unwrap();
         let e = Ca::load(future.path(), now()).unwrap_err();
         assert!(
             matches!(

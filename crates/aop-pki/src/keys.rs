@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -11,11 +12,86 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{Error, Result};
 
+/// The key algorithms aop generates (feature `issue`) and names. `ecdsa-p256` is the
+/// default: small, fast, and accepted by every TLS stack an origin runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256.
+    #[default]
+    EcdsaP256,
+    /// ECDSA on P-384 with SHA-384.
+    EcdsaP384,
+    /// Ed25519.
+    Ed25519,
+    /// RSA 2048, PKCS#1 v1.5 with SHA-256.
+    Rsa2048,
+    /// RSA 4096, PKCS#1 v1.5 with SHA-256.
+    Rsa4096,
+}
+
+impl KeyType {
+    /// Every key type, in the order they are documented.
+    pub const ALL: [Self; 5] = [
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+        Self::Ed25519,
+        Self::Rsa2048,
+        Self::Rsa4096,
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ecdsa-p256",
+            Self::EcdsaP384 => "ecdsa-p384",
+            Self::Ed25519 => "ed25519",
+            Self::Rsa2048 => "rsa2048",
+            Self::Rsa4096 => "rsa4096",
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KeyType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| Error::UnknownKeyType(s.to_owned()))
+    }
+}
+
+/// As its name, `ecdsa-p256` … (feature `serde`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for KeyType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// From its name, `ecdsa-p256` … (feature `serde`).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for KeyType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// PEM text of a private key. `Debug` never shows it, so it cannot leak into a log by
 /// accident; the only ways out are [`PrivateKeyPem::expose`] and writing it to a file.
 pub struct PrivateKeyPem(String);
 
 impl PrivateKeyPem {
+    #[cfg(feature = "issue")]
     pub(crate) fn new(pem: String) -> Self {
         Self(pem)
     }

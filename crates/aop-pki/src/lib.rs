@@ -17,31 +17,41 @@
 //! - **inspects** a certificate into plain data ([`CertInfo`]): names, SANs, usages,
 //!   validity, the certificate pin and the SPKI pin ([`Sha256Fingerprint`]);
 //! - **issues** CAs, edge client certificates and Origin-CA-style server certificates
-//!   with rcgen ([`create_ca`], [`Ca::issue_client`], [`Ca::issue_origin`]);
+//!   with rcgen ([`create_ca`], [`Ca::issue_client`], [`Ca::issue_origin`]; feature
+//!   `issue`);
 //! - **writes** files atomically, keys 0600 from the moment they exist, never
-//!   overwriting unless told to ([`write_all_atomic`]);
+//!   overwriting unless told to ([`write_all_atomic`]; feature `write`);
 //! - **checks** that a key belongs to a certificate ([`check_key_matches`]).
 //!
-//! The `certtool` binary is a thin shell over these functions.
+//! The `certtool` binary is a thin shell over these functions (and over `aop-ops`, the
+//! operator workflows built on them: inventory and rotation).
+//!
+//! ## Features
+//!
+//! With no feature this crate is the core a verifier links: load, inspect, fingerprint,
+//! keys, PEM; no rcgen, no tempfile, no serde.
+//!
+//! | feature | adds | pulls in |
+//! | --- | --- | --- |
+//! | `issue` | [`create_ca`], [`CaRequest`], [`Ca`], [`Issued`], [`write_issued`] (implies `write`) | rcgen |
+//! | `write` | [`write_atomic`], [`write_all_atomic`], [`ensure_dir`], [`FileMode`], [`Overwrite`] | tempfile |
+//! | `serde` | `Serialize` for [`CertInfo`] and its parts, `Serialize`/`Deserialize` for [`Sha256Fingerprint`] and [`KeyType`] (as text) | serde |
 //!
 //! ## Getting started
 //!
-//! Create a CA, issue the edge's client certificate from it, and look at what came out:
+//! Create a CA, issue the edge's client certificate from it, and look at what came out
+//! (features `issue` and `write`):
 //!
 //! ```
-//! use aop_pki::{create_ca, CaRequest, ClientRequest, KeyType, Role};
+//! use aop_pki::{CaRequest, ClientRequest, KeyType, Role};
 //! use time::OffsetDateTime;
 //!
 //! let now = OffsetDateTime::now_utc();
-//! let ca_req = CaRequest { name: "origin-pull CA".into(), key_type: KeyType::EcdsaP256, days: 3650, path_len: 0 };
-//! let ca = create_ca(&ca_req, now)?;
-//!
-//! // Write it where `certtool ca create --out DIR` would (ca.pem 0644, ca.key 0600)…
 //! let dir = tempfile::tempdir().unwrap();
-//! aop_pki::write_issued(&ca, &dir.path().join("ca.pem"), &dir.path().join("ca.key"), aop_pki::Overwrite::Refuse)?;
-//!
-//! // …and load it back to issue from it.
-//! let ca = aop_pki::Ca::load(dir.path(), now)?;
+//! // Create a CA (P-256, 10 years), write it where `certtool ca create --out DIR` would
+//! // (ca.pem 0644, ca.key 0600), and load it back to issue from it. The steps apart:
+//! // `create_ca`, `write_issued`, `Ca::load`.
+//! let ca = CaRequest::new("origin-pull CA").create_in(dir.path(), now)?;
 //! let edge = ca.issue_client(
 //!     &ClientRequest { common_name: "edge".into(), sans: vec!["spiffe://cdn/edge".into()], days: 90, key_type: KeyType::default() },
 //!     now,
@@ -64,32 +74,43 @@
 //! assert!(err.to_string().ends_with("edge.pem: expected a certificate, found a private key (PRIVATE KEY)"));
 //! ```
 
+// The manual above links the items of every feature; built without some, those links
+// have nothing to point at.
+#![cfg_attr(
+    not(all(feature = "issue", feature = "serde")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
 mod error;
 mod fingerprint;
 mod info;
-pub mod inventory;
+#[cfg(feature = "issue")]
 mod issue;
 mod keys;
 mod load;
 mod names;
-pub mod rotate;
+#[cfg(feature = "write")]
 mod write;
 
+#[cfg(feature = "issue")]
 use std::path::Path;
 
 pub use error::{Error, Result};
 pub use fingerprint::Sha256Fingerprint;
 pub use info::{CertInfo, KeyInfo, Role, SubjectAltNames, Validity, rfc3339};
+#[cfg(feature = "issue")]
 pub use issue::{
-    BACKDATE, Ca, CaRequest, ClientRequest, Issued, KeyType, ORIGIN_VALIDITY_DAYS, OriginRequest,
-    create_ca,
+    BACKDATE, Ca, CaRequest, ClientRequest, Issued, ORIGIN_VALIDITY_DAYS, OriginRequest, create_ca,
 };
-pub use keys::{KeyPairFiles, PrivateKeyPem, check_key_matches, default_provider, load_key_pair};
+pub use keys::{
+    KeyPairFiles, KeyType, PrivateKeyPem, check_key_matches, default_provider, load_key_pair,
+};
 pub use load::{
-    MAX_FILE_SIZE, load_certificates, load_crls, load_private_key, parse_certificates, parse_crls,
-    parse_private_key, read_file, read_file_limited,
+    MAX_FILE_SIZE, load_certificates, load_crls, load_private_key, open_for_writing,
+    parse_certificates, parse_crls, parse_private_key, read_file, read_file_limited,
 };
 pub use names::{is_dns_name, normalize_dns_name, tls_version_name};
+#[cfg(feature = "write")]
 pub use write::{FileMode, Overwrite, PendingFile, ensure_dir, write_all_atomic, write_atomic};
 
 /// Re-exported so users need not depend on rustls-pki-types for the DER types.
@@ -97,13 +118,15 @@ pub use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, Private
 
 /// PEM of one DER object, with `label` (`CERTIFICATE`, `X509 CRL`, …), LF line endings.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    issue::to_pem(label, der)
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), config)
 }
 
 /// Write what was issued: `cert.pem` (the certificate and its chain, 0644) and the key
 /// (0600) as one set — neither is written if either target exists (unless
 /// [`Overwrite::Replace`]), and both are staged in full before either is renamed into
-/// place.
+/// place. (Features `issue` and `write`.)
+#[cfg(feature = "issue")]
 pub fn write_issued(
     issued: &Issued,
     cert_path: &Path,

@@ -62,8 +62,33 @@ pub fn read_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Open `path` for writing, creating it if missing and never truncating it: the way to
+/// open a lock file. As in [`read_file`], anything but a regular file is refused with
+/// [`Error::NotAFile`] (checked before opening and again on the handle), and on Unix the
+/// open cannot block (a FIFO planted at `path` is refused, not waited on). Other failures
+/// are [`Error::Write`].
+pub fn open_for_writing(path: &Path) -> Result<std::fs::File> {
+    let write_error = |error| Error::Write {
+        path: path.to_owned(),
+        error,
+    };
+    if let Ok(meta) = std::fs::metadata(path) {
+        regular_file(path, &meta)?;
+    }
+    let file = without_blocking(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .open(path)
+    .map_err(write_error)?;
+    regular_file(path, &file.metadata().map_err(write_error)?)?;
+    Ok(file)
+}
+
 /// Refuse anything but a regular file, saying what it is.
-pub(crate) fn regular_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+fn regular_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     let t = meta.file_type();
     if t.is_file() {
         return Ok(());
@@ -109,7 +134,7 @@ fn open_without_blocking(path: &Path) -> std::io::Result<std::fs::File> {
 /// On Unix, add `O_NONBLOCK` (a FIFO opens at once instead of waiting for the other end;
 /// regular files ignore the flag) and `O_NOCTTY` (a terminal never becomes the
 /// controlling one).
-pub(crate) fn without_blocking(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+fn without_blocking(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;

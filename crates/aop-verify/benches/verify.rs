@@ -20,20 +20,10 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let now = time::OffsetDateTime::now_utc();
     let req = CaRequest {
-        name: "edge CA".into(),
-        key_type: KeyType::EcdsaP256,
         days: 365,
-        path_len: 0,
+        ..CaRequest::new("edge CA")
     };
-    let issued = aop_pki::create_ca(&req, now).unwrap();
-    aop_pki::write_issued(
-        &issued,
-        &dir.path().join("ca.pem"),
-        &dir.path().join("ca.key"),
-        Overwrite::Refuse,
-    )
-    .unwrap();
-    let ca = Ca::load(dir.path(), now).unwrap();
+    let ca = req.create_in(dir.path(), now).unwrap();
     let leaf = |i: usize| {
         ca.issue_client(
             &ClientRequest {
@@ -128,7 +118,7 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
-    let anchors = [webpki::anchor_from_trusted_cert(&issued.certificate).unwrap()];
+    let anchors = [webpki::anchor_from_trusted_cert(ca.certificate()).unwrap()];
     let algs = aop_pki::default_provider().signature_verification_algorithms;
     let unix_at = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
         now.unix_timestamp().try_into().unwrap(),

@@ -911,7 +911,7 @@ fn chain_key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use aop_pki::{Ca, CaRequest, ClientRequest, KeyType, Overwrite};
+    use aop_pki::{Ca, CaRequest, ClientRequest, KeyType};
 
     fn setup(
         dir: &std::path::Path,
@@ -919,20 +919,10 @@ pub(crate) mod tests {
     ) -> (Trust, Vec<CertificateDer<'static>>, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
         let req = CaRequest {
-            name: "ca".into(),
-            key_type: KeyType::EcdsaP256,
             days: 365,
-            path_len: 0,
+            ..CaRequest::new("ca")
         };
-        let ca = aop_pki::create_ca(&req, now).unwrap();
-        aop_pki::write_issued(
-            &ca,
-            &dir.join("ca.pem"),
-            &dir.join("ca.key"),
-            Overwrite::Refuse,
-        )
-        .unwrap();
-        let ca = Ca::load(dir, now).unwrap();
+        let ca = req.create_in(dir, now).unwrap();
         let leaf = ca
             .issue_client(
                 &ClientRequest {
@@ -960,19 +950,11 @@ pub(crate) mod tests {
         let sub = dir.join(sub);
         std::fs::create_dir_all(&sub).unwrap();
         let req = CaRequest {
-            name: name.into(),
-            key_type: KeyType::EcdsaP256,
             days: 365,
             path_len,
+            ..CaRequest::new(name)
         };
-        let issued = aop_pki::create_ca(&req, now).unwrap();
-        aop_pki::write_issued(
-            &issued,
-            &sub.join("ca.pem"),
-            &sub.join("ca.key"),
-            Overwrite::Refuse,
-        )
-        .unwrap();
+        req.create_in(&sub, now).unwrap();
         sub
     }
 

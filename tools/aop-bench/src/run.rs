@@ -83,18 +83,10 @@ fn make_certs(dir: &Path) -> anyhow::Result<Certs> {
         let d = dir.join(name);
         std::fs::create_dir_all(&d)?;
         let req = CaRequest {
-            name: name.into(),
-            key_type: KeyType::EcdsaP256,
             days: 365,
-            path_len: 0,
+            ..CaRequest::new(name)
         };
-        aop_pki::write_issued(
-            &aop_pki::create_ca(&req, now)?,
-            &d.join("ca.pem"),
-            &d.join("ca.key"),
-            Overwrite::Refuse,
-        )?;
-        Ok(Ca::load(&d, now)?)
+        Ok(req.create_in(&d, now)?)
     };
     let edge_ca = ca("edge-ca")?;
     let origin_ca = ca("origin-ca")?;

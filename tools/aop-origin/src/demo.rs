@@ -36,19 +36,10 @@ fn make_ca(dir: &Path, name: &str, now: time::OffsetDateTime) -> anyhow::Result<
     let d = dir.join(name);
     std::fs::create_dir_all(&d)?;
     let req = CaRequest {
-        name: name.to_owned(),
-        key_type: KeyType::EcdsaP256,
         days: 365,
-        path_len: 0,
+        ..CaRequest::new(name)
     };
-    let issued = aop_pki::create_ca(&req, now)?;
-    aop_pki::write_issued(
-        &issued,
-        &d.join("ca.pem"),
-        &d.join("ca.key"),
-        Overwrite::Refuse,
-    )?;
-    Ok(Ca::load(&d, now)?)
+    Ok(req.create_in(&d, now)?)
 }
 
 fn write(dir: &Path, name: &str, issued: &aop_pki::Issued) -> anyhow::Result<IdentitySpec> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aop_pki::{Ca, CaRequest, ClientRequest, KeyType, Overwrite};
+use aop_pki::{CaRequest, ClientRequest, KeyType};
 
 const FILES: usize = 10_000;
 const DISTINCT: usize = 2_000;
@@ -20,21 +20,7 @@ fn make_tree(root: &Path) -> Vec<PathBuf> {
     let now = time::OffsetDateTime::now_utc();
     let ca_dir = root.join("ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
-    let req = CaRequest {
-        name: "bench CA".into(),
-        key_type: KeyType::EcdsaP256,
-        days: 3650,
-        path_len: 0,
-    };
-    let issued = aop_pki::create_ca(&req, now).unwrap();
-    aop_pki::write_issued(
-        &issued,
-        &ca_dir.join("ca.pem"),
-        &ca_dir.join("ca.key"),
-        Overwrite::Refuse,
-    )
-    .unwrap();
-    let ca = Ca::load(&ca_dir, now).unwrap();
+    let ca = CaRequest::new("bench CA").create_in(&ca_dir, now).unwrap();
     let pems: Vec<String> = (0..DISTINCT)
         .map(|i| {
             let req = ClientRequest {

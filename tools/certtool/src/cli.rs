@@ -446,12 +446,7 @@ pub(crate) struct IssueClientArgs {
     #[arg(long, default_value_t = 365)]
     pub(crate) days: u32,
     #[command(flatten)]
-    pub(crate) key: KeyTypeArg,
-    /// Directory to write cert.pem and key.pem into (created 0700 if missing).
-    #[arg(long)]
-    pub(crate) out: PathBuf,
-    #[command(flatten)]
-    pub(crate) write: WriteArgs,
+    pub(crate) to: IssuedArgs,
 }
 
 #[derive(Debug, Args)]
@@ -465,6 +460,14 @@ pub(crate) struct IssueOriginArgs {
     /// Days of validity: 7, 30, 90, 365, 730, 1095 or 5475.
     #[arg(long, default_value_t = 365)]
     pub(crate) days: u32,
+    #[command(flatten)]
+    pub(crate) to: IssuedArgs,
+}
+
+/// What every `issue` subcommand takes after what it issues: the new key's type and
+/// where the certificate and key go.
+#[derive(Debug, Args)]
+pub(crate) struct IssuedArgs {
     #[command(flatten)]
     pub(crate) key: KeyTypeArg,
     /// Directory to write cert.pem and key.pem into (created 0700 if missing).

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use aop_edge::{Resolve, Target, Timeouts};
-use aop_pki::inventory::{self, Inventory, Options, Source};
+use aop_ops::inventory::{self, Inventory, Options, Source};
 use time::OffsetDateTime;
 
 use crate::cli::InventoryArgs;
@@ -84,6 +84,7 @@ pub(crate) fn run(args: &InventoryArgs, now: OffsetDateTime) -> anyhow::Result<E
     let mut opts = Options::default();
     opts.warn_days = args.warn_days;
     opts.at = args.at.unwrap_or(now);
+    opts.provider = aop_pki::default_provider();
     if let Some(j) = args.jobs {
         opts.jobs = j;
     }

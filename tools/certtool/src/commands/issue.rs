@@ -7,7 +7,9 @@ use aop_pki::{Ca, CaRequest, CertInfo, ClientRequest, Issued, OriginRequest, Ove
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::cli::{CaCreateArgs, CrlCreateArgs, IssueClientArgs, IssueOriginArgs, WriteArgs};
+use crate::cli::{
+    CaCreateArgs, CrlCreateArgs, IssueClientArgs, IssueOriginArgs, IssuedArgs, WriteArgs,
+};
 use crate::output::{Report, cert_block, emit};
 
 /// What an issuing command did. JSON: see docs/json.md, "issue".
@@ -70,17 +72,9 @@ pub(crate) fn client(args: &IssueClientArgs, now: OffsetDateTime) -> anyhow::Res
         common_name: args.cn.clone(),
         sans: args.sans.clone(),
         days: args.days,
-        key_type: args.key.key_type,
+        key_type: args.to.key.key_type,
     };
-    let issued = ca.issue_client(&req, now)?;
-    finish(
-        "issue client",
-        &issued,
-        &args.out,
-        ("cert.pem", "key.pem"),
-        &args.write,
-        now,
-    )
+    finish_leaf("issue client", &ca.issue_client(&req, now)?, &args.to, now)
 }
 
 pub(crate) fn origin(args: &IssueOriginArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
@@ -88,15 +82,24 @@ pub(crate) fn origin(args: &IssueOriginArgs, now: OffsetDateTime) -> anyhow::Res
     let req = OriginRequest {
         hostnames: args.hostnames.clone(),
         days: args.days,
-        key_type: args.key.key_type,
+        key_type: args.to.key.key_type,
     };
-    let issued = ca.issue_origin(&req, now)?;
+    finish_leaf("issue origin", &ca.issue_origin(&req, now)?, &args.to, now)
+}
+
+/// [`finish`] for a leaf: `cert.pem` and `key.pem` in `--out`.
+fn finish_leaf(
+    command: &'static str,
+    issued: &Issued,
+    to: &IssuedArgs,
+    now: OffsetDateTime,
+) -> anyhow::Result<ExitCode> {
     finish(
-        "issue origin",
-        &issued,
-        &args.out,
+        command,
+        issued,
+        &to.out,
         ("cert.pem", "key.pem"),
-        &args.write,
+        &to.write,
         now,
     )
 }

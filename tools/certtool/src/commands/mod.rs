@@ -31,14 +31,20 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The contract's exit code for an error: 1 when the operation was refused or failed
 /// while acting (a file exists, a write failed), 2 when the input was unusable.
 pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    let pki = |e: &aop_pki::Error| match e {
+        aop_pki::Error::Exists { .. }
+        | aop_pki::Error::Write { .. }
+        | aop_pki::Error::Generate(_) => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    };
+    match e.downcast_ref::<aop_ops::Error>() {
+        Some(aop_ops::Error::Pki(e)) => return pki(e),
+        // A step refused, a damaged manifest, no symbolic links: the operation failed.
+        Some(_) => return ExitCode::from(1),
+        None => {}
+    }
     match e.downcast_ref::<aop_pki::Error>() {
-        Some(
-            aop_pki::Error::Exists { .. }
-            | aop_pki::Error::Write { .. }
-            | aop_pki::Error::Generate(_)
-            | aop_pki::Error::Rotation { .. },
-        ) => ExitCode::from(1),
-        Some(_) => ExitCode::from(2),
+        Some(e) => pki(e),
         // aop-verify's load errors are all about unusable input files.
         None if e.downcast_ref::<aop_verify::Error>().is_some() => ExitCode::from(2),
         None if e.downcast_ref::<aop_edge::Error>().is_some() => ExitCode::from(2),
@@ -48,7 +54,13 @@ pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
 
 /// A short hint appended to the error line, where there is an obvious next step.
 pub(crate) fn hint_for(e: &anyhow::Error) -> &'static str {
-    match e.downcast_ref::<aop_pki::Error>() {
+    let pki =
+        e.downcast_ref::<aop_pki::Error>()
+            .or_else(|| match e.downcast_ref::<aop_ops::Error>() {
+                Some(aop_ops::Error::Pki(e)) => Some(e),
+                _ => None,
+            });
+    match pki {
         Some(aop_pki::Error::Exists { .. }) => " (pass --force to replace it)",
         _ => "",
     }

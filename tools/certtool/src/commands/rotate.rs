@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aop_edge::{IdentitySpec, IdentityStore, Resolve, StoreSpec, Target, Timeouts};
-use aop_pki::rotate::{CertRecord, Manifest, Phase, Rotation, StepReport};
+use aop_ops::rotate::{CertRecord, Manifest, Phase, Rotation, Step, StepReport};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -22,7 +22,7 @@ struct RotateReport {
     /// Whether the step had already been taken; nothing was left to do.
     already_done: bool,
     phase: Phase,
-    last_step: String,
+    last_step: Step,
     #[serde(with = "time::serde::rfc3339")]
     updated: OffsetDateTime,
     active: Entry,
@@ -126,7 +126,7 @@ fn report(
         completed_interrupted: completed,
         already_done: already,
         phase: m.phase,
-        last_step: m.last_step.clone(),
+        last_step: m.last_step,
         updated: m.updated,
         active: entry(rot, &m.active, now),
         next: m.next.as_ref().map(|r| entry(rot, r, now)),
@@ -150,10 +150,10 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
     };
     let rot = Rotation::new(dir.clone());
     let done: StepReport = match &cmd {
-        RotateCommand::Init(a) => rot.init(&a.ca, &a.cn, a.days, a.key.key_type.name(), now)?,
+        RotateCommand::Init(a) => rot.init(&a.ca, &a.cn, a.days, a.key.key_type, now)?,
         RotateCommand::Stage(a) => rot.stage(a.new_ca.as_deref(), now)?,
         // An activate killed after its commit: finish it (nothing left to probe).
-        RotateCommand::Activate(_) if rot.manifest()?.last_step == "activate" => {
+        RotateCommand::Activate(_) if rot.manifest()?.last_step == Step::Activate => {
             rot.activate(Ok(()), false, now)?
         }
         RotateCommand::Activate(a) => {
@@ -176,7 +176,7 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
     emit(
         &report(
             &rot,
-            done.step,
+            done.step.name(),
             (done.completed_interrupted, done.already_done),
             &done.manifest,
             now,

@@ -6,33 +6,58 @@
 //! hash-indexed, so 10,000 files take seconds, not minutes.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use aop_pki::{CertInfo, Error, Role, Sha256Fingerprint, Validity};
+use rustls::crypto::CryptoProvider;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{CertInfo, Error, Role, Sha256Fingerprint, Validity};
+/// A well-known public certificate that inventory names when it meets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KnownCertificate {
+    /// Its certificate pin: SHA-256 of the DER, lowercase hex.
+    pub sha256: &'static str,
+    /// What it is, as the `label` of its row.
+    pub label: &'static str,
+}
 
-/// Known public certificates, recognised by SHA-256 (see testdata/cloudflare/README.md).
-const KNOWN: [(&str, &str); 4] = [
-    (
-        "9a1ac2b4be15f9f27eee20a734cba4e9898f61001b3bd7c84b69b56a3e25a2b9",
-        "Cloudflare shared origin-pull CA (2019)",
-    ),
-    (
-        "062465eea14401f48be7d9a873f2ee674f96806584225d50c04f761d4480b8ba",
-        "Cloudflare shared origin-pull CA (2015, superseded; same key as 2019)",
-    ),
-    (
-        "d3c7e85c91707fc0a12abc5d88266747aa4fa8e7b162f633ffb3c9d989947620",
-        "Cloudflare Origin CA RSA root (2019)",
-    ),
-    (
-        "b8f86d0d3f140d2f745bdfdc3d1b1b6cdd0e243a0e4847ec46f3d58005253220",
-        "Cloudflare Origin CA ECC root (2016)",
-    ),
+/// The certificates inventory recognises, by SHA-256: Cloudflare's origin-pull CAs and
+/// Origin CA roots, the ones an operator of authenticated origin pulls meets. Each is a
+/// real certificate checked in under `testdata/cloudflare/`, whose README says where it
+/// came from; `openssl x509 -in FILE -noout -fingerprint -sha256` gives the pin. Add a
+/// certificate here, and its file there, together.
+pub const KNOWN_CERTIFICATES: [KnownCertificate; 4] = [
+    KnownCertificate {
+        sha256: "9a1ac2b4be15f9f27eee20a734cba4e9898f61001b3bd7c84b69b56a3e25a2b9",
+        label: "Cloudflare shared origin-pull CA (2019)",
+    },
+    KnownCertificate {
+        sha256: "062465eea14401f48be7d9a873f2ee674f96806584225d50c04f761d4480b8ba",
+        label: "Cloudflare shared origin-pull CA (2015, superseded; same key as 2019)",
+    },
+    KnownCertificate {
+        sha256: "d3c7e85c91707fc0a12abc5d88266747aa4fa8e7b162f633ffb3c9d989947620",
+        label: "Cloudflare Origin CA RSA root (2019)",
+    },
+    KnownCertificate {
+        sha256: "b8f86d0d3f140d2f745bdfdc3d1b1b6cdd0e243a0e4847ec46f3d58005253220",
+        label: "Cloudflare Origin CA ECC root (2016)",
+    },
 ];
+
+/// The label of a well-known certificate ([`KNOWN_CERTIFICATES`]), if `sha256` is one.
+pub fn known_label(sha256: &Sha256Fingerprint) -> Option<&'static str> {
+    let hex = sha256.to_string();
+    KNOWN_CERTIFICATES
+        .iter()
+        .find(|k| k.sha256 == hex)
+        .map(|k| k.label)
+}
 
 /// Where a certificate stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -50,8 +75,8 @@ pub enum Status {
     Expired,
 }
 
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Ok => "ok",
             Self::RenewDue => "renew-due",
@@ -72,6 +97,9 @@ pub struct Options {
     pub jobs: usize,
     /// The time statuses are computed for (default: now).
     pub at: OffsetDateTime,
+    /// The crypto provider that derives a private key's public half, to pair it with
+    /// its certificate (default: [`aop_pki::default_provider`]).
+    pub provider: Arc<CryptoProvider>,
 }
 
 impl Default for Options {
@@ -80,6 +108,7 @@ impl Default for Options {
             warn_days: 30,
             jobs: std::thread::available_parallelism().map_or(2, usize::from),
             at: OffsetDateTime::now_utc(),
+            provider: aop_pki::default_provider(),
         }
     }
 }
@@ -151,14 +180,56 @@ pub struct Unreadable {
     pub error: String,
 }
 
+/// What kind of mistake a [`Problem`] is. Serialised, and printed, as its kebab-case
+/// name (`unknown-issuer`, …; docs/json.md lists them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// A certificate whose issuer is nowhere in the inventory.
+    UnknownIssuer,
+    /// A certificate that outlives every CA that could have issued it.
+    CaExpiresBeforeLeaf,
+    /// An aop-origin configuration pins a certificate where an SPKI pin would survive a
+    /// re-issue with the same key.
+    CertificatePin,
+    /// A private key whose certificate was not found.
+    KeyWithoutCertificate,
+    /// A client or server certificate found without its private key.
+    CertificateWithoutKey,
+    /// Several certificates share one key.
+    SameKey,
+    /// A device, FIFO or socket met while walking a directory: skipped, never opened.
+    NotARegularFile,
+}
+
+impl ProblemKind {
+    /// The name, as in the JSON and the human report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UnknownIssuer => "unknown-issuer",
+            Self::CaExpiresBeforeLeaf => "ca-expires-before-leaf",
+            Self::CertificatePin => "certificate-pin",
+            Self::KeyWithoutCertificate => "key-without-certificate",
+            Self::CertificateWithoutKey => "certificate-without-key",
+            Self::SameKey => "same-key",
+            Self::NotARegularFile => "not-a-regular-file",
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Something an operator probably got wrong.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Problem {
-    /// `unknown-issuer`, `ca-expires-before-leaf`, `certificate-pin`, `key-without-certificate`,
-    /// `certificate-without-key`, `same-key`, `not-a-regular-file` (a device, FIFO or
-    /// socket met while walking a directory: skipped, never opened).
-    pub kind: &'static str,
+    /// What kind of mistake.
+    pub kind: ProblemKind,
     /// The certificate concerned, if any.
     pub sha256: Option<Sha256Fingerprint>,
     /// One sentence.
@@ -248,13 +319,14 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
     let jobs = opts.jobs.max(1);
     let chunk = files.len().div_ceil(jobs).max(1);
     let at = opts.at;
+    let provider: &CryptoProvider = &opts.provider;
     let found: Vec<Found> = std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .flat_map(|(p, explicit)| read_one(p, *explicit, at))
+                        .flat_map(|(p, explicit)| read_one(p, *explicit, at, provider))
                         .collect::<Vec<_>>()
                 })
             })
@@ -296,7 +368,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
                 error,
             }),
             Found::NotAFile(path, what) => problems.push(Problem {
-                kind: "not-a-regular-file",
+                kind: ProblemKind::NotARegularFile,
                 sha256: None,
                 message: format!("{}: {what}, not a regular file; skipped", path.display()),
             }),
@@ -345,7 +417,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
         }
         if certificate.is_none() {
             problems.push(Problem {
-                kind: "key-without-certificate",
+                kind: ProblemKind::KeyWithoutCertificate,
                 sha256: None,
                 message: format!(
                     "{}: a private key whose certificate is not in the inventory",
@@ -385,7 +457,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
             .unwrap_or_default();
         if issuers.is_empty() {
             problems.push(Problem {
-                kind: "unknown-issuer",
+                kind: ProblemKind::UnknownIssuer,
                 sha256: Some(r.sha256),
                 message: format!(
                     "{} ({}): its issuer {} is nowhere in the inventory",
@@ -401,15 +473,15 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
             && issuers.iter().all(|ca| ca.not_after < r.not_after)
         {
             problems.push(Problem {
-                kind: "ca-expires-before-leaf",
+                kind: ProblemKind::CaExpiresBeforeLeaf,
                 sha256: Some(r.sha256),
                 message: format!(
                     "{} ({}) is valid until {}, but its CA {} expires {}: it stops verifying then",
                     r.subject,
                     short(&r.sha256),
-                    crate::rfc3339(r.not_after),
+                    aop_pki::rfc3339(r.not_after),
                     ca.subject,
-                    crate::rfc3339(ca.not_after)
+                    aop_pki::rfc3339(ca.not_after)
                 ),
             });
         }
@@ -418,7 +490,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
             && r.places.iter().all(|p| !p.starts_with("https://"))
         {
             problems.push(Problem {
-                kind: "certificate-without-key",
+                kind: ProblemKind::CertificateWithoutKey,
                 sha256: Some(r.sha256),
                 message: format!(
                     "{} ({}): no private key for it was found",
@@ -433,7 +505,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
         if certs.len() > 1 {
             let names: Vec<String> = certs.iter().map(short).collect();
             problems.push(Problem {
-                kind: "same-key",
+                kind: ProblemKind::SameKey,
                 sha256: None,
                 message: format!(
                     "{} certificates share one key (SPKI {}): {}; an SPKI pin covers all of them, a certificate pin only one",
@@ -448,7 +520,7 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
     for (path, line, pin) in pins {
         if let Some(r) = by_sha.get(&pin) {
             problems.push(Problem {
-                kind: "certificate-pin",
+                kind: ProblemKind::CertificatePin,
                 sha256: Some(r.sha256),
                 message: format!(
                     "{}:{line}: pins {} by its certificate fingerprint, which changes at every re-issue; spki_pins = [\"{}\"] would survive a re-issue with the same key",
@@ -501,10 +573,7 @@ fn new_row(info: CertInfo, opts: &Options) -> Row {
         Validity::Valid if opts.at >= renew_at => Status::RenewDue,
         Validity::Valid => Status::Ok,
     };
-    let label = KNOWN
-        .iter()
-        .find(|(fp, _)| info.sha256.to_string() == *fp)
-        .map(|(_, l)| *l);
+    let label = known_label(&info.sha256);
     Row {
         status,
         days_left: info.days_left,
@@ -564,7 +633,12 @@ const CERT_EXTENSIONS: [&str; 6] = ["pem", "crt", "cer", "der", "key", "cert"];
 
 /// Read one file. Files met while walking a directory are only reported when they look
 /// like certificates or keys; files named explicitly always are.
-fn read_one(path: &Path, explicit: bool, at: OffsetDateTime) -> Vec<Found> {
+fn read_one(
+    path: &Path,
+    explicit: bool,
+    at: OffsetDateTime,
+    provider: &CryptoProvider,
+) -> Vec<Found> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -572,7 +646,7 @@ fn read_one(path: &Path, explicit: bool, at: OffsetDateTime) -> Vec<Found> {
         .to_ascii_lowercase();
     // A device or FIFO is never opened, and no read goes past the limit (read_file). A
     // file met while walking that is too large is no certificate: skipped, as before.
-    let bytes = match crate::read_file(path) {
+    let bytes = match aop_pki::read_file(path) {
         Ok(b) => b,
         Err(Error::NotAFile { what, .. }) if !explicit => {
             return vec![Found::NotAFile(path.to_owned(), what)];
@@ -593,14 +667,14 @@ fn read_one(path: &Path, explicit: bool, at: OffsetDateTime) -> Vec<Found> {
     let mut out = Vec::new();
     let has_key = bytes.windows(12).any(|w| w == b"PRIVATE KEY-");
     if has_key {
-        match crate::parse_private_key(&bytes, path) {
-            Ok(key) => out.push(Found::Key(path.to_owned(), spki_of(&key))),
+        match aop_pki::parse_private_key(&bytes, path) {
+            Ok(key) => out.push(Found::Key(path.to_owned(), spki_of(&key, provider))),
             Err(e) => out.push(Found::Unreadable(path.to_owned(), e.to_string())),
         }
     }
     let has_cert = bytes.windows(17).any(|w| w == b"BEGIN CERTIFICATE");
     if has_cert || (!has_pem && !has_key) {
-        match crate::parse_certificates(&bytes, path) {
+        match aop_pki::parse_certificates(&bytes, path) {
             Ok(certs) => {
                 let total = certs.len();
                 let infos = certs
@@ -624,9 +698,12 @@ fn without_path(e: &Error, path: &Path) -> String {
         .to_owned()
 }
 
-/// SHA-256 of the public half of a private key (to pair it with its certificate).
-fn spki_of(key: &rustls_pki_types::PrivateKeyDer<'_>) -> Option<Sha256Fingerprint> {
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
+/// SHA-256 of the public half of a private key (to pair it with its certificate), as
+/// `provider` derives it.
+fn spki_of(
+    key: &rustls_pki_types::PrivateKeyDer<'_>,
+    provider: &CryptoProvider,
+) -> Option<Sha256Fingerprint> {
     let signing = provider
         .key_provider
         .load_private_key(key.clone_key())
@@ -665,4 +742,36 @@ fn pins_in_config(path: &Path, bytes: &[u8]) -> Option<Vec<(Sha256Fingerprint, u
     }
     let _ = path;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is a failure with a backtrace
+
+    use super::*;
+
+    #[test]
+    fn problem_kinds_print_as_they_serialise() {
+        for kind in [
+            ProblemKind::UnknownIssuer,
+            ProblemKind::CaExpiresBeforeLeaf,
+            ProblemKind::CertificatePin,
+            ProblemKind::KeyWithoutCertificate,
+            ProblemKind::CertificateWithoutKey,
+            ProblemKind::SameKey,
+            ProblemKind::NotARegularFile,
+        ] {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
+        }
+    }
+
+    #[test]
+    fn known_certificates_are_pins_and_are_found() {
+        for k in KNOWN_CERTIFICATES {
+            let pin: Sha256Fingerprint = k.sha256.parse().unwrap();
+            assert_eq!(pin.to_string(), k.sha256, "lowercase hex, no colons");
+            assert_eq!(known_label(&pin), Some(k.label));
+        }
+        assert_eq!(known_label(&Sha256Fingerprint::of(b"")), None);
+    }
 }

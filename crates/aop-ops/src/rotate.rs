@@ -20,13 +20,62 @@
 //! directory) or the new manifest with derived files still to update; every command
 //! first brings the derived files in line with the manifest, so re-running the same step
 //! (or `rollback`) completes it.
+//!
+//! Tests prove every write point safe by stopping a step right after its N-th write
+//! ([`Rotation::with_write_hook`]), as a kill there would.
+//!
+//! `DIR/edge` is a symbolic link, swapped by an atomic rename; on a platform without
+//! symbolic links (anything but Unix) a step that must move it fails with
+//! [`Error::Unsupported`] before changing anything it cannot finish.
 
+use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use aop_pki::{
+    Ca, CertInfo, ClientRequest, FileMode, KeyType, Overwrite, PendingFile, Sha256Fingerprint,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Ca, CertInfo, ClientRequest, Error, KeyType, Overwrite, Result, Sha256Fingerprint};
+use crate::{Error, Result};
+
+/// A step of the rotation, as `manifest.json` records the last one taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// The first certificate, trusted alone.
+    Init,
+    /// The next certificate issued; origins trust both.
+    Stage,
+    /// The edge switched to the next certificate.
+    Activate,
+    /// The old trust dropped.
+    Retire,
+    /// The last step undone.
+    Rollback,
+}
+
+impl Step {
+    /// The name on the command line and in the manifest: `init`, `stage`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Init => "init",
+            Self::Stage => "stage",
+            Self::Activate => "activate",
+            Self::Retire => "retire",
+            Self::Rollback => "rollback",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Where the rotation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +134,7 @@ pub struct Manifest {
     /// Days of validity of each new certificate.
     pub days: u32,
     /// Key type of each new certificate.
-    pub key_type: String,
+    pub key_type: KeyType,
     /// Where the rotation is.
     pub phase: Phase,
     /// What the edge presents.
@@ -98,7 +147,7 @@ pub struct Manifest {
     #[serde(default)]
     pub retired: Vec<CertRecord>,
     /// The last step taken.
-    pub last_step: String,
+    pub last_step: Step,
     /// Incremented by every committed step (rollbacks included).
     #[serde(default)]
     pub generation: u64,
@@ -134,21 +183,18 @@ impl Manifest {
     pub fn from_json(bytes: &[u8], dir: &Path) -> Result<Self> {
         // serde_json quotes what it could not read, control characters and all: escape
         // them so the error stays one line (found by the `manifest` fuzz target).
-        let damaged = |reason: String| Error::Rotation {
+        let damaged = |reason: String| Error::Damaged {
             dir: dir.to_owned(),
-            reason: format!(
-                "manifest.json is damaged: {}",
-                reason
-                    .chars()
-                    .map(|c| {
-                        if c.is_control() {
-                            c.escape_default().to_string()
-                        } else {
-                            c.to_string()
-                        }
-                    })
-                    .collect::<String>()
-            ),
+            detail: reason
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
         };
         let m: Self = serde_json::from_slice(bytes).map_err(|e| damaged(e.to_string()))?;
         let mut state = Some(&m);
@@ -176,30 +222,31 @@ impl Manifest {
 }
 
 /// A derived text file's contents, if it is a readable regular file within the limit
-/// (read through [`crate::read_file`], like every file).
+/// (read through [`aop_pki::read_file`], like every file).
 fn read_text(path: &Path) -> Option<String> {
-    String::from_utf8(crate::read_file(path).ok()?).ok()
+    String::from_utf8(aop_pki::read_file(path).ok()?).ok()
 }
 
-/// Test hook: `AOP_TEST_CRASH_AT_WRITE=N` aborts the process right after the N-th write
-/// a rotation step makes, as a SIGKILL would, so tests can prove every write point safe.
-fn write_point() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static WRITES: AtomicUsize = AtomicUsize::new(0);
-    let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
-    if std::env::var("AOP_TEST_CRASH_AT_WRITE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        == Some(n)
-    {
-        std::process::abort();
-    }
-}
+/// What [`Rotation::with_write_hook`] takes: called with `n` right after the `n`-th write
+/// (from 1); an error stops the step there.
+pub type WriteHook = dyn Fn(usize) -> io::Result<()> + Send + Sync;
 
 /// A rotation directory.
-#[derive(Debug)]
 pub struct Rotation {
     dir: PathBuf,
+    /// Writes made through this value so far (what the hook is told).
+    writes: AtomicUsize,
+    hook: Option<Arc<WriteHook>>,
+}
+
+impl fmt::Debug for Rotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotation")
+            .field("dir", &self.dir)
+            .field("writes", &self.writes)
+            .field("hook", &self.hook.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 /// What a step did, for the report.
@@ -207,7 +254,7 @@ pub struct Rotation {
 #[non_exhaustive]
 pub struct StepReport {
     /// The step.
-    pub step: &'static str,
+    pub step: Step,
     /// Whether this run only finished a step an earlier, interrupted run had committed.
     pub completed_interrupted: bool,
     /// Whether the step had already been taken (by an earlier run, perhaps one killed
@@ -218,17 +265,26 @@ pub struct StepReport {
 }
 
 fn not_found(dir: &Path) -> Error {
-    Error::Read {
+    aop_pki::Error::Read {
         path: dir.join("manifest.json"),
-        error: std::io::Error::new(
-            std::io::ErrorKind::NotFound,
+        error: io::Error::new(
+            io::ErrorKind::NotFound,
             "no rotation here (run `rotate init`)",
         ),
     }
+    .into()
+}
+
+/// How [`Rotation::begin`] found the rotation.
+enum Begun {
+    /// The step had been committed by an earlier run: finished, nothing more to do.
+    Done(StepReport),
+    /// Go ahead: the lock (held until dropped) and the state to step from.
+    Go(std::fs::File, Manifest),
 }
 
 /// A refusal to take a step from the current phase.
-fn wrong_phase(dir: &Path, step: &str, phase: Phase) -> Error {
+fn wrong_phase(dir: &Path, step: Step, phase: Phase) -> Error {
     Error::Rotation {
         dir: dir.to_owned(),
         reason: format!(
@@ -241,29 +297,45 @@ fn wrong_phase(dir: &Path, step: &str, phase: Phase) -> Error {
 impl Rotation {
     /// The rotation in `dir` (which may not exist yet, for `init`).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            writes: AtomicUsize::new(0),
+            hook: None,
+        }
+    }
+
+    /// Call `hook` right after every write this value makes (the n-th write, counted
+    /// from 1 over this value's life: a certificate set, the manifest, trust.pem, the edge
+    /// link, a rollback intent). If it returns an error, the step stops there with
+    /// [`Error::Stopped`], leaving the files exactly as a process killed at that point
+    /// would: how tests prove every write point safe. Programs pass no hook.
+    #[must_use]
+    pub fn with_write_hook(
+        mut self,
+        hook: impl Fn(usize) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// A write has been made: count it and ask the hook whether to go on.
+    fn wrote(&self) -> Result<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        match &self.hook {
+            Some(hook) => hook(n).map_err(|error| Error::Stopped {
+                dir: self.dir.clone(),
+                write: n,
+                error,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Hold `DIR/.lock` for the rest of a step: two steps at once are refused, not mixed.
     fn lock(&self) -> Result<std::fs::File> {
         let path = self.dir.join(".lock");
-        let werr = |error| Error::Write {
-            path: path.clone(),
-            error,
-        };
         // A FIFO or device planted as the lock is refused, and cannot block the open.
-        if let Ok(meta) = std::fs::metadata(&path) {
-            crate::load::regular_file(&path, &meta)?;
-        }
-        let file = crate::load::without_blocking(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true),
-        )
-        .open(&path)
-        .map_err(werr)?;
-        crate::load::regular_file(&path, &file.metadata().map_err(werr)?)?;
+        let file = aop_pki::open_for_writing(&path)?;
         // Wait a little (a lock can be held for a moment by a process forked while it was
         // open), then refuse.
         for _ in 0..100 {
@@ -273,7 +345,7 @@ impl Rotation {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(std::fs::TryLockError::Error(error)) => {
-                    return Err(Error::Write { path, error });
+                    return Err(aop_pki::Error::Write { path, error }.into());
                 }
             }
         }
@@ -305,12 +377,12 @@ impl Rotation {
     /// Read the manifest.
     pub fn manifest(&self) -> Result<Manifest> {
         let path = self.manifest_path();
-        let bytes = match crate::read_file(&path) {
+        let bytes = match aop_pki::read_file(&path) {
             Ok(b) => b,
-            Err(Error::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(aop_pki::Error::Read { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
                 return Err(not_found(&self.dir));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         Manifest::from_json(&bytes, &self.dir)
     }
@@ -319,18 +391,20 @@ impl Rotation {
     /// state they replace. Any other step than a rollback first removes a rollback
     /// intent an interrupted rollback may have left, so it cannot be mistaken later.
     fn commit(&self, m: &Manifest) -> Result<()> {
-        if m.last_step != "rollback" {
+        if m.last_step != Step::Rollback {
             let _ = std::fs::remove_file(self.intent_path());
         }
-        let json = serde_json::to_vec_pretty(m).map_err(|e| Error::Generate(e.to_string()))?;
-        crate::write_atomic(
+        let json = serde_json::to_vec_pretty(m).map_err(|e| Error::Rotation {
+            dir: self.dir.clone(),
+            reason: format!("cannot encode manifest.json: {e}"),
+        })?;
+        aop_pki::write_atomic(
             &self.manifest_path(),
             &json,
-            crate::FileMode::Public,
+            FileMode::Public,
             Overwrite::Replace,
         )?;
-        write_point();
-        Ok(())
+        self.wrote()
     }
 
     /// Issue a certificate from `ca_dir` into a fresh `certs/<id>/`.
@@ -339,7 +413,7 @@ impl Rotation {
         ca_dir: &Path,
         m_cn: &str,
         days: u32,
-        key_type: &str,
+        key_type: KeyType,
         now: OffsetDateTime,
     ) -> Result<CertRecord> {
         let ca = Ca::load(ca_dir, now)?;
@@ -347,7 +421,7 @@ impl Rotation {
             common_name: m_cn.to_owned(),
             sans: Vec::new(),
             days,
-            key_type: key_type.parse::<KeyType>()?,
+            key_type,
         };
         let issued = ca.issue_client(&req, now)?;
         let info: CertInfo = issued.info(now);
@@ -357,34 +431,34 @@ impl Rotation {
             &info.sha256.to_string()[..12]
         );
         let dir = self.dir.join("certs").join(&id);
-        crate::ensure_dir(&dir, true)?;
+        aop_pki::ensure_dir(&dir, true)?;
         let ca_pem: String = ca
             .chain()
             .iter()
             .take(1)
-            .map(|c| crate::pem_encode("CERTIFICATE", c))
+            .map(|c| aop_pki::pem_encode("CERTIFICATE", c))
             .collect();
-        crate::write_all_atomic(
+        aop_pki::write_all_atomic(
             &[
-                crate::PendingFile {
+                PendingFile {
                     path: dir.join("key.pem"),
                     contents: issued.key.expose().as_bytes(),
-                    mode: crate::FileMode::Secret,
+                    mode: FileMode::Secret,
                 },
-                crate::PendingFile {
+                PendingFile {
                     path: dir.join("cert.pem"),
                     contents: issued.cert_pem().as_bytes(),
-                    mode: crate::FileMode::Public,
+                    mode: FileMode::Public,
                 },
-                crate::PendingFile {
+                PendingFile {
                     path: dir.join("ca.pem"),
                     contents: ca_pem.as_bytes(),
-                    mode: crate::FileMode::Public,
+                    mode: FileMode::Public,
                 },
             ],
             Overwrite::Refuse,
         )?;
-        write_point();
+        self.wrote()?;
         Ok(CertRecord {
             id,
             sha256: info.sha256,
@@ -403,9 +477,9 @@ impl Rotation {
         let mut seen = std::collections::HashSet::new();
         let mut out = String::new();
         for rec in recs {
-            for der in crate::load_certificates(&self.cert_dir(rec).join("ca.pem"))? {
+            for der in aop_pki::load_certificates(&self.cert_dir(rec).join("ca.pem"))? {
                 if seen.insert(Sha256Fingerprint::of(&der)) {
-                    out.push_str(&crate::pem_encode("CERTIFICATE", &der));
+                    out.push_str(&aop_pki::pem_encode("CERTIFICATE", &der));
                 }
             }
         }
@@ -424,28 +498,43 @@ impl Rotation {
     fn derive(&self, m: &Manifest) -> Result<()> {
         let trust = self.trust_pem(m)?;
         if read_text(&self.trust_path()).as_deref() != Some(trust.as_str()) {
-            crate::write_atomic(
+            aop_pki::write_atomic(
                 &self.trust_path(),
                 trust.as_bytes(),
-                crate::FileMode::Public,
+                FileMode::Public,
                 Overwrite::Replace,
             )?;
-            write_point();
+            self.wrote()?;
         }
         let target = PathBuf::from("certs").join(&m.active.id);
         if std::fs::read_link(self.edge_dir()).ok() != Some(target.clone()) {
-            let tmp = self.dir.join(format!(".edge.{}.tmp", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            let werr = |path: PathBuf| move |error| Error::Write { path, error };
-            #[cfg(unix)]
-            std::os::unix::fs::symlink(&target, &tmp).map_err(werr(tmp.clone()))?;
-            std::fs::rename(&tmp, self.edge_dir()).map_err(werr(self.edge_dir()))?;
-            std::fs::File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(werr(self.dir.clone()))?;
-            write_point();
+            self.link_edge(&target)?;
+            self.wrote()?;
         }
         Ok(())
+    }
+
+    /// Point `DIR/edge` at `target` atomically: a new link beside it, renamed over it,
+    /// then the directory synced.
+    #[cfg(unix)]
+    fn link_edge(&self, target: &Path) -> Result<()> {
+        let tmp = self.dir.join(format!(".edge.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let werr = |path: PathBuf| move |error| aop_pki::Error::Write { path, error };
+        std::os::unix::fs::symlink(target, &tmp).map_err(werr(tmp.clone()))?;
+        std::fs::rename(&tmp, self.edge_dir()).map_err(werr(self.edge_dir()))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(werr(self.dir.clone()))?;
+        Ok(())
+    }
+
+    /// Without symbolic links there is no atomic way to switch `DIR/edge`: refuse.
+    #[cfg(not(unix))]
+    fn link_edge(&self, _target: &Path) -> Result<()> {
+        Err(Error::Unsupported {
+            dir: self.dir.clone(),
+        })
     }
 
     /// Bring derived files in line with the manifest (after an interrupted step).
@@ -465,45 +554,51 @@ impl Rotation {
         ca_dir: &Path,
         common_name: &str,
         days: u32,
-        key_type: &str,
+        key_type: KeyType,
         now: OffsetDateTime,
     ) -> Result<StepReport> {
+        #[cfg(not(unix))]
+        return Err(Error::Unsupported {
+            dir: self.dir.clone(),
+        });
         match self.manifest() {
-            Ok(m) if m.last_step == "init" && m.undo.is_none() => {
+            Ok(m) if m.last_step == Step::Init && m.undo.is_none() => {
                 // Already initialised (perhaps by a run killed part way): finish it.
                 let repaired = !self.files_in_step(&m)?;
                 if repaired {
                     self.derive(&m)?;
                 }
                 return Ok(StepReport {
-                    step: "init",
+                    step: Step::Init,
                     completed_interrupted: repaired,
                     already_done: !repaired,
                     manifest: m,
                 });
             }
             Ok(_) => {
-                return Err(Error::Exists {
+                return Err(aop_pki::Error::Exists {
                     path: self.manifest_path(),
-                });
+                }
+                .into());
             }
-            Err(Error::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(Error::Pki(aop_pki::Error::Read { error, .. }))
+                if error.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        crate::ensure_dir(&self.dir, true)?;
+        aop_pki::ensure_dir(&self.dir, true)?;
         let _lock = self.lock()?;
         let rec = self.issue(ca_dir, common_name, days, key_type, now)?;
         let m = Manifest {
             version: 1,
             common_name: common_name.to_owned(),
             days,
-            key_type: key_type.to_owned(),
+            key_type,
             phase: Phase::Single,
             active: rec,
             next: None,
             previous: None,
             retired: Vec::new(),
-            last_step: "init".into(),
+            last_step: Step::Init,
             generation: 1,
             updated: now,
             undo: None,
@@ -511,7 +606,7 @@ impl Rotation {
         self.commit(&m)?;
         self.derive(&m)?;
         Ok(StepReport {
-            step: "init",
+            step: Step::Init,
             completed_interrupted: false,
             already_done: false,
             manifest: m,
@@ -520,7 +615,7 @@ impl Rotation {
 
     /// If the manifest says `step` was the last step taken, finish it (derived files) and
     /// report it done: re-running a step, after a kill at any point, completes it.
-    fn resume(&self, step: &'static str) -> Result<(Manifest, Option<StepReport>)> {
+    fn resume(&self, step: Step) -> Result<(Manifest, Option<StepReport>)> {
         let m = self.manifest()?;
         let repaired = self.repair()?;
         if m.last_step == step {
@@ -543,10 +638,10 @@ impl Rotation {
         &self,
         m: Manifest,
         mut next: Manifest,
-        step: &'static str,
+        step: Step,
         now: OffsetDateTime,
     ) -> Result<StepReport> {
-        next.last_step = step.into();
+        next.last_step = step;
         next.generation = m.generation + 1;
         next.updated = now;
         next.undo = Some(Box::new(bounded(m)));
@@ -560,22 +655,33 @@ impl Rotation {
         })
     }
 
+    /// What stage, activate and retire do first: take the lock, finish `step` if an
+    /// earlier run committed it ([`Begun::Done`]), else check that the rotation is in
+    /// phase `from`.
+    fn begin(&self, step: Step, from: Phase) -> Result<Begun> {
+        let lock = self.lock()?;
+        let (m, done) = self.resume(step)?;
+        if let Some(r) = done {
+            return Ok(Begun::Done(r));
+        }
+        if m.phase != from {
+            return Err(wrong_phase(&self.dir, step, m.phase));
+        }
+        Ok(Begun::Go(lock, m))
+    }
+
     /// Stage the next certificate (from `new_ca`, or the current CA).
     pub fn stage(&self, new_ca: Option<&Path>, now: OffsetDateTime) -> Result<StepReport> {
-        let _lock = self.lock()?;
-        let (m, done) = self.resume("stage")?;
-        if let Some(r) = done {
-            return Ok(r);
-        }
-        if m.phase != Phase::Single {
-            return Err(wrong_phase(&self.dir, "stage", m.phase));
-        }
+        let (_lock, m) = match self.begin(Step::Stage, Phase::Single)? {
+            Begun::Done(r) => return Ok(r),
+            Begun::Go(lock, m) => (lock, m),
+        };
         let ca_dir = new_ca.map_or_else(|| m.active.ca_dir.clone(), Path::to_owned);
-        let rec = self.issue(&ca_dir, &m.common_name, m.days, &m.key_type, now)?;
+        let rec = self.issue(&ca_dir, &m.common_name, m.days, m.key_type, now)?;
         let mut next = m.clone();
         next.phase = Phase::Staged;
         next.next = Some(rec);
-        self.advance(m, next, "stage", now)
+        self.advance(m, next, Step::Stage, now)
     }
 
     /// The staged certificate's files (cert.pem, key.pem), for probing before `activate`.
@@ -584,7 +690,7 @@ impl Rotation {
         let rec = m
             .next
             .as_ref()
-            .ok_or_else(|| wrong_phase(&self.dir, "activate", m.phase))?;
+            .ok_or_else(|| wrong_phase(&self.dir, Step::Activate, m.phase))?;
         let d = self.cert_dir(rec);
         Ok((d.join("cert.pem"), d.join("key.pem")))
     }
@@ -598,14 +704,10 @@ impl Rotation {
         force: bool,
         now: OffsetDateTime,
     ) -> Result<StepReport> {
-        let _lock = self.lock()?;
-        let (m, done) = self.resume("activate")?;
-        if let Some(r) = done {
-            return Ok(r);
-        }
-        if m.phase != Phase::Staged {
-            return Err(wrong_phase(&self.dir, "activate", m.phase));
-        }
+        let (_lock, m) = match self.begin(Step::Activate, Phase::Staged)? {
+            Begun::Done(r) => return Ok(r),
+            Begun::Go(lock, m) => (lock, m),
+        };
         if let Err(why) = origins_accept
             && !force
         {
@@ -619,19 +721,15 @@ impl Rotation {
         next.previous = Some(m.active.clone());
         next.active = m.next.clone().expect("staged");
         next.next = None;
-        self.advance(m, next, "activate", now)
+        self.advance(m, next, Step::Activate, now)
     }
 
     /// Drop the old certificate's CA from the origins' trust.
     pub fn retire(&self, now: OffsetDateTime) -> Result<StepReport> {
-        let _lock = self.lock()?;
-        let (m, done) = self.resume("retire")?;
-        if let Some(r) = done {
-            return Ok(r);
-        }
-        if m.phase != Phase::Activated {
-            return Err(wrong_phase(&self.dir, "retire", m.phase));
-        }
+        let (_lock, m) = match self.begin(Step::Retire, Phase::Activated)? {
+            Begun::Done(r) => return Ok(r),
+            Begun::Go(lock, m) => (lock, m),
+        };
         let mut next = m.clone();
         next.phase = Phase::Single;
         next.retired.extend(m.previous.clone());
@@ -639,7 +737,7 @@ impl Rotation {
         let excess = next.retired.len().saturating_sub(UNDO_DEPTH);
         next.retired.drain(..excess);
         next.previous = None;
-        self.advance(m, next, "retire", now)
+        self.advance(m, next, Step::Retire, now)
     }
 
     fn intent_path(&self) -> PathBuf {
@@ -660,11 +758,11 @@ impl Rotation {
                 .split_whitespace()
                 .nth(1)
                 .and_then(|t| t.parse::<u64>().ok());
-            if to == Some(m.generation) && m.last_step == "rollback" {
+            if to == Some(m.generation) && m.last_step == Step::Rollback {
                 self.derive(&m)?;
                 let _ = std::fs::remove_file(self.intent_path());
                 return Ok(StepReport {
-                    step: "rollback",
+                    step: Step::Rollback,
                     completed_interrupted: true,
                     already_done: false,
                     manifest: m,
@@ -680,24 +778,165 @@ impl Rotation {
             });
         };
         let mut prev = *prev;
-        prev.last_step = "rollback".into();
+        prev.last_step = Step::Rollback;
         prev.generation = m.generation + 1;
         let intent = format!("{} {}\n", m.generation, prev.generation);
-        crate::write_atomic(
+        aop_pki::write_atomic(
             &self.intent_path(),
             intent.as_bytes(),
-            crate::FileMode::Public,
+            FileMode::Public,
             Overwrite::Replace,
         )?;
-        write_point();
+        self.wrote()?;
         self.commit(&prev)?;
         self.derive(&prev)?;
         let _ = std::fs::remove_file(self.intent_path());
         Ok(StepReport {
-            step: "rollback",
+            step: Step::Rollback,
             completed_interrupted: repaired,
             already_done: false,
             manifest: prev,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is a failure with a backtrace
+
+    use super::*;
+
+    /// A manifest as every earlier version wrote it (step and key type as plain text).
+    const OLD_MANIFEST: &str = r#"{
+  "version": 1,
+  "common_name": "edge",
+  "days": 90,
+  "key_type": "ecdsa-p384",
+  "phase": "staged",
+  "active": {
+    "id": "1764000000-9a1ac2b4be15",
+    "sha256": "9a1ac2b4be15f9f27eee20a734cba4e9898f61001b3bd7c84b69b56a3e25a2b9",
+    "subject": "CN=edge",
+    "issuer": "CN=ca",
+    "not_after": "2026-02-22T12:00:00Z",
+    "ca_dir": "/srv/pki/ca"
+  },
+  "next": {
+    "id": "1764000100-062465eea144",
+    "sha256": "062465eea14401f48be7d9a873f2ee674f96806584225d50c04f761d4480b8ba",
+    "subject": "CN=edge",
+    "issuer": "CN=ca",
+    "not_after": "2026-02-22T12:01:40Z",
+    "ca_dir": "/srv/pki/ca"
+  },
+  "previous": null,
+  "retired": [],
+  "last_step": "stage",
+  "generation": 2,
+  "updated": "2025-11-24T12:01:40Z",
+  "undo": {
+    "version": 1,
+    "common_name": "edge",
+    "days": 90,
+    "key_type": "ecdsa-p384",
+    "phase": "single",
+    "active": {
+      "id": "1764000000-9a1ac2b4be15",
+      "sha256": "9a1ac2b4be15f9f27eee20a734cba4e9898f61001b3bd7c84b69b56a3e25a2b9",
+      "subject": "CN=edge",
+      "issuer": "CN=ca",
+      "not_after": "2026-02-22T12:00:00Z",
+      "ca_dir": "/srv/pki/ca"
+    },
+    "next": null,
+    "previous": null,
+    "retired": [],
+    "last_step": "init",
+    "generation": 1,
+    "updated": "2025-11-24T12:00:00Z",
+    "undo": null
+  }
+}"#;
+
+    #[test]
+    fn an_existing_manifest_loads_typed_and_writes_back_byte_for_byte() {
+        let m = Manifest::from_json(OLD_MANIFEST.as_bytes(), Path::new("/rot")).unwrap();
+        assert_eq!(m.last_step, Step::Stage);
+        assert_eq!(m.key_type, KeyType::EcdsaP384);
+        assert_eq!(m.undo.as_ref().unwrap().last_step, Step::Init);
+        assert_eq!(
+            String::from_utf8(serde_json::to_vec_pretty(&m).unwrap()).unwrap(),
+            OLD_MANIFEST
+        );
+    }
+
+    #[test]
+    fn an_unknown_step_or_key_type_is_a_damaged_manifest() {
+        for (from, to) in [
+            (r#""last_step": "stage""#, r#""last_step": "restage""#),
+            (r#""key_type": "ecdsa-p384""#, r#""key_type": "rsa1024""#),
+        ] {
+            let text = OLD_MANIFEST.replacen(from, to, 1);
+            let e = Manifest::from_json(text.as_bytes(), Path::new("/rot")).unwrap_err();
+            assert!(matches!(e, Error::Damaged { .. }), "{e}");
+            let line = e.to_string();
+            assert!(
+                line.starts_with("/rot: manifest.json is damaged: "),
+                "{line}"
+            );
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn step_names_are_their_serialised_form() {
+        for step in [
+            Step::Init,
+            Step::Stage,
+            Step::Activate,
+            Step::Retire,
+            Step::Rollback,
+        ] {
+            assert_eq!(serde_json::to_string(&step).unwrap(), format!("\"{step}\""));
+        }
+    }
+
+    #[test]
+    fn the_write_hook_stops_a_step_where_a_kill_would_and_a_rerun_finishes_it() {
+        let root = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let ca = root.path().join("ca");
+        aop_pki::CaRequest::new("ca").create_in(&ca, now).unwrap();
+        let dir = root.path().join("rot");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        // Writes of init: 1 the certificate set, 2 the manifest (the commit), 3 trust.pem,
+        // 4 the edge link. Stop after the commit.
+        let rot = Rotation::new(&dir).with_write_hook(move |n| {
+            log.lock().unwrap().push(n);
+            if n == 2 {
+                Err(io::Error::other("killed"))
+            } else {
+                Ok(())
+            }
+        });
+        let e = rot
+            .init(&ca, "edge", 30, KeyType::EcdsaP256, now)
+            .unwrap_err();
+        assert!(matches!(e, Error::Stopped { write: 2, .. }), "{e}");
+        assert_eq!(*seen.lock().unwrap(), [1, 2]);
+        assert!(
+            e.to_string().ends_with("stopped after write 2: killed"),
+            "{e}"
+        );
+
+        let again = Rotation::new(&dir);
+        let m = again.manifest().unwrap();
+        assert!(!again.files_in_step(&m).unwrap(), "committed, not derived");
+        let r = again
+            .init(&ca, "edge", 30, KeyType::EcdsaP256, now)
+            .unwrap();
+        assert!(r.completed_interrupted);
+        assert!(again.files_in_step(&r.manifest).unwrap());
     }
 }
