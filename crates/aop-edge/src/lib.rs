@@ -29,6 +29,13 @@
 //! example Cloudflare's Origin CA root); there is no silent insecure mode. The one
 //! exception, for `certtool probe --insecure`, lives in [`danger`].
 //!
+//! The cryptography is the caller's: every `ClientConfig` is built, and every key checked
+//! against its certificate, with the crypto provider given ([`StoreSpec::provider`], an
+//! argument of [`danger::unverified_server_config`]); by default
+//! [`aop_pki::default_provider`], the process default if one is installed, else aws-lc-rs.
+//! A FIPS build or another provider goes there. The probe and the connector use the
+//! provider of the configuration they are handed.
+//!
 //! ## Getting started
 //!
 //! ```no_run

@@ -443,8 +443,8 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// Probe one target with `config` (its client certificate, if any, and its roots).
 ///
-/// The probe runs on a copy of `config` with resumption off and a resolver that notes
-/// whether the origin asked for a certificate.
+/// The probe runs on a copy of `config` (its crypto provider included) with resumption
+/// off and a resolver that notes whether the origin asked for a certificate.
 pub async fn probe(
     target: &Target,
     resolve: &Resolve,
