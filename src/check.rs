@@ -52,3 +52,20 @@ pub fn metric_total(text: &str, name: &str, label: &str) -> u64 {
         })
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# TYPE aop_x counter\naop_x{a=\"1\"} 10\naop_x{a=\"2\"} 1\naop_y 7\n";
+
+    #[test]
+    fn a_series_is_matched_whole_and_its_value_parsed() {
+        assert_eq!(metric(TEXT, "aop_x{a=\"1\"}"), Some(10));
+        assert_eq!(metric(TEXT, "aop_x{a=\"2\"}"), Some(1));
+        assert_eq!(metric(TEXT, "aop_y"), Some(7));
+        assert_eq!(metric(TEXT, "aop_x"), None);
+        assert_eq!(metric_total(TEXT, "aop_x", ""), 11);
+        assert_eq!(metric_total(TEXT, "aop_x", "a=\"2\""), 1);
+    }
+}

@@ -162,6 +162,22 @@ pub fn openssl_s_server(args: &[&str]) -> (Running, u16) {
     }
 }
 
+/// aop-verify's example origin (`examples/origin.rs`) on a port of its choosing, serving
+/// `server` and trusting `trust`, with `extra` arguments (`--mode optional`); returns
+/// once it listens, with the port and its stderr lines (its verdict log).
+pub fn example_origin(
+    server: &Leaf,
+    trust: &Path,
+    extra: &[&str],
+) -> (Running, u16, std::sync::mpsc::Receiver<String>) {
+    let (cert, key) = (server.cert.to_str().unwrap(), server.key.to_str().unwrap());
+    let mut args = vec!["--listen", "127.0.0.1:0", "--cert", cert, "--key", key];
+    args.extend(["--trust", trust.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let (child, port, log) = crate::spawn_listening(&crate::example("aop-verify", "origin"), &args);
+    (Running(child), port, log)
+}
+
 /// A loopback port that refuses every connection for as long as the returned socket
 /// lives: bound and never listening, so no other process can take the port meanwhile.
 pub fn refused_port() -> (tokio::net::TcpSocket, u16) {
@@ -213,4 +229,40 @@ pub fn s_client(
     let host = servername.unwrap_or_default();
     let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     run_within(&mut c, request.as_bytes(), Duration::from_secs(20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(
+        expected = "t: aop-no-such-peer not found; install it (see .ci/run) or set AOP_ALLOW_SKIP=1 to skip"
+    )]
+    fn a_missing_peer_fails_the_test() {
+        assert!(find_peer("aop-no-such-peer").is_none());
+        skip_missing("aop-no-such-peer", "t", false);
+    }
+
+    #[test]
+    fn a_missing_peer_is_skipped_only_when_asked() {
+        assert!(!skip_missing("aop-no-such-peer", "t", true));
+    }
+
+    #[test]
+    fn a_peer_that_does_not_finish_is_killed_at_the_deadline() {
+        let hung = std::panic::catch_unwind(|| {
+            run_within(
+                Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+                &[],
+                Duration::from_millis(300),
+            )
+        });
+        let message = *hung.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.contains("still running after 300ms; killed"),
+            "{message}"
+        );
+        assert!(message.contains("stdout:\nstarted\n"), "{message}");
+    }
 }

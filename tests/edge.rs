@@ -363,23 +363,19 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
     let mut origin = TestOrigin::start(&w.origin_spec(), Limits::default()).await;
     let port = origin.addr.port();
 
-    let p = proxy(
-        &w,
-        port,
-        "www.example.com",
-        &[
-            "--cert",
-            s(&w.shared_edge.cert),
-            "--key",
-            s(&w.shared_edge.key),
-            "--zone-cert",
-            &format!(
-                "example.com={},{}",
-                s(&w.zone_edge.cert),
-                s(&w.zone_edge.key)
-            ),
-        ],
+    let shared = [
+        "--cert",
+        s(&w.shared_edge.cert),
+        "--key",
+        s(&w.shared_edge.key),
+    ];
+    let zone = format!(
+        "example.com={},{}",
+        s(&w.zone_edge.cert),
+        s(&w.zone_edge.key)
     );
+    let with_zone = [&shared[..], &["--zone-cert", &zone]].concat();
+    let p = proxy(&w, port, "www.example.com", &with_zone);
     let (status, head, body) = tokio::task::spawn_blocking({
         let pp = p.1;
         move || {
@@ -421,17 +417,7 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
     drop(p);
 
     // Only the shared certificate, which the zone's rule does not trust: 502, with why.
-    let p = proxy(
-        &w,
-        port,
-        "www.example.com",
-        &[
-            "--cert",
-            s(&w.shared_edge.cert),
-            "--key",
-            s(&w.shared_edge.key),
-        ],
-    );
+    let p = proxy(&w, port, "www.example.com", &shared);
     let (status, head, body) = tokio::task::spawn_blocking({
         let pp = p.1;
         move || http_get(pp, "/", "")
@@ -516,6 +502,21 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
 fn probe(args: &[&str]) -> (i32, String, String) {
     let o = certtool(std::iter::once("probe").chain(args.iter().copied()));
     (code(&o), stdout(&o), stderr(&o))
+}
+
+/// `certtool probe https://example.com:PORT/` (resolved to 127.0.0.1, trusting the origin
+/// CA), presenting `identity`, with `--expect EXPECT`: its exit code and stdout.
+fn probe_example_com(w: &World, port: u16, identity: Option<&Leaf>, expect: &str) -> (i32, String) {
+    let url = format!("https://example.com:{port}/");
+    let resolve = format!("example.com:{port}:127.0.0.1");
+    let ca = w.origin_ca.pem();
+    let mut args = vec![url.as_str(), "--resolve", &resolve, "--cacert", s(&ca)];
+    if let Some(l) = identity {
+        args.extend(["--cert", s(&l.cert), "--key", s(&l.key)]);
+    }
+    args.extend(["--expect", expect]);
+    let (c, out, _) = probe(&args);
+    (c, out)
 }
 
 #[tokio::test]
@@ -678,16 +679,8 @@ fn probe_catches_an_origin_that_does_not_verify_clients() {
     let open_resolve = format!("example.com:{open_port}:127.0.0.1");
     let shut_resolve = format!("other.test:{shut_port}:127.0.0.1");
 
-    let (c, out, err) = probe(&[
-        &open_url,
-        "--resolve",
-        &open_resolve,
-        "--cacert",
-        s(&ca),
-        "--expect",
-        "reject",
-    ]);
-    assert_eq!(c, 1, "{out}{err}");
+    let (c, out) = probe_example_com(&w, open_port, None, "reject");
+    assert_eq!(c, 1, "{out}");
     assert!(out.contains("expect reject: OPEN: the origin answered HTTP 200 to a client with no certificate; it did not ask for one — its back door is OPEN"), "{out}");
 
     let (c, out, _) = probe(&[
@@ -757,7 +750,6 @@ async fn the_edge_against_nginx_with_ssl_verify_client_on() {
     );
     let port = nginx.port;
     let url = format!("https://example.com:{port}/");
-    let resolve = format!("example.com:{port}:127.0.0.1");
 
     // aop-edge presents the shared certificate; nginx's $ssl_client_verify is SUCCESS.
     let mut spec = StoreSpec::new([w.origin_ca.pem()]);
@@ -774,49 +766,16 @@ async fn the_edge_against_nginx_with_ssl_verify_client_on() {
     );
 
     // certtool probe: refused without a certificate (nginx answers 400), accepted with it.
-    let ca = w.origin_ca.pem();
-    let (c, out, _) = probe(&[
-        &url,
-        "--resolve",
-        &resolve,
-        "--cacert",
-        s(&ca),
-        "--expect",
-        "reject",
-    ]);
+    let (c, out) = probe_example_com(&w, port, None, "reject");
     assert_eq!(c, 0, "{out}");
     assert!(
         out.contains("No required SSL certificate was sent"),
         "{out}"
     );
-    let (c, out, _) = probe(&[
-        &url,
-        "--resolve",
-        &resolve,
-        "--cacert",
-        s(&ca),
-        "--cert",
-        s(&w.shared_edge.cert),
-        "--key",
-        s(&w.shared_edge.key),
-        "--expect",
-        "accept",
-    ]);
+    let (c, out) = probe_example_com(&w, port, Some(&w.shared_edge), "accept");
     assert_eq!(c, 0, "{out}");
     // A certificate from another CA: nginx answers 400 "The SSL certificate error".
-    let (c, out, _) = probe(&[
-        &url,
-        "--resolve",
-        &resolve,
-        "--cacert",
-        s(&ca),
-        "--cert",
-        s(&w.zone_edge.cert),
-        "--key",
-        s(&w.zone_edge.key),
-        "--expect",
-        "reject",
-    ]);
+    let (c, out) = probe_example_com(&w, port, Some(&w.zone_edge), "reject");
     assert_eq!(c, 0, "{out}");
     drop(nginx);
 
@@ -827,17 +786,7 @@ async fn the_edge_against_nginx_with_ssl_verify_client_on() {
         &w.server.key,
         None,
     );
-    let url = format!("https://example.com:{}/", open.port);
-    let resolve = format!("example.com:{}:127.0.0.1", open.port);
-    let (c, out, _) = probe(&[
-        &url,
-        "--resolve",
-        &resolve,
-        "--cacert",
-        s(&ca),
-        "--expect",
-        "reject",
-    ]);
+    let (c, out) = probe_example_com(&w, open.port, None, "reject");
     assert_eq!(c, 1, "{out}");
     assert!(out.contains("back door is OPEN"), "{out}");
 }

@@ -4,93 +4,12 @@
 //! undocumented field fails here.
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
-#![allow(dead_code)] // the fields exist to be parsed, not read
 
-use std::path::PathBuf;
+#[path = "json/shapes.rs"]
+mod shapes;
 
 use aop_e2e::{certtool, code, stderr, stdout, tempdir, workspace_root};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CertInfo {
-    subject: String,
-    issuer: String,
-    common_name: Option<String>,
-    serial: String,
-    version: u32,
-    role: String,
-    is_ca: bool,
-    path_len: Option<u32>,
-    self_issued: bool,
-    key_usage: Vec<String>,
-    extended_key_usage: Vec<String>,
-    san: San,
-    key: Key,
-    signature_algorithm: String,
-    not_before: String,
-    not_after: String,
-    days_left: i64,
-    validity: String,
-    sha256: String,
-    spki_sha256: String,
-    subject_key_id: Option<String>,
-    authority_key_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct San {
-    dns: Vec<String>,
-    uri: Vec<String>,
-    ip: Vec<std::net::IpAddr>,
-    email: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Key {
-    algorithm: String,
-    bits: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Inspect {
-    at: String,
-    files: Vec<InspectFile>,
-    errors: Vec<InspectError>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InspectFile {
-    path: PathBuf,
-    certificates: Vec<CertInfo>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InspectError {
-    path: PathBuf,
-    error: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Issue {
-    command: String,
-    files: Vec<Written>,
-    certificate: CertInfo,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Written {
-    path: PathBuf,
-    contents: String,
-    mode: String,
-}
+use shapes::*;
 
 fn is_rfc3339_utc(s: &str) -> bool {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
@@ -197,167 +116,6 @@ fn issue_and_inspect_json_match_the_documented_schema() {
     for f in &report.files {
         f.certificates.iter().for_each(check_cert);
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Verify {
-    verdict: String,
-    reason: String,
-    detail: Option<String>,
-    sni: Option<String>,
-    at: String,
-    trust: Vec<PathBuf>,
-    chain: PathBuf,
-    certificate: Option<CertInfo>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CrlCreate {
-    command: String,
-    path: PathBuf,
-    issuer: String,
-    revoked: Vec<String>,
-    next_update: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Probe {
-    expect: String,
-    presented: Option<Presented>,
-    server_verified: bool,
-    held: bool,
-    results: Vec<ProbeResult>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Presented {
-    subject: String,
-    sha256: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProbeResult {
-    url: String,
-    sni: String,
-    address: Option<String>,
-    outcome: String,
-    alert: Option<String>,
-    http_status: Option<u16>,
-    verdict: Option<String>,
-    nginx_page: Option<String>,
-    tls_version: Option<String>,
-    certificate_requested: Option<bool>,
-    certificate_sent: bool,
-    conclusion: String,
-    summary: String,
-    held: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Inventory {
-    at: String,
-    warn_days: u32,
-    summary: InventorySummary,
-    certificates: Vec<InventoryRow>,
-    keys: Vec<InventoryKey>,
-    unreadable: Vec<Unreadable>,
-    problems: Vec<Problem>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InventorySummary {
-    certificates: u32,
-    ok: u32,
-    renew_due: u32,
-    expiring: u32,
-    expired: u32,
-    not_yet_valid: u32,
-    unreadable: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InventoryRow {
-    status: String,
-    days_left: i64,
-    role: String,
-    subject: String,
-    issuer: String,
-    serial: String,
-    not_before: String,
-    not_after: String,
-    sha256: String,
-    spki_sha256: String,
-    label: Option<String>,
-    places: Vec<String>,
-    key: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InventoryKey {
-    path: String,
-    certificate: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Unreadable {
-    place: String,
-    error: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Problem {
-    kind: String,
-    sha256: Option<String>,
-    message: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rotate {
-    dir: PathBuf,
-    step: String,
-    completed_interrupted: bool,
-    already_done: bool,
-    phase: String,
-    last_step: String,
-    updated: String,
-    active: RotateCert,
-    next: Option<RotateCert>,
-    previous: Option<RotateCert>,
-    files_in_step: bool,
-    edge_cert: PathBuf,
-    edge_key: PathBuf,
-    trust: PathBuf,
-    next_step: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateCert {
-    sha256: String,
-    subject: String,
-    issuer: String,
-    not_after: String,
-    days_left: i64,
-    dir: PathBuf,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CloudflarePayload {
-    certificate: String,
-    private_key: String,
 }
 
 fn is_fingerprint(s: &str) -> bool {
@@ -500,15 +258,16 @@ fn verify_crl_inventory_rotate_and_payload_match_the_documented_schema() {
     );
 
     let payload_path = root.join("payload.json");
+    let (cert, key, out) = (s(&edge.cert), s(&edge.key), s(&payload_path));
     let o = certtool([
         "cloudflare",
         "payload",
         "--cert",
-        s(&edge.cert),
+        cert,
         "--key",
-        s(&edge.key),
+        key,
         "--out",
-        s(&payload_path),
+        out,
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = std::fs::read_to_string(&payload_path).unwrap();

@@ -76,6 +76,20 @@ impl World {
         )
     }
 
+    /// A client certificate from a CA no rule trusts (`foreign/`).
+    fn foreign(&self) -> Leaf {
+        pki::ca(self.path(), "foreign").client("foreign")
+    }
+
+    /// One rule, `plain` for plain.test, trusting the edge CA.
+    fn plain(&self) -> PolicySpec {
+        PolicySpec::new(vec![self.rule(
+            "plain",
+            &["plain.test"],
+            &[&self.edge_ca.pem()],
+        )])
+    }
+
     fn client(&self, identity: Option<&Leaf>) -> TestClient {
         TestClient::new(&self.origin_ca.pem(), identity)
     }
@@ -601,7 +615,7 @@ async fn sni_picks_the_most_specific_rule_and_unknown_names_are_refused() {
 #[tokio::test]
 async fn optional_mode_hands_none_and_failed_to_the_application() {
     let w = world();
-    let foreign = pki::ca(w.path(), "foreign").client("foreign");
+    let foreign = w.foreign();
     let mut rule = w.rule("optional", &["optional.test"], &[&w.edge_ca.pem()]);
     rule.mode = Mode::Optional;
     let mut origin = TestOrigin::start(&PolicySpec::new(vec![rule]), Limits::default()).await;
@@ -631,7 +645,7 @@ async fn optional_mode_hands_none_and_failed_to_the_application() {
 #[tokio::test]
 async fn garbage_idle_and_slow_clients_do_not_stop_the_origin() {
     let w = world();
-    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
+    let spec = w.plain();
     let mut origin = TestOrigin::start(&spec, Limits::default().with_max_handshakes(1)).await;
     let client = w.client(Some(&w.edge));
 
@@ -713,8 +727,7 @@ async fn reload_swaps_trust_atomically_and_a_broken_reload_keeps_the_old_policy(
     let w = world();
     let next_ca = pki::ca(w.path(), "next-ca");
     let next_edge = next_ca.client("next-edge");
-    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
-    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     let old = w.client(Some(&w.edge));
     let new = w.client(Some(&next_edge));
     assert_verdict(
@@ -788,8 +801,7 @@ async fn reload_swaps_trust_atomically_and_a_broken_reload_keeps_the_old_policy(
 #[tokio::test]
 async fn resumed_sessions_carry_a_rechecked_verdict_and_do_not_survive_a_reload() {
     let w = world();
-    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
-    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     let client = w.client(Some(&w.edge));
     let (seen, v) = exchange(&mut origin, &client, "plain.test").await;
     assert!(!seen.unwrap().resumed);
@@ -916,9 +928,12 @@ async fn a_tampered_signature_and_a_not_yet_valid_anchor_are_refused_in_the_hand
 /// curl as the edge (through [`aop_e2e::curl`]) for `https://HOST:PORT/` on the origin.
 async fn curl(origin: &TestOrigin, w: &World, identity: Option<&Leaf>, host: &str) -> Output {
     let mut c = aop_e2e::curl(host, origin.addr.port(), &w.origin_ca.pem(), identity);
-    tokio::task::spawn_blocking(move || run(&mut c))
-        .await
-        .unwrap()
+    off_thread(move || run(&mut c)).await
+}
+
+/// Run `f` (a blocking peer) off this test's one thread, which the origin needs.
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 #[tokio::test]
@@ -927,7 +942,7 @@ async fn curl_resolve_sees_the_edge_accepted_and_everyone_else_refused() {
         return;
     }
     let w = world();
-    let foreign = pki::ca(w.path(), "foreign").client("foreign");
+    let foreign = w.foreign();
     let spec = PolicySpec::new(vec![w.rule(
         "zone",
         &["*.example.com", "example.com"],
@@ -967,7 +982,7 @@ async fn s_client(
     let identity = identity.cloned();
     let servername = servername.map(str::to_owned);
     let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
+    off_thread(move || {
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         aop_e2e::s_client(
             addr,
@@ -978,7 +993,6 @@ async fn s_client(
         )
     })
     .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -987,9 +1001,8 @@ async fn openssl_s_client_as_the_edge() {
         return;
     }
     let w = world();
-    let foreign = pki::ca(w.path(), "foreign").client("foreign");
-    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
-    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let foreign = w.foreign();
+    let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     let o = s_client(&origin, &w, Some(&w.edge), Some("plain.test"), &[]).await;
     assert!(
         stdout(&o).contains("verdict SUCCESS"),
@@ -1025,8 +1038,7 @@ async fn openssl_s_client_gets_aes_128_and_one_ticket() {
         return;
     }
     let w = world();
-    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
-    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     let o = s_client(&origin, &w, Some(&w.edge), Some("plain.test"), &[]).await;
     let out = stdout(&o);
     assert!(out.contains("verdict SUCCESS"), "{out}{}", stderr(&o));
@@ -1055,8 +1067,7 @@ async fn openssl_s_client_gets_aes_128_and_one_ticket() {
 #[tokio::test]
 async fn one_ticket_per_handshake_and_up_to_four_on_request() {
     let w = world();
-    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
-    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     for (asked, want) in [(None, 1), (Some(3), 3), (Some(10), 4)] {
         let request = asked.map(|n| rustls::client::TicketRequest {
             new_session_count: n,
@@ -1075,23 +1086,12 @@ async fn one_ticket_per_handshake_and_up_to_four_on_request() {
     }
 }
 
-/// Start `examples/origin.rs` on a free loopback port; returns the child and its port.
+/// `examples/origin.rs` serving the origin's certificate, trusting the edge CA.
 fn start_example(
     w: &World,
     extra: &[&str],
-) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--cert",
-        s(&w.server.cert),
-        "--key",
-        s(&w.server.key),
-    ];
-    let ca = w.edge_ca.pem();
-    args.extend(["--trust", s(&ca)]);
-    args.extend_from_slice(extra);
-    aop_e2e::spawn_listening(&aop_e2e::example("aop-verify", "origin"), &args)
+) -> (aop_e2e::Running, u16, std::sync::mpsc::Receiver<String>) {
+    aop_e2e::example_origin(&w.server, &w.edge_ca.pem(), extra)
 }
 
 fn verdict_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
@@ -1115,7 +1115,7 @@ fn the_example_origin_serves_the_edge_and_says_the_verdict() {
     let curl = |port: u16, identity: Option<&Leaf>| {
         run(&mut aop_e2e::curl("example.com", port, &roots, identity))
     };
-    let (mut child, port, rx) = start_example(&w, &[]);
+    let (child, port, rx) = start_example(&w, &[]);
     let o = curl(port, Some(&w.edge));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello from the origin; verdict SUCCESS\n");
@@ -1127,16 +1127,13 @@ fn the_example_origin_serves_the_edge_and_says_the_verdict() {
     let o = curl(port, None);
     assert_ne!(code(&o), 0);
     assert!(verdict_line(&rx).contains("verdict=NONE"));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
-    let (mut child, port, rx) = start_example(&w, &["--mode", "optional"]);
+    let (_child, port, rx) = start_example(&w, &["--mode", "optional"]);
     let o = curl(port, None);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello from the origin; verdict NONE\n");
     assert!(verdict_line(&rx).contains("reason=\"no_certificate\""));
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 // ---- certtool verify: the same verdicts, offline ----
@@ -1510,8 +1507,7 @@ async fn a_kept_alive_connection_is_rechecked_after_a_reload() {
     use http_body_util::{BodyExt as _, Empty};
     let w = world();
     let next_ca = pki::ca(w.path(), "next-ca");
-    let spec = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&w.edge_ca.pem()])]);
-    let mut origin = TestOrigin::start(&spec, Limits::default()).await;
+    let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     let mut store = StoreSpec::new([w.origin_ca.pem()]);
     store.shared = Some(IdentitySpec::new(&w.edge.cert, &w.edge.key));
     let resolve = Resolve::new([origin.resolve("plain.test").parse().unwrap()]);

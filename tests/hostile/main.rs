@@ -21,6 +21,8 @@ mod host;
 mod idle;
 mod probe;
 mod review;
+#[path = "../json/shapes.rs"]
+mod shapes;
 mod work;
 
 /// The usual start of an attack on the guard: certificates for `hosts`

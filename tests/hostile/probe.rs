@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::shapes::{OUTCOMES, Probe};
 use aop_e2e::nginx::Nginx;
 use aop_e2e::pki::{self, Leaf, TestCa};
 use aop_e2e::{Running, TempDir, certtool, code, have_peer, stderr, stdout, tempdir};
@@ -130,7 +131,7 @@ impl World {
     /// The JSON result of one probe, checked against docs/json.md's schema first.
     fn json(&self, port: u16, path: &str, who: Client, expect: &str) -> serde_json::Value {
         let (c, out) = self.probe(port, path, who, expect, true);
-        let typed: ProbeJson = serde_json::from_str(&out).unwrap();
+        let typed: Probe = serde_json::from_str(&out).unwrap();
         assert_eq!(typed.expect, expect);
         assert!(typed.server_verified);
         assert_eq!(typed.presented.is_some(), !matches!(who, Client::Nobody));
@@ -166,61 +167,6 @@ impl World {
         )
     }
 }
-
-/// `certtool probe --json`, as docs/json.md writes it down (unknown fields refused).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProbeJson {
-    expect: String,
-    presented: Option<PresentedJson>,
-    server_verified: bool,
-    held: bool,
-    results: Vec<ResultJson>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // parsed to check the shape; the tests read the values through serde_json
-struct PresentedJson {
-    subject: String,
-    sha256: String,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // parsed to check the shape; the tests read the values through serde_json
-struct ResultJson {
-    url: String,
-    sni: String,
-    address: Option<std::net::SocketAddr>,
-    outcome: String,
-    alert: Option<String>,
-    http_status: Option<u16>,
-    verdict: Option<String>,
-    nginx_page: Option<String>,
-    tls_version: Option<String>,
-    certificate_requested: Option<bool>,
-    certificate_sent: bool,
-    conclusion: String,
-    summary: String,
-    held: bool,
-}
-
-/// docs/json.md's `outcome` words.
-const OUTCOMES: &[&str] = &[
-    "accepted",
-    "refused_http",
-    "answered",
-    "not_http",
-    "refused_tls",
-    "alert_before_certificate",
-    "closed_in_handshake",
-    "closed",
-    "no_reply",
-    "server_untrusted",
-    "unreachable",
-    "error",
-];
 
 const NOTHING: &str = " — this proves nothing either way";
 
@@ -466,23 +412,9 @@ fn nginx_statuses_refuse_serve_or_prove_nothing() {
 
 /// aop-verify's example origin (`--mode require|optional`), trusting the edge CA.
 fn example_origin(w: &World, mode: &str) -> (Running, u16) {
-    let ca = w.edge_ca.pem();
-    let (child, port, _rx) = aop_e2e::spawn_listening(
-        &aop_e2e::example("aop-verify", "origin"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--cert",
-            s(&w.server.cert),
-            "--key",
-            s(&w.server.key),
-            "--trust",
-            s(&ca),
-            "--mode",
-            mode,
-        ],
-    );
-    (Running(child), port)
+    let (origin, port, _log) =
+        aop_e2e::example_origin(&w.server, &w.edge_ca.pem(), &["--mode", mode]);
+    (origin, port)
 }
 
 #[test]

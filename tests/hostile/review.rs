@@ -86,6 +86,27 @@ struct Setup {
     other: pki::Leaf,
 }
 
+impl Setup {
+    /// `GET PATH` for a.test on a new connection as `identity` must get 200; else the
+    /// test fails with `failure` and the guard's refusal line.
+    async fn must_serve(&self, identity: &pki::Leaf, path: &str, failure: &str) {
+        let config = client_config(&self.roots, Some(identity));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        let served = match connect(self.guard.addr(), "a.test", true, &config).await {
+            Ok(mut tls) => round_trip(&mut tls, request.as_bytes())
+                .await
+                .map(|r| r.status),
+            Err(_) => None,
+        };
+        if served != Some(200) {
+            let why = self
+                .guard
+                .wait_log("connection refused: max_connections reached");
+            panic!("{failure}: {why}");
+        }
+    }
+}
+
 /// One site `a.test` (mode `mode`) trusting edge-ca, and a default site `shared`
 /// trusting other-ca, both in front of a [`Capture`] upstream.
 async fn setup(mode: &str, extra: &str) -> Setup {
@@ -475,9 +496,9 @@ async fn a_certificate_sent_without_proof_of_its_key_is_never_logged_success() {
         let tcp = tokio::net::TcpStream::connect(s.guard.addr())
             .await
             .unwrap();
-        let cut = CutAfterCertificate {
+        let cut = Hooked {
             inner: tcp,
-            cut: false,
+            hook: CutAfterCertificate { cut: false },
         };
         let _ = tokio::time::timeout(
             Duration::from_millis(300),
@@ -518,24 +539,14 @@ impl rustls::client::ResolvesClientCert for PublicOnly {
     }
 }
 
-impl tokio::io::AsyncRead for CutAfterCertificate {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for CutAfterCertificate {
+impl WriteHook for CutAfterCertificate {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
+        &mut self,
+        inner: &mut tokio::net::TcpStream,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.cut {
+        if self.cut {
             return std::task::Poll::Ready(Ok(buf.len()));
         }
         // A handshake record whose first message is a Certificate (type 11).
@@ -544,26 +555,12 @@ impl tokio::io::AsyncWrite for CutAfterCertificate {
                 4 + (usize::from(buf[6]) << 16 | usize::from(buf[7]) << 8 | usize::from(buf[8]));
             let mut record = vec![0x16, buf[1], buf[2], (msg >> 8) as u8, msg as u8];
             record.extend_from_slice(&buf[5..5 + msg]);
-            let n = this.inner.try_write(&record).unwrap();
+            let n = inner.try_write(&record).unwrap();
             assert_eq!(n, record.len());
-            this.cut = true;
+            self.cut = true;
             return std::task::Poll::Ready(Ok(buf.len()));
         }
-        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(inner), cx, buf)
     }
 }
 
@@ -627,8 +624,59 @@ async fn client_header_values_cannot_forge_fields_of_the_access_log() {
 /// it: the record carrying Certificate, ClientKeyExchange and CertificateVerify is cut to
 /// the Certificate, and every later write is swallowed.
 struct CutAfterCertificate {
-    inner: tokio::net::TcpStream,
     cut: bool,
+}
+
+/// A client's TCP stream whose writes go through a [`WriteHook`] (reads pass straight
+/// on): how the attacks here cut or delay what the client sends.
+struct Hooked<H> {
+    inner: tokio::net::TcpStream,
+    hook: H,
+}
+
+/// What a [`Hooked`] stream does with each write.
+trait WriteHook: Unpin {
+    fn poll_write(
+        &mut self,
+        inner: &mut tokio::net::TcpStream,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>>;
+}
+
+impl<H: WriteHook> tokio::io::AsyncRead for Hooked<H> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<H: WriteHook> tokio::io::AsyncWrite for Hooked<H> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.hook.poll_write(&mut this.inner, cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// The budget closed the *oldest* handshake when `max_handshakes` were in progress: an
@@ -682,7 +730,10 @@ async fn a_churn_of_fresh_connections_from_many_addresses_does_not_lock_the_edge
     let mut served = 0;
     for _ in 0..5 {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let slow = Delayed::new(tcp, Duration::from_millis(20));
+        let slow = Hooked {
+            inner: tcp,
+            hook: Delayed::new(Duration::from_millis(20)),
+        };
         let r = async {
             let mut tls = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(
@@ -722,16 +773,14 @@ async fn a_churn_of_fresh_connections_from_many_addresses_does_not_lock_the_edge
 /// link it leaves with the TCP handshake's last ACK and reaches the origin with it, so
 /// the origin sees the connection and its first bytes together.
 struct Delayed {
-    inner: tokio::net::TcpStream,
     delay: Duration,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     first: bool,
 }
 
 impl Delayed {
-    fn new(inner: tokio::net::TcpStream, delay: Duration) -> Self {
+    fn new(delay: Duration) -> Self {
         Self {
-            inner,
             delay,
             sleep: None,
             first: true,
@@ -739,54 +788,30 @@ impl Delayed {
     }
 }
 
-impl tokio::io::AsyncRead for Delayed {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Delayed {
+impl WriteHook for Delayed {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
+        &mut self,
+        inner: &mut tokio::net::TcpStream,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.first {
-            let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
-            this.first = r.is_pending();
+        if self.first {
+            let r = tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(inner), cx, buf);
+            self.first = r.is_pending();
             return r;
         }
-        let delay = this.delay;
-        let sleep = this
+        let delay = self.delay;
+        let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
         if sleep.as_mut().poll(cx).is_pending() {
             return std::task::Poll::Pending;
         }
-        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        let r = tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(inner), cx, buf);
         if r.is_ready() {
-            this.sleep = None;
+            self.sleep = None;
         }
         r
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -814,19 +839,12 @@ async fn another_sites_clients_cannot_take_every_slot_from_the_edge() {
         assert_eq!(r.status, 200);
         held.push(tls);
     }
-    let edge = client_config(&s.roots, Some(&s.edge));
-    let served = match connect(s.guard.addr(), "a.test", true, &edge).await {
-        Ok(mut tls) => round_trip(&mut tls, b"GET /edge HTTP/1.1\r\nHost: a.test\r\n\r\n")
-            .await
-            .map(|r| r.status),
-        Err(_) => None,
-    };
-    if served != Some(200) {
-        let why = s
-            .guard
-            .wait_log("connection refused: max_connections reached");
-        panic!("tenant A's edge was locked out by the shared site's client: {why}");
-    }
+    s.must_serve(
+        &s.edge,
+        "/edge",
+        "tenant A's edge was locked out by the shared site's client",
+    )
+    .await;
     drop(held);
 }
 
@@ -869,19 +887,10 @@ async fn connections_a_reload_demotes_give_way_to_the_new_trust() {
         assert_eq!(r.status, 200);
     }
     assert!(s.up.wait_for("x-client-verify: FAILED:unknown_ca").await);
-    let new = client_config(&s.roots, Some(&s.other));
-    let served = match connect(s.guard.addr(), "a.test", true, &new).await {
-        Ok(mut tls) => round_trip(&mut tls, b"GET /new HTTP/1.1\r\nHost: a.test\r\n\r\n")
-            .await
-            .map(|r| r.status),
-        Err(_) => None,
-    };
-    if served != Some(200) {
-        let why = s
-            .guard
-            .wait_log("connection refused: max_connections reached");
-        panic!(
-            "the newly trusted certificate was refused while demoted connections held every slot: {why}"
-        );
-    }
+    s.must_serve(
+        &s.other,
+        "/new",
+        "the newly trusted certificate was refused while demoted connections held every slot",
+    )
+    .await;
 }
