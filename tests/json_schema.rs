@@ -145,35 +145,23 @@ fn verify_crl_inventory_rotate_and_payload_match_the_documented_schema() {
     let edge = ca.client("edge");
     let foreign = aop_e2e::pki::ca(root, "foreign").client("foreign");
 
-    let ok: Verify = json(
-        &[
-            "verify",
-            "--trust",
-            s(&ca.pem()),
-            "--chain",
-            s(&edge.cert),
-            "--sni",
-            "example.com",
-            "--json",
-        ],
-        0,
-    );
+    let trust = ca.pem();
+    let verify = |chain: &aop_e2e::pki::Leaf, sni: &[&str], want: i32| -> Verify {
+        let chain = s(&chain.cert);
+        let args = [
+            &["verify", "--json", "--trust", s(&trust), "--chain", chain],
+            sni,
+        ]
+        .concat();
+        json(&args, want)
+    };
+    let ok = verify(&edge, &["--sni", "example.com"], 0);
     assert_eq!((ok.verdict.as_str(), ok.reason.as_str()), ("SUCCESS", ""));
     assert_eq!(ok.sni.as_deref(), Some("example.com"));
     assert!(is_rfc3339_utc(&ok.at));
     assert_eq!((ok.trust, ok.chain), (vec![ca.pem()], edge.cert.clone()));
     check_cert(ok.certificate.as_ref().unwrap());
-    let refused: Verify = json(
-        &[
-            "verify",
-            "--trust",
-            s(&ca.pem()),
-            "--chain",
-            s(&foreign.cert),
-            "--json",
-        ],
-        1,
-    );
+    let refused = verify(&foreign, &[], 1);
     assert_eq!(
         (refused.verdict.as_str(), refused.reason.as_str()),
         ("FAILED:unknown_ca", "unknown_ca")
@@ -181,18 +169,10 @@ fn verify_crl_inventory_rotate_and_payload_match_the_documented_schema() {
     assert!(refused.detail.is_some() && refused.sni.is_none());
 
     let crl_path = root.join("crl.pem");
+    let (ca_dir, revoke, out) = (s(&ca.dir), s(&edge.cert), s(&crl_path));
     let crl: CrlCreate = json(
         &[
-            "crl",
-            "create",
-            "--ca",
-            s(&ca.dir),
-            "--revoke",
-            s(&edge.cert),
-            "--days",
-            "7",
-            "--out",
-            s(&crl_path),
+            "crl", "create", "--ca", ca_dir, "--revoke", revoke, "--days", "7", "--out", out,
             "--json",
         ],
         0,
@@ -330,15 +310,8 @@ async fn probe_json_matches_the_documented_schema() {
     assert_eq!((r.conclusion.as_str(), r.held), ("held", true));
     assert_eq!(r.sni, "example.com");
 
-    let served = probe(&[
-        "--cert",
-        s(&edge.cert),
-        "--key",
-        s(&edge.key),
-        "--expect",
-        "accept",
-        "--json",
-    ]);
+    let (cert, key) = (s(&edge.cert), s(&edge.key));
+    let served = probe(&["--cert", cert, "--key", key, "--expect", "accept", "--json"]);
     let presented = served.presented.as_ref().unwrap();
     assert_eq!(presented.subject, "CN=edge");
     assert!(is_fingerprint(&presented.sha256));
