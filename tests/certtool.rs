@@ -34,6 +34,20 @@ fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
 
+/// `issue client --ca CA --cn CN --out OUT`.
+fn issue_client<'a>(ca: &'a Path, cn: &'a str, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "issue",
+        "client",
+        "--ca",
+        p(ca),
+        "--cn",
+        cn,
+        "--out",
+        p(out),
+    ]
+}
+
 fn openssl(args: &[&str]) -> std::process::Output {
     run(Command::new("openssl").args(args))
 }
@@ -282,16 +296,7 @@ fn inspect_agrees_with_openssl_on_fingerprints_names_and_serials() {
         "--key-type",
         "rsa2048",
     ]);
-    ok(&[
-        "issue",
-        "client",
-        "--ca",
-        p(&ca),
-        "--cn",
-        "edge",
-        "--out",
-        p(&edge),
-    ]);
+    ok(&issue_client(&ca, "edge", &edge));
     // The edge's own certificate, alone, for openssl (which reads the first PEM block).
     let mut files: Vec<PathBuf> = CLOUDFLARE.iter().map(|n| cloudflare(n)).collect();
     files.push(ca.join("ca.pem"));
@@ -545,40 +550,12 @@ fn overwrite_needs_force_and_leaves_the_old_bytes() {
 
     // The same for a leaf.
     let edge = dir.path().join("edge");
-    ok(&[
-        "issue",
-        "client",
-        "--ca",
-        p(&ca),
-        "--cn",
-        "edge",
-        "--out",
-        p(&edge),
-    ]);
+    ok(&issue_client(&ca, "edge", &edge));
     let before = fs::read(edge.join("cert.pem")).unwrap();
-    let o = certtool([
-        "issue",
-        "client",
-        "--ca",
-        p(&ca),
-        "--cn",
-        "edge2",
-        "--out",
-        p(&edge),
-    ]);
+    let o = certtool(issue_client(&ca, "edge2", &edge));
     assert_eq!(code(&o), 1);
     assert_eq!(fs::read(edge.join("cert.pem")).unwrap(), before);
-    ok(&[
-        "issue",
-        "client",
-        "--ca",
-        p(&ca),
-        "--cn",
-        "edge2",
-        "--out",
-        p(&edge),
-        "--force",
-    ]);
+    ok(&[issue_client(&ca, "edge2", &edge), vec!["--force"]].concat());
     assert_ne!(fs::read(edge.join("cert.pem")).unwrap(), before);
     // No temporary files are left behind.
     let names: Vec<_> = fs::read_dir(&edge)
@@ -603,106 +580,49 @@ fn issuing_refuses_bad_cas_and_bad_requests_with_exit_2() {
         assert!(!out.join("key.pem").exists(), "{args:?} wrote a key");
     };
 
-    // Origin CA validities only.
-    expect_2(
-        &[
-            "issue",
-            "origin",
-            "--ca",
-            p(&ca),
-            "--hostname",
+    // Origin CA validities only, hostnames only, and a leaf may not outlive its CA (3650
+    // days). 365 is the default --days.
+    for (hostname, days, want) in [
+        (
             "example.com",
-            "--days",
             "100",
-            "--out",
-            p(&out),
-        ],
-        "100 days is not an Origin CA validity; choose one of 7, 30, 90, 365, 730, 1095, 5475",
-    );
-    expect_2(
-        &[
-            "issue",
-            "origin",
-            "--ca",
-            p(&ca),
-            "--hostname",
-            "*.com",
-            "--out",
-            p(&out),
-        ],
-        "invalid name \"*.com\"",
-    );
-    expect_2(
-        &[
-            "issue",
-            "origin",
-            "--ca",
-            p(&ca),
-            "--hostname",
-            "10.0.0.1",
-            "--out",
-            p(&out),
-        ],
-        "an IP address, not a hostname",
-    );
-    // A leaf may not outlive its CA (3650 days).
-    expect_2(
-        &[
-            "issue",
-            "origin",
-            "--ca",
-            p(&ca),
-            "--hostname",
-            "example.com",
-            "--days",
-            "5475",
-            "--out",
-            p(&out),
-        ],
-        "before a 5475-day certificate would",
-    );
+            "100 days is not an Origin CA validity; choose one of 7, 30, 90, 365, 730, 1095, 5475",
+        ),
+        ("*.com", "365", "invalid name \"*.com\""),
+        ("10.0.0.1", "365", "an IP address, not a hostname"),
+        ("example.com", "5475", "before a 5475-day certificate would"),
+    ] {
+        expect_2(
+            &[
+                "issue",
+                "origin",
+                "--ca",
+                p(&ca),
+                "--hostname",
+                hostname,
+                "--days",
+                days,
+                "--out",
+                p(&out),
+            ],
+            want,
+        );
+    }
     // A missing CA directory names the file it looked for.
     let missing = dir.path().join("nope");
     expect_2(
-        &[
-            "issue",
-            "client",
-            "--ca",
-            p(&missing),
-            "--cn",
-            "e",
-            "--out",
-            p(&out),
-        ],
+        &issue_client(&missing, "e", &out),
         &format!("{}: cannot read", missing.join("ca.pem").display()),
     );
     // A leaf is not a CA.
     let edge = dir.path().join("edge");
-    ok(&[
-        "issue",
-        "client",
-        "--ca",
-        p(&ca),
-        "--cn",
-        "edge",
-        "--out",
-        p(&edge),
-    ]);
+    ok(&issue_client(&ca, "edge", &edge));
     let fake = dir.path().join("fake-ca");
     fs::create_dir(&fake).unwrap();
     fs::copy(edge.join("cert.pem"), fake.join("ca.pem")).unwrap();
     fs::copy(edge.join("key.pem"), fake.join("ca.key")).unwrap();
     expect_2(
-        &[
-            "issue",
-            "client",
-            "--ca",
-            p(&fake),
-            "--cn",
-            "e",
-            "--out",
-            p(&out),
-        ],
+        &issue_client(&fake, "e", &out),
         "not usable as a CA: its basic constraints do not say CA",
     );
     // A key that belongs to another CA.
@@ -713,16 +633,7 @@ fn issuing_refuses_bad_cas_and_bad_requests_with_exit_2() {
     fs::copy(ca.join("ca.pem"), mixed.join("ca.pem")).unwrap();
     fs::copy(other.join("ca.key"), mixed.join("ca.key")).unwrap();
     expect_2(
-        &[
-            "issue",
-            "client",
-            "--ca",
-            p(&mixed),
-            "--cn",
-            "e",
-            "--out",
-            p(&out),
-        ],
+        &issue_client(&mixed, "e", &out),
         &format!(
             "{}: private key does not match the certificate in {}",
             mixed.join("ca.key").display(),
@@ -732,34 +643,13 @@ fn issuing_refuses_bad_cas_and_bad_requests_with_exit_2() {
     // A certificate file where the key belongs.
     fs::copy(ca.join("ca.pem"), mixed.join("ca.key")).unwrap();
     expect_2(
-        &[
-            "issue",
-            "client",
-            "--ca",
-            p(&mixed),
-            "--cn",
-            "e",
-            "--out",
-            p(&out),
-        ],
+        &issue_client(&mixed, "e", &out),
         "expected a private key, found a certificate (CERTIFICATE)",
     );
     // An expired CA signs nothing.
     let expired = dir.path().join("expired");
     write_expired_ca(&expired);
-    expect_2(
-        &[
-            "issue",
-            "client",
-            "--ca",
-            p(&expired),
-            "--cn",
-            "e",
-            "--out",
-            p(&out),
-        ],
-        "the CA is expired",
-    );
+    expect_2(&issue_client(&expired, "e", &out), "the CA is expired");
     // Usage errors (clap) are exit 2 too.
     let o = certtool(["issue", "origin", "--ca", p(&ca), "--out", p(&out)]);
     assert_eq!(code(&o), 2);

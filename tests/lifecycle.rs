@@ -168,29 +168,18 @@ fn inventory_of_a_fixture_tree_has_exact_rows_statuses_and_problems() {
         .collect();
     let has =
         |kind: &str, words: &str| problems.iter().any(|(k, m)| k == kind && m.contains(words));
-    assert!(has("unknown-issuer", "CN=orphan"), "{problems:#?}");
-    assert!(
-        has("ca-expires-before-leaf", "CN=outlives"),
-        "{problems:#?}"
-    );
-    assert!(
-        has("key-without-certificate", "lonely.key"),
-        "{problems:#?}"
-    );
-    assert!(
-        has("certificate-without-key", "CN=keyless"),
-        "{problems:#?}"
-    );
-    assert!(!has("certificate-without-key", "CN=edge"), "{problems:#?}");
-    assert!(
-        has("same-key", "2 certificates share one key"),
-        "{problems:#?}"
-    );
-    assert!(
-        has("certificate-pin", "origin.toml:8: pins CN=edge"),
-        "{problems:#?}"
-    );
-    assert!(!has("unknown-issuer", "CN=edge"), "{problems:#?}");
+    for (kind, words, found) in [
+        ("unknown-issuer", "CN=orphan", true),
+        ("ca-expires-before-leaf", "CN=outlives", true),
+        ("key-without-certificate", "lonely.key", true),
+        ("certificate-without-key", "CN=keyless", true),
+        ("certificate-without-key", "CN=edge", false),
+        ("same-key", "2 certificates share one key", true),
+        ("certificate-pin", "origin.toml:8: pins CN=edge", true),
+        ("unknown-issuer", "CN=edge", false),
+    ] {
+        assert_eq!(has(kind, words), found, "{kind} {words}: {problems:#?}");
+    }
 
     // The human table: aligned, one line per certificate, keys listed without content.
     let human = stdout(&certtool(["inventory", s(&tree)]));
@@ -418,6 +407,20 @@ impl Rot {
     }
 }
 
+/// `certtool rotate init --dir DIR --ca CA --cn edge`.
+fn rotate_init(dir: &Path, ca: &Path) -> std::process::Output {
+    certtool([
+        "rotate",
+        "init",
+        "--dir",
+        s(dir),
+        "--ca",
+        s(ca),
+        "--cn",
+        "edge",
+    ])
+}
+
 fn sha(cert: &Path) -> String {
     aop_pki::Sha256Fingerprint::of(&aop_pki::load_certificates(cert).unwrap()[0]).to_string()
 }
@@ -570,16 +573,7 @@ async fn the_whole_rotation_cycle_against_a_real_origin_refuses_no_edge_request(
         "{}",
         stderr(&o)
     );
-    let o = certtool([
-        "rotate",
-        "init",
-        "--dir",
-        s(&rot.dir),
-        "--ca",
-        s(&ca1.dir),
-        "--cn",
-        "edge",
-    ]);
+    let o = rotate_init(&rot.dir, &ca1.dir);
     assert_eq!(code(&o), 1, "init never overwrites: {}", stderr(&o));
     let o = certtool(["rotate", "status", "--dir", s(&dir.path().join("nothing"))]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
@@ -608,16 +602,7 @@ fn prepare(root: &Path, ca: &Path, step: &str) -> Rot {
     if step == "init" {
         return rot;
     }
-    let o = certtool([
-        "rotate",
-        "init",
-        "--dir",
-        s(root),
-        "--ca",
-        s(ca),
-        "--cn",
-        "edge",
-    ]);
+    let o = rotate_init(root, ca);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let order = ["stage", "activate", "retire"];
     for pre in order.iter().take_while(|p| **p != step) {
@@ -758,6 +743,20 @@ fn a_kill_at_any_write_point_leaves_a_state_that_the_same_step_or_rollback_compl
     );
 }
 
+/// `certtool cloudflare payload --cert CERT --key KEY --out OUT`.
+fn payload(cert: &Path, key: &Path, out: &Path) -> std::process::Output {
+    certtool([
+        "cloudflare",
+        "payload",
+        "--cert",
+        s(cert),
+        "--key",
+        s(key),
+        "--out",
+        s(out),
+    ])
+}
+
 #[test]
 fn cloudflare_payload_is_the_api_body_written_0600() {
     let dir = tempdir().unwrap();
@@ -765,16 +764,7 @@ fn cloudflare_payload_is_the_api_body_written_0600() {
     let edge = ca.client("edge");
     let other = ca.client("other");
     let out = dir.path().join("upload.json");
-    let o = certtool([
-        "cloudflare",
-        "payload",
-        "--cert",
-        s(&edge.cert),
-        "--key",
-        s(&edge.key),
-        "--out",
-        s(&out),
-    ]);
+    let o = payload(&edge.cert, &edge.key, &out);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(mode(&out), 0o600);
     let body: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -788,28 +778,10 @@ fn cloudflare_payload_is_the_api_body_written_0600() {
         std::fs::read_to_string(&edge.key).unwrap()
     );
     let before = std::fs::read(&out).unwrap();
-    let o = certtool([
-        "cloudflare",
-        "payload",
-        "--cert",
-        s(&other.cert),
-        "--key",
-        s(&other.key),
-        "--out",
-        s(&out),
-    ]);
+    let o = payload(&other.cert, &other.key, &out);
     assert_eq!(code(&o), 1);
     assert_eq!(std::fs::read(&out).unwrap(), before);
-    let o = certtool([
-        "cloudflare",
-        "payload",
-        "--cert",
-        s(&edge.cert),
-        "--key",
-        s(&other.key),
-        "--out",
-        s(&dir.path().join("x.json")),
-    ]);
+    let o = payload(&edge.cert, &other.key, &dir.path().join("x.json"));
     assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).contains("private key does not match"),
@@ -889,16 +861,7 @@ fn two_rotation_steps_at_once_are_refused_not_mixed() {
     let rot = Rot {
         dir: root.path().join("rot"),
     };
-    let o = certtool([
-        "rotate",
-        "init",
-        "--dir",
-        s(&rot.dir),
-        "--ca",
-        s(&ca.dir),
-        "--cn",
-        "edge",
-    ]);
+    let o = rotate_init(&rot.dir, &ca.dir);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let before = std::fs::read(rot.dir.join("manifest.json")).unwrap();
     // Another step holds the lock.
