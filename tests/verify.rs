@@ -1197,155 +1197,66 @@ fn certtool_verify_gives_the_origins_verdict_offline() {
             .sha256
             .to_colon_hex();
 
-    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+    let (ca_p, edge_p, foreign_p) = (s(&ca), s(&w.edge.cert), s(&foreign.cert));
+    let (revoked_p, crl_p) = (s(&revoked.cert), s(&crl));
+    // (trust, chain, more arguments, exit code, verdict)
+    let cases: Vec<(&str, &str, Vec<&str>, i32, &str)> = vec![
+        (ca_p, edge_p, vec![], 0, "SUCCESS"),
+        (ca_p, foreign_p, vec![], 1, "FAILED:unknown_ca"),
+        (ca_p, s(&expired.cert), vec![], 1, "FAILED:expired"),
+        (ca_p, s(&server.cert), vec![], 1, "FAILED:bad_eku"),
+        (ca_p, ca_p, vec![], 1, "FAILED:not_a_leaf"),
+        (ca_p, revoked_p, vec!["--crl", crl_p], 1, "FAILED:revoked"),
+        (ca_p, edge_p, vec!["--crl", crl_p], 0, "SUCCESS"),
+        (ca_p, edge_p, vec!["--pin", &edge_pin], 0, "SUCCESS"),
         (
-            vec!["--trust", s(&ca), "--chain", s(&w.edge.cert)],
-            0,
-            "SUCCESS",
-        ),
-        (
-            vec!["--trust", s(&ca), "--chain", s(&foreign.cert)],
+            ca_p,
+            foreign_p,
+            vec!["--pin", &edge_pin],
             1,
             "FAILED:unknown_ca",
         ),
         (
-            vec!["--trust", s(&ca), "--chain", s(&expired.cert)],
-            1,
-            "FAILED:expired",
-        ),
-        (
-            vec!["--trust", s(&ca), "--chain", s(&server.cert)],
-            1,
-            "FAILED:bad_eku",
-        ),
-        (
-            vec!["--trust", s(&ca), "--chain", s(&ca)],
-            1,
-            "FAILED:not_a_leaf",
-        ),
-        (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&revoked.cert),
-                "--crl",
-                s(&crl),
-            ],
-            1,
-            "FAILED:revoked",
-        ),
-        (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&w.edge.cert),
-                "--crl",
-                s(&crl),
-            ],
-            0,
-            "SUCCESS",
-        ),
-        (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&w.edge.cert),
-                "--pin",
-                &edge_pin,
-            ],
-            0,
-            "SUCCESS",
-        ),
-        (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&foreign.cert),
-                "--pin",
-                &edge_pin,
-            ],
-            1,
-            "FAILED:unknown_ca",
-        ),
-        (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&revoked.cert),
-                "--pin",
-                &edge_pin,
-            ],
+            ca_p,
+            revoked_p,
+            vec!["--pin", &edge_pin],
             1,
             "FAILED:pin_mismatch",
         ),
         (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&w.edge.cert),
-                "--allow-san",
-                "edge.test",
-            ],
+            ca_p,
+            edge_p,
+            vec!["--allow-san", "edge.test"],
             1,
             "FAILED:name_not_allowed",
         ),
+        (ca_p, edge_p, vec!["--allow-san", "EDGE"], 0, "SUCCESS"),
         (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&w.edge.cert),
-                "--allow-san",
-                "EDGE",
-            ],
-            0,
-            "SUCCESS",
-        ),
-        (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&w.edge.cert),
-                "--max-depth",
-                "1",
-            ],
+            ca_p,
+            edge_p,
+            vec!["--max-depth", "1"],
             1,
             "FAILED:chain_too_long",
         ),
         (
-            vec!["--trust", s(&stale_ca), "--chain", s(&stale_leaf.cert)],
+            s(&stale_ca),
+            s(&stale_leaf.cert),
+            vec![],
             1,
             "FAILED:expired",
         ),
         // --at: the edge certificate (90 days) is expired in two years, not yet valid last year.
         (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&w.edge.cert),
-                "--at",
-                "2099-01-01T00:00:00Z",
-            ],
+            ca_p,
+            edge_p,
+            vec!["--at", "2099-01-01T00:00:00Z"],
             1,
             "FAILED:expired",
         ),
         (
-            vec![
-                "--trust",
-                s(&ca),
-                "--chain",
-                s(&w.edge.cert),
-                "--at",
-                "2000-01-01T00:00:00Z",
-            ],
+            ca_p,
+            edge_p,
+            vec!["--at", "2000-01-01T00:00:00Z"],
             1,
             "FAILED:not_yet_valid",
         ),
@@ -1355,12 +1266,15 @@ fn certtool_verify_gives_the_origins_verdict_offline() {
     let mut cases = cases;
     if let Some((sha1_ca, sha1_leaf)) = &sha1 {
         cases.push((
-            vec!["--trust", s(sha1_ca), "--chain", s(&sha1_leaf.cert)],
+            s(sha1_ca),
+            s(&sha1_leaf.cert),
+            vec![],
             1,
             "FAILED:unsupported_algorithm",
         ));
     }
-    for (args, want_code, want) in cases {
+    for (trust, chain, more, want_code, want) in cases {
+        let args = [&["--trust", trust, "--chain", chain], &more[..]].concat();
         let (c, first) = verify(&args);
         assert_eq!(
             (c, first.as_str()),

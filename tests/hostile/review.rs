@@ -87,6 +87,29 @@ struct Setup {
 }
 
 impl Setup {
+    /// `n` connections as `identity` for `host` (SNI sent only for a.test; c.test is the
+    /// default site's), each with one request answered 200, kept open.
+    async fn hold(
+        &self,
+        identity: &pki::Leaf,
+        host: &str,
+        n: usize,
+        path: &str,
+    ) -> Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let config = client_config(&self.roots, Some(identity));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let mut tls = connect(self.guard.addr(), host, host == "a.test", &config)
+                .await
+                .unwrap();
+            let r = round_trip(&mut tls, request.as_bytes()).await.unwrap();
+            assert_eq!(r.status, 200);
+            held.push(tls);
+        }
+        held
+    }
+
     /// `GET PATH` for a.test on a new connection as `identity` must get 200; else the
     /// test fails with `failure` and the guard's refusal line.
     async fn must_serve(&self, identity: &pki::Leaf, path: &str, failure: &str) {
@@ -827,18 +850,7 @@ async fn another_sites_clients_cannot_take_every_slot_from_the_edge() {
         "max_connections = 6\nkeepalive_timeout_secs = 30\n",
     )
     .await;
-    let other = client_config(&s.roots, Some(&s.other));
-    let mut held = Vec::new();
-    for _ in 0..6 {
-        let mut tls = connect(s.guard.addr(), "c.test", false, &other)
-            .await
-            .unwrap();
-        let r = round_trip(&mut tls, b"GET /hold HTTP/1.1\r\nHost: c.test\r\n\r\n")
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200);
-        held.push(tls);
-    }
+    let held = s.hold(&s.other, "c.test", 6, "/hold").await;
     s.must_serve(
         &s.edge,
         "/edge",
@@ -859,16 +871,7 @@ async fn connections_a_reload_demotes_give_way_to_the_new_trust() {
         "max_connections = 3\nkeepalive_timeout_secs = 30\n",
     )
     .await;
-    let old = client_config(&s.roots, Some(&s.edge));
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut tls = connect(s.guard.addr(), "a.test", true, &old).await.unwrap();
-        let r = round_trip(&mut tls, b"GET /old HTTP/1.1\r\nHost: a.test\r\n\r\n")
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200);
-        held.push(tls);
-    }
+    let mut held = s.hold(&s.edge, "a.test", 3, "/old").await;
     std::fs::write(&s.guard.config, {
         let text = std::fs::read_to_string(&s.guard.config).unwrap();
         text.replacen(
