@@ -722,6 +722,19 @@ async fn garbage_idle_and_slow_clients_do_not_stop_the_origin() {
     assert_eq!(edge.await.unwrap().unwrap().status, 200);
 }
 
+/// The verdicts for the old and the new edge's connections, in turn, must be `want`.
+async fn old_and_new(
+    origin: &mut TestOrigin,
+    clients: [&TestClient; 2],
+    want: [&str; 2],
+    when: &str,
+) {
+    for (client, want, who) in [(clients[0], want[0], "old"), (clients[1], want[1], "new")] {
+        let (_, v) = exchange(origin, client, "plain.test").await;
+        assert_verdict(&v, want, &format!("{who} {when}"));
+    }
+}
+
 #[tokio::test]
 async fn reload_swaps_trust_atomically_and_a_broken_reload_keeps_the_old_policy() {
     let w = world();
@@ -730,16 +743,13 @@ async fn reload_swaps_trust_atomically_and_a_broken_reload_keeps_the_old_policy(
     let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     let old = w.client(Some(&w.edge));
     let new = w.client(Some(&next_edge));
-    assert_verdict(
-        &exchange(&mut origin, &old, "plain.test").await.1,
-        "SUCCESS",
-        "old before",
-    );
-    assert_verdict(
-        &exchange(&mut origin, &new, "plain.test").await.1,
-        "FAILED:unknown_ca",
-        "new before",
-    );
+    old_and_new(
+        &mut origin,
+        [&old, &new],
+        ["SUCCESS", "FAILED:unknown_ca"],
+        "before",
+    )
+    .await;
 
     // Rotation step 1: trust both.
     let both = PolicySpec::new(vec![w.rule(
@@ -748,16 +758,13 @@ async fn reload_swaps_trust_atomically_and_a_broken_reload_keeps_the_old_policy(
         &[&w.edge_ca.pem(), &next_ca.pem()],
     )]);
     origin.policy.reload(&both).unwrap();
-    assert_verdict(
-        &exchange(&mut origin, &old, "plain.test").await.1,
-        "SUCCESS",
-        "old during overlap",
-    );
-    assert_verdict(
-        &exchange(&mut origin, &new, "plain.test").await.1,
-        "SUCCESS",
-        "new during overlap",
-    );
+    old_and_new(
+        &mut origin,
+        [&old, &new],
+        ["SUCCESS", "SUCCESS"],
+        "during overlap",
+    )
+    .await;
 
     // A reload naming a file that does not exist is refused, naming it; the overlap stays.
     let missing = w.path().join("no-such-ca.pem");
@@ -772,30 +779,24 @@ async fn reload_swaps_trust_atomically_and_a_broken_reload_keeps_the_old_policy(
     let broken = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&garbage])]);
     let err = origin.policy.reload(&broken).unwrap_err().to_string();
     assert!(err.contains("garbage.pem: malformed PEM"), "{err}");
-    assert_verdict(
-        &exchange(&mut origin, &old, "plain.test").await.1,
-        "SUCCESS",
-        "old after broken reload",
-    );
-    assert_verdict(
-        &exchange(&mut origin, &new, "plain.test").await.1,
-        "SUCCESS",
-        "new after broken reload",
-    );
+    old_and_new(
+        &mut origin,
+        [&old, &new],
+        ["SUCCESS", "SUCCESS"],
+        "after broken reload",
+    )
+    .await;
 
     // Step 3: retire the old CA.
     let retired = PolicySpec::new(vec![w.rule("plain", &["plain.test"], &[&next_ca.pem()])]);
     origin.policy.reload(&retired).unwrap();
-    assert_verdict(
-        &exchange(&mut origin, &old, "plain.test").await.1,
-        "FAILED:unknown_ca",
-        "old after retire",
-    );
-    assert_verdict(
-        &exchange(&mut origin, &new, "plain.test").await.1,
-        "SUCCESS",
-        "new after retire",
-    );
+    old_and_new(
+        &mut origin,
+        [&old, &new],
+        ["FAILED:unknown_ca", "SUCCESS"],
+        "after retire",
+    )
+    .await;
 }
 
 #[tokio::test]
