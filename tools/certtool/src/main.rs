@@ -1,6 +1,7 @@
-//! certtool: issue, inspect and (in later versions) verify, inventory and rotate the
-//! certificates of authenticated origin pulls. A thin shell over `aop-pki`: parse the
-//! command line, run the command, print the result, exit 0 / 1 / 2.
+//! certtool: issue, inspect, verify, inventory, rotate and probe the certificates of
+//! authenticated origin pulls. A thin shell over `aop-pki` (certificates), `aop-ops`
+//! (inventory, rotation), `aop-verify` and `aop-edge`: parse the command line, run the
+//! command, print the result, exit 0 / 1 / 2.
 
 use std::process::ExitCode;
 
