@@ -557,10 +557,12 @@ impl Rotation {
         key_type: KeyType,
         now: OffsetDateTime,
     ) -> Result<StepReport> {
-        #[cfg(not(unix))]
-        return Err(Error::Unsupported {
-            dir: self.dir.clone(),
-        });
+        // Without symbolic links no step could finish: refuse before writing anything.
+        if cfg!(not(unix)) {
+            return Err(Error::Unsupported {
+                dir: self.dir.clone(),
+            });
+        }
         match self.manifest() {
             Ok(m) if m.last_step == Step::Init && m.undo.is_none() => {
                 // Already initialised (perhaps by a run killed part way): finish it.
