@@ -23,6 +23,45 @@ pub struct TestCa {
     ca: Ca,
 }
 
+/// The certificates most tests start from, in a fresh temporary directory: `origin-ca/`
+/// with the origin's certificate for the given hosts (`origin-ca/origin/`), and
+/// `edge-ca/` with the edge's client certificate (`edge-ca/edge/`).
+pub struct World {
+    /// The directory (removed on drop).
+    pub dir: crate::TempDir,
+    /// The origin's CA (its `pem()` is the roots a client trusts).
+    pub origin_ca: TestCa,
+    /// The origin's certificate.
+    pub server: Leaf,
+    /// The edge's CA (what an origin trusts).
+    pub edge_ca: TestCa,
+    /// The edge's client certificate.
+    pub edge: Leaf,
+}
+
+impl World {
+    /// Make them, the origin's certificate for `hosts`.
+    pub fn new(hosts: &[&str]) -> Self {
+        let dir = crate::tempdir().unwrap();
+        let origin_ca = ca(dir.path(), "origin-ca");
+        let server = origin_ca.origin("origin", hosts);
+        let edge_ca = ca(dir.path(), "edge-ca");
+        let edge = edge_ca.client("edge");
+        Self {
+            dir,
+            origin_ca,
+            server,
+            edge_ca,
+            edge,
+        }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }

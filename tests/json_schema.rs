@@ -264,12 +264,8 @@ fn verify_crl_inventory_rotate_and_payload_match_the_documented_schema() {
 /// without a certificate, served with the edge's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_json_matches_the_documented_schema() {
-    let dir = tempdir().unwrap();
-    let root = dir.path();
-    let origin_ca = aop_e2e::pki::ca(root, "origin-ca");
-    let server = origin_ca.origin("origin", &["example.com"]);
-    let edge_ca = aop_e2e::pki::ca(root, "edge-ca");
-    let edge = edge_ca.client("edge");
+    let w = aop_e2e::pki::World::new(&["example.com"]);
+    let (origin_ca, server, edge_ca, edge) = (&w.origin_ca, &w.server, &w.edge_ca, &w.edge);
     let spec = aop_verify::PolicySpec::new(vec![aop_verify::RuleSpec::new(
         "example",
         ["example.com"],

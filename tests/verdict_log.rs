@@ -6,7 +6,6 @@
 
 use aop_e2e::origin::{TestClient, TestOrigin};
 use aop_e2e::pki;
-use aop_e2e::tempdir;
 use aop_verify::{Limits, PolicySpec, RuleSpec, TrustSpec};
 
 #[tokio::test(flavor = "current_thread")]
@@ -32,12 +31,9 @@ async fn each_connection_logs_one_structured_verdict_event_without_key_material(
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let dir = tempdir().unwrap();
-    let origin_ca = pki::ca(dir.path(), "origin-ca");
-    let server = origin_ca.origin("origin", &["plain.test"]);
-    let edge_ca = pki::ca(dir.path(), "edge-ca");
-    let edge = edge_ca.client("edge");
-    let foreign = pki::ca(dir.path(), "foreign").client("foreign");
+    let w = pki::World::new(&["plain.test"]);
+    let (origin_ca, server, edge_ca, edge) = (&w.origin_ca, &w.server, &w.edge_ca, &w.edge);
+    let foreign = pki::ca(w.path(), "foreign").client("foreign");
     let rule = RuleSpec::new(
         "plain",
         ["plain.test"],
@@ -46,7 +42,7 @@ async fn each_connection_logs_one_structured_verdict_event_without_key_material(
         TrustSpec::new([edge_ca.pem()]),
     );
     let mut origin = TestOrigin::start(&PolicySpec::new(vec![rule]), Limits::default()).await;
-    for identity in [Some(&edge), Some(&foreign), None] {
+    for identity in [Some(edge), Some(&foreign), None] {
         let _ = TestClient::new(&origin_ca.pem(), identity)
             .get(origin.addr, "plain.test")
             .await;

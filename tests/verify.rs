@@ -10,20 +10,22 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use aop_e2e::origin::{TestClient, TestOrigin};
-use aop_e2e::pki::{self, Leaf, TestCa};
-use aop_e2e::{TempDir, certtool, code, have_peer, run, stderr, stdout, tempdir};
+use aop_e2e::pki::{self, Leaf};
+use aop_e2e::{certtool, code, have_peer, run, stderr, stdout};
 use aop_pki::Sha256Fingerprint;
 use aop_verify::{Limits, Mode, NoneCause, Outcome, PolicySpec, RuleSpec, TrustSpec, Verdict};
 use tokio::io::AsyncWriteExt as _;
 
-/// Everything a test needs: an origin CA and the origin's certificate (for every test
-/// hostname), an edge CA and its edge certificate.
-struct World {
-    dir: TempDir,
-    origin_ca: TestCa,
-    server: Leaf,
-    edge_ca: TestCa,
-    edge: Leaf,
+/// Everything a test needs ([`pki::World`]): an origin CA and the origin's certificate
+/// (for every test hostname), an edge CA and its edge certificate.
+struct World(pki::World);
+
+impl std::ops::Deref for World {
+    type Target = pki::World;
+
+    fn deref(&self) -> &pki::World {
+        &self.0
+    }
 }
 
 const HOSTS: &[&str] = &[
@@ -47,25 +49,10 @@ const HOSTS: &[&str] = &[
 ];
 
 fn world() -> World {
-    let dir = tempdir().unwrap();
-    let origin_ca = pki::ca(dir.path(), "origin-ca");
-    let server = origin_ca.origin("origin", HOSTS);
-    let edge_ca = pki::ca(dir.path(), "edge-ca");
-    let edge = edge_ca.client("edge");
-    World {
-        dir,
-        origin_ca,
-        server,
-        edge_ca,
-        edge,
-    }
+    World(pki::World::new(HOSTS))
 }
 
 impl World {
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     fn rule(&self, name: &str, hosts: &[&str], trust: &[&Path]) -> RuleSpec {
         RuleSpec::new(
             name,

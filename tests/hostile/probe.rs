@@ -17,37 +17,30 @@ use std::time::{Duration, Instant};
 
 use crate::shapes::{OUTCOMES, Probe};
 use aop_e2e::nginx::Nginx;
-use aop_e2e::pki::{self, Leaf, TestCa};
-use aop_e2e::{Running, TempDir, certtool, code, have_peer, stderr, stdout, tempdir};
+use aop_e2e::pki::{self, Leaf};
+use aop_e2e::{Running, certtool, code, have_peer, stderr, stdout};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// The origin's CA and certificate (for example.com), the edge's CA and certificate, and
-/// an intruder's certificate from a CA nobody trusts.
+/// The origin's CA and certificate (for example.com), the edge's CA and certificate
+/// ([`pki::World`]), and an intruder's certificate from a CA nobody trusts.
 struct World {
-    dir: TempDir,
-    origin_ca: TestCa,
-    server: Leaf,
-    edge_ca: TestCa,
-    edge: Leaf,
+    base: pki::World,
     intruder: Leaf,
 }
 
-fn world() -> World {
-    let dir = tempdir().unwrap();
-    let origin_ca = pki::ca(dir.path(), "origin-ca");
-    let server = origin_ca.origin("origin", &["example.com"]);
-    let edge_ca = pki::ca(dir.path(), "edge-ca");
-    let edge = edge_ca.client("edge");
-    let intruder = pki::ca(dir.path(), "intruder-ca").client("intruder");
-    World {
-        dir,
-        origin_ca,
-        server,
-        edge_ca,
-        edge,
-        intruder,
+impl std::ops::Deref for World {
+    type Target = pki::World;
+
+    fn deref(&self) -> &pki::World {
+        &self.base
     }
+}
+
+fn world() -> World {
+    let base = pki::World::new(&["example.com"]);
+    let intruder = pki::ca(base.path(), "intruder-ca").client("intruder");
+    World { base, intruder }
 }
 
 fn s(p: &Path) -> &str {
