@@ -7,7 +7,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aop_e2e::nginx::Nginx;
@@ -329,13 +329,11 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
 }
 
-struct Proxy(Child, u16, std::sync::mpsc::Receiver<String>);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A running aop-edge-proxy (stopped on drop): its port and its log lines.
+struct Proxy {
+    _process: aop_e2e::Running,
+    port: u16,
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 fn proxy(w: &World, origin_port: u16, host: &str, identity: &[&str]) -> Proxy {
@@ -354,7 +352,11 @@ fn proxy(w: &World, origin_port: u16, host: &str, identity: &[&str]) -> Proxy {
     ];
     args.extend_from_slice(identity);
     let (child, port, rx) = spawn_listening(&bin("aop-edge-proxy"), &args);
-    Proxy(child, port, rx)
+    Proxy {
+        _process: aop_e2e::Running(child),
+        port,
+        log: rx,
+    }
 }
 
 #[tokio::test]
@@ -377,7 +379,7 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
     let with_zone = [&shared[..], &["--zone-cert", &zone]].concat();
     let p = proxy(&w, port, "www.example.com", &with_zone);
     let (status, head, body) = tokio::task::spawn_blocking({
-        let pp = p.1;
+        let pp = p.port;
         move || {
             http_get(
                 pp,
@@ -419,7 +421,7 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
     // Only the shared certificate, which the zone's rule does not trust: 502, with why.
     let p = proxy(&w, port, "www.example.com", &shared);
     let (status, head, body) = tokio::task::spawn_blocking({
-        let pp = p.1;
+        let pp = p.port;
         move || http_get(pp, "/", "")
     })
     .await
@@ -432,9 +434,10 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
     assert_eq!(origin.verdict().await.to_string(), "FAILED:zone_mismatch");
     let deadline = Instant::now() + Duration::from_secs(10);
     let logged = loop {
-        let line =
-            p.2.recv_timeout(deadline - Instant::now())
-                .expect("a log line for the failed pull");
+        let line = p
+            .log
+            .recv_timeout(deadline - Instant::now())
+            .expect("a log line for the failed pull");
         if line.contains("origin pull failed") {
             break line;
         }
@@ -464,7 +467,7 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
         &["--zone-cert", &zone, "--hostname-cert", &host],
     );
     let (status, _, body) = tokio::task::spawn_blocking({
-        let pp = p.1;
+        let pp = p.port;
         move || http_get(pp, "/", "")
     })
     .await

@@ -9,71 +9,28 @@
 //! and that the edge is still served right after.
 
 use std::path::Path;
-use std::process::Child;
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
 
+use aop_e2e::guard::Guard;
 use aop_e2e::origin::TestClient;
 use aop_e2e::pki::{self, Leaf, TestCa};
+use aop_e2e::tempdir;
 use aop_e2e::upstream::Echo;
-use aop_e2e::{bin, spawn_listening, tempdir};
 
-/// aop-origin with one site, `a.example`, trusting `trust` (paths relative to `dir`).
-struct Guard {
-    child: Child,
-    port: u16,
-    log: Receiver<String>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Guard {
-    fn start(
-        dir: &Path,
-        origin_ca: &TestCa,
-        trust: &[&str],
-        upstream: std::net::SocketAddr,
-    ) -> Self {
-        let origin = origin_ca.origin("origin", &["a.example"]);
-        let trust: Vec<String> = trust.iter().map(|t| format!("{t:?}")).collect();
-        let config = dir.join("origin.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\n[[site]]\n\
-                 hostnames = [\"a.example\"]\ncert = {:?}\nkey = {:?}\ntrust = [{}]\n\
-                 upstream = \"http://{upstream}\"\n",
-                origin.cert,
-                origin.key,
-                trust.join(", ")
-            ),
-        )
-        .unwrap();
-        let (child, port, log) =
-            spawn_listening(&bin("aop-origin"), &["--config", config.to_str().unwrap()]);
-        Self { child, port, log }
-    }
-
-    fn addr(&self) -> std::net::SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
-    }
-
-    /// The next verdict line (waits up to 15 s).
-    fn verdict(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.log.recv_timeout(left).expect("no verdict line");
-            if line.contains("verdict=") {
-                return line;
-            }
-        }
-    }
+/// aop-origin (the harness's [`Guard`]) with one site, `a.example`, trusting `trust`
+/// (paths relative to `dir`).
+fn guard(dir: &Path, origin_ca: &TestCa, trust: &[&str], upstream: std::net::SocketAddr) -> Guard {
+    let origin = origin_ca.origin("origin", &["a.example"]);
+    let trust: Vec<String> = trust.iter().map(|t| format!("{t:?}")).collect();
+    Guard::start(
+        dir,
+        &format!(
+            "\n[[site]]\nhostnames = [\"a.example\"]\ncert = {:?}\nkey = {:?}\ntrust = [{}]\n\
+             upstream = \"http://{upstream}\"\n",
+            origin.cert,
+            origin.key,
+            trust.join(", ")
+        ),
+    )
 }
 
 /// Present `leaf`'s whole `cert.pem` (the leaf and the impostors) to the guard.
@@ -97,11 +54,11 @@ async fn impostors_of_the_trusted_ca_are_refused_and_the_edge_is_served_right_af
     let edge = edge_ca.client("edge");
     let attack = pki::impostor_chain(&edge_ca, dir.path(), 3);
     let echo = Echo::start().await;
-    let g = Guard::start(dir.path(), &origin_ca, &["edge-ca/ca.pem"], echo.addr);
+    let g = guard(dir.path(), &origin_ca, &["edge-ca/ca.pem"], echo.addr);
 
     let refused = present(&g, &origin_ca, &attack).await;
     assert_eq!(refused, Err("received fatal alert: DecryptError".into()));
-    let line = g.verdict();
+    let line = g.wait_log("verdict=");
     assert!(line.contains("verdict=FAILED:bad_signature"), "{line}");
     assert!(line.contains("subject=\"CN=impostor edge\""), "{line}");
 
@@ -110,7 +67,7 @@ async fn impostors_of_the_trusted_ca_are_refused_and_the_edge_is_served_right_af
         edge.get(g.addr(), "a.example").await.map(|s| s.status),
         Ok(200)
     );
-    assert!(g.verdict().contains("verdict=SUCCESS"));
+    assert!(g.wait_log("verdict=").contains("verdict=SUCCESS"));
 }
 
 /// A rule that trusts three CAs sharing one name (a CA re-keyed twice under its name, all
@@ -128,7 +85,7 @@ async fn impostors_past_the_signature_budget_are_chain_too_long_and_the_edge_is_
     let edge = third.client("edge");
     let attack = pki::impostor_chain(&first, dir.path(), 3);
     let echo = Echo::start().await;
-    let g = Guard::start(
+    let g = guard(
         dir.path(),
         &origin_ca,
         &[
@@ -141,7 +98,7 @@ async fn impostors_past_the_signature_budget_are_chain_too_long_and_the_edge_is_
 
     let refused = present(&g, &origin_ca, &attack).await;
     assert_eq!(refused, Err("received fatal alert: AccessDenied".into()));
-    let line = g.verdict();
+    let line = g.wait_log("verdict=");
     assert!(line.contains("verdict=FAILED:chain_too_long"), "{line}");
     assert!(
         line.contains("path building stopped at the limit of 10 signature checks"),
@@ -153,5 +110,5 @@ async fn impostors_past_the_signature_budget_are_chain_too_long_and_the_edge_is_
         edge.get(g.addr(), "a.example").await.map(|s| s.status),
         Ok(200)
     );
-    assert!(g.verdict().contains("verdict=SUCCESS"));
+    assert!(g.wait_log("verdict=").contains("verdict=SUCCESS"));
 }
