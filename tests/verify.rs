@@ -1142,16 +1142,7 @@ fn certtool_verify_gives_the_origins_verdict_offline() {
 
     // certtool makes the CRL here, and openssl must read it.
     let crl = root.join("crl.pem");
-    let o = certtool([
-        "crl",
-        "create",
-        "--ca",
-        s(&w.edge_ca.dir),
-        "--revoke",
-        s(&revoked.cert),
-        "--out",
-        s(&crl),
-    ]);
+    let o = crl_create(&w, Some(&revoked), &crl, &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     if have_peer("openssl", "certtool_verify: openssl crl") {
         let o = run(Command::new("openssl").args(["crl", "-in", s(&crl), "-noout", "-text"]));
@@ -1343,50 +1334,31 @@ fn certtool_verify_gives_the_origins_verdict_offline() {
     assert_eq!(c, 2, "{out}");
 }
 
+/// `certtool crl create` by the edge CA, revoking `revoke`, written to `out`.
+fn crl_create(w: &World, revoke: Option<&Leaf>, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["crl", "create", "--ca", s(&w.edge_ca.dir), "--out", s(out)];
+    if let Some(l) = revoke {
+        args.extend(["--revoke", s(&l.cert)]);
+    }
+    certtool(args.iter().chain(extra))
+}
+
 #[test]
 fn crl_create_refuses_what_it_should() {
     let w = world();
     let other = pki::ca(w.path(), "other").client("other");
     let out = w.path().join("crl.pem");
-    let o = certtool([
-        "crl",
-        "create",
-        "--ca",
-        s(&w.edge_ca.dir),
-        "--revoke",
-        s(&other.cert),
-        "--out",
-        s(&out),
-    ]);
+    let o = crl_create(&w, Some(&other), &out, &[]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("not by this CA"), "{}", stderr(&o));
     assert!(!out.exists());
-    let o = certtool(["crl", "create", "--ca", s(&w.edge_ca.dir), "--out", s(&out)]);
+    let o = crl_create(&w, None, &out, &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let before = std::fs::read(&out).unwrap();
-    let o = certtool([
-        "crl",
-        "create",
-        "--ca",
-        s(&w.edge_ca.dir),
-        "--revoke",
-        s(&w.edge.cert),
-        "--out",
-        s(&out),
-    ]);
+    let o = crl_create(&w, Some(&w.edge), &out, &[]);
     assert_eq!(code(&o), 1);
     assert_eq!(std::fs::read(&out).unwrap(), before);
-    let o = certtool([
-        "crl",
-        "create",
-        "--ca",
-        s(&w.edge_ca.dir),
-        "--revoke",
-        s(&w.edge.cert),
-        "--out",
-        s(&out),
-        "--force",
-    ]);
+    let o = crl_create(&w, Some(&w.edge), &out, &["--force"]);
     assert_eq!(code(&o), 0);
     let _unused: PathBuf = out;
 }
