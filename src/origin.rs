@@ -274,11 +274,11 @@ impl TestClient {
     }
 }
 
-/// A client-certificate resolver that presents `cert` signed with an unrelated key — a
-/// client that has a certificate but not its key. rustls refuses to build such a config
-/// through the safe API, which is the point.
+/// A client-certificate resolver that presents a certificate signed with an unrelated
+/// key — a client that has a certificate but not its key. rustls refuses to build such a
+/// config through the safe API, which is the point.
 #[derive(Debug)]
-struct WrongKey(Arc<rustls::sign::CertifiedKey>);
+pub struct WrongKey(pub Arc<rustls::sign::CertifiedKey>);
 
 impl rustls::client::ResolvesClientCert for WrongKey {
     fn resolve(

@@ -514,7 +514,7 @@ async fn a_certificate_sent_without_proof_of_its_key_is_never_logged_success() {
         .with_protocol_versions(&[&rustls::version::TLS12])
         .unwrap()
         .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(PublicOnly(stolen)));
+        .with_client_cert_resolver(Arc::new(aop_e2e::origin::WrongKey(stolen)));
     for _ in 0..3 {
         let tcp = tokio::net::TcpStream::connect(s.guard.addr())
             .await
@@ -543,23 +543,6 @@ async fn a_certificate_sent_without_proof_of_its_key_is_never_logged_success() {
         0,
         "{metrics}"
     );
-}
-
-#[derive(Debug)]
-struct PublicOnly(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::client::ResolvesClientCert for PublicOnly {
-    fn resolve(
-        &self,
-        _: &[&[u8]],
-        _: &[rustls::SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
 }
 
 impl WriteHook for CutAfterCertificate {
