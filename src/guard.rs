@@ -265,15 +265,10 @@ impl Guard {
     /// Wait up to 10 s for the guard to exit; its exit code (an in-process guard: 0 once
     /// its shutdown is done).
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(10);
         match &mut *self.run {
-            Run::Process(child) => loop {
-                if let Some(s) = child.try_wait().unwrap() {
-                    return s.code();
-                }
-                assert!(Instant::now() < deadline, "the guard did not exit");
-                std::thread::sleep(Duration::from_millis(20));
-            },
+            Run::Process(child) => crate::wait_within(child, Duration::from_secs(10))
+                .expect("the guard did not exit")
+                .code(),
             Run::InProcess { stopped, .. } => {
                 let stopped = stopped.as_ref().expect("shutdown() first");
                 stopped
@@ -298,12 +293,9 @@ impl Guard {
         out
     }
 
-    /// The value of one metric line (`name{labels}`), 0 if absent.
+    /// The value of one metric line (`name{labels}` exactly), 0 if absent.
     pub fn metric(&self, series: &str) -> u64 {
-        self.metrics_text()
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0)
+        crate::metric(&self.metrics_text(), series).unwrap_or(0)
     }
 
     /// The guard's TLS address.
