@@ -25,6 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tracing::instrument::WithSubscriber as _;
 
 use crate::Error;
@@ -104,11 +105,11 @@ struct Shared {
 
 impl Shared {
     /// Spawn `task` on the current runtime, under this guard's log.
-    fn spawn<F>(&self, task: F)
+    fn spawn<F>(&self, task: F) -> JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        spawn(self.log.as_ref(), task);
+        spawn(self.log.as_ref(), task)
     }
 
     /// Run `f` with this guard's log as the current one (for what runs outside its tasks).
@@ -135,13 +136,13 @@ impl Shared {
 }
 
 /// Spawn `task` on the current runtime; under `log` as its current subscriber, if given.
-fn spawn<F>(log: Option<&tracing::Dispatch>, task: F)
+fn spawn<F>(log: Option<&tracing::Dispatch>, task: F) -> JoinHandle<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
     match log {
-        Some(log) => drop(tokio::spawn(task.with_subscriber(log.clone()))),
-        None => drop(tokio::spawn(task)),
+        Some(log) => tokio::spawn(task.with_subscriber(log.clone())),
+        None => tokio::spawn(task),
     }
 }
 
@@ -167,6 +168,8 @@ pub struct Guard {
     metrics: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
+    /// The listeners' tasks: each ends, closing its listener, once told to shut down.
+    listeners: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -229,12 +232,16 @@ impl Guard {
         Ok(self.shared.logging(|| reload(&self.shared))?)
     }
 
-    /// Stop accepting, let the connections open now finish what they are doing (up to
-    /// `grace`), then return (SIGTERM's work).
-    pub async fn shutdown(self, grace: Duration) {
+    /// Stop accepting (once this returns, nothing listens on the guard's addresses), let
+    /// the connections open now finish what they are doing (up to `grace`), then return
+    /// (SIGTERM's work).
+    pub async fn shutdown(mut self, grace: Duration) {
         self.shared
             .logging(|| tracing::info!(target: "aop::origin", "draining"));
         let _ = self.shutdown.send(true);
+        for listener in std::mem::take(&mut self.listeners) {
+            let _ = listener.await;
+        }
         let _ = tokio::time::timeout(grace, self.shared.idle()).await;
         self.shared
             .logging(|| tracing::info!(target: "aop::origin", "stopped"));
@@ -390,13 +397,14 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         }
         None => None,
     };
+    let mut tasks = Vec::new();
     for (listener, local) in listeners.into_iter().zip(&addrs) {
         tracing::info!(target: "aop::origin", addr = %local, "listening");
-        shared.spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone()));
+        tasks.push(shared.spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone())));
     }
     let metrics_addr = metrics.map(|(local, listener)| {
         tracing::info!(target: "aop::origin", metrics = %local, "metrics listening");
-        shared.spawn(metrics_loop(listener, shared.clone(), shutdown_rx.clone()));
+        tasks.push(shared.spawn(metrics_loop(listener, shared.clone(), shutdown_rx.clone())));
         local
     });
     if let Some((files, fits)) = lowered {
@@ -408,6 +416,7 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         metrics: metrics_addr,
         shared,
         shutdown,
+        listeners: tasks,
     })
 }
 
