@@ -38,7 +38,8 @@ fn bin_dir() -> PathBuf {
         .to_owned()
 }
 
-/// Path to a workspace binary (`certtool`, later `aop-origin`, …), built on first use.
+/// Path to a workspace binary (`certtool`, `aop-edge-proxy`, and `aop-origin` where a
+/// test needs its process: signals, exit codes, `--check`, the demo), built on first use.
 ///
 /// `cargo test --workspace` does not build other packages' executables for the root
 /// package's tests, so the harness asks cargo to build them once per test process, with
