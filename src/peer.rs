@@ -73,9 +73,12 @@ pub fn run_within(cmd: &mut Command, input: &[u8], limit: Duration) -> Output {
     let out = drain(Box::new(child.stdout.take().unwrap()));
     let err = drain(Box::new(child.stderr.take().unwrap()));
     let mut stdin = child.stdin.take().unwrap();
-    // A peer that exits without reading its input is not an error here.
-    let _ = stdin.write_all(input);
-    drop(stdin);
+    let input = input.to_vec();
+    // On a thread, so a peer that never reads cannot hold this past the deadline; one that
+    // exits without reading its input is not an error here.
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
     let status = wait_within(&mut child, limit);
     let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
     let Some(status) = status else {
