@@ -521,7 +521,7 @@ async fn a_certificate_sent_without_proof_of_its_key_is_never_logged_success() {
             .unwrap();
         let cut = Hooked {
             inner: tcp,
-            hook: CutAfterCertificate { cut: false },
+            hook: cut_after_certificate(),
         };
         let _ = tokio::time::timeout(
             Duration::from_millis(300),
@@ -543,31 +543,6 @@ async fn a_certificate_sent_without_proof_of_its_key_is_never_logged_success() {
         0,
         "{metrics}"
     );
-}
-
-impl WriteHook for CutAfterCertificate {
-    fn poll_write(
-        &mut self,
-        inner: &mut tokio::net::TcpStream,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.cut {
-            return std::task::Poll::Ready(Ok(buf.len()));
-        }
-        // A handshake record whose first message is a Certificate (type 11).
-        if buf.len() > 9 && buf[0] == 0x16 && buf[5] == 0x0b {
-            let msg =
-                4 + (usize::from(buf[6]) << 16 | usize::from(buf[7]) << 8 | usize::from(buf[8]));
-            let mut record = vec![0x16, buf[1], buf[2], (msg >> 8) as u8, msg as u8];
-            record.extend_from_slice(&buf[5..5 + msg]);
-            let n = inner.try_write(&record).unwrap();
-            assert_eq!(n, record.len());
-            self.cut = true;
-            return std::task::Poll::Ready(Ok(buf.len()));
-        }
-        tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(inner), cx, buf)
-    }
 }
 
 /// The access log writes client-supplied header values (X-Request-Id, CF-Connecting-IP,
@@ -626,31 +601,48 @@ async fn client_header_values_cannot_forge_fields_of_the_access_log() {
     assert!(!line.contains("10.9.9.9"), "{line}");
 }
 
-/// A TLS 1.2 client's TCP stream that delivers its Certificate message and nothing after
-/// it: the record carrying Certificate, ClientKeyExchange and CertificateVerify is cut to
-/// the Certificate, and every later write is swallowed.
-struct CutAfterCertificate {
-    cut: bool,
+/// For a TLS 1.2 client: deliver its Certificate message and nothing after it. The record
+/// carrying Certificate, ClientKeyExchange and CertificateVerify is cut to the
+/// Certificate, and every later write is swallowed.
+fn cut_after_certificate() -> WriteHook {
+    let mut cut = false;
+    Box::new(move |inner: &mut tokio::net::TcpStream, cx, buf: &[u8]| {
+        if cut {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        // A handshake record whose first message is a Certificate (type 11).
+        if buf.len() > 9 && buf[0] == 0x16 && buf[5] == 0x0b {
+            let msg =
+                4 + (usize::from(buf[6]) << 16 | usize::from(buf[7]) << 8 | usize::from(buf[8]));
+            let mut record = vec![0x16, buf[1], buf[2], (msg >> 8) as u8, msg as u8];
+            record.extend_from_slice(&buf[5..5 + msg]);
+            let n = inner.try_write(&record).unwrap();
+            assert_eq!(n, record.len());
+            cut = true;
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(inner), cx, buf)
+    })
 }
+
+/// What a [`Hooked`] stream does with each write, given the TCP stream under it.
+type WriteHook = Box<
+    dyn FnMut(
+            &mut tokio::net::TcpStream,
+            &mut std::task::Context<'_>,
+            &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>>
+        + Send,
+>;
 
 /// A client's TCP stream whose writes go through a [`WriteHook`] (reads pass straight
 /// on): how the attacks here cut or delay what the client sends.
-struct Hooked<H> {
+struct Hooked {
     inner: tokio::net::TcpStream,
-    hook: H,
+    hook: WriteHook,
 }
 
-/// What a [`Hooked`] stream does with each write.
-trait WriteHook: Unpin {
-    fn poll_write(
-        &mut self,
-        inner: &mut tokio::net::TcpStream,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>>;
-}
-
-impl<H: WriteHook> tokio::io::AsyncRead for Hooked<H> {
+impl tokio::io::AsyncRead for Hooked {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -660,14 +652,14 @@ impl<H: WriteHook> tokio::io::AsyncRead for Hooked<H> {
     }
 }
 
-impl<H: WriteHook> tokio::io::AsyncWrite for Hooked<H> {
+impl tokio::io::AsyncWrite for Hooked {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.hook.poll_write(&mut this.inner, cx, buf)
+        (this.hook)(&mut this.inner, cx, buf)
     }
 
     fn poll_flush(
@@ -738,7 +730,7 @@ async fn a_churn_of_fresh_connections_from_many_addresses_does_not_lock_the_edge
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let slow = Hooked {
             inner: tcp,
-            hook: Delayed::new(Duration::from_millis(20)),
+            hook: delayed(Duration::from_millis(20)),
         };
         let r = async {
             let mut tls = tokio_rustls::TlsConnector::from(config.clone())
@@ -773,52 +765,30 @@ async fn a_churn_of_fresh_connections_from_many_addresses_does_not_lock_the_edge
     );
 }
 
-/// A stream whose writes reach the peer `delay` late (each write after the first is held
+/// Writes that reach the peer `delay` late (each write after the first is held
 /// back that long before it is passed on): the client half of a link with a round trip
 /// of at least twice `delay`. The first write (the ClientHello) is not delayed: on a real
 /// link it leaves with the TCP handshake's last ACK and reaches the origin with it, so
 /// the origin sees the connection and its first bytes together.
-struct Delayed {
-    delay: Duration,
-    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    first: bool,
-}
-
-impl Delayed {
-    fn new(delay: Duration) -> Self {
-        Self {
-            delay,
-            sleep: None,
-            first: true,
-        }
-    }
-}
-
-impl WriteHook for Delayed {
-    fn poll_write(
-        &mut self,
-        inner: &mut tokio::net::TcpStream,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.first {
+fn delayed(delay: Duration) -> WriteHook {
+    let mut first = true;
+    let mut sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    Box::new(move |inner: &mut tokio::net::TcpStream, cx, buf: &[u8]| {
+        if first {
             let r = tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(inner), cx, buf);
-            self.first = r.is_pending();
+            first = r.is_pending();
             return r;
         }
-        let delay = self.delay;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-        if sleep.as_mut().poll(cx).is_pending() {
+        let held = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+        if held.as_mut().poll(cx).is_pending() {
             return std::task::Poll::Pending;
         }
         let r = tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(inner), cx, buf);
         if r.is_ready() {
-            self.sleep = None;
+            sleep = None;
         }
         r
-    }
+    })
 }
 
 /// "Authenticated" in the budget means a certificate some site accepts — any site, the
