@@ -10,28 +10,16 @@ use aop_verify::{Limits, PolicySpec, RuleSpec, TrustSpec};
 
 #[tokio::test(flavor = "current_thread")]
 async fn each_connection_logs_one_structured_verdict_event_without_key_material() {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
+    let w = pki::World::new(&["plain.test"]);
+    // The log goes to a file (a Mutex<File> is a tracing writer), read back at the end.
+    let log = w.path().join("verdicts.json");
     let subscriber = tracing_subscriber::fmt()
         .json()
-        .with_writer(move || writer.clone())
+        .with_writer(std::sync::Mutex::new(std::fs::File::create(&log).unwrap()))
         .with_max_level(tracing::Level::INFO)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let w = pki::World::new(&["plain.test"]);
     let (origin_ca, server, edge_ca, edge) = (&w.origin_ca, &w.server, &w.edge_ca, &w.edge);
     let foreign = pki::ca(w.path(), "foreign").client("foreign");
     let rule = RuleSpec::new(
@@ -49,7 +37,7 @@ async fn each_connection_logs_one_structured_verdict_event_without_key_material(
         origin.verdict().await;
     }
 
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
     let events: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
