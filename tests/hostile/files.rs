@@ -444,44 +444,16 @@ fn aop_edge_proxy_refuses_a_fifo_for_its_certificate() {
         "--resolve",
         "a.example:443:127.0.0.1",
     ];
-    for (flags, file, what) in [
-        (
-            [
-                "--cert",
-                s(&pipe),
-                "--key",
-                s(&leaf.key),
-                "--cacert",
-                s(&ca.pem()),
-            ],
-            pipe.as_path(),
-            "a FIFO",
-        ),
-        (
-            [
-                "--cert",
-                s(&leaf.cert),
-                "--key",
-                "/dev/zero",
-                "--cacert",
-                s(&ca.pem()),
-            ],
-            Path::new("/dev/zero"),
-            "a character device",
-        ),
-        (
-            [
-                "--cert",
-                s(&leaf.cert),
-                "--key",
-                s(&leaf.key),
-                "--cacert",
-                s(&pipe),
-            ],
-            pipe.as_path(),
-            "a FIFO",
-        ),
+    // (certificate, key, CA file) with one of them not a regular file.
+    let roots = ca.pem();
+    let (cert, key, roots, fifo) = (s(&leaf.cert), s(&leaf.key), s(&roots), s(&pipe));
+    let zero = "/dev/zero";
+    for ((cert, key, roots), file, what) in [
+        ((fifo, key, roots), pipe.as_path(), "a FIFO"),
+        ((cert, zero, roots), Path::new(zero), "a character device"),
+        ((cert, key, fifo), pipe.as_path(), "a FIFO"),
     ] {
+        let flags = ["--cert", cert, "--key", key, "--cacert", roots];
         let args: Vec<&str> = common.iter().chain(flags.iter()).copied().collect();
         let o = run_promptly(&proxy, &args);
         let err = stderr(&o);
