@@ -160,14 +160,14 @@ async fn a_host_the_default_site_cannot_parse_or_does_not_own_never_reaches_the_
     let r = t
         .send(
             false,
-            "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+            "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\nConnection: close\r\n\r\n",
         )
         .await;
     assert_eq!(r.status, 421, "{}", r.text);
     let r = t
         .send(
             false,
-            "CONNECT c.test:443 HTTP/1.1\r\nHost: c.test:443\r\n\r\n",
+            "CONNECT c.test:443 HTTP/1.1\r\nHost: c.test:443\r\nConnection: close\r\n\r\n",
         )
         .await;
     assert_eq!(r.status, 405, "{}", r.text);
