@@ -672,71 +672,79 @@ fn step_stopped_at(
 fn a_kill_at_any_write_point_leaves_a_state_that_the_same_step_or_rollback_completes() {
     let root = tempdir().unwrap();
     let ca = pki::ca(root.path(), "ca");
-    let mut cases = 0;
-    for step in ["init", "stage", "activate", "retire", "rollback"] {
-        for crash_at in 1..=5 {
-            for recovery in ["same step", "rollback"] {
-                if step == "init" && recovery == "rollback" {
-                    continue; // nothing to roll back to before init
-                }
-                let dir = root
-                    .path()
-                    .join(format!("{step}-{crash_at}-{}", recovery.replace(' ', "-")));
-                let rot = prepare(&dir, &ca.dir, step);
-                let args: Vec<&str> = match step {
-                    "init" => vec!["init", "--ca", s(&ca.dir), "--cn", "edge"],
-                    "activate" => vec!["activate", "--force"],
-                    other => vec![other],
-                };
-                let crashed = match step_stopped_at(&rot.dir, &ca.dir, step, crash_at) {
-                    Err(aop_ops::Error::Stopped { write, .. }) => {
-                        assert_eq!(write, crash_at, "{step}: stopped where asked");
-                        true
+    // One thread a step: the cases are independent directories, and most of their time is
+    // spent waiting on certtool processes and fsync.
+    let cases = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|threads| {
+        for step in ["init", "stage", "activate", "retire", "rollback"] {
+            let (root, ca, cases) = (&root, &ca, &cases);
+            threads.spawn(move || {
+                for crash_at in 1..=5 {
+                    for recovery in ["same step", "rollback"] {
+                        if step == "init" && recovery == "rollback" {
+                            continue; // nothing to roll back to before init
+                        }
+                        let dir = root
+                            .path()
+                            .join(format!("{step}-{crash_at}-{}", recovery.replace(' ', "-")));
+                        let rot = prepare(&dir, &ca.dir, step);
+                        let args: Vec<&str> = match step {
+                            "init" => vec!["init", "--ca", s(&ca.dir), "--cn", "edge"],
+                            "activate" => vec!["activate", "--force"],
+                            other => vec![other],
+                        };
+                        let crashed = match step_stopped_at(&rot.dir, &ca.dir, step, crash_at) {
+                            Err(aop_ops::Error::Stopped { write, .. }) => {
+                                assert_eq!(write, crash_at, "{step}: stopped where asked");
+                                true
+                            }
+                            Err(e) => panic!("{step} at {crash_at}: {e}"),
+                            Ok(_) => false,
+                        };
+                        if !crashed {
+                            assert_done(&rot, step);
+                            continue;
+                        }
+                        cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        // Whatever happened, status reads the state.
+                        if step != "init" || rot.dir.join("manifest.json").exists() {
+                            let st = rot.run(&["status", "--json"]);
+                            assert_eq!(
+                                code(&st),
+                                0,
+                                "{step} killed at write {crash_at}: status: {}",
+                                stderr(&st)
+                            );
+                        }
+                        if recovery == "same step" {
+                            rot.ok(&args);
+                            assert_done(&rot, step);
+                        } else {
+                            let o = rot.run(&["rollback"]);
+                            if code(&o) != 0 {
+                                // Killed before its commit, at init: the state is the old one, and
+                                // there is nothing before it to roll back to.
+                                assert!(
+                                    stderr(&o).contains("nothing to roll back"),
+                                    "{step} at {crash_at}: {}",
+                                    stderr(&o)
+                                );
+                            }
+                            let st = rot.status();
+                            assert_eq!(
+                                st["files_in_step"], true,
+                                "{step} at {crash_at}, rolled back: {st}"
+                            );
+                            let edge = rot.edge();
+                            let provider = aop_pki::default_provider();
+                            aop_pki::load_key_pair(&edge.cert, &edge.key, &provider).unwrap();
+                        }
                     }
-                    Err(e) => panic!("{step} at {crash_at}: {e}"),
-                    Ok(_) => false,
-                };
-                if !crashed {
-                    assert_done(&rot, step);
-                    continue;
                 }
-                cases += 1;
-                // Whatever happened, status reads the state.
-                if step != "init" || rot.dir.join("manifest.json").exists() {
-                    let st = rot.run(&["status", "--json"]);
-                    assert_eq!(
-                        code(&st),
-                        0,
-                        "{step} killed at write {crash_at}: status: {}",
-                        stderr(&st)
-                    );
-                }
-                if recovery == "same step" {
-                    rot.ok(&args);
-                    assert_done(&rot, step);
-                } else {
-                    let o = rot.run(&["rollback"]);
-                    if code(&o) != 0 {
-                        // Killed before its commit, at init: the state is the old one, and
-                        // there is nothing before it to roll back to.
-                        assert!(
-                            stderr(&o).contains("nothing to roll back"),
-                            "{step} at {crash_at}: {}",
-                            stderr(&o)
-                        );
-                    }
-                    let st = rot.status();
-                    assert_eq!(
-                        st["files_in_step"], true,
-                        "{step} at {crash_at}, rolled back: {st}"
-                    );
-                    let edge = rot.edge();
-                    let provider = aop_pki::default_provider();
-                    aop_pki::load_key_pair(&edge.cert, &edge.key, &provider).unwrap();
-                }
-            }
+            });
         }
-    }
+    });
+    let cases = cases.into_inner();
     assert!(
         cases >= 12,
         "the crash points were really exercised ({cases})"
