@@ -37,6 +37,32 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A whole nginx.conf that keeps everything in `dir` (pid, logs, temp files), runs in the
+/// foreground with one worker of `worker_connections`, and has `http` as the body of its
+/// `http {}` block (`upstream`s, `server`s). The benchmark's nginx uses it too.
+pub fn config(dir: &Path, worker_connections: u32, http: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+user root;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+{http}
+}}
+"#
+    )
+}
+
 impl Nginx {
     /// Start nginx serving TLS with `cert`/`key`; with `client_ca`, it requires client
     /// certificates from that CA (`ssl_verify_client on`), else it asks for none. Every
@@ -92,25 +118,7 @@ impl Nginx {
         for _ in 0..5 {
             let port = free_port();
             let servers = servers(port);
-            let conf = format!(
-                r#"
-user root;
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-{servers}
-}}
-"#
-            );
+            let conf = config(dir, 256, &servers);
             let conf_path = dir.join("nginx.conf");
             let pid_path = dir.join("nginx.pid");
             let stderr_path = dir.join("stderr.log");

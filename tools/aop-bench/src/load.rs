@@ -60,15 +60,11 @@ pub(crate) async fn handshakes(
     duration: Duration,
     max: u64,
 ) -> Stats {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let count = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (config, count) = (config.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
+    phase(concurrency, duration, max, |bound| {
+        let config = config.clone();
+        async move {
             let mut s = Stats::default();
-            while Instant::now() < deadline && count.fetch_add(1, Ordering::Relaxed) < max {
+            while bound.another() {
                 let t = Instant::now();
                 let r = async {
                     let mut stream = tls(&config, addr).await?;
@@ -92,9 +88,9 @@ pub(crate) async fn handshakes(
                 }
             }
             s
-        }));
-    }
-    merge(tasks, started).await
+        }
+    })
+    .await
 }
 
 /// `connections` keep-alive connections, each sending GET / back to back.
@@ -105,13 +101,9 @@ pub(crate) async fn requests(
     duration: Duration,
     max: u64,
 ) -> Stats {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let count = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (config, count) = (config.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
+    phase(connections, duration, max, |bound| {
+        let config = config.clone();
+        async move {
             let mut s = Stats::default();
             let Ok(stream) = tls(&config, addr).await else {
                 s.errors += 1;
@@ -124,7 +116,7 @@ pub(crate) async fn requests(
                 return s;
             };
             tokio::spawn(conn);
-            while Instant::now() < deadline && count.fetch_add(1, Ordering::Relaxed) < max {
+            while bound.another() {
                 let t = Instant::now();
                 let req = hyper::Request::get("/")
                     .header("host", SNI)
@@ -143,9 +135,9 @@ pub(crate) async fn requests(
                 }
             }
             s
-        }));
-    }
-    merge(tasks, started).await
+        }
+    })
+    .await
 }
 
 /// Open `n` connections, complete one request on each, and keep them open.
@@ -186,6 +178,41 @@ pub(crate) async fn idle(
         }
     }
     (held, errors)
+}
+
+/// A phase's bound, shared by its tasks: a deadline, and a count of operations taken one
+/// at a time.
+#[derive(Clone)]
+struct Bound {
+    deadline: Instant,
+    taken: Arc<AtomicU64>,
+    max: u64,
+}
+
+impl Bound {
+    /// Whether one more operation may start.
+    fn another(&self) -> bool {
+        Instant::now() < self.deadline && self.taken.fetch_add(1, Ordering::Relaxed) < self.max
+    }
+}
+
+/// Run `tasks` copies of `task` under one [`Bound`] of `duration` and `max` operations,
+/// and add up what they measured.
+async fn phase<F, Fut>(tasks: usize, duration: Duration, max: u64, task: F) -> Stats
+where
+    F: Fn(Bound) -> Fut,
+    Fut: Future<Output = Stats> + Send + 'static,
+{
+    let started = Instant::now();
+    let bound = Bound {
+        deadline: started + duration,
+        taken: Arc::new(AtomicU64::new(0)),
+        max,
+    };
+    let tasks = (0..tasks)
+        .map(|_| tokio::spawn(task(bound.clone())))
+        .collect();
+    merge(tasks, started).await
 }
 
 async fn merge(tasks: Vec<tokio::task::JoinHandle<Stats>>, started: Instant) -> Stats {

@@ -80,13 +80,11 @@ struct Certs {
 fn make_certs(dir: &Path) -> anyhow::Result<Certs> {
     let now = time::OffsetDateTime::now_utc();
     let ca = |name: &str| -> anyhow::Result<Ca> {
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d)?;
         let req = CaRequest {
             days: 365,
             ..CaRequest::new(name)
         };
-        Ok(req.create_in(&d, now)?)
+        Ok(req.create_in(&dir.join(name), now)?)
     };
     let edge_ca = ca("edge-ca")?;
     let origin_ca = ca("origin-ca")?;
@@ -159,18 +157,7 @@ struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         // SIGTERM first: nginx's master takes its workers down with it.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        aop_e2e::stop(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -198,12 +185,6 @@ fn aop_origin_binary() -> anyhow::Result<PathBuf> {
         anyhow::ensure!(cmd.status()?.success(), "cannot build aop-origin");
     }
     Ok(bin)
-}
-
-fn nginx_binary() -> Option<&'static str> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
 }
 
 fn start(
@@ -256,24 +237,11 @@ fn start(
             cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
         }
         "nginx" => {
-            let bin = nginx_binary().context("nginx is not installed")?;
+            let bin = aop_e2e::nginx::binary().context("nginx is not installed")?;
             let d = dir.join("nginx");
             std::fs::create_dir_all(&d)?;
-            let conf = format!(
-                r#"user root;
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+            let http = format!(
+                r#"    upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port} ssl;
         server_name {sni};
@@ -290,17 +258,17 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
-}}
-"#,
-                d = d.display(),
+    }}"#,
                 sni = load::SNI,
                 cert = certs.origin.0.display(),
                 key = certs.origin.1.display(),
                 ca = certs.edge_ca.display(),
             );
-            std::fs::write(d.join("nginx.conf"), conf)?;
-            let mut cmd = pinned(cpu, Path::new(bin));
+            std::fs::write(
+                d.join("nginx.conf"),
+                aop_e2e::nginx::config(&d, 4096, &http),
+            )?;
+            let mut cmd = pinned(cpu, &bin);
             cmd.args([
                 "-p",
                 d.to_str().unwrap_or_default(),
@@ -426,7 +394,7 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 "nginx" => "nginx",
                 other => anyhow::bail!("unknown server {other:?}"),
             };
-            if name == "nginx" && nginx_binary().is_none() {
+            if name == "nginx" && aop_e2e::nginx::binary().is_none() {
                 println!("nginx: SKIPPED (not installed; apt-get install nginx)");
                 continue;
             }

@@ -33,13 +33,11 @@ struct Check {
 
 /// Make a CA in `dir/name`.
 fn make_ca(dir: &Path, name: &str, now: time::OffsetDateTime) -> anyhow::Result<Ca> {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d)?;
     let req = CaRequest {
         days: 365,
         ..CaRequest::new(name)
     };
-    Ok(req.create_in(&d, now)?)
+    Ok(req.create_in(&dir.join(name), now)?)
 }
 
 fn write(dir: &Path, name: &str, issued: &aop_pki::Issued) -> anyhow::Result<IdentitySpec> {
