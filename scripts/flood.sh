@@ -26,23 +26,17 @@ for _ in $(seq 100); do
   [ -n "$up" ] && break
   sleep 0.1
 done
-cat >"$work/origin.toml" <<TOML
-listen = "127.0.0.1:0"
-metrics_listen = "127.0.0.1:0"
-[[site]]
-hostnames = ["a.test"]
-cert = "origin/cert.pem"
-key = "origin/key.pem"
-trust = ["edge-ca/ca.pem"]
-upstream = "http://127.0.0.1:$up"
-[[site]]
-hostnames = ["opt.test"]
-cert = "origin/cert.pem"
-key = "origin/key.pem"
-trust = ["edge-ca/ca.pem"]
-mode = "optional"
-upstream = "http://127.0.0.1:$up"
-TOML
+# A site on the one origin certificate, trusting the edge's CA: site HOSTNAME MODE.
+site() {
+  printf '[[site]]\nhostnames = ["%s"]\nmode = "%s"\n' "$1" "$2"
+  printf 'cert = "origin/cert.pem"\nkey = "origin/key.pem"\ntrust = ["edge-ca/ca.pem"]\n'
+  printf 'upstream = "http://127.0.0.1:%s"\n' "$up"
+}
+{
+  printf 'listen = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:0"\n'
+  site a.test require
+  site opt.test optional
+} >"$work/origin.toml"
 RUST_LOG=warn,aop::origin=info "$target/aop-origin" --config "$work/origin.toml" 2>"$work/origin.log" &
 pids+=($!)
 for _ in $(seq 100); do
