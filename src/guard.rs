@@ -321,12 +321,10 @@ pub fn client_config(roots: &Path, identity: Option<&Leaf>) -> Arc<rustls::Clien
     for c in aop_pki::load_certificates(roots).unwrap() {
         store.add(c).unwrap();
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store);
+    let builder = rustls::ClientConfig::builder_with_provider(aop_pki::default_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
     let config = match identity {
         Some(l) => {
             let chain: Vec<CertificateDer<'static>> = aop_pki::load_certificates(&l.cert).unwrap();

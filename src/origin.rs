@@ -176,12 +176,10 @@ impl TestClient {
         for c in aop_pki::load_certificates(roots).unwrap() {
             store.add(c).unwrap();
         }
-        let builder = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(store);
+        let builder = ClientConfig::builder_with_provider(aop_pki::default_provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(store);
         let config = match identity {
             Some(leaf) => builder
                 .with_client_auth_cert(
@@ -307,7 +305,7 @@ impl TestClient {
         chain: Vec<rustls::pki_types::CertificateDer<'static>>,
         key: &Leaf,
     ) -> Self {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = aop_pki::default_provider();
         let mut store = RootCertStore::empty();
         for c in aop_pki::load_certificates(roots).unwrap() {
             store.add(c).unwrap();

@@ -291,15 +291,13 @@ fn client_config(certs: &Certs, resume: bool) -> anyhow::Result<Arc<ClientConfig
     for c in aop_pki::load_certificates(&certs.origin_ca)? {
         roots.add(c)?;
     }
-    let mut config = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        aop_pki::load_certificates(&certs.edge.0)?,
-        aop_pki::load_private_key(&certs.edge.1)?,
-    )?;
+    let mut config = ClientConfig::builder_with_provider(aop_pki::default_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            aop_pki::load_certificates(&certs.edge.0)?,
+            aop_pki::load_private_key(&certs.edge.1)?,
+        )?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
