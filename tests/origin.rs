@@ -246,6 +246,13 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
         ("x-request-id", "edge-req-1"),
         ("x_client_verify", "SUCCESS-forged"),
         ("X_Client_Cert_Subject", "CN=admin"),
+        // Connection names headers as hop-by-hop: they go, but the guard's own verdict
+        // headers, set after the strip, cannot be removed this way.
+        (
+            "connection",
+            "x-client-verify, X-Forwarded-Client-Cert, x-hop-secret",
+        ),
+        ("x-hop-secret", "1"),
     ];
     let (status, body, resp_headers) = get(
         &client,
@@ -294,6 +301,8 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
         "exactly one copy: {body}"
     );
     assert!(!body.contains("CN=admin"), "{body}");
+    assert_eq!(header(&body, "x-hop-secret"), None, "{body}");
+    assert_eq!(header(&body, "connection"), None, "{body}");
     // What the edge says about the visitor passes through; the request id too.
     assert_eq!(
         header(&body, "cf-connecting-ip").as_deref(),
