@@ -655,7 +655,7 @@ fn read_one(
         Err(e) => return vec![Found::Unreadable(path.to_owned(), without_path(&e, path))],
     };
     if ext == "toml" {
-        return pins_in_config(path, &bytes)
+        return pins_in_config(&bytes)
             .map(|p| Found::Pins(path.to_owned(), p))
             .into_iter()
             .collect();
@@ -713,35 +713,36 @@ fn spki_of(
         .map(|spki| Sha256Fingerprint::of(spki.as_ref()))
 }
 
-/// Certificate pins in an aop-origin configuration (`[[site]] pins = [...]`), with lines.
-fn pins_in_config(path: &Path, bytes: &[u8]) -> Option<Vec<(Sha256Fingerprint, usize)>> {
+/// Certificate pins in an aop-origin configuration (`[[site]] pins = [...]`), with the
+/// line each stands on (from the TOML parser's spans).
+fn pins_in_config(bytes: &[u8]) -> Option<Vec<(Sha256Fingerprint, usize)>> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        site: Vec<Site>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Site {
+        #[serde(default)]
+        pins: Vec<toml::Spanned<toml::Value>>,
+    }
     let text = std::str::from_utf8(bytes).ok()?;
     if !text.contains("[[site]]") {
         return None;
     }
-    let value: toml::Table = text.parse().ok()?;
-    let sites = value.get("site")?.as_array()?;
-    let mut out = Vec::new();
-    for site in sites {
-        for pin in site
-            .get("pins")
-            .and_then(|p| p.as_array())
-            .into_iter()
-            .flatten()
-        {
-            let Some(s) = pin.as_str() else { continue };
-            let Ok(fp) = s.parse::<Sha256Fingerprint>() else {
-                continue;
-            };
-            let line = text
-                .lines()
-                .position(|l| l.contains(s))
-                .map_or(0, |i| i + 1);
-            out.push((fp, line));
-        }
-    }
-    let _ = path;
-    Some(out)
+    let config: Config = toml::from_str(text).ok()?;
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    Some(
+        config
+            .site
+            .iter()
+            .flat_map(|site| &site.pins)
+            .filter_map(|pin| {
+                let fp = pin.get_ref().as_str()?.parse::<Sha256Fingerprint>().ok()?;
+                Some((fp, line_of(pin.span().start)))
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -749,6 +750,22 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is a failure with a backtrace
 
     use super::*;
+
+    #[test]
+    fn config_pins_carry_the_line_they_stand_on() {
+        let pin = "aa".repeat(32);
+        // The pin is named in a comment first: its line is where the value stands.
+        let text = format!(
+            "# old: {pin}\n[[site]]\nhostnames = [\"a\"]\npins = [\n  7,\n  \"{pin}\",\n]\n"
+        );
+        let found = pins_in_config(text.as_bytes()).unwrap();
+        assert_eq!(found, [(pin.parse().unwrap(), 6)]);
+        assert!(
+            pins_in_config(b"listen = 1").is_none(),
+            "no site: not a config"
+        );
+        assert!(pins_in_config(b"[[site]]\npins = [").is_none(), "not TOML");
+    }
 
     #[test]
     fn problem_kinds_print_as_they_serialise() {

@@ -64,13 +64,11 @@ pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
     }
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let identity = aop_pki::load_key_pair(&a.cert, &a.key, &provider)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            aop_pki::load_certificates(&a.cert)?,
-            aop_pki::load_private_key(&a.key)?,
-        )?;
+        .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if a.aop_tls {
         aop_verify::bench::tune_server_config(&mut config);
