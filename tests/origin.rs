@@ -324,6 +324,31 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
     ] {
         assert!(access.contains(want), "{want} in {access}");
     }
+    // Headers the client's Connection names are one hop's: not forwarded, not logged as
+    // the visitor's, and its request id is not adopted.
+    let (status, body, resp_headers) = get(
+        &client,
+        &format!("https://www.a.example:{}/hop", g.port),
+        &[
+            (
+                "connection",
+                "cf-connecting-ip, X-Request-Id, x-forwarded-for",
+            ),
+            ("cf-connecting-ip", "203.0.113.9"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-request-id", "hop-id"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("203.0.113.9"), "{body}");
+    let id = resp_headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert_ne!(id, "hop-id");
+    assert_eq!(header(&body, "x-request-id").as_deref(), Some(id));
+    let access = g.wait_log("path=\"/hop\"");
+    assert!(!access.contains("203.0.113.9"), "{access}");
+    assert!(access.contains(&format!("request_id=\"{id}\"")), "{access}");
     // A Host outside the connection's site: 421, never reaches the upstream.
     let before = echo.requests.load(std::sync::atomic::Ordering::Relaxed);
     let (status, _, _) = get(

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
-use http::header::{CONNECTION, HOST, HeaderName};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName};
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1) and are never forwarded, whatever
 /// `Connection` says. Lowercase, as [`HeaderMap`] keeps names.
@@ -52,30 +52,35 @@ pub const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Remove the headers of one hop before a message is forwarded: those in [`HOP_BY_HOP`],
-/// and every header the `Connection` field names (RFC 9110 §7.6.1: `Connection: close,
-/// X-Session` makes `X-Session` hop-by-hop). Names are compared without regard to case;
-/// options that are not header names (`close`) remove nothing.
-///
-/// `Host` is never removed, even if `Connection` names it: it is the request's target,
-/// which the guard has already checked, not a field a hop can take away.
-///
-/// Call it before adding the headers the proxy sets itself, so a sender cannot use
-/// `Connection` to remove those.
+/// and every header the `Connection` field names ([`connection_options`]). Call it
+/// before adding the headers the proxy sets itself, so a sender cannot use `Connection`
+/// to remove those.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // The names `Connection` lists, read before it goes. No allocation without one.
-    let listed: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .filter_map(|option| HeaderName::from_bytes(option.trim_ascii()).ok())
-        .filter(|name| name != HOST)
-        .collect();
+    let listed: Vec<HeaderName> = connection_options(headers).collect();
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
     for name in listed {
         headers.remove(name);
     }
+}
+
+/// The headers a message's `Connection` field makes hop-by-hop (RFC 9110 §7.6.1:
+/// `Connection: close, X-Session` makes `X-Session` hop-by-hop), which
+/// [`strip_hop_by_hop`] removes. Names are compared without regard to case; options that
+/// are not header names (`close`) name nothing.
+///
+/// Never `Host` (the request's target, which the guard has already checked) or
+/// `Content-Length` (the message's framing: a HEAD response's length would be lost):
+/// neither is a field a hop can take away.
+pub fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|option| HeaderName::from_bytes(option.trim_ascii()).ok())
+        .filter(|name| name != HOST && name != CONTENT_LENGTH)
 }
 
 /// A request id unique within this process and unlikely to repeat across processes:
@@ -175,9 +180,13 @@ mod tests {
     }
 
     #[test]
-    fn connection_cannot_remove_host() {
-        let left = stripped(&[("connection", "host, close"), ("host", "example.com")]);
-        assert_eq!(left, ["host: example.com"]);
+    fn connection_cannot_remove_host_or_the_framing() {
+        let left = stripped(&[
+            ("connection", "host, Content-Length, close"),
+            ("host", "example.com"),
+            ("content-length", "1000"),
+        ]);
+        assert_eq!(left, ["content-length: 1000", "host: example.com"]);
     }
 
     #[test]

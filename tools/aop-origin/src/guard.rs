@@ -778,7 +778,16 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
         .get::<Arc<Verdict>>()
         .cloned()
         .expect("aop-verify sets the verdict");
-    let id = match req.headers().get("x-request-id") {
+    // What the client sent end to end: a header its `Connection` names goes no further
+    // (answer() strips it), so it is neither logged nor adopted.
+    let hop: Vec<HeaderName> = aop_http::connection_options(req.headers()).collect();
+    let sent = |name: &str| {
+        req.headers()
+            .get(name)
+            .filter(|_| !hop.iter().any(|h| h == name))
+            .cloned()
+    };
+    let id = match sent("x-request-id") {
         // A client's id is kept if it is a plain token; anything else is replaced.
         Some(v)
             if !v.is_empty()
@@ -787,14 +796,14 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b)) =>
         {
-            v.clone()
+            v
         }
         _ => value(&aop_http::request_id()).unwrap_or_else(|| HeaderValue::from_static("-")),
     };
     let method = req.method().clone();
     let target = req.uri().path_and_query().cloned();
-    let cf_ip = req.headers().get("cf-connecting-ip").cloned();
-    let xff = req.headers().get("x-forwarded-for").cloned();
+    let cf_ip = sent("cf-connecting-ip");
+    let xff = sent("x-forwarded-for");
 
     let resp = answer(shared, ctx, req, &verdict, &id).await;
     let status = resp.status().as_u16();
