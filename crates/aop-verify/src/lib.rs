@@ -103,6 +103,7 @@
 
 mod acceptor;
 pub mod authority;
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 mod error;

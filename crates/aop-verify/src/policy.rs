@@ -394,7 +394,7 @@ fn server_config(
 /// `provider` with AES-128-GCM first: AES-128-GCM, then AES-256-GCM, then the rest in
 /// the provider's order (see [`Policy::load`] for why). The suites themselves are the
 /// provider's, unchanged.
-pub fn tuned_provider(provider: &CryptoProvider) -> Arc<CryptoProvider> {
+pub(crate) fn tuned_provider(provider: &CryptoProvider) -> Arc<CryptoProvider> {
     let mut p = provider.clone();
     p.cipher_suites.sort_by_key(|s| match s.suite() {
         rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
@@ -409,7 +409,7 @@ pub fn tuned_provider(provider: &CryptoProvider) -> Arc<CryptoProvider> {
 /// aop's settings for a `ServerConfig` built on a [`tuned_provider`]: the server's
 /// cipher-suite order, not the client's; one TLS 1.3 ticket per handshake, up to four
 /// for a client that asks with RFC 9149 `ticket_request` (see [`Policy::load`]).
-pub fn tune_server_config(config: &mut ServerConfig) {
+pub(crate) fn tune_server_config(config: &mut ServerConfig) {
     config.ignore_client_order = true;
     config.send_tls13_tickets = 1;
     config.max_tls13_tickets = 4;
