@@ -9,7 +9,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateDer, DnsName};
+use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 use crate::info::{CertInfo, Role, Validity};
@@ -469,7 +469,7 @@ fn hostname(name: &str, wildcard: bool) -> Result<String> {
         name: name.to_owned(),
         reason: reason.to_owned(),
     };
-    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    let lower = crate::normalize_dns_name(name);
     if lower.parse::<IpAddr>().is_ok() {
         return Err(bad("an IP address, not a hostname"));
     }
@@ -488,7 +488,9 @@ fn hostname(name: &str, wildcard: bool) -> Result<String> {
             "a wildcard needs at least two labels after it (*.example.com)",
         ));
     }
-    DnsName::try_from(rest).map_err(|_| bad("not a valid DNS name"))?;
+    if !crate::is_dns_name(rest) {
+        return Err(bad("not a valid DNS name"));
+    }
     Ok(lower)
 }
 
