@@ -480,6 +480,9 @@ pub async fn probe(
     let mut config = (*config).clone();
     config.client_auth_cert_resolver = watch.clone();
     config.resumption = rustls::client::Resumption::disabled();
+    // The probe writes its request as HTTP/1.1 by hand: it must never negotiate h2,
+    // whatever the identity's configuration offers.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connected = connect_tls_over(Arc::new(config), &target.host, addr, timeouts, |tcp| {
         Counted { tcp, written }
     })

@@ -133,8 +133,17 @@ impl<IO> Accepted<IO> {
         &mut self.stream
     }
 
+    /// The protocol ALPN chose (`h2`, `http/1.1`), or `None` if the client offered none
+    /// the rule offers (HTTP/1.1, then: RFC 9113 §3.3 allows HTTP/2 over TLS only by
+    /// ALPN).
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.stream.get_ref().1.alpn_protocol()
+    }
+
     /// The TLS stream and the verdict, for an application that serves the connection
     /// itself (the hyper glue's Host and reload checks are then the application's).
+    /// Speak the protocol [`Accepted::alpn`] names: the default ALPN offers `h2` first,
+    /// so a client that can speak HTTP/2 will.
     pub fn into_parts(self) -> (TlsStream<IO>, Verdict) {
         (self.stream, self.verdict)
     }

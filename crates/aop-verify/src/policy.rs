@@ -72,6 +72,10 @@ pub struct RuleSpec {
     pub trust: TrustSpec,
     /// `require` (default) or `optional`.
     pub mode: Mode,
+    /// ALPN protocols offered on this rule's connections, most preferred first; `None`
+    /// (the default) offers the policy's ([`PolicySpec::alpn`]). A site whose application
+    /// speaks only HTTP/1.1 sets `Some(vec![b"http/1.1".to_vec()])`.
+    pub alpn: Option<Vec<Vec<u8>>>,
 }
 
 impl RuleSpec {
@@ -90,6 +94,7 @@ impl RuleSpec {
             key: key.into(),
             trust,
             mode: Mode::Require,
+            alpn: None,
         }
     }
 }
@@ -275,7 +280,8 @@ impl Policy {
                 others,
                 r.mode,
             ));
-            let (config, server_cert) = server_config(r, verifier.clone(), &spec.alpn, &provider)?;
+            let alpn = r.alpn.as_ref().unwrap_or(&spec.alpn);
+            let (config, server_cert) = server_config(r, verifier.clone(), alpn, &provider)?;
             rules.push(Rule {
                 name,
                 server_cert,

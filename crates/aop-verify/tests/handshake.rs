@@ -175,6 +175,52 @@ async fn handshake_from(
     (accepted, client.await.unwrap())
 }
 
+/// ALPN is the rule's when it sets one, else the policy's; the server's preference wins
+/// among what the client offers, and a client that offers none gets none.
+#[tokio::test]
+async fn alpn_is_the_rules_else_the_policys() {
+    let pki = Pki::new();
+    let rule = |alpn: Option<&[&[u8]]>| {
+        let mut rule = RuleSpec::new(
+            "a",
+            ["a.test"],
+            pki.path("origin.pem"),
+            pki.path("origin.key"),
+            TrustSpec::new([pki.path("ca.pem")]),
+        );
+        rule.alpn = alpn.map(|a| a.iter().map(|p| p.to_vec()).collect());
+        rule
+    };
+    let offering = |protocols: &[&[u8]]| {
+        let mut c = pki.client("ecdsa");
+        c.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        c
+    };
+    let (h1, h2): (&[u8], &[u8]) = (b"http/1.1", b"h2");
+    let [both, only_h1, only_h2, none]: [&[&[u8]]; 4] = [&[h1, h2], &[h1], &[h2], &[]];
+    for (alpn, client, want) in [
+        (None, both, Some(h2)),
+        (None, only_h1, Some(h1)),
+        (None, none, None),
+        (Some(only_h1), both, Some(h1)),
+        (Some(only_h1), only_h2, None),
+    ] {
+        let mut spec = PolicySpec::new(vec![rule(alpn)]);
+        spec.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let limits = Limits::default().with_log_verdicts(false);
+        let acceptor = Acceptor::new(PolicyHandle::load(&spec).unwrap(), limits);
+        let (accepted, _) = handshake(&acceptor, offering(client)).await;
+        match accepted {
+            Ok(a) => assert_eq!(a.alpn(), want, "rule {alpn:?}, client {client:?}"),
+            // rustls refuses a client whose every protocol the server does not offer.
+            Err(r) => assert!(
+                alpn.is_some() && want.is_none(),
+                "rule {alpn:?}, client {client:?}: {r}"
+            ),
+        }
+    }
+}
+
 /// An in-memory stream is served like a TCP one: the verdict carries the peer address the
 /// caller gave, the SNI, the rule and the TLS version.
 #[tokio::test]

@@ -362,6 +362,8 @@ impl Config {
         }
         let mut policy = PolicySpec::new(rules);
         policy.default = default_rule;
+        // The guard forwards HTTP/1.1 only (yet): never let an edge negotiate h2.
+        policy.alpn = vec![b"http/1.1".to_vec()];
         let loaded = Self {
             path: path.to_owned(),
             file,
