@@ -685,7 +685,8 @@ async fn an_upstream_that_is_down_gets_502_and_is_counted() {
 }
 
 /// curl as the edge, through the guard: an outside TLS stack against aop-origin. With the
-/// edge's certificate it is served and the verdict headers reach the upstream; without a
+/// edge's certificate it is served over HTTP/1.1 although curl asks for HTTP/2 (the guard
+/// offers `http/1.1` alone) and the verdict headers reach the upstream; without a
 /// certificate, or with one from a CA the site does not trust, the handshake is refused
 /// (curl exits 56: the TLS 1.3 alert arrives after curl's side of the handshake is done,
 /// on its first read) and the guard's verdict line says why.
@@ -704,14 +705,18 @@ async fn curl_as_the_edge_through_the_guard() {
     let roots = w.origin_ca.pem();
     let curl = |identity: Option<&Leaf>| {
         let mut c = aop_e2e::curl("a.example", g.port, &roots, identity);
-        c.args(["--write-out", "\nstatus=%{http_code}\n"]);
+        c.args([
+            "--http2",
+            "--write-out",
+            "\nversion=%{http_version} status=%{http_code}\n",
+        ]);
         tokio::task::block_in_place(|| run(&mut c))
     };
 
     let o = curl(Some(&w.edge));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let body = stdout(&o);
-    assert!(body.ends_with("\nstatus=200\n"), "{body}");
+    assert!(body.ends_with("\nversion=1.1 status=200\n"), "{body}");
     assert_eq!(header(&body, "x-client-verify").as_deref(), Some("SUCCESS"));
     assert_eq!(
         header(&body, "x-client-cert-subject").as_deref(),

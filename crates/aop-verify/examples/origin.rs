@@ -1,5 +1,6 @@
 //! The smallest real origin server on aop-verify: mTLS with a per-connection verdict,
-//! HTTP/1.1 via hyper, and every response body naming the verdict.
+//! HTTP/2 or HTTP/1.1 (as ALPN chooses) via hyper, and every response body naming the
+//! verdict.
 //!
 //! ```text
 //! cargo run -p aop-verify --features hyper --example origin -- \

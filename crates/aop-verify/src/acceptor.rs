@@ -33,16 +33,74 @@ pub struct Limits {
     pub log_verdicts: bool,
     /// After the handshake, a request's head (request line and headers) must arrive
     /// whole within this, from its first byte: a client that trickles a header a byte at
-    /// a time is closed. Enforced by the hyper glue. Default 10 s.
+    /// a time is closed. Enforced by the hyper glue, on HTTP/1.1 (an HTTP/2 header block
+    /// is bounded by [`Http2Limits::max_header_list_size`]). Default 10 s.
     pub header_read_timeout: Duration,
     /// A connection with no request in progress is closed after this long without the
-    /// first byte of a new one (the first request included). Enforced by the hyper glue.
-    /// Default 60 s.
+    /// first byte of a new one (the first request included). Enforced by the hyper glue;
+    /// on HTTP/2, with no stream open for this long (PINGs and other frames do not count),
+    /// the connection is sent GOAWAY. Default 60 s.
     pub keepalive_timeout: Duration,
     /// A connection whose client has not taken any of the response for this long (its
     /// writes blocked) is closed: a client that stops reading holds nothing for ever.
     /// Enforced by the hyper glue. Default 60 s.
     pub send_timeout: Duration,
+    /// The HTTP/2 settings of the hyper glue's connections (ALPN `h2`).
+    pub http2: Http2Limits,
+}
+
+/// The settings of an HTTP/2 connection served by the hyper glue: what one client
+/// connection may hold at once. The defaults bound a connection to 100 streams and, in
+/// the worst case, about 1 MiB of request data buffered (the connection window) and
+/// 6.4 MiB of response data (100 × 64 KiB) — against hyper's defaults of 200 streams and
+/// 80 MiB.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Http2Limits {
+    /// Streams open at once (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused.
+    /// Default 100 (nginx: 128, hyper: 200).
+    pub max_concurrent_streams: u32,
+    /// The largest header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE, as HTTP/2
+    /// counts it); a larger one is answered 431, a far larger one ends the connection.
+    /// Default 16 KiB (hyper's).
+    pub max_header_list_size: u32,
+    /// How much request body a stream may send before the server reads it (its flow
+    /// control window). Default 256 KiB (hyper: 1 MiB).
+    pub initial_stream_window_size: u32,
+    /// The same for the whole connection. Default 1 MiB (hyper's).
+    pub initial_connection_window_size: u32,
+    /// Response data buffered per stream while the client's window is closed. Default
+    /// 64 KiB (hyper: 400 KiB).
+    pub max_send_buf_size: usize,
+    /// Streams the client opened and reset before they were served, held at once, before
+    /// the connection is ended (the "rapid reset" attack, CVE-2023-44487). Default 20
+    /// (h2's).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server itself reset for the client's errors before the connection is
+    /// ended (RUSTSEC-2024-0003). Default 1024 (hyper's).
+    pub max_local_error_reset_streams: usize,
+    /// Send a PING this often to see that the client is alive; `None` sends none.
+    /// Default 30 s. (It does not keep an idle connection open: see
+    /// [`Limits::keepalive_timeout`].)
+    pub keep_alive_interval: Option<Duration>,
+    /// Close the connection if a PING is not answered within this. Default 20 s.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_header_list_size: 16 * 1024,
+            initial_stream_window_size: 256 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            max_send_buf_size: 64 * 1024,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            keep_alive_interval: Some(Duration::from_secs(30)),
+            keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -54,6 +112,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            http2: Http2Limits::default(),
         }
     }
 }
@@ -86,6 +145,12 @@ impl Limits {
     /// Set [`Limits::send_timeout`].
     pub fn with_send_timeout(mut self, t: Duration) -> Self {
         self.send_timeout = t;
+        self
+    }
+
+    /// Set [`Limits::http2`].
+    pub fn with_http2(mut self, http2: Http2Limits) -> Self {
+        self.http2 = http2;
         self
     }
 

@@ -4,13 +4,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
 use hyper::header::HOST;
-use hyper::service::Service;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{HttpService, Service};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,24 +23,36 @@ use crate::authority;
 use crate::trust::unix_time;
 use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 
-/// Serve HTTP/1.1 on an accepted connection. Every request carries the connection's
-/// verdict as an `Arc<Verdict>` extension.
+/// Serve HTTP/1.1 or HTTP/2 on an accepted connection, as ALPN chose: HTTP/2 when it
+/// negotiated `h2`, HTTP/1.1 otherwise (no ALPN included: over TLS, HTTP/2 is only by
+/// ALPN, RFC 9113 §3.3; a preface on an HTTP/1.1 connection is not sniffed). Every
+/// request carries the connection's verdict as an `Arc<Verdict>` extension.
+///
+/// On HTTP/2 each stream is a request, checked like an HTTP/1.1 request, and its service
+/// future runs in a task of its own (`tokio::spawn`, under the caller's `tracing`
+/// subscriber): hence the `Send + 'static` bounds. The connection's HTTP/2 settings are
+/// [`Limits::http2`](crate::Limits::http2).
 ///
 /// Every name a request could be routed by — its `Host` header, the authority of an
-/// absolute-form request target, and each host named by `X-Forwarded-Host`, `X-Host`,
-/// `X-Original-Host` or `Forwarded: host=` — is parsed strictly (see
-/// [`crate::authority`]). An HTTP/1.1 request without exactly one Host (an HTTP/1.0 one
-/// with no name at all), or a name that does not parse: `400 Bad Request` and the
-/// connection closes. A name that belongs to another rule than the connection's SNI
+/// absolute-form request target or HTTP/2's `:authority`, and each host named by
+/// `X-Forwarded-Host`, `X-Host`, `X-Original-Host` or `Forwarded: host=` — is parsed
+/// strictly (see [`crate::authority`]). An HTTP/1.1 request without exactly one Host (an
+/// HTTP/1.0 one with no name at all), or a name that does not parse: `400 Bad Request`
+/// and the connection closes (on HTTP/2, the stream ends). A name that belongs to
+/// another rule than the connection's SNI
 /// did, or to no rule: `421 Misdirected Request`, without calling the service, on every
 /// rule, the default included — a client accepted under one zone's trust, or under the
 /// shared default rule, must not reach a hostname whose rule trusts someone else.
+/// An HTTP/2 request needs `:authority` or one `Host`; with both, they must name the
+/// same authority (RFC 9113 §8.3.1), else `400` — which ends that stream, not the
+/// connection.
 ///
 /// After a policy reload, a kept-alive connection's certificate is checked against the
-/// new policy before its next request. In `require` mode, if it no longer passes (a
-/// retired CA, a revoked certificate, a removed rule) the request is answered 421 with
-/// `Connection: close`, so the client reconnects and meets the new policy in a fresh
-/// handshake. In `optional` mode the connection carries the new verdict from then on.
+/// new policy before its next request (on HTTP/2: its next stream). In `require` mode,
+/// if it no longer passes (a retired CA, a revoked certificate, a removed rule) the
+/// request is answered 421 with `Connection: close` (HTTP/2: 421 and a GOAWAY), so the
+/// client reconnects and meets the new policy in a fresh handshake. In `optional` mode
+/// the connection carries the new verdict from then on.
 ///
 /// The connection is closed if a request's head does not arrive whole within
 /// [`Limits::header_read_timeout`](crate::Limits::header_read_timeout) of its first byte,
@@ -48,7 +61,12 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 /// becoming idle (the first request included), or if the client takes none of the
 /// response for [`Limits::send_timeout`](crate::Limits::send_timeout). A request in
 /// progress is otherwise never cut by these timers (a slow upload is the service's to
-/// bound).
+/// bound). On HTTP/2 there is no header-read phase (frames such as PING and
+/// WINDOW_UPDATE arrive between requests; a header block is bounded by
+/// [`Http2Limits::max_header_list_size`](crate::Http2Limits::max_header_list_size)), and
+/// the keep-alive timer counts from the end of the last open stream, whatever frames
+/// arrive meanwhile: when it expires the connection is shut down gracefully (GOAWAY),
+/// and closed a second later if the client has not closed it.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -64,8 +82,10 @@ pub fn serve_connection<S, B, IO>(
 ) -> impl Future<Output = Result<(), hyper::Error>>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Default + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: Body + Default + Send + 'static,
+    B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -99,7 +119,8 @@ pub trait Observer: Send + Sync {
     fn bad_request(&self) {}
     /// The connection was closed because a request head did not arrive in time.
     fn header_timeout(&self) {}
-    /// The connection was closed because no request started in time.
+    /// The connection was closed because no request started in time (on HTTP/2: it
+    /// was sent GOAWAY).
     fn keepalive_timeout(&self) {}
     /// The connection was closed because the client stopped taking the response.
     fn send_timeout(&self) {}
@@ -108,8 +129,9 @@ pub trait Observer: Send + Sync {
 impl Observer for () {}
 
 /// As [`serve_connection`], and when `shutdown` completes, finish the request in
-/// progress (if any), then close the connection gracefully instead of waiting for the
-/// next request. `observer` hears of every 421, 400 and timeout.
+/// progress (if any; on HTTP/2, send GOAWAY and finish the open streams), then close the
+/// connection gracefully instead of waiting for the next request. `observer` hears of
+/// every 421, 400 and timeout.
 ///
 /// The future returned is a few pointers: the connection (hyper's state, the TLS stream,
 /// the service) is one heap allocation of its own size, and `shutdown` and the timer
@@ -124,8 +146,10 @@ pub fn serve_connection_until<S, B, F, IO>(
 ) -> impl Future<Output = Result<(), hyper::Error>>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Default + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    B: Body + Default + Send + 'static,
+    B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -142,7 +166,8 @@ where
         .1
         .peer_certificates()
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-    let activity = Arc::new(Activity::new());
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let activity = Arc::new(Activity::new(h2));
     let verdict = Arc::new(verdict);
     let service = WithVerdict {
         inner: service,
@@ -152,32 +177,66 @@ where
         observer: observer.clone(),
         activity: activity.clone(),
     };
-    let io = Watched {
+    let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
+    });
+    let mut conn = if h2 {
+        Conn::H2(Box::pin(
+            limits.http2.builder().serve_connection(io, service),
+        ))
+    } else {
+        Conn::H1(Box::pin(
+            http1::Builder::new().serve_connection(io, service),
+        ))
     };
-    let mut conn = Box::pin(
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service),
-    );
     let mut shutdown = Some(Box::pin(shutdown));
     let mut timer = Box::pin(tokio::time::sleep(limits.keepalive_timeout));
+    // A graceful shutdown has begun (the caller's signal, a GOAWAY after a failed
+    // re-check, or the idle timer on HTTP/2).
+    let mut closing = false;
+    // On HTTP/2, once the idle timer has sent GOAWAY: close if still idle by then.
+    let mut grace: Option<tokio::time::Instant> = None;
     std::future::poll_fn(move |cx| {
-        if let Some(s) = shutdown.as_mut()
-            && s.as_mut().poll(cx).is_ready()
-        {
-            shutdown = None;
-            conn.as_mut().graceful_shutdown();
-        }
-        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
         loop {
-            let Some((at, why)) = activity.deadline(&limits) else {
+            if let Some(s) = shutdown.as_mut()
+                && s.as_mut().poll(cx).is_ready()
+            {
+                shutdown = None;
+                if !std::mem::replace(&mut closing, true) {
+                    conn.graceful_shutdown();
+                }
+            }
+            if let Poll::Ready(r) = conn.poll(cx) {
+                return Poll::Ready(r);
+            }
+            if activity.goaway.swap(false, Ordering::Relaxed) && !closing {
+                closing = true;
+                conn.graceful_shutdown();
+                continue;
+            }
+            let Some((at, why)) = activity.deadline(&limits, grace) else {
+                if h2 {
+                    activity.wake_when_idle(cx);
+                }
                 return Poll::Pending;
             };
             if tokio::time::Instant::now() >= at {
-                closed_for(why, &verdict, &*observer);
-                return Poll::Ready(Ok(()));
+                match why {
+                    Timeout::KeepAlive if h2 => {
+                        closed_for(why, &verdict, &*observer);
+                        grace = Some(tokio::time::Instant::now() + GOAWAY_GRACE);
+                        if !std::mem::replace(&mut closing, true) {
+                            conn.graceful_shutdown();
+                        }
+                        continue;
+                    }
+                    Timeout::Grace => return Poll::Ready(Ok(())),
+                    _ => {
+                        closed_for(why, &verdict, &*observer);
+                        return Poll::Ready(Ok(()));
+                    }
+                }
             }
             if timer.deadline() != at {
                 timer.as_mut().reset(at);
@@ -189,12 +248,84 @@ where
     })
 }
 
+/// How long an idle HTTP/2 connection the glue sent GOAWAY is given to close before it
+/// is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// hyper's connection for the protocol ALPN chose.
+enum Conn<T, S: HttpService<Incoming>> {
+    H1(Pin<Box<http1::Connection<T, S>>>),
+    H2(Pin<Box<http2::Connection<T, S, Spawn>>>),
+}
+
+impl<T, S, B> Conn<T, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+    Spawn: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        match self {
+            Self::H1(c) => c.as_mut().poll(cx),
+            Self::H2(c) => c.as_mut().poll(cx),
+        }
+    }
+
+    /// HTTP/1.1: finish the request in progress, then close; HTTP/2: GOAWAY, finish the
+    /// open streams, then close.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Self::H1(c) => c.as_mut().graceful_shutdown(),
+            Self::H2(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+/// The executor of HTTP/2 streams: each stream's service future in a tokio task of its
+/// own, under the `tracing` subscriber of the connection that spawns it.
+#[derive(Clone, Copy, Debug)]
+struct Spawn;
+
+impl<F> hyper::rt::Executor<F> for Spawn
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, task: F) {
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(
+            task, dispatch,
+        ));
+    }
+}
+
+impl crate::Http2Limits {
+    /// hyper's HTTP/2 server builder with these settings.
+    fn builder(&self) -> http2::Builder<Spawn> {
+        let mut b = http2::Builder::new(Spawn);
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_header_list_size(self.max_header_list_size)
+            .initial_stream_window_size(self.initial_stream_window_size)
+            .initial_connection_window_size(self.initial_connection_window_size)
+            .max_send_buf_size(self.max_send_buf_size)
+            .max_pending_accept_reset_streams(self.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(self.max_local_error_reset_streams)
+            .keep_alive_interval(self.keep_alive_interval)
+            .keep_alive_timeout(self.keep_alive_timeout);
+        b
+    }
+}
+
 /// Log (and report) a connection the glue closed for a timeout.
 fn closed_for(why: Timeout, verdict: &Verdict, observer: &dyn Observer) {
     match why {
         Timeout::Header => observer.header_timeout(),
         Timeout::KeepAlive => observer.keepalive_timeout(),
         Timeout::Send => observer.send_timeout(),
+        Timeout::Grace => {}
     }
     let peer = verdict.peer.map(|p| p.to_string()).unwrap_or_default();
     tracing::info!(target: "aop::verdict", verdict = %verdict.outcome, closed = why.as_str(),
@@ -208,6 +339,9 @@ enum Timeout {
     Header,
     KeepAlive,
     Send,
+    /// An idle HTTP/2 connection was sent GOAWAY and has not closed within
+    /// [`GOAWAY_GRACE`] (already logged as `KeepAlive`).
+    Grace,
 }
 
 impl Timeout {
@@ -216,6 +350,7 @@ impl Timeout {
             Self::Header => "header_read_timeout",
             Self::KeepAlive => "keepalive_timeout",
             Self::Send => "send_timeout",
+            Self::Grace => "goaway_grace",
         }
     }
 
@@ -224,14 +359,23 @@ impl Timeout {
             Self::Header => "the request head did not arrive whole in time",
             Self::KeepAlive => "no request started in time",
             Self::Send => "the client stopped taking the response",
+            Self::Grace => "the client did not close after GOAWAY",
         }
     }
 }
 
-/// Where a connection is between requests, for its timers. Touched only by the
-/// connection's own task (atomics only because the future must be `Send`).
+/// Where a connection is between requests, for its timers. Touched by the connection's
+/// own task, and on HTTP/2 also by its streams' tasks (a response body ends there).
 struct Activity {
     start: tokio::time::Instant,
+    /// HTTP/2: no header-read phase; bytes between requests do not start one.
+    h2: bool,
+    /// HTTP/2: a stream was refused in a way that ends the connection (a failed re-check
+    /// after a reload); the connection loop sends GOAWAY.
+    goaway: AtomicBool,
+    /// HTTP/2: the connection's task, woken when its last open stream ends in a stream
+    /// task (so that its idle timer starts).
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
     phase: AtomicU8,
     /// When the phase began, in ms since `start`.
     since_ms: AtomicU64,
@@ -253,9 +397,12 @@ const HEAD: u8 = 1;
 const BUSY: u8 = 2;
 
 impl Activity {
-    fn new() -> Self {
+    fn new(h2: bool) -> Self {
         Self {
             start: tokio::time::Instant::now(),
+            h2,
+            goaway: AtomicBool::new(false),
+            waker: std::sync::Mutex::new(None),
             phase: AtomicU8::new(IDLE),
             since_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -285,8 +432,25 @@ impl Activity {
     }
 
     fn bytes_read(&self) {
-        if self.phase.load(Ordering::Relaxed) == IDLE {
+        if !self.h2 && self.phase.load(Ordering::Relaxed) == IDLE {
             self.enter(HEAD);
+        }
+    }
+
+    /// HTTP/2: wake the connection's task when its last open stream ends.
+    fn wake_when_idle(&self, cx: &Context<'_>) {
+        let mut w = self
+            .waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*w {
+            Some(old) if old.will_wake(cx.waker()) => {}
+            _ => *w = Some(cx.waker().clone()),
+        }
+        drop(w);
+        // The last stream may have ended between the deadline's check and now.
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            cx.waker().wake_by_ref();
         }
     }
 
@@ -296,14 +460,28 @@ impl Activity {
         Busy(self.clone())
     }
 
-    fn deadline(&self, limits: &crate::Limits) -> Option<(tokio::time::Instant, Timeout)> {
+    /// The next timer to run, if any. `grace`: when an idle HTTP/2 connection sent
+    /// GOAWAY by the idle timer is to be dropped.
+    fn deadline(
+        &self,
+        limits: &crate::Limits,
+        grace: Option<tokio::time::Instant>,
+    ) -> Option<(tokio::time::Instant, Timeout)> {
         let blocked = self.write_blocked_ms.load(Ordering::Relaxed);
         if blocked != FLOWING {
             let since = Duration::from_millis(blocked);
             return Some((self.start + since + limits.send_timeout, Timeout::Send));
         }
+        // On HTTP/2 a stream's end (another task) and the next stream's start can
+        // interleave: the count is the truth.
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
         let (limit, why) = match self.phase.load(Ordering::Relaxed) {
-            IDLE => (limits.keepalive_timeout, Timeout::KeepAlive),
+            IDLE => match grace {
+                Some(at) => return Some((at, Timeout::Grace)),
+                None => (limits.keepalive_timeout, Timeout::KeepAlive),
+            },
             HEAD => (limits.header_read_timeout, Timeout::Header),
             _ => return None,
         };
@@ -320,6 +498,16 @@ impl Drop for Busy {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0.enter(IDLE);
+            if self.0.h2
+                && let Some(w) = self
+                    .0
+                    .waker
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+            {
+                w.wake();
+            }
         }
     }
 }
@@ -499,10 +687,33 @@ impl<S> WithVerdict<S> {
         if hosts.next().is_some() {
             return bad();
         }
+        // HTTP/2's `:authority`, or an HTTP/1.x absolute-form target's authority.
         let absolute = req.uri().authority();
-        // HTTP/1.1 requires exactly one Host, absolute-form or not (RFC 9112 §3.2); an
-        // HTTP/1.0 request must name its host one way or the other.
-        if host.is_none() && (req.version() >= hyper::Version::HTTP_11 || absolute.is_none()) {
+        if req.version() == hyper::Version::HTTP_2 {
+            // RFC 9113 §8.3.1: `:authority` or `Host` names the target; a `Host` that
+            // differs from `:authority` makes the request malformed.
+            if host.is_none() && absolute.is_none() {
+                return bad();
+            }
+            if let (Some(h), Some(a)) = (host, absolute) {
+                let parse = |b: &[u8]| {
+                    std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|n| authority::parse(n).ok())
+                };
+                if let (Some(h), Some(a)) = (parse(h.as_bytes()), parse(a.as_str().as_bytes()))
+                    && h != a
+                {
+                    tracing::warn!(target: "aop::verdict", host = %h, authority = %a,
+                        rule = verdict.rule.as_deref().unwrap_or(""),
+                        "an HTTP/2 request whose Host differs from its :authority: 400");
+                    return bad();
+                }
+            }
+        } else if host.is_none() && (req.version() >= hyper::Version::HTTP_11 || absolute.is_none())
+        {
+            // HTTP/1.1 requires exactly one Host, absolute-form or not (RFC 9112 §3.2);
+            // an HTTP/1.0 request must name its host one way or the other.
             return bad();
         }
         // Each name, in turn: 400 if it does not parse, 421 if it is another rule's.
@@ -571,10 +782,12 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let busy = self.activity.begin();
+        // HTTP/2 has no `Connection` header: a stream's refusal ends only that stream.
+        let h1 = req.version() != hyper::Version::HTTP_2;
         let refuse = |status: StatusCode, close: bool, busy: Busy| {
             let mut resp = Response::new(B::default());
             *resp.status_mut() = status;
-            if close {
+            if close && h1 {
                 resp.headers_mut().insert(
                     hyper::header::CONNECTION,
                     hyper::header::HeaderValue::from_static("close"),
@@ -587,6 +800,10 @@ where
         };
         let Some((policy, verdict)) = self.current() else {
             self.observer.misdirected();
+            // HTTP/2: 421 on this stream, and GOAWAY for the connection.
+            if !h1 {
+                self.activity.goaway.store(true, Ordering::Relaxed);
+            }
             return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
         };
         if let Some(status) = self.refuse_names(&req, &policy, &verdict) {

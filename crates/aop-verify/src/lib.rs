@@ -86,16 +86,23 @@
 //! ## What the hyper glue adds (feature `hyper`)
 //!
 //! `hyper::serve_connection` serves an accepted connection with the verdict in every
-//! request's extensions (`hyper::serve_connection_until` also stops on a shutdown signal
-//! and reports each 421, 400 and timeout to a `hyper::Observer` for the caller's
-//! metrics), and guards what comes after the handshake: every Host header and
-//! absolute-form authority is parsed strictly by [`authority::parse`] (400 if it does not
-//! parse, if there are two Host headers or none) and must belong to the connection's rule
-//! (421 otherwise, the default rule included); a request head must arrive whole within
-//! [`Limits::header_read_timeout`] of its first byte, and the next request must start
-//! within [`Limits::keepalive_timeout`]; after a reload a kept-alive connection's
-//! certificate is re-checked before its next request (`require`: 421 and close if it no
-//! longer passes; `optional`: the request carries the new verdict).
+//! request's extensions, over HTTP/2 when ALPN chose `h2` and HTTP/1.1 otherwise
+//! ([`PolicySpec::alpn`] offers `h2` then `http/1.1` by default; a rule may offer its own,
+//! [`RuleSpec::alpn`]; [`Accepted::alpn`] says what was chosen).
+//! `hyper::serve_connection_until` also stops on a shutdown signal and reports each 421,
+//! 400 and timeout to a `hyper::Observer` for the caller's metrics. The glue guards what
+//! comes after the handshake: every Host header, absolute-form authority and HTTP/2
+//! `:authority` is parsed strictly by [`authority::parse`] (400 if it does not parse, if
+//! there are two Host headers, if an HTTP/1.1 request has none or an HTTP/2 request names
+//! no host, or if an HTTP/2 request's Host differs from its `:authority`) and must belong
+//! to the connection's rule (421 otherwise, the default rule included); a request head
+//! must arrive whole within [`Limits::header_read_timeout`] of its first byte (HTTP/1.1),
+//! and the next request must start within [`Limits::keepalive_timeout`] (on HTTP/2: the
+//! connection with no open stream for that long gets GOAWAY, whatever PINGs arrive); after
+//! a reload a kept-alive connection's certificate is re-checked before its next request
+//! or stream (`require`: 421 and close — on HTTP/2, GOAWAY — if it no longer passes;
+//! `optional`: the request carries the new verdict). HTTP/2 connections are bounded by
+//! [`Http2Limits`] (100 streams, 16 KiB header lists, small windows and send buffers).
 //!
 //! Reload with [`PolicyHandle::reload`]: the new policy serves from the next
 //! connection; connections in flight keep the one they started with; a policy that fails
@@ -115,7 +122,7 @@ mod trust;
 mod verdict;
 mod verifier;
 
-pub use acceptor::{Accepted, Acceptor, Limits, Refused};
+pub use acceptor::{Accepted, Acceptor, Http2Limits, Limits, Refused};
 pub use error::{Error, Result};
 pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec};
 pub use reload::PolicyHandle;

@@ -109,7 +109,10 @@ pub struct PolicySpec {
     /// Without it, such connections are refused (verdict `NONE`, reason `no_sni` /
     /// `unknown_sni`).
     pub default: Option<RuleSpec>,
-    /// ALPN protocols offered, most preferred first. Default: `http/1.1`.
+    /// ALPN protocols offered, most preferred first (a rule may set its own,
+    /// [`RuleSpec::alpn`]). Default: `h2`, then `http/1.1` — what the hyper glue serves;
+    /// an application that serves [`crate::Accepted::into_parts`] itself and speaks only
+    /// HTTP/1.1 sets `http/1.1` alone.
     pub alpn: Vec<Vec<u8>>,
     /// The crypto provider every rule uses: its signature algorithms verify client
     /// chains and CertificateVerify, its key provider loads the origin's keys, and its
@@ -126,7 +129,7 @@ impl PolicySpec {
         Self {
             rules,
             default: None,
-            alpn: vec![b"http/1.1".to_vec()],
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             provider: aop_pki::default_provider(),
         }
     }

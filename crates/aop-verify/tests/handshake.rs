@@ -175,8 +175,9 @@ async fn handshake_from(
     (accepted, client.await.unwrap())
 }
 
-/// ALPN is the rule's when it sets one, else the policy's; the server's preference wins
-/// among what the client offers, and a client that offers none gets none.
+/// ALPN is the rule's when it sets one, else the policy's (by default `h2`, then
+/// `http/1.1`); the server's preference wins among what the client offers, and a client
+/// that offers none gets none.
 #[tokio::test]
 async fn alpn_is_the_rules_else_the_policys() {
     let pki = Pki::new();
@@ -205,8 +206,8 @@ async fn alpn_is_the_rules_else_the_policys() {
         (Some(only_h1), both, Some(h1)),
         (Some(only_h1), only_h2, None),
     ] {
-        let mut spec = PolicySpec::new(vec![rule(alpn)]);
-        spec.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let spec = PolicySpec::new(vec![rule(alpn)]);
+        assert_eq!(spec.alpn, [h2, h1], "the default: h2 first");
         let limits = Limits::default().with_log_verdicts(false);
         let acceptor = Acceptor::new(PolicyHandle::load(&spec).unwrap(), limits);
         let (accepted, _) = handshake(&acceptor, offering(client)).await;
