@@ -171,6 +171,16 @@ async fn curl_gets_http2_with_the_verdict_and_http1_still_works() {
     assert_eq!(out[1], "verdict SUCCESS\n\n1.1 200");
     assert_eq!(out[2], "\n2 421");
     assert_eq!(out[3], "\n1.1 421");
+    // Without a certificate, refused in the handshake whatever curl asks for.
+    let roots = w.origin_ca.pem();
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut c = curl("a.example", port, &roots, None);
+        run(c.args(["--http2", "-w", "%{http_code}"]))
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "000");
 }
 
 /// On one HTTP/2 connection: `:authority` alone, or with an equal Host, is served; a Host
@@ -254,6 +264,35 @@ async fn a_kept_alive_http2_connection_is_rechecked_after_a_reload() {
         get(&mut send, &a, None).await.is_err(),
         "no request after GOAWAY"
     );
+}
+
+/// In `optional` mode the kept-alive HTTP/2 connection carries the new verdict after the
+/// reload: its next stream reaches the application with `FAILED:unknown_ca` (which this
+/// origin answers 403), and the connection stays open.
+#[tokio::test]
+async fn an_optional_http2_connection_carries_the_new_verdict_after_a_reload() {
+    let w = world();
+    let optional = |trust: &Leaf| {
+        let mut r = rule(&w, "a", "a.example", trust);
+        r.mode = aop_verify::Mode::Optional;
+        PolicySpec::new(vec![r])
+    };
+    let origin = TestOrigin::start(&optional(&w.edge_ca.as_leaf()), limits()).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (mut send, conn) = hyper_h2(&w, origin.addr, "a.example").await;
+    assert_eq!(get(&mut send, &a, None).await.unwrap().2, "SUCCESS");
+    let next_ca = pki::ca(w.path(), "next-ca").as_leaf();
+    origin.policy.reload(&optional(&next_ca)).unwrap();
+    assert_eq!(
+        get(&mut send, &a, None).await.unwrap(),
+        (
+            403,
+            "verdict FAILED:unknown_ca\n".to_owned(),
+            "FAILED:unknown_ca".to_owned()
+        )
+    );
+    assert_eq!(get(&mut send, &a, None).await.unwrap().0, 403);
+    assert!(!conn.is_finished(), "no GOAWAY in optional mode");
 }
 
 /// An `h2` client connection: the request sender, the PING handle, the connection task.
