@@ -222,6 +222,15 @@ async fn authority_and_host_on_http2() {
         refused(400),
         "a port differs"
     );
+    let mut two = hyper::Request::get(format!("https://{a}/"))
+        .header("host", &a)
+        .header("host", &a)
+        .body(Empty::new())
+        .unwrap();
+    *two.version_mut() = hyper::Version::HTTP_2;
+    send.ready().await.unwrap();
+    let resp = send.send_request(two).await.unwrap();
+    assert_eq!(resp.status(), 400, "two Host headers");
     assert_eq!(get(&mut send, &b, None).await.unwrap(), refused(421));
     assert_eq!(get(&mut send, &b, Some(&b)).await.unwrap(), refused(421));
     assert_eq!(
@@ -235,6 +244,47 @@ async fn authority_and_host_on_http2() {
         "the connection still serves"
     );
     assert!(!conn.is_finished());
+}
+
+/// `certtool probe`'s engine writes HTTP/1.1 by hand, so it asks for `http/1.1` alone
+/// even when its identity's configuration offers `h2` first, and an origin that prefers
+/// HTTP/2 answers it.
+#[tokio::test]
+async fn the_probe_asks_for_http1_whatever_its_identity_offers() {
+    let w = world();
+    let origin = TestOrigin::start(&policy(&w), limits()).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in aop_pki::load_certificates(&w.origin_ca.pem()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(aop_pki::default_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            aop_pki::load_certificates(&w.edge.cert).unwrap(),
+            aop_pki::load_private_key(&w.edge.key).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let target: aop_edge::Target = format!("https://a.example:{}/", origin.addr.port())
+        .parse()
+        .unwrap();
+    let resolve = aop_edge::Resolve::new([origin.resolve("a.example").parse().unwrap()]);
+    let result = aop_edge::probe(
+        &target,
+        &resolve,
+        Arc::new(config),
+        aop_edge::Timeouts::default(),
+    )
+    .await;
+    assert_eq!(
+        result.observed,
+        aop_edge::Observed::Accepted {
+            status: 200,
+            verdict: Some("SUCCESS".into())
+        }
+    );
 }
 
 /// After a reload that drops the edge's CA, the next request on a kept-alive HTTP/2
@@ -362,6 +412,11 @@ async fn an_idle_http2_connection_gets_goaway() {
         assert_eq!(raw_get(&mut send, &a).await, 200);
         tokio::time::sleep(IDLE / 4).await;
     }
+    assert_eq!(
+        send.current_max_send_streams(),
+        100,
+        "the server's SETTINGS_MAX_CONCURRENT_STREAMS (Http2Limits' default)"
+    );
     let idle = Instant::now();
     let ended = tokio::time::timeout(IDLE + Duration::from_secs(5), conn)
         .await
