@@ -49,9 +49,9 @@ fn limits() -> Limits {
     Limits::default().with_log_verdicts(false)
 }
 
-/// A rustls client that trusts the origin's CA, presents the edge's certificate and
-/// offers `alpn`.
-fn tls(w: &pki::World, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+/// A rustls client configuration that trusts the origin's CA, presents the edge's
+/// certificate and offers `alpn`.
+fn client_config(w: &pki::World, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in aop_pki::load_certificates(&w.origin_ca.pem()).unwrap() {
         roots.add(c).unwrap();
@@ -66,7 +66,12 @@ fn tls(w: &pki::World, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
         )
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    Arc::new(config)
+}
+
+/// [`client_config`] as a connector.
+fn tls(w: &pki::World, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(client_config(w, alpn))
 }
 
 /// A TLS connection to `addr` with SNI `sni` that negotiated `h2`.
@@ -253,31 +258,12 @@ async fn authority_and_host_on_http2() {
 async fn the_probe_asks_for_http1_whatever_its_identity_offers() {
     let w = world();
     let origin = TestOrigin::start(&policy(&w), limits()).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in aop_pki::load_certificates(&w.origin_ca.pem()).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(aop_pki::default_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            aop_pki::load_certificates(&w.edge.cert).unwrap(),
-            aop_pki::load_private_key(&w.edge.key).unwrap(),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = client_config(&w, &[b"h2", b"http/1.1"]);
     let target: aop_edge::Target = format!("https://a.example:{}/", origin.addr.port())
         .parse()
         .unwrap();
     let resolve = aop_edge::Resolve::new([origin.resolve("a.example").parse().unwrap()]);
-    let result = aop_edge::probe(
-        &target,
-        &resolve,
-        Arc::new(config),
-        aop_edge::Timeouts::default(),
-    )
-    .await;
+    let result = aop_edge::probe(&target, &resolve, config, aop_edge::Timeouts::default()).await;
     assert_eq!(
         result.observed,
         aop_edge::Observed::Accepted {
