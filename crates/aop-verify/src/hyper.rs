@@ -66,7 +66,9 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 /// [`Http2Limits::max_header_list_size`](crate::Http2Limits::max_header_list_size)), and
 /// the keep-alive timer counts from the end of the last open stream, whatever frames
 /// arrive meanwhile: when it expires the connection is shut down gracefully (GOAWAY),
-/// and closed a second later if the client has not closed it.
+/// and closed a second later if the client has not closed it. The send timer sees a
+/// client that stops reading the socket, not one that withholds HTTP/2 flow-control
+/// credit: such streams are bounded by [`crate::Http2Limits`], not by a timer.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -171,7 +173,7 @@ where
     let verdict = Arc::new(verdict);
     let service = WithVerdict {
         inner: service,
-        state: std::sync::Mutex::new((policy, verdict.clone())),
+        state: std::sync::Mutex::new((policy, Some(verdict.clone()))),
         handle,
         chain,
         observer: observer.clone(),
@@ -197,6 +199,10 @@ where
     let mut closing = false;
     // On HTTP/2, once the idle timer has sent GOAWAY: close if still idle by then.
     let mut grace: Option<tokio::time::Instant> = None;
+    // On HTTP/2, once a failed re-check sent GOAWAY: the connection ends by then whatever
+    // streams it keeps open (hyper's final GOAWAY waits for the client's PING ack, which
+    // a client can withhold while it opens stream after stream).
+    let mut hard_stop: Option<tokio::time::Instant> = None;
     std::future::poll_fn(move |cx| {
         loop {
             if let Some(s) = shutdown.as_mut()
@@ -210,12 +216,20 @@ where
             if let Poll::Ready(r) = conn.poll(cx) {
                 return Poll::Ready(r);
             }
-            if activity.goaway.swap(false, Ordering::Relaxed) && !closing {
-                closing = true;
-                conn.graceful_shutdown();
+            if activity.goaway.swap(false, Ordering::Relaxed) {
+                hard_stop
+                    .get_or_insert_with(|| tokio::time::Instant::now() + limits.keepalive_timeout);
+                if !std::mem::replace(&mut closing, true) {
+                    conn.graceful_shutdown();
+                }
                 continue;
             }
-            let Some((at, why)) = activity.deadline(&limits, grace) else {
+            let next = match (activity.deadline(&limits, grace), hard_stop) {
+                (Some((at, why)), Some(stop)) if at <= stop => Some((at, why)),
+                (_, Some(stop)) => Some((stop, Timeout::Grace)),
+                (next, None) => next,
+            };
+            let Some((at, why)) = next else {
                 if h2 {
                     activity.wake_when_idle(cx);
                 }
@@ -608,8 +622,10 @@ impl<B: Body> Body for Tracked<B> {
 struct WithVerdict<S> {
     inner: S,
     /// The policy this connection's certificate was last checked against, and the
-    /// verdict that check gave.
-    state: std::sync::Mutex<(Arc<Policy>, Arc<Verdict>)>,
+    /// verdict that check gave; `None` once a check has ended the connection (final: an
+    /// HTTP/2 client that keeps opening streams after that gets 421 without the chain
+    /// being checked again for each).
+    state: std::sync::Mutex<(Arc<Policy>, Option<Arc<Verdict>>)>,
     /// The policy in force.
     handle: PolicyHandle,
     /// The client's chain, to re-check it after a reload.
@@ -629,14 +645,21 @@ impl<S> WithVerdict<S> {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(verdict) = state.1.clone() else {
+            return None; // ended by an earlier check
+        };
         if Arc::ptr_eq(&state.0, &current) {
-            return Some((current, state.1.clone()));
+            return Some((current, verdict));
         }
-        let verdict = &state.1;
-        let rule = current.select(verdict.sni.as_deref()).ok()?;
-        if Some(rule.name().as_ref()) != verdict.rule.as_deref() {
+        let verdict = &verdict;
+        let Some(rule) = current
+            .select(verdict.sni.as_deref())
+            .ok()
+            .filter(|rule| Some(rule.name().as_ref()) == verdict.rule.as_deref())
+        else {
+            state.1 = None;
             return None;
-        }
+        };
         // No certificate: NONE stays NONE.
         let again = self
             .chain
@@ -664,9 +687,10 @@ impl<S> WithVerdict<S> {
         if rule.mode() == Mode::Require && !verdict.is_success() {
             tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %verdict.outcome,
                 "a kept-alive connection does not pass its rule after the reload: 421 and close");
+            state.1 = None;
             return None;
         }
-        *state = (current.clone(), verdict.clone());
+        *state = (current.clone(), Some(verdict.clone()));
         Some((current, verdict))
     }
 
