@@ -43,6 +43,7 @@ fn policy(w: &pki::World) -> PolicySpec {
         rule(w, "a", "a.example", &ca),
         rule(w, "b", "b.example", &ca),
     ])
+    .with_http2()
 }
 
 fn limits() -> Limits {
@@ -285,7 +286,7 @@ async fn a_kept_alive_http2_connection_is_rechecked_after_a_reload() {
     let next_ca = pki::ca(w.path(), "next-ca").as_leaf();
     origin
         .policy
-        .reload(&PolicySpec::new(vec![rule(&w, "a", "a.example", &next_ca)]))
+        .reload(&PolicySpec::new(vec![rule(&w, "a", "a.example", &next_ca)]).with_http2())
         .unwrap();
     assert_eq!(
         get(&mut send, &a, None).await.unwrap(),
@@ -311,7 +312,7 @@ async fn an_optional_http2_connection_carries_the_new_verdict_after_a_reload() {
     let optional = |trust: &Leaf| {
         let mut r = rule(&w, "a", "a.example", trust);
         r.mode = aop_verify::Mode::Optional;
-        PolicySpec::new(vec![r])
+        PolicySpec::new(vec![r]).with_http2()
     };
     let origin = TestOrigin::start(&optional(&w.edge_ca.as_leaf()), limits()).await;
     let a = format!("a.example:{}", origin.addr.port());

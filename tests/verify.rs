@@ -1095,7 +1095,7 @@ fn the_example_origin_serves_the_edge_and_says_the_verdict() {
     let curl = |port: u16, identity: Option<&Leaf>| {
         run(&mut aop_e2e::curl("example.com", port, &roots, identity))
     };
-    let (child, port, rx) = start_example(&w, &[]);
+    let (child, port, rx) = start_example(&w, &["--http2"]);
     // HTTP/2 by ALPN, and HTTP/1.1 for a client that asks for it.
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let mut c = aop_e2e::curl("example.com", port, &roots, Some(&w.edge));

@@ -41,6 +41,9 @@ struct Args {
     /// `require` (refuse anything but SUCCESS) or `optional` (let the handler decide).
     #[arg(long, default_value = "require")]
     mode: Mode,
+    /// Offer HTTP/2 (ALPN `h2` first) as well as HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
 }
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -72,6 +75,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rule = RuleSpec::new("default", Vec::<String>::new(), args.cert, args.key, trust);
     rule.mode = args.mode;
     let mut spec = PolicySpec::new(Vec::new());
+    if args.http2 {
+        spec = spec.with_http2();
+    }
     spec.default = Some(rule);
     let policy = PolicyHandle::load(&spec)?;
 

@@ -207,8 +207,9 @@ impl<IO> Accepted<IO> {
 
     /// The TLS stream and the verdict, for an application that serves the connection
     /// itself (the hyper glue's Host and reload checks are then the application's).
-    /// Speak the protocol [`Accepted::alpn`] names: the default ALPN offers `h2` first,
-    /// so a client that can speak HTTP/2 will.
+    /// Speak the protocol [`Accepted::alpn`] names: a policy made
+    /// [`crate::PolicySpec::with_http2`] offers `h2` first, so a client that can speak
+    /// HTTP/2 will.
     pub fn into_parts(self) -> (TlsStream<IO>, Verdict) {
         (self.stream, self.verdict)
     }

@@ -110,9 +110,11 @@ pub struct PolicySpec {
     /// `unknown_sni`).
     pub default: Option<RuleSpec>,
     /// ALPN protocols offered, most preferred first (a rule may set its own,
-    /// [`RuleSpec::alpn`]). Default: `h2`, then `http/1.1` — what the hyper glue serves;
-    /// an application that serves [`crate::Accepted::into_parts`] itself and speaks only
-    /// HTTP/1.1 sets `http/1.1` alone.
+    /// [`RuleSpec::alpn`]). Default: `http/1.1` alone. [`PolicySpec::with_http2`] offers
+    /// `h2` first, which the hyper glue serves as HTTP/2 — an opt-in for now: a client
+    /// that withholds HTTP/2 flow-control credit holds its streams open, bounded by
+    /// [`crate::Http2Limits`] but not yet by a timer (the HTTP/1.1 send timer has no
+    /// HTTP/2 counterpart yet).
     pub alpn: Vec<Vec<u8>>,
     /// The crypto provider every rule uses: its signature algorithms verify client
     /// chains and CertificateVerify, its key provider loads the origin's keys, and its
@@ -129,9 +131,16 @@ impl PolicySpec {
         Self {
             rules,
             default: None,
-            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            alpn: vec![b"http/1.1".to_vec()],
             provider: aop_pki::default_provider(),
         }
+    }
+
+    /// Offer `h2`, then `http/1.1` (see [`PolicySpec::alpn`] for the caveat).
+    #[must_use]
+    pub fn with_http2(mut self) -> Self {
+        self.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        self
     }
 
     /// Use `provider` for every rule (see [`PolicySpec::provider`]).

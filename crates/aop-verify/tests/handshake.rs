@@ -206,8 +206,13 @@ async fn alpn_is_the_rules_else_the_policys() {
         (Some(only_h1), both, Some(h1)),
         (Some(only_h1), only_h2, None),
     ] {
-        let spec = PolicySpec::new(vec![rule(alpn)]);
-        assert_eq!(spec.alpn, [h2, h1], "the default: h2 first");
+        assert_eq!(
+            PolicySpec::new(Vec::new()).alpn,
+            [h1],
+            "the default: http/1.1"
+        );
+        let spec = PolicySpec::new(vec![rule(alpn)]).with_http2();
+        assert_eq!(spec.alpn, [h2, h1], "with_http2: h2 first");
         let limits = Limits::default().with_log_verdicts(false);
         let acceptor = Acceptor::new(PolicyHandle::load(&spec).unwrap(), limits);
         let (accepted, _) = handshake(&acceptor, offering(client)).await;
