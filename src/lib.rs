@@ -19,7 +19,7 @@ pub mod upstream;
 pub use check::{metric, metric_total, wait_until, wait_until_async};
 pub use peer::{
     ALLOW_SKIP, PEER_DEADLINE, Running, curl, example_origin, find_peer, have_peer,
-    openssl_s_server, refused_port, run, run_within, s_client, stop, wait_within,
+    openssl_s_server, python, refused_port, run, run_within, s_client, stop, wait_within,
 };
 
 use std::path::{Path, PathBuf};

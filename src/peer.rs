@@ -1,4 +1,4 @@
-//! Outside peers (openssl, curl, nginx) and child processes: finding a peer (a missing
+//! Outside peers (openssl, curl, nginx, the PyPI peers in `.peers/venv`) and child processes: finding a peer (a missing
 //! one fails the test unless `AOP_ALLOW_SKIP=1`), running a command with a deadline,
 //! stopping a server, and a server that says which port it bound.
 
@@ -33,6 +33,26 @@ pub fn find_peer(program: &str) -> Option<PathBuf> {
 pub fn have_peer(program: &str, test: &str) -> bool {
     let allow_skip = std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1");
     find_peer(program).is_some() || skip_missing(program, test, allow_skip)
+}
+
+/// The Python with the PyPI peers (grpcio, grpcio-tools, websockets, h2) that
+/// `.ci/peers` installs: `$AOP_PYTHON`, else the workspace's `.peers/venv`. `None`
+/// means missing: the caller treats it as [`have_peer`] does (panic unless
+/// `AOP_ALLOW_SKIP=1`, which prints `SKIPPED` and returns `None`).
+pub fn python(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("AOP_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/venv/bin/python")))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        let allow_skip = std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1");
+        skip_missing(
+            "Python with the PyPI peers (bash .ci/peers)",
+            test,
+            allow_skip,
+        );
+    }
+    found
 }
 
 /// The rule for a missing peer: panic, or with `allow_skip` say SKIPPED and return false.
