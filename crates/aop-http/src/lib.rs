@@ -13,6 +13,8 @@
 //! ```
 //!
 //! It knows the [`http`] crate's types and nothing else: no TLS, no sockets, no hyper.
+//! With the cargo feature `tunnel`, also tokio's IO traits: `tunnel::tunnel` copies
+//! the bytes of an upgraded connection (a WebSocket) both ways, with an idle timeout.
 //!
 //! ## Getting started
 //!
@@ -36,7 +38,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, UPGRADE};
+
+#[cfg(feature = "tunnel")]
+pub mod tunnel;
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1) and are never forwarded, whatever
 /// `Connection` says. Lowercase, as [`HeaderMap`] keeps names.
@@ -83,6 +88,26 @@ pub fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = HeaderNam
         .filter(|name| name != HOST && name != CONTENT_LENGTH)
 }
 
+/// Whether a message's headers ask for (a request) or agree to (a `101` response) a
+/// WebSocket upgrade and nothing else: exactly one `Upgrade` field whose value is the
+/// single token `websocket` (any case, RFC 6455 §4.1), and `Connection` listing
+/// `upgrade`. Any other protocol (`h2c`, `websocket, h2c`, a second `Upgrade` line) is
+/// not: a proxy must never pass on an upgrade it cannot bound (h2c smuggling). For a
+/// request, also require the method `GET` (RFC 6455 §4.1); that is the caller's.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let mut upgrade = headers.get_all(UPGRADE).iter();
+    let websocket = match (upgrade.next(), upgrade.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    websocket
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+}
+
 /// A request id unique within this process and unlikely to repeat across processes:
 /// 48 bits of the clock, 16 of the pid, a 32-bit counter, as 24 hex digits.
 pub fn request_id() -> String {
@@ -103,7 +128,7 @@ pub fn request_id() -> String {
 mod tests {
     use http::{HeaderMap, HeaderValue};
 
-    use super::{HOP_BY_HOP, request_id, strip_hop_by_hop};
+    use super::{HOP_BY_HOP, is_websocket_upgrade, request_id, strip_hop_by_hop};
 
     /// Headers from `(name, value)` pairs, names as written on the wire (any case), after
     /// [`strip_hop_by_hop`]: what is left, as sorted `name: value` lines.
@@ -193,6 +218,53 @@ mod tests {
     fn options_that_are_not_header_names_remove_nothing() {
         let left = stripped(&[("connection", "a b, (x), close"), ("x-kept", "1")]);
         assert_eq!(left, ["x-kept: 1"]);
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_is_one() {
+        let upgrade = |pairs: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            is_websocket_upgrade(&map)
+        };
+        assert!(upgrade(&[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade")
+        ]));
+        assert!(upgrade(&[
+            ("Upgrade", " WebSocket "),
+            ("Connection", "keep-alive, upgrade")
+        ]));
+        assert!(upgrade(&[
+            ("upgrade", "websocket"),
+            ("connection", "keep-alive"),
+            ("connection", "Upgrade"),
+        ]));
+        for refused in [
+            &[
+                ("upgrade", "h2c"),
+                ("connection", "Upgrade, HTTP2-Settings"),
+            ][..],
+            &[("upgrade", "websocket, h2c"), ("connection", "upgrade")],
+            &[("upgrade", "h2c, websocket"), ("connection", "upgrade")],
+            &[
+                ("upgrade", "websocket"),
+                ("upgrade", "h2c"),
+                ("connection", "upgrade"),
+            ],
+            &[("upgrade", "websocket")],
+            &[("upgrade", "websocket"), ("connection", "keep-alive")],
+            &[("upgrade", "websocket"), ("connection", "upgraded")],
+            &[("connection", "upgrade")],
+            &[("upgrade", "websocket/13"), ("connection", "upgrade")],
+        ] {
+            assert!(!upgrade(refused), "{refused:?}");
+        }
     }
 
     #[test]
