@@ -1,6 +1,13 @@
 //! hyper glue (cargo feature `hyper`): a connector for hyper-util's pooled client, and a
 //! client whose connection pools are keyed on the client identity.
 //!
+//! The connector offers what the identity's configuration offers by ALPN (by default
+//! `h2`, then `http/1.1`, [`StoreSpec::alpn`](crate::StoreSpec::alpn)) and tells hyper-util
+//! what the origin chose: where it chose `h2`, all of an identity's requests to that
+//! origin share one multiplexed connection; otherwise they use a pool of HTTP/1.1
+//! connections. The client is never `http2_only`, so an origin that offers only
+//! `http/1.1` (or no ALPN) is spoken to in HTTP/1.1.
+//!
 //! hyper-util's pool is keyed on scheme and authority only. A connection made with one
 //! client certificate must never carry a request that needs another (after a reload, or
 //! when two names share an address), so [`EdgeClient`] keeps one pooled client per
@@ -13,13 +20,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -31,22 +40,40 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PresentedIdentity(pub u64);
 
+/// How often an HTTP/2 connection with requests in flight is PINGed, and how long the
+/// origin has to answer before the connection is closed (and its requests fail): a
+/// connection that died silently under a long response is found within 50 s. Idle
+/// pooled connections are not PINGed; the pool drops them after its idle timeout.
+const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
+
 /// A hyper-util connector that presents one identity.
 #[derive(Clone, Debug)]
 pub struct EdgeConnector {
     identity: Arc<Identity>,
+    config: Arc<ClientConfig>,
     resolve: Arc<Resolve>,
     timeouts: Timeouts,
 }
 
 impl EdgeConnector {
-    /// Connect presenting `identity`, with `resolve` overrides and `timeouts`.
+    /// Connect presenting `identity`, with `resolve` overrides and `timeouts`, offering
+    /// the identity's ALPN protocols.
     pub fn new(identity: Arc<Identity>, resolve: Arc<Resolve>, timeouts: Timeouts) -> Self {
         Self {
+            config: identity.client_config().clone(),
             identity,
             resolve,
             timeouts,
         }
+    }
+
+    /// The same, offering `http/1.1` alone: for requests that need HTTP/1.1, such as an
+    /// `Upgrade: websocket` (HTTP/2 has no Upgrade).
+    pub fn http1_only(mut self) -> Self {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        self.config = Arc::new(config);
+        self
     }
 }
 
@@ -55,11 +82,18 @@ impl EdgeConnector {
 pub struct EdgeStream {
     io: TokioIo<TlsStream<TcpStream>>,
     identity: u64,
+    h2: bool,
 }
 
 impl Connection for EdgeStream {
     fn connected(&self) -> Connected {
-        Connected::new().extra(PresentedIdentity(self.identity))
+        let connected = Connected::new().extra(PresentedIdentity(self.identity));
+        // hyper-util then speaks HTTP/2 on it, and shares it between requests.
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
     }
 }
 
@@ -117,27 +151,29 @@ impl tower_service::Service<Uri> for EdgeConnector {
                 .to_owned();
             let port = uri.port_u16().unwrap_or(443);
             let addr = address(&host, port, &this.resolve).await?;
-            let tls = connect_tls(
-                this.identity.client_config().clone(),
-                &host,
-                addr,
-                this.timeouts,
-            )
-            .await?;
+            let tls = connect_tls(this.config.clone(), &host, addr, this.timeouts).await?;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(EdgeStream {
                 io: TokioIo::new(tls),
                 identity: this.identity.id(),
+                h2,
             })
         })
     }
 }
 
-/// A pooled HTTP/1.1 client for origin pulls: for each request it picks the identity
-/// for the request's host (per-hostname > per-zone > shared) and uses that identity's
-/// own connection pool.
+/// A pooled HTTP/2 and HTTP/1.1 client for origin pulls: for each request it picks the
+/// identity for the request's host (per-hostname > per-zone > shared) and uses that
+/// identity's own connection pool. Over HTTP/2 an identity's requests to one origin
+/// share one connection; no connection ever carries requests of two identities.
+///
+/// A cold burst (many requests to an origin with no connection yet) may open one TLS
+/// connection per request before the first says `h2`; hyper-util then keeps one and
+/// closes the others unused (hyper#1485). Later requests find the pooled one.
 pub struct EdgeClient<B> {
     store: ArcSwap<IdentityStore>,
-    clients: Mutex<HashMap<u64, Client<EdgeConnector, B>>>,
+    /// Keyed on the identity, and on whether the pool speaks HTTP/1.1 only.
+    clients: Mutex<HashMap<(u64, bool), Client<EdgeConnector, B>>>,
     resolve: Arc<Resolve>,
     timeouts: Timeouts,
 }
@@ -169,8 +205,22 @@ where
         self.store.load().select(host).cloned()
     }
 
-    /// Send `req` (its URI must be absolute `https://…`) presenting the right identity.
+    /// Send `req` (its URI must be absolute `https://…`) presenting the right identity,
+    /// over HTTP/2 where the origin chose it by ALPN, else HTTP/1.1. The response's
+    /// [`PresentedIdentity`] extension says which identity its connection presented.
     pub async fn request(&self, req: Request<B>) -> Result<Response<Incoming>> {
+        self.send(req, false).await
+    }
+
+    /// [`request`](Self::request), over a connection that speaks HTTP/1.1 (ALPN
+    /// `http/1.1` alone; a pool of its own per identity): for a request that needs
+    /// HTTP/1.1, such as `Upgrade: websocket`. After a `101` response,
+    /// `hyper::upgrade::on(response)` gives the connection.
+    pub async fn request_http1(&self, req: Request<B>) -> Result<Response<Incoming>> {
+        self.send(req, true).await
+    }
+
+    async fn send(&self, req: Request<B>, http1_only: bool) -> Result<Response<Incoming>> {
         let host = req.uri().host().unwrap_or_default().to_owned();
         let identity = self
             .identity_for(&host)
@@ -181,13 +231,23 @@ where
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             clients
-                .entry(identity.id())
+                .entry((identity.id(), http1_only))
                 .or_insert_with(|| {
-                    Client::builder(TokioExecutor::new()).build(EdgeConnector::new(
-                        identity.clone(),
-                        self.resolve.clone(),
-                        self.timeouts,
-                    ))
+                    let connector =
+                        EdgeConnector::new(identity.clone(), self.resolve.clone(), self.timeouts);
+                    let connector = if http1_only {
+                        connector.http1_only()
+                    } else {
+                        connector
+                    };
+                    let (interval, timeout) = H2_KEEP_ALIVE;
+                    Client::builder(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .pool_timer(TokioTimer::new())
+                        .http2_keep_alive_interval(interval)
+                        .http2_keep_alive_timeout(timeout)
+                        .http2_keep_alive_while_idle(false)
+                        .build(connector)
                 })
                 .clone()
         };

@@ -72,7 +72,10 @@ pub struct StoreSpec {
     pub zones: Vec<(String, IdentitySpec)>,
     /// Per-hostname certificates.
     pub hostnames: Vec<(String, IdentitySpec)>,
-    /// ALPN protocols to offer. Default: `http/1.1`.
+    /// ALPN protocols to offer, most preferred first. Default: `h2`, then `http/1.1`:
+    /// an origin that offers HTTP/2 gets one multiplexed connection per identity, one that
+    /// does not (or picks none) gets HTTP/1.1. Code that writes HTTP/1.1 itself over an
+    /// identity's configuration must offer `http/1.1` alone (the probe does).
     pub alpn: Vec<Vec<u8>>,
     /// The cryptography every `ClientConfig` uses, and that checks each key matches its
     /// certificate (a FIPS build, another provider). Default:
@@ -91,14 +94,14 @@ impl StoreSpec {
 }
 
 impl Default for StoreSpec {
-    /// No roots, no identities, ALPN `http/1.1`, [`aop_pki::default_provider`].
+    /// No roots, no identities, ALPN `h2` then `http/1.1`, [`aop_pki::default_provider`].
     fn default() -> Self {
         Self {
             roots: Vec::new(),
             shared: None,
             zones: Vec::new(),
             hostnames: Vec::new(),
-            alpn: vec![b"http/1.1".to_vec()],
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             provider: aop_pki::default_provider(),
         }
     }

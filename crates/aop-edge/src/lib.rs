@@ -13,7 +13,9 @@
 //!   the pure reply classifier [`probe::classify_reply`], are in [`probe`](mod@probe);
 //! - with the `hyper` feature, gives hyper-util's pooled client a connector and keeps
 //!   **one pool per identity** (`EdgeClient`), so a connection made with one certificate
-//!   never carries a request that needs another.
+//!   never carries a request that needs another. It offers `h2` then `http/1.1` by ALPN
+//!   ([`StoreSpec::alpn`]): where the origin chooses `h2`, an identity's requests to it
+//!   share one multiplexed connection.
 //!
 //! ```text
 //!   request for shop.example.com ──▶ IdentityStore::select("shop.example.com")
