@@ -1,12 +1,14 @@
 //! HTTP/2 on aop-verify's hyper glue, over real TLS on loopback: an origin built on the
 //! glue (aop_e2e::origin::TestOrigin) with curl, a rustls + hyper HTTP/2 client and an
 //! `h2` client (to see GOAWAY and PING frame by frame) as the edge. What belongs here:
-//! the protocol ALPN chooses, the `:authority` / Host rules, the re-check after a reload
-//! and the timers as they apply to HTTP/2 streams. (That the guard still speaks HTTP/1.1
+//! the protocol ALPN chooses, the `:authority` / Host rules, the re-check after a reload,
+//! the timers as they apply to HTTP/2 streams, and tunnels (HTTP/1.1 Upgrade, HTTP/2
+//! extended CONNECT) through a scratch origin with its own handler. (That the guard still speaks HTTP/1.1
 //! to an HTTP/2 client is in tests/origin.rs, with curl through the guard.)
 
 #![allow(clippy::unwrap_used)] // a test: panics are failures
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::Arc;
@@ -444,4 +446,203 @@ async fn pings_do_not_keep_an_http2_connection_open() {
     assert!(pongs >= 4, "the server answered the pings: {pongs}");
     assert!(start.elapsed() >= IDLE - Duration::from_millis(300));
     assert_goaway(send).await;
+}
+
+/// An origin on the glue with a test's own handler (and observer), on 127.0.0.1: what
+/// the glue does with a service [`TestOrigin`] does not have (tunnels, streaming bodies).
+struct Scratch {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+async fn scratch<F, Fut>(
+    spec: &PolicySpec,
+    limits: Limits,
+    observer: Arc<dyn aop_verify::hyper::Observer>,
+    handler: F,
+) -> Scratch
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = hyper::Response<BoxBody>> + Send + 'static,
+{
+    let policy = aop_verify::PolicyHandle::load(spec).unwrap();
+    let acceptor = aop_verify::Acceptor::new(policy, limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            let (acceptor, handler, observer) =
+                (acceptor.clone(), handler.clone(), observer.clone());
+            tokio::spawn(async move {
+                let Ok(conn) = acceptor.accept(tcp, peer).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                });
+                let _ = aop_verify::hyper::serve_connection_until(
+                    conn,
+                    service,
+                    std::future::pending(),
+                    observer,
+                )
+                .await;
+            });
+        }
+    });
+    Scratch { addr, task }
+}
+
+/// Echo what arrives on an upgraded connection until the client closes it.
+async fn echo(upgraded: hyper::upgrade::Upgraded) {
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    let (mut r, mut w) = tokio::io::split(io);
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+}
+
+/// A tunnel's handler: `CONNECT` with `:protocol` (HTTP/2) or an `Upgrade` (HTTP/1.1)
+/// is answered 200 / 101 and echoed; on a path other than `/nohold` the tunnel holds
+/// its connection ([`aop_verify::hyper::InFlight`]) until it ends.
+async fn tunnel(mut req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<BoxBody> {
+    let hold = req.uri().path() != "/nohold";
+    let busy = hold.then(|| {
+        req.extensions()
+            .get::<aop_verify::hyper::InFlight>()
+            .expect("set by the glue")
+            .hold()
+    });
+    let h2 = req.version() == hyper::Version::HTTP_2;
+    let protocol = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let _busy = busy;
+        if let Ok(up) = upgrade.await {
+            echo(up).await;
+        }
+    });
+    if h2 {
+        assert_eq!(req.method(), hyper::Method::CONNECT);
+        assert_eq!(protocol.as_deref(), Some("echo"));
+        hyper::Response::new(BoxBody::default())
+    } else {
+        assert_eq!(req.headers()["upgrade"], "echo");
+        hyper::Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(BoxBody::default())
+            .unwrap()
+    }
+}
+
+/// Write `msg` to a tunnel and read its echo.
+async fn round_trip<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    io: &mut T,
+    msg: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    io.write_all(msg).await?;
+    io.flush().await?;
+    let mut back = vec![0; msg.len()];
+    io.read_exact(&mut back).await?;
+    Ok(back)
+}
+
+/// An HTTP/2 extended CONNECT (RFC 8441, `Http2Limits::connect_protocol` on) becomes a
+/// tunnel; the tunnel that holds its connection's `InFlight` outlives the keep-alive
+/// timeout (its stream's response ended at the 200), one that does not is closed with
+/// the connection by the idle GOAWAY; once the held tunnel ends, the connection idles
+/// out.
+#[tokio::test]
+async fn an_http2_tunnel_that_holds_its_connection_outlives_the_keepalive_timeout() {
+    let w = world();
+    let mut limits = limits().with_keepalive_timeout(IDLE);
+    limits.http2.connect_protocol = true;
+    let origin = scratch(&policy(&w), limits, Arc::new(()), tunnel).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let connect = |send: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>, path: &str| {
+        let mut req = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(format!("https://{a}{path}"))
+            .body(Empty::new())
+            .unwrap();
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("echo"));
+        let sent = send.send_request(req);
+        async move {
+            let resp = sent.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap())
+        }
+    };
+    for (path, held) in [("/", true), ("/nohold", false)] {
+        let (mut send, conn) = hyper_h2(&w, origin.addr, "a.example").await;
+        send.ready().await.unwrap();
+        let mut io = connect(&mut send, path).await;
+        assert_eq!(round_trip(&mut io, b"hello").await.unwrap(), b"hello");
+        // Past the keep-alive timeout and its GOAWAY grace.
+        tokio::time::sleep(IDLE * 2 + Duration::from_secs(1)).await;
+        let later = round_trip(&mut io, b"still there").await;
+        if held {
+            assert_eq!(later.unwrap(), b"still there");
+            assert!(!conn.is_finished());
+            drop(io);
+            let ended = tokio::time::timeout(IDLE + Duration::from_secs(5), conn)
+                .await
+                .expect("the connection idles out once the tunnel ends")
+                .unwrap();
+            assert!(ended.is_ok(), "{ended:?}");
+        } else {
+            assert!(
+                later.is_err(),
+                "the unheld tunnel ended with its connection"
+            );
+            assert!(conn.is_finished());
+        }
+    }
+}
+
+/// An HTTP/1.1 `Upgrade` answered 101 by the service: the connection's IO is the
+/// service's, and echoes.
+#[tokio::test]
+async fn an_http1_upgrade_is_the_services() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = world();
+    let origin = scratch(&policy(&w), limits(), Arc::new(()), tunnel).await;
+    let tcp = TcpStream::connect(origin.addr).await.unwrap();
+    let name = ServerName::try_from("a.example").unwrap();
+    let mut io = tls(&w, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
+    let head = format!(
+        "GET /echo HTTP/1.1\r\nHost: a.example:{}\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        origin.addr.port()
+    );
+    io.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut b = [0; 1];
+        io.read_exact(&mut b).await.unwrap();
+        got.push(b[0]);
+    }
+    let got = String::from_utf8(got).unwrap();
+    assert!(
+        got.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{got}"
+    );
+    assert!(got.contains("upgrade: echo\r\n"), "{got}");
+    for msg in [&b"one"[..], b"two", &[0xff; 40_000]] {
+        assert_eq!(round_trip(&mut io, msg).await.unwrap(), msg);
+    }
 }

@@ -85,6 +85,13 @@ pub struct Http2Limits {
     pub keep_alive_interval: Option<Duration>,
     /// Close the connection if a PING is not answered within this. Default 20 s.
     pub keep_alive_timeout: Duration,
+    /// Accept extended CONNECT (RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL), the way a
+    /// WebSocket is carried over HTTP/2: a `CONNECT` request with a `:protocol`
+    /// (`hyper::ext::Protocol` in its extensions) whose `200` turns the stream into a
+    /// tunnel (`hyper::upgrade::on`). Default false: a server that does not tunnel
+    /// should not say it does, and a tunnel must hold its connection
+    /// ([`crate::hyper::InFlight`]) and bound its own idle time.
+    pub connect_protocol: bool,
 }
 
 impl Default for Http2Limits {
@@ -99,6 +106,7 @@ impl Default for Http2Limits {
             max_local_error_reset_streams: 1024,
             keep_alive_interval: Some(Duration::from_secs(30)),
             keep_alive_timeout: Duration::from_secs(20),
+            connect_protocol: false,
         }
     }
 }

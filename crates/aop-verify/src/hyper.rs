@@ -33,6 +33,13 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 /// subscriber): hence the `Send + 'static` bounds. The connection's HTTP/2 settings are
 /// [`Limits::http2`](crate::Limits::http2).
 ///
+/// Upgrades are served: on HTTP/1.1, once the service answers an `Upgrade` request
+/// `101 Switching Protocols`, this future completes and the connection's IO belongs to
+/// whoever called `hyper::upgrade::on` on the request (hence `IO: Send + 'static`); on
+/// HTTP/2, extended CONNECT (RFC 8441) when
+/// [`Http2Limits::connect_protocol`](crate::Http2Limits::connect_protocol) is on. A
+/// tunnel on HTTP/2 holds its connection with [`InFlight`].
+///
 /// Every name a request could be routed by — its `Host` header, the authority of an
 /// absolute-form request target or HTTP/2's `:authority`, and each host named by
 /// `X-Forwarded-Host`, `X-Host`, `X-Original-Host` or `Forwarded: host=` — is parsed
@@ -89,7 +96,7 @@ where
     B: Body + Default + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     serve_connection_until(accepted, service, std::future::pending(), Arc::new(()))
 }
@@ -154,7 +161,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Accepted {
         stream,
@@ -189,7 +196,9 @@ where
         ))
     } else {
         Conn::H1(Box::pin(
-            http1::Builder::new().serve_connection(io, service),
+            http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades(),
         ))
     };
     let mut shutdown = Some(Box::pin(shutdown));
@@ -268,7 +277,7 @@ const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// hyper's connection for the protocol ALPN chose.
 enum Conn<T, S: HttpService<Incoming>> {
-    H1(Pin<Box<http1::Connection<T, S>>>),
+    H1(Pin<Box<http1::UpgradeableConnection<T, S>>>),
     H2(Pin<Box<http2::Connection<T, S, Spawn>>>),
 }
 
@@ -278,7 +287,7 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     Spawn: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
@@ -329,6 +338,9 @@ impl crate::Http2Limits {
             .max_local_error_reset_streams(self.max_local_error_reset_streams)
             .keep_alive_interval(self.keep_alive_interval)
             .keep_alive_timeout(self.keep_alive_timeout);
+        if self.connect_protocol {
+            b.enable_connect_protocol();
+        }
         b
     }
 }
@@ -504,9 +516,63 @@ impl Activity {
     }
 }
 
-/// A request in progress: while one lives, the connection is busy. Dropped when the
-/// response body ends (or is dropped).
-struct Busy(Arc<Activity>);
+/// A request in progress, or a tunnel that [`InFlight::hold`]s its connection: while
+/// one lives, the connection is busy and its keep-alive timer does not run. The glue's
+/// own are dropped when the response body ends (or is dropped).
+#[must_use = "the connection is busy only while this lives"]
+pub struct Busy(Arc<Activity>);
+
+impl std::fmt::Debug for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Busy").finish_non_exhaustive()
+    }
+}
+
+/// A handle on the connection a request came in on, in every request's extensions (as
+/// the verdict is), for a service that keeps using the connection after its response:
+/// a tunnel.
+///
+/// On HTTP/2 a tunnel (an extended CONNECT, RFC 8441, with
+/// [`Http2Limits::connect_protocol`](crate::Http2Limits::connect_protocol) on) is a
+/// stream whose response body ends right after the `200`, while the bytes it carries go
+/// on over `hyper::upgrade::on(request)`. To the glue the connection then looks idle, and
+/// [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) after the response it
+/// would send GOAWAY and close the tunnel with the connection. The task that runs the
+/// tunnel holds [`InFlight::hold`]'s [`Busy`] for as long as the tunnel lives, so the
+/// connection counts as busy: the tunnel's own idle timeout is then the tunnel's bound,
+/// and must exist.
+///
+/// On HTTP/1.1 the connection's future completes once a `101 Switching Protocols` is
+/// written: the upgraded IO belongs to whoever called `hyper::upgrade::on`, no timer of
+/// the glue applies to it any more, and holding is harmless.
+///
+/// ```no_run
+/// # use aop_verify::hyper::InFlight;
+/// # fn handler(mut req: hyper::Request<hyper::body::Incoming>) {
+/// let busy = req.extensions().get::<InFlight>().expect("set by aop-verify").hold();
+/// let upgrade = hyper::upgrade::on(&mut req);
+/// tokio::spawn(async move {
+///     let _busy = busy; // until the tunnel ends
+///     if let Ok(io) = upgrade.await { /* copy bytes, with an idle timeout */ }
+/// });
+/// // … answer 200 (HTTP/2 CONNECT) or 101 (HTTP/1.1 Upgrade) with an empty body
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// Keep the connection busy until the returned value is dropped.
+    pub fn hold(&self) -> Busy {
+        self.0.begin()
+    }
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").finish_non_exhaustive()
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
@@ -834,6 +900,7 @@ where
             return refuse(status, status == StatusCode::BAD_REQUEST, busy);
         }
         req.extensions_mut().insert(verdict);
+        req.extensions_mut().insert(InFlight(self.activity.clone()));
         Answer::Inner {
             future: Box::pin(self.inner.call(req)),
             busy: Some(busy),
