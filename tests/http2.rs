@@ -247,6 +247,15 @@ async fn authority_and_host_on_http2() {
         "a Host that does not parse"
     );
     assert_eq!(
+        get(&mut send, "a.example:0", None).await.unwrap(),
+        refused(400),
+        "port 0 names no service"
+    );
+    assert_eq!(
+        get(&mut send, &a, Some("a.example:0")).await.unwrap(),
+        refused(400)
+    );
+    assert_eq!(
         get(&mut send, &a, None).await.unwrap(),
         ok,
         "the connection still serves"
@@ -644,5 +653,25 @@ async fn an_http1_upgrade_is_the_services() {
     assert!(got.contains("upgrade: echo\r\n"), "{got}");
     for msg in [&b"one"[..], b"two", &[0xff; 40_000]] {
         assert_eq!(round_trip(&mut io, msg).await.unwrap(), msg);
+    }
+}
+
+/// Port 0 in a Host is 400 on HTTP/1.1 too, and closes the connection.
+#[tokio::test]
+async fn port_zero_is_a_bad_request_on_http1() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = world();
+    let origin = TestOrigin::start(&policy(&w), limits()).await;
+    for host in ["a.example:0", "a.example:00000"] {
+        let tcp = TcpStream::connect(origin.addr).await.unwrap();
+        let name = ServerName::try_from("a.example").unwrap();
+        let mut io = tls(&w, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
+        io.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = String::new();
+        io.read_to_string(&mut got).await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+        assert!(got.contains("connection: close\r\n"), "{got}");
     }
 }

@@ -11,7 +11,9 @@
 //!   dots, at most one trailing dot, at most 253 bytes (a percent-encoded or sub-delimiter
 //!   character is refused: no DNS name holds one, and upstreams disagree on decoding);
 //! - an IPv4 address, or an IPv6 address in brackets (no zone identifier, no IPvFuture);
-//! - then optionally `:` and a decimal port of 1 to 5 digits, at most 65535.
+//! - then optionally `:` and a decimal port of 1 to 5 digits, 1 to 65535 (port 0 names
+//!   no service: nothing listens there, and an upstream may read it as "any" or as its
+//!   default port).
 //!
 //! No user information (`user@`), no empty host, no empty port, no whitespace.
 //!
@@ -91,7 +93,7 @@ pub enum BadAuthority {
     BadLabel,
     /// Longer than 253 bytes.
     TooLong,
-    /// Something after `:` that is not a decimal port 0–65535 (or nothing after it).
+    /// Something after `:` that is not a decimal port 1–65535 (or nothing after it).
     BadPort,
     /// A bracketed literal that is not an IPv6 address (zone identifiers and IPvFuture
     /// included), or an unclosed bracket.
@@ -106,7 +108,7 @@ impl fmt::Display for BadAuthority {
             Self::BadCharacter => "a character no hostname holds",
             Self::BadLabel => "an empty label, or one that starts or ends with '-'",
             Self::TooLong => "longer than 253 bytes",
-            Self::BadPort => "the port is not a decimal number 0-65535",
+            Self::BadPort => "the port is not a decimal number 1-65535",
             Self::BadIpLiteral => "a bracketed literal that is not an IPv6 address",
         })
     }
@@ -149,7 +151,10 @@ fn port(p: &str) -> Result<u16, BadAuthority> {
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(BadAuthority::BadPort);
     }
-    p.parse().map_err(|_| BadAuthority::BadPort)
+    match p.parse() {
+        Ok(0) | Err(_) => Err(BadAuthority::BadPort),
+        Ok(n) => Ok(n),
+    }
 }
 
 fn name(h: &str) -> Result<Host, BadAuthority> {
@@ -197,7 +202,7 @@ mod tests {
         ok("a.test", name("a.test"), None);
         ok("A.Test.", name("a.test"), None);
         ok("a.test:443", name("a.test"), Some(443));
-        ok("a.test:0", name("a.test"), Some(0));
+        ok("a.test:1", name("a.test"), Some(1));
         ok("a.test:65535", name("a.test"), Some(65535));
         ok("_acme.a-b.test", name("_acme.a-b.test"), None);
         ok("localhost", name("localhost"), None);
@@ -222,6 +227,9 @@ mod tests {
             ("a.test:9443x", B::BadPort),
             ("a.test:", B::BadPort),
             ("a.test:65536", B::BadPort),
+            ("a.test:0", B::BadPort),
+            ("a.test:00000", B::BadPort),
+            ("[::1]:0", B::BadPort),
             ("a.test:000443", B::BadPort),
             ("a.test: 443", B::BadPort),
             ("user@a.test", B::UserInfo),
