@@ -9,7 +9,8 @@
 //!      --cert edge/cert.pem --key edge/key.pem https://example.com:8443/
 //! ```
 //!
-//! Verdict lines (target `aop::verdict`) go to stderr.
+//! Verdict lines (target `aop::verdict`) go to stderr. SIGTERM or ctrl-c stops it
+//! gracefully: no new connections, the requests in progress finish.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +21,6 @@ use aop_verify::{Acceptor, Limits, Mode, PolicyHandle, PolicySpec, RuleSpec, Tru
 use clap::Parser;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
 
 /// A minimal origin that only talks to its edge.
@@ -84,14 +84,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let acceptor = Acceptor::new(policy, Limits::default());
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "origin listening");
-    loop {
-        let (tcp, peer) = listener.accept().await?;
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            // Refused connections are logged by the acceptor; nothing more to do.
-            if let Ok(conn) = acceptor.accept(tcp, peer).await {
-                let _ = aop_verify::hyper::serve_connection(conn, service_fn(handle)).await;
-            }
-        });
+    // Refused connections are logged by the acceptor; SIGTERM or ctrl-c lets the requests
+    // in progress finish.
+    aop_verify::serve(listener, acceptor, tower::service_fn(handle))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// SIGTERM (how a service manager stops a server) or ctrl-c.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

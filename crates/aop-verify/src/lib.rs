@@ -83,6 +83,40 @@
 //! `certtool verify` runs [`Trust::check`], the very function the TLS verifier runs, so
 //! its offline verdict is the one the origin would log.
 //!
+//! ## In an axum, tonic or hyper server (feature `hyper`)
+//!
+//! `aop_verify::serve` is the accept loop: TLS through the [`Acceptor`], then HTTP/2 or HTTP/1.1
+//! with the verdict in every request's extensions, for any tower service — axum's
+//! `Router`, a tonic generated server, a `tower::service_fn`. For axum, the
+//! aop-specific part is this (whole program: `examples/axum.rs`; gRPC:
+//! `examples/tonic.rs`, where `request.extensions().get::<Arc<Verdict>>()` gives it):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use aop_verify::{Acceptor, Limits, PolicyHandle, PolicySpec, RuleSpec, TrustSpec, Verdict};
+//! use axum::{Extension, Router, routing::get};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let rule = RuleSpec::new("shop", ["shop.example.com"], "origin/cert.pem", "origin/key.pem",
+//!     TrustSpec::new(["edge-ca.pem"]));
+//! let policy = PolicyHandle::load(&PolicySpec::new(vec![rule]))?;
+//! let app = Router::new().route("/", get(|Extension(v): Extension<Arc<Verdict>>| async move {
+//!     format!("verdict {v}\n") // SUCCESS: require mode refuses the rest in the handshake
+//! }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+//! aop_verify::serve(listener, Acceptor::new(policy, Limits::default()), app)
+//!     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `axum::serve` or tonic's own `Server` cannot take aop's place: they drive the
+//! connection themselves (hyper-util's auto builder), so the verdict, the Host rule, the
+//! re-check after a reload, the connection timers and the HTTP/2 limits — all per
+//! connection — would have no place to run. aop drives the connection and hands each
+//! request to the service; the service's own tower layers see the verdict too.
+//!
 //! ## What the hyper glue adds (feature `hyper`)
 //!
 //! `hyper::serve_connection` serves an accepted connection with the verdict in every
@@ -119,6 +153,8 @@ mod error;
 pub mod hyper;
 mod policy;
 mod reload;
+#[cfg(feature = "hyper")]
+mod serve;
 mod trust;
 mod verdict;
 mod verifier;
@@ -127,5 +163,7 @@ pub use acceptor::{Accepted, Acceptor, Http2Limits, Limits, Refused};
 pub use error::{Error, Result};
 pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec};
 pub use reload::PolicyHandle;
+#[cfg(feature = "hyper")]
+pub use serve::{Serve, ServeFuture, serve};
 pub use trust::{Checked, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
 pub use verdict::{NoneCause, Outcome, Reason, Verdict};
