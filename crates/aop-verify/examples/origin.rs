@@ -41,7 +41,8 @@ struct Args {
     /// `require` (refuse anything but SUCCESS) or `optional` (let the handler decide).
     #[arg(long, default_value = "require")]
     mode: Mode,
-    /// Offer HTTP/2 (ALPN `h2` first) as well as HTTP/1.1.
+    /// Offer HTTP/2 (ALPN `h2` first) as well as HTTP/1.1; without it, only `http/1.1`
+    /// (an origin that speaks HTTP/1.1 alone, for the tests of edges against one).
     #[arg(long)]
     http2: bool,
 }
@@ -75,8 +76,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rule = RuleSpec::new("default", Vec::<String>::new(), args.cert, args.key, trust);
     rule.mode = args.mode;
     let mut spec = PolicySpec::new(Vec::new());
-    if args.http2 {
-        spec = spec.with_http2();
+    if !args.http2 {
+        spec.alpn = vec![b"http/1.1".to_vec()];
     }
     spec.default = Some(rule);
     let policy = PolicyHandle::load(&spec)?;
