@@ -45,7 +45,6 @@ fn policy(w: &pki::World) -> PolicySpec {
         rule(w, "a", "a.example", &ca),
         rule(w, "b", "b.example", &ca),
     ])
-    .with_http2()
 }
 
 fn limits() -> Limits {
@@ -297,7 +296,7 @@ async fn a_kept_alive_http2_connection_is_rechecked_after_a_reload() {
     let next_ca = pki::ca(w.path(), "next-ca").as_leaf();
     origin
         .policy
-        .reload(&PolicySpec::new(vec![rule(&w, "a", "a.example", &next_ca)]).with_http2())
+        .reload(&PolicySpec::new(vec![rule(&w, "a", "a.example", &next_ca)]))
         .unwrap();
     assert_eq!(
         get(&mut send, &a, None).await.unwrap(),
@@ -323,7 +322,7 @@ async fn an_optional_http2_connection_carries_the_new_verdict_after_a_reload() {
     let optional = |trust: &Leaf| {
         let mut r = rule(&w, "a", "a.example", trust);
         r.mode = aop_verify::Mode::Optional;
-        PolicySpec::new(vec![r]).with_http2()
+        PolicySpec::new(vec![r])
     };
     let origin = TestOrigin::start(&optional(&w.edge_ca.as_leaf()), limits()).await;
     let a = format!("a.example:{}", origin.addr.port());
@@ -674,4 +673,202 @@ async fn port_zero_is_a_bad_request_on_http1() {
         assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
         assert!(got.contains("connection: close\r\n"), "{got}");
     }
+}
+
+/// What the glue told a test's observer.
+#[derive(Default)]
+struct Seen {
+    stalled: std::sync::atomic::AtomicU64,
+}
+
+impl aop_verify::hyper::Observer for Seen {
+    fn stream_stalled(&self) {
+        self.stalled
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A response body: `chunks` data frames of `chunk`, each after `pause` (none: at once),
+/// then the end; sets `dropped` when dropped.
+struct Paced {
+    chunk: Bytes,
+    chunks: usize,
+    pause: Option<Duration>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        self.dropped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl hyper::body::Body for Paced {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        if let Some(pause) = self.pause {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+            std::task::ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+        }
+        self.chunks -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.clone()))))
+    }
+}
+
+/// An `h2` client connection whose streams may receive only `window` bytes before it
+/// sends WINDOW_UPDATE (which it does only as a test releases what it read).
+async fn raw_h2_window(
+    w: &pki::World,
+    addr: SocketAddr,
+    window: u32,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = h2_tls(w, addr, "a.example").await;
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake(tls)
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// Send `GET https://AUTHORITY/PATH` on an `h2` connection: the response's head.
+async fn raw_send(
+    send: &mut h2::client::SendRequest<Bytes>,
+    authority: &str,
+    path: &str,
+) -> hyper::Response<h2::RecvStream> {
+    let req = hyper::Request::get(format!("https://{authority}{path}"))
+        .body(())
+        .unwrap();
+    let mut ready = send.clone().ready().await.unwrap();
+    let (resp, _) = ready.send_request(req, true).unwrap();
+    resp.await.unwrap()
+}
+
+/// Read a body to its end, releasing flow-control credit as it goes.
+async fn read_all(mut body: h2::RecvStream) -> Result<Vec<u8>, h2::Error> {
+    let mut all = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        all.extend_from_slice(&chunk);
+    }
+    Ok(all)
+}
+
+/// A client that withholds flow-control credit from one stream (its window: 5 bytes,
+/// never updated) has that stream reset (RST_STREAM CANCEL) `send_timeout` after the
+/// response stalled, and the response body is dropped; a response whose body is slow to
+/// come (polled, nothing yet, for three times `send_timeout`) is not; other streams on
+/// the same connection complete, before and after the reset.
+#[tokio::test]
+async fn a_stream_stalled_by_withheld_credit_is_reset_after_the_send_timeout() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    const SEND: Duration = Duration::from_secs(1);
+    let w = world();
+    let stalled_dropped = Arc::new(AtomicBool::new(false));
+    let slow_dropped = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let (d1, d2) = (stalled_dropped.clone(), slow_dropped.clone());
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+        let (d1, d2) = (d1.clone(), d2.clone());
+        async move {
+            let body = match req.uri().path() {
+                // Far more than the window: stalls on its first chunk.
+                "/big" => Paced {
+                    chunk: Bytes::from(vec![b'x'; 16 * 1024]),
+                    chunks: 1000,
+                    pause: None,
+                    sleep: None,
+                    dropped: d1,
+                },
+                // Within the window, but slow: 2 bytes every 3 send timeouts.
+                "/slow" => Paced {
+                    chunk: Bytes::from_static(b"ab"),
+                    chunks: 2,
+                    pause: Some(SEND * 3 / 2),
+                    sleep: None,
+                    dropped: d2,
+                },
+                _ => Paced {
+                    chunk: Bytes::from_static(b"ok"),
+                    chunks: 1,
+                    pause: None,
+                    sleep: None,
+                    dropped: Arc::default(),
+                },
+            };
+            hyper::Response::new(body.boxed())
+        }
+    };
+    let origin = scratch(
+        &policy(&w),
+        limits().with_send_timeout(SEND),
+        seen.clone(),
+        handler,
+    )
+    .await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (mut send, conn) = raw_h2_window(&w, origin.addr, 5).await;
+    let big = raw_send(&mut send, &a, "/big").await;
+    assert_eq!(big.status(), 200);
+    let slow = raw_send(&mut send, &a, "/slow").await;
+    let slow = tokio::spawn(read_all(slow.into_body()));
+    assert_eq!(
+        read_all(raw_send(&mut send, &a, "/").await.into_body())
+            .await
+            .unwrap(),
+        b"ok"
+    );
+    // The big stream's body is never read: its window stays shut.
+    let mut big = big.into_body();
+    let first = big.data().await.unwrap().unwrap();
+    assert_eq!(first.len(), 5, "the window's worth");
+    let err = tokio::time::timeout(SEND * 10, big.data())
+        .await
+        .expect("the stalled stream is reset")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err:?}");
+    assert!(err.is_remote() && err.is_reset(), "{err:?}");
+    aop_e2e::wait_until_async("the stalled body dropped", SEND * 5, || {
+        stalled_dropped.load(SeqCst).then_some(())
+    })
+    .await;
+    assert_eq!(seen.stalled.load(SeqCst), 1);
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        b"abab",
+        "the slow body is whole"
+    );
+    assert!(slow_dropped.load(SeqCst));
+    assert_eq!(
+        seen.stalled.load(SeqCst),
+        1,
+        "the slow body was not stalled"
+    );
+    assert_eq!(
+        read_all(raw_send(&mut send, &a, "/").await.into_body())
+            .await
+            .unwrap(),
+        b"ok",
+        "the connection still serves"
+    );
+    assert!(!conn.is_finished());
 }

@@ -1383,6 +1383,8 @@ async fn a_kept_alive_connection_is_rechecked_after_a_reload() {
     let mut origin = TestOrigin::start(&w.plain(), Limits::default()).await;
     let mut store = StoreSpec::new([w.origin_ca.pem()]);
     store.shared = Some(IdentitySpec::new(&w.edge.cert, &w.edge.key));
+    // HTTP/1.1, whose 421 says `Connection: close` (HTTP/2's GOAWAY: tests/http2.rs).
+    store.alpn = vec![b"http/1.1".to_vec()];
     let resolve = Resolve::new([origin.resolve("plain.test").parse().unwrap()]);
     let client: EdgeClient<Empty<hyper::body::Bytes>> = EdgeClient::new(
         IdentityStore::load(&store).unwrap(),

@@ -43,7 +43,11 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// A connection whose client has not taken any of the response for this long (its
     /// writes blocked) is closed: a client that stops reading holds nothing for ever.
-    /// Enforced by the hyper glue. Default 60 s.
+    /// On HTTP/2, also per stream: a response that waits this long for the client's
+    /// flow-control credit (WINDOW_UPDATE) is reset, while the connection goes on — a
+    /// client that reads the socket but withholds credit would otherwise hold the
+    /// stream, its service future and its upstream for ever. Enforced by the hyper
+    /// glue. Default 60 s (nginx's `send_timeout`).
     pub send_timeout: Duration,
     /// The HTTP/2 settings of the hyper glue's connections (ALPN `h2`).
     pub http2: Http2Limits,
@@ -215,9 +219,8 @@ impl<IO> Accepted<IO> {
 
     /// The TLS stream and the verdict, for an application that serves the connection
     /// itself (the hyper glue's Host and reload checks are then the application's).
-    /// Speak the protocol [`Accepted::alpn`] names: a policy made
-    /// [`crate::PolicySpec::with_http2`] offers `h2` first, so a client that can speak
-    /// HTTP/2 will.
+    /// Speak the protocol [`Accepted::alpn`] names: by default a policy offers `h2`
+    /// first ([`crate::PolicySpec::alpn`]), so a client that can speak HTTP/2 will.
     pub fn into_parts(self) -> (TlsStream<IO>, Verdict) {
         (self.stream, self.verdict)
     }

@@ -73,9 +73,13 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 /// [`Http2Limits::max_header_list_size`](crate::Http2Limits::max_header_list_size)), and
 /// the keep-alive timer counts from the end of the last open stream, whatever frames
 /// arrive meanwhile: when it expires the connection is shut down gracefully (GOAWAY),
-/// and closed a second later if the client has not closed it. The send timer sees a
-/// client that stops reading the socket, not one that withholds HTTP/2 flow-control
-/// credit: such streams are bounded by [`crate::Http2Limits`], not by a timer.
+/// and closed a second later if the client has not closed it. The send timer also runs
+/// per HTTP/2 stream: a response that has waited `send_timeout` for the client's
+/// flow-control credit (its body gave a data frame the client's window has no room
+/// for, and is not polled meanwhile) is reset (RST_STREAM CANCEL), its service future
+/// and body dropped, and [`Observer::stream_stalled`] told; the connection and its other
+/// streams go on. A body that is slow to produce data (polled, nothing yet) is not
+/// stalled: bounding an upstream is the service's.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -133,6 +137,11 @@ pub trait Observer: Send + Sync {
     fn keepalive_timeout(&self) {}
     /// The connection was closed because the client stopped taking the response.
     fn send_timeout(&self) {}
+    /// An HTTP/2 stream was reset (RST_STREAM CANCEL) because its response waited
+    /// [`Limits::send_timeout`](crate::Limits::send_timeout) for the client's
+    /// flow-control credit (a WINDOW_UPDATE); the connection and its other streams go
+    /// on. Not logged by the glue (one event per stream).
+    fn stream_stalled(&self) {}
 }
 
 impl Observer for () {}
@@ -192,7 +201,13 @@ where
     });
     let mut conn = if h2 {
         Conn::H2(Box::pin(
-            limits.http2.builder().serve_connection(io, service),
+            limits
+                .http2
+                .builder(Spawn(Arc::new(Streams {
+                    send_timeout: limits.send_timeout,
+                    observer: observer.clone(),
+                })))
+                .serve_connection(io, service),
         ))
     } else {
         Conn::H1(Box::pin(
@@ -307,10 +322,18 @@ where
     }
 }
 
-/// The executor of HTTP/2 streams: each stream's service future in a tokio task of its
-/// own, under the `tracing` subscriber of the connection that spawns it.
-#[derive(Clone, Copy, Debug)]
-struct Spawn;
+/// The executor of HTTP/2 streams: each stream's task in a tokio task of its own, under
+/// the `tracing` subscriber of the connection that spawns it, and watched for a stalled
+/// response ([`Watchdog`]).
+#[derive(Clone)]
+struct Spawn(Arc<Streams>);
+
+/// What a connection's stream tasks share.
+struct Streams {
+    /// How long a response may wait for the client's flow-control credit.
+    send_timeout: Duration,
+    observer: Arc<dyn Observer>,
+}
 
 impl<F> hyper::rt::Executor<F> for Spawn
 where
@@ -318,16 +341,110 @@ where
 {
     fn execute(&self, task: F) {
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let stall = Arc::new(Stall::new());
+        let task = Watchdog {
+            task: STALL.scope(stall.clone(), task),
+            stall,
+            sleep: None,
+            streams: self.0.clone(),
+        };
         tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(
             task, dispatch,
         ));
     }
 }
 
+tokio::task_local! {
+    /// The stall cell of the HTTP/2 stream task being polled, for [`Tracked`] to mark.
+    static STALL: Arc<Stall>;
+}
+
+/// Whether an HTTP/2 stream's response is stalled: its body gave hyper a data frame
+/// and has not been polled since. hyper's `PipeToSendStream` takes one frame, waits for
+/// the client's flow-control credit to send it, and only then polls the body again: a
+/// client that withholds WINDOW_UPDATE leaves it waiting for ever, with the body never
+/// polled (so no timer inside it runs) and the stream open. A body that is polled and
+/// has nothing yet (an upstream slow to produce it) is not stalled: bounding that is
+/// the service's.
+struct Stall {
+    epoch: tokio::time::Instant,
+    /// Since when (ms since `epoch`, plus 1), or 0: not stalled.
+    since: AtomicU64,
+}
+
+impl Stall {
+    fn new() -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+            since: AtomicU64::new(0),
+        }
+    }
+
+    /// The body was polled: `data` if it gave a data frame (from now on it waits for
+    /// the client), else it is no longer stalled.
+    fn polled(&self, data: bool) {
+        let since = if data {
+            u64::try_from(self.epoch.elapsed().as_millis())
+                .unwrap_or(u64::MAX - 1)
+                .saturating_add(1)
+        } else {
+            0
+        };
+        self.since.store(since, Ordering::Relaxed);
+    }
+
+    fn since(&self) -> Option<tokio::time::Instant> {
+        match self.since.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms - 1)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 stream's task, dropped (and so the stream reset, RST_STREAM CANCEL)
+    /// once its response has been stalled for [`Limits::send_timeout`](crate::Limits::send_timeout).
+    /// The sleep is made only for a stream that stalls.
+    struct Watchdog<F> {
+        #[pin]
+        task: tokio::task::futures::TaskLocalFuture<Arc<Stall>, F>,
+        stall: Arc<Stall>,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        streams: Arc<Streams>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Watchdog<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.task.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let Some(since) = this.stall.since() else {
+            return Poll::Pending;
+        };
+        let at = since + this.streams.send_timeout;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // Ready: tokio drops the stream's task, and h2 resets the stream.
+        this.streams.observer.stream_stalled();
+        Poll::Ready(())
+    }
+}
+
 impl crate::Http2Limits {
     /// hyper's HTTP/2 server builder with these settings.
-    fn builder(&self) -> http2::Builder<Spawn> {
-        let mut b = http2::Builder::new(Spawn);
+    fn builder(&self, spawn: Spawn) -> http2::Builder<Spawn> {
+        let mut b = http2::Builder::new(spawn);
         b.timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(self.max_concurrent_streams)
             .max_header_list_size(self.max_header_list_size)
@@ -671,6 +788,10 @@ impl<B: Body> Body for Tracked<B> {
         if let Poll::Ready(None | Some(Err(_))) = r {
             this.busy.take();
         }
+        // On HTTP/2 (in a stream's task): tell its watchdog.
+        let _ = STALL.try_with(|stall| {
+            stall.polled(matches!(&r, Poll::Ready(Some(Ok(f))) if f.is_data()));
+        });
         r
     }
 

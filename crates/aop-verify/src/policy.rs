@@ -110,11 +110,11 @@ pub struct PolicySpec {
     /// `unknown_sni`).
     pub default: Option<RuleSpec>,
     /// ALPN protocols offered, most preferred first (a rule may set its own,
-    /// [`RuleSpec::alpn`]). Default: `http/1.1` alone. [`PolicySpec::with_http2`] offers
-    /// `h2` first, which the hyper glue serves as HTTP/2 — an opt-in for now: a client
-    /// that withholds HTTP/2 flow-control credit holds its streams open, bounded by
-    /// [`crate::Http2Limits`] but not yet by a timer (the HTTP/1.1 send timer has no
-    /// HTTP/2 counterpart yet).
+    /// [`RuleSpec::alpn`]). Default: `h2`, then `http/1.1` — the hyper glue serves
+    /// either, as ALPN chose (a client that offers no ALPN gets HTTP/1.1). An
+    /// application that takes the TLS stream itself ([`crate::Accepted::into_parts`])
+    /// and speaks only HTTP/1.1 sets `vec![b"http/1.1".to_vec()]`, or a client that
+    /// offers `h2` would speak HTTP/2 to it.
     pub alpn: Vec<Vec<u8>>,
     /// The crypto provider every rule uses: its signature algorithms verify client
     /// chains and CertificateVerify, its key provider loads the origin's keys, and its
@@ -131,15 +131,17 @@ impl PolicySpec {
         Self {
             rules,
             default: None,
-            alpn: vec![b"http/1.1".to_vec()],
+            alpn: default_alpn(),
             provider: aop_pki::default_provider(),
         }
     }
 
-    /// Offer `h2`, then `http/1.1` (see [`PolicySpec::alpn`] for the caveat).
+    /// Offer `h2`, then `http/1.1`: the default since HTTP/2 streams have a send timer
+    /// of their own; kept so that callers from when HTTP/2 was an opt-in compile (it
+    /// also undoes an earlier change to [`PolicySpec::alpn`]).
     #[must_use]
     pub fn with_http2(mut self) -> Self {
-        self.alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        self.alpn = default_alpn();
         self
     }
 
@@ -150,13 +152,19 @@ impl PolicySpec {
     }
 }
 
+/// [`PolicySpec::alpn`]'s default: `h2`, then `http/1.1`.
+fn default_alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
 impl Default for PolicySpec {
-    /// No rules, no default rule, no ALPN, the default crypto provider.
+    /// No rules, no default rule, ALPN `h2` then `http/1.1`, the default crypto
+    /// provider.
     fn default() -> Self {
         Self {
             rules: Vec::new(),
             default: None,
-            alpn: Vec::new(),
+            alpn: default_alpn(),
             provider: aop_pki::default_provider(),
         }
     }

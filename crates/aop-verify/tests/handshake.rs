@@ -208,11 +208,14 @@ async fn alpn_is_the_rules_else_the_policys() {
     ] {
         assert_eq!(
             PolicySpec::new(Vec::new()).alpn,
-            [h1],
-            "the default: http/1.1"
+            [h2, h1],
+            "the default: h2 first"
         );
-        let spec = PolicySpec::new(vec![rule(alpn)]).with_http2();
-        assert_eq!(spec.alpn, [h2, h1], "with_http2: h2 first");
+        assert_eq!(PolicySpec::default().alpn, [h2, h1]);
+        let mut spec = PolicySpec::new(vec![rule(alpn)]);
+        spec.alpn = vec![h1.to_vec()];
+        let spec = spec.with_http2();
+        assert_eq!(spec.alpn, [h2, h1], "with_http2: the default again");
         let limits = Limits::default().with_log_verdicts(false);
         let acceptor = Acceptor::new(PolicyHandle::load(&spec).unwrap(), limits);
         let (accepted, _) = handshake(&acceptor, offering(client)).await;
