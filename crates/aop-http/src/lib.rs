@@ -108,6 +108,14 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
             .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
 }
 
+/// Put back what [`strip_hop_by_hop`] took from a WebSocket upgrade the proxy forwards
+/// (a request [`is_websocket_upgrade`] said yes to, or the `101` that accepted it):
+/// `Connection: upgrade` and `Upgrade: websocket`, nothing else.
+pub fn set_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, http::HeaderValue::from_static("websocket"));
+}
+
 /// A request id unique within this process and unlikely to repeat across processes:
 /// 48 bits of the clock, 16 of the pid, a 32-bit counter, as 24 hex digits.
 pub fn request_id() -> String {
@@ -236,6 +244,10 @@ mod tests {
             ("upgrade", "websocket"),
             ("connection", "Upgrade")
         ]));
+        let mut put_back = HeaderMap::new();
+        super::set_websocket_upgrade(&mut put_back);
+        assert!(is_websocket_upgrade(&put_back));
+        assert_eq!(put_back.len(), 2);
         assert!(upgrade(&[
             ("Upgrade", " WebSocket "),
             ("Connection", "keep-alive, upgrade")
