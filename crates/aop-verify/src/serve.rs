@@ -147,7 +147,73 @@ where
     type IntoFuture = ServeFuture;
 
     fn into_future(self) -> ServeFuture {
-        ServeFuture(Box::pin(self.run()))
+        let Self {
+            listener,
+            acceptor,
+            service,
+            observer,
+            mut signal,
+        } = self;
+        ServeFuture(Box::pin(async move {
+            // Dropping `stop` tells every connection to finish; every connection holds an
+            // `open` receiver, so `open.closed()` completes when the last one has ended.
+            let (stop, stop_rx) = watch::channel(());
+            let (open, open_rx) = watch::channel(());
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(target: "aop::serve", error = %e,
+                                "accept failed; retrying shortly");
+                            tokio::select! {
+                                () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                                () = &mut signal => break,
+                            }
+                        }
+                    },
+                    () = &mut signal => break,
+                };
+                // Small writes (HTTP/2 frames, gRPC messages) go out at once.
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, observer) = (acceptor.clone(), observer.clone());
+                let service = TowerToHyperService::new(service.clone());
+                let (mut stop, open) = (stop_rx.clone(), open_rx.clone());
+                let connection = async move {
+                    let _open = open; // held until the connection ends
+                    let accepted = tokio::select! {
+                        // A refusal is already logged by the acceptor (and the alert sent).
+                        r = acceptor.accept(tcp, peer) => match r {
+                            Ok(accepted) => accepted,
+                            Err(_refused) => return,
+                        },
+                        // No request has been made on it yet: nothing to finish.
+                        _ = stop.changed() => return,
+                    };
+                    let until = async move {
+                        let _ = stop.changed().await;
+                    };
+                    if let Err(e) = serve_connection_until(accepted, service, until, observer).await
+                    {
+                        tracing::debug!(target: "aop::serve", %peer, error = %e,
+                            "connection ended with an error");
+                    }
+                };
+                // Under the caller's `tracing` subscriber, as the glue's HTTP/2 streams are.
+                let dispatch = tracing::dispatcher::get_default(Clone::clone);
+                tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(
+                    connection, dispatch,
+                ));
+            }
+            drop(listener);
+            tracing::info!(target: "aop::serve", connections = open.receiver_count() - 1,
+                "shutting down: no new connections; finishing the requests in progress");
+            drop(stop);
+            drop(open_rx);
+            open.closed().await;
+            tracing::info!(target: "aop::serve", "every connection has ended");
+            Ok(())
+        }))
     }
 }
 
@@ -168,107 +234,5 @@ impl Future for ServeFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.0.as_mut().poll(cx)
-    }
-}
-
-impl<S> Serve<S> {
-    async fn run<B>(self) -> std::io::Result<()>
-    where
-        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError> + 'static,
-        B: Body + Default + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
-        let Self {
-            listener,
-            acceptor,
-            service,
-            observer,
-            mut signal,
-        } = self;
-        // Dropping `stop` tells every connection to finish; every connection holds an
-        // `open` receiver, so `open.closed()` completes when the last one has ended.
-        let (stop, stop_rx) = watch::channel(());
-        let (open, open_rx) = watch::channel(());
-        loop {
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(target: "aop::serve", error = %e,
-                            "accept failed; retrying shortly");
-                        tokio::select! {
-                            () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                            () = &mut signal => break,
-                        }
-                    }
-                },
-                () = &mut signal => break,
-            };
-            // Small writes (HTTP/2 frames, gRPC messages) go out at once.
-            let _ = tcp.set_nodelay(true);
-            let connection = connection(
-                acceptor.clone(),
-                tcp,
-                peer,
-                TowerToHyperService::new(service.clone()),
-                stop_rx.clone(),
-                open_rx.clone(),
-                observer.clone(),
-            );
-            // Under the caller's `tracing` subscriber, as the glue's HTTP/2 streams are.
-            let dispatch = tracing::dispatcher::get_default(Clone::clone);
-            tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(
-                connection, dispatch,
-            ));
-        }
-        drop(listener);
-        tracing::info!(target: "aop::serve", connections = open.receiver_count() - 1,
-            "shutting down: no new connections; finishing the requests in progress");
-        drop(stop);
-        drop(open_rx);
-        open.closed().await;
-        tracing::info!(target: "aop::serve", "every connection has ended");
-        Ok(())
-    }
-}
-
-/// One connection: the handshake (dropped if the shutdown comes first), then the glue
-/// until the connection ends. `_open` is held until then.
-async fn connection<S, B>(
-    acceptor: Acceptor,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-    service: TowerToHyperService<S>,
-    mut stop: watch::Receiver<()>,
-    _open: watch::Receiver<()>,
-    observer: Arc<dyn Observer>,
-) where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError> + 'static,
-    B: Body + Default + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let accepted = tokio::select! {
-        // A refusal is already logged by the acceptor (and the alert sent).
-        r = acceptor.accept(tcp, peer) => match r {
-            Ok(accepted) => accepted,
-            Err(_refused) => return,
-        },
-        // No request has been made on it yet: nothing to finish.
-        _ = stop.changed() => return,
-    };
-    let until = async move {
-        let _ = stop.changed().await;
-    };
-    if let Err(e) = serve_connection_until(accepted, service, until, observer).await {
-        tracing::debug!(target: "aop::serve", %peer, error = %e, "connection ended with an error");
     }
 }
