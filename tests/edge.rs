@@ -1,13 +1,18 @@
 //! The edge side end to end: aop-edge's identity store and pooled client against an
 //! aop-verify origin (each flavour and the precedence between them), aop-edge-proxy,
 //! `certtool probe` against origins that do and do not verify clients (aop-verify,
-//! `openssl s_server`, nginx), and the edge against nginx with `ssl_verify_client on`.
+//! `openssl s_server`, nginx), and the edge against nginx with `ssl_verify_client on`;
+//! HTTP/2 from the edge (one connection per identity, against aop's example origin and
+//! nginx `listen … ssl http2`) and WebSockets through aop-edge-proxy (Python
+//! `websockets` at both ends, nginx in between).
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
 
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aop_e2e::nginx::Nginx;
@@ -100,7 +105,8 @@ impl World {
             ),
         ]);
         spec.default = Some(rule("shared", &[], &self.shared_ca.pem()));
-        spec
+        // HTTP/2 first, whatever the default: the edge's own client speaks it.
+        spec.with_http2()
     }
 
     fn store_spec(&self, with_hostname: bool) -> StoreSpec {
@@ -136,25 +142,43 @@ fn resolve_all(port: u16) -> Resolve {
     )
 }
 
-async fn get(
-    client: &EdgeClient<Empty<Bytes>>,
-    url: &str,
-) -> Result<(u16, String, Option<String>, u64), aop_edge::Error> {
+/// A response through the edge client, read whole.
+#[derive(Debug, PartialEq, Eq)]
+struct Got {
+    version: hyper::Version,
+    status: u16,
+    body: String,
+    /// The origin's `X-Client-Cert-SHA256`.
+    cert: Option<String>,
+    /// The response's [`PresentedIdentity`].
+    presented: u64,
+}
+
+async fn fetch(client: &EdgeClient<Empty<Bytes>>, url: &str) -> Result<Got, aop_edge::Error> {
     let req = hyper::Request::get(url).body(Empty::new()).unwrap();
     let resp = client.request(req).await?;
-    let status = resp.status().as_u16();
     let presented = resp.extensions().get::<PresentedIdentity>().unwrap().0;
     let cert = resp
         .headers()
         .get("x-client-cert-sha256")
         .map(|v| v.to_str().unwrap().to_owned());
+    let (version, status) = (resp.version(), resp.status().as_u16());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Ok((
+    Ok(Got {
+        version,
         status,
-        String::from_utf8_lossy(&body).into_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
         cert,
         presented,
-    ))
+    })
+}
+
+async fn get(
+    client: &EdgeClient<Empty<Bytes>>,
+    url: &str,
+) -> Result<(u16, String, Option<String>, u64), aop_edge::Error> {
+    let g = fetch(client, url).await?;
+    Ok((g.status, g.body, g.cert, g.presented))
 }
 
 #[tokio::test]
@@ -411,10 +435,8 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
     );
     let id = header(&head, "x-request-id").expect("a request id");
     assert_eq!(header(&head, "x-echo-x-request-id"), Some(id));
-    assert_eq!(
-        header(&head, "x-echo-host"),
-        Some(format!("www.example.com:{port}").as_str())
-    );
+    // HTTP/2 to the origin: the authority is `:authority`, with no Host field as well.
+    assert_eq!(header(&head, "x-echo-host"), None);
     assert_eq!(origin.verdict().await.rule.as_deref(), Some("per-zone"));
     drop(p);
 
@@ -792,4 +814,661 @@ async fn the_edge_against_nginx_with_ssl_verify_client_on() {
     let (c, out) = probe_example_com(&w, open.port, None, "reject");
     assert_eq!(c, 1, "{out}");
     assert!(out.contains("back door is OPEN"), "{out}");
+}
+
+// ---- HTTP/2 from the edge ----
+
+/// A TCP relay on loopback to port `to` that counts the connections it accepts: how many
+/// TCP connections the edge opened, whatever the origin behind it. Stops on drop.
+struct Relay {
+    port: u16,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut edge, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut origin) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut edge, &mut origin).await;
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `n` requests to `url` at once through `client`, every one answered.
+async fn burst(client: &Arc<EdgeClient<Empty<Bytes>>>, url: &str, n: usize) -> Vec<Got> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, url) = (client.clone(), url.to_owned());
+        set.spawn(async move { fetch(&client, &url).await.unwrap() });
+    }
+    set.join_all().await
+}
+
+/// aop's example origin offering `h2` first, trusting all three edge CAs, behind a
+/// counting relay. The edge offers `h2` by default: every response is HTTP/2; an
+/// identity's 20 concurrent requests ride one TCP connection; a second identity to the
+/// same address gets its own; 20 concurrent requests of a third, with no connection
+/// yet, open one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_each_identity_has_one_connection_and_never_shares_it() {
+    let w = world();
+    let (zone_ca, host_ca, shared_ca) = (w.zone_ca.pem(), w.host_ca.pem(), w.shared_ca.pem());
+    let (_origin, port, log) = aop_e2e::example_origin(
+        &w.server,
+        &zone_ca,
+        &["--http2", "--trust", s(&host_ca), "--trust", s(&shared_ca)],
+    );
+    let relay = Relay::start(port).await;
+    let client = Arc::new(EdgeClient::new(
+        IdentityStore::load(&w.store_spec(true)).unwrap(),
+        resolve_all(relay.port),
+        Timeouts::default(),
+    ));
+    let url = |host: &str| format!("https://{host}:{}/", relay.port);
+    let ok = |host: &str| Got {
+        version: hyper::Version::HTTP_2,
+        status: 200,
+        body: "hello from the origin; verdict SUCCESS\n".into(),
+        cert: None,
+        presented: client.identity_for(host).unwrap().id(),
+    };
+
+    // The zone's identity: one request opens the connection, 20 at once share it. The
+    // hostname's identity, same origin address: a connection of its own, shared alike.
+    for (host, connections) in [("www.example.com", 1), ("h.example.com", 2)] {
+        assert_eq!(fetch(&client, &url(host)).await.unwrap(), ok(host));
+        assert_eq!(relay.accepted(), connections, "{host}");
+        for got in burst(&client, &url(host), 20).await {
+            assert_eq!(got, ok(host));
+        }
+        assert_eq!(
+            relay.accepted(),
+            connections,
+            "{host}: 20 concurrent requests on its one connection"
+        );
+    }
+
+    // The shared identity, cold: 20 at once before any connection exists. The first
+    // connects alone and the others wait for its connection (without that, hyper-util
+    // opened 20 TLS connections here and kept one).
+    for got in burst(&client, &url("other.test"), 20).await {
+        assert_eq!(got, ok("other.test"));
+    }
+    assert_eq!(relay.accepted(), 3, "a cold burst of 20, one connection");
+
+    // The origin's verdict log: exactly one connection per identity; every verdict is
+    // SUCCESS.
+    let mut lines = Vec::new();
+    aop_e2e::wait_until_async(
+        "the origin's verdict lines",
+        Duration::from_secs(10),
+        || {
+            lines.extend(log.try_iter().filter(|l| l.contains("aop::verdict")));
+            lines
+                .iter()
+                .any(|l| l.contains("CN=edge-shared"))
+                .then_some(())
+        },
+    )
+    .await;
+    let with = |cn: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("subject=\"CN={cn}\"")))
+            .count()
+    };
+    assert_eq!(
+        (
+            with("edge-example.com"),
+            with("edge-h.example.com"),
+            with("edge-shared")
+        ),
+        (1, 1, 1),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("verdict=SUCCESS")),
+        "{lines:#?}"
+    );
+}
+
+/// nginx as the origin: `listen … ssl` (with `http2` when asked) and
+/// `ssl_verify_client on` for the three edge CAs; `/` answers with the client
+/// verification, nginx's connection serial number, the protocol and any `Upgrade` it
+/// was sent; `/ws/` is proxied to a WebSocket server on `ws_upstream` (if given), with
+/// the verification in `X-Client-Verify` and `X-Client-DN`.
+fn nginx_origin(w: &World, name: &str, http2: bool, ws_upstream: Option<u16>) -> Nginx {
+    let dir = w.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let clients = dir.join("clients.pem");
+    let pems: Vec<String> = [&w.zone_ca, &w.host_ca, &w.shared_ca]
+        .iter()
+        .map(|ca| std::fs::read_to_string(ca.pem()).unwrap())
+        .collect();
+    std::fs::write(&clients, pems.concat()).unwrap();
+    let (cert, key) = (w.server.cert.display(), w.server.key.display());
+    let (clients, h2) = (clients.display(), if http2 { " http2" } else { "" });
+    let (upstream, ws) = match ws_upstream {
+        Some(port) => (
+            format!("upstream ws_upstream {{ server 127.0.0.1:{port}; }}"),
+            r#"location /ws/ {
+            proxy_pass http://ws_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header X-Client-Verify $ssl_client_verify;
+            proxy_set_header X-Client-DN $ssl_client_s_dn;
+        }"#,
+        ),
+        None => (String::new(), ""),
+    };
+    Nginx::start_http(&dir, |port| {
+        format!(
+            r#"
+    {upstream}
+    server {{
+        listen 127.0.0.1:{port} ssl{h2};
+        server_name _;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_verify_client on;
+        ssl_client_certificate {clients};
+        location / {{
+            default_type text/plain;
+            return 200 "verify=$ssl_client_verify dn=$ssl_client_s_dn conn=$connection proto=$server_protocol upgrade=[$http_upgrade]\n";
+        }}
+        {ws}
+    }}"#
+        )
+    })
+}
+
+/// `dn=… conn=N …`: nginx's connection serial number.
+fn nginx_conn(body: &str) -> &str {
+    body.split_whitespace()
+        .find_map(|f| f.strip_prefix("conn="))
+        .unwrap()
+}
+
+/// nginx with `listen … ssl http2` and `ssl_verify_client on`, a server nobody here
+/// wrote: HTTP/2 by ALPN, 20 concurrent requests of an identity on one connection
+/// (nginx's `$connection` is the same in every answer), another identity on another, each
+/// answer naming its own certificate. `certtool probe`, which writes HTTP/1.1 by hand,
+/// still works against it (it asks for `http/1.1` alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_with_http2_gets_one_connection_per_identity_and_the_probe_still_works() {
+    if !have_peer("nginx", "nginx_with_http2_gets_one_connection_per_identity") {
+        return;
+    }
+    let w = world();
+    let nginx = nginx_origin(&w, "nginx-h2", true, None);
+    let client = Arc::new(EdgeClient::new(
+        IdentityStore::load(&w.store_spec(true)).unwrap(),
+        resolve_all(nginx.port),
+        Timeouts::default(),
+    ));
+    let mut seen = Vec::new();
+    for (host, cn) in [
+        ("www.example.com", "edge-example.com"),
+        ("h.example.com", "edge-h.example.com"),
+    ] {
+        let url = format!("https://{host}:{}/", nginx.port);
+        let first = fetch(&client, &url).await.unwrap();
+        let conn = nginx_conn(&first.body).to_owned();
+        assert_eq!(
+            (first.version, first.status, first.body.as_str()),
+            (
+                hyper::Version::HTTP_2,
+                200,
+                format!("verify=SUCCESS dn=CN={cn} conn={conn} proto=HTTP/2.0 upgrade=[]\n")
+                    .as_str()
+            )
+        );
+        assert_eq!(first.presented, client.identity_for(host).unwrap().id());
+        for got in burst(&client, &url, 20).await {
+            assert_eq!(got, first, "{host}: one connection for all 20");
+        }
+        seen.push(conn);
+    }
+    assert_ne!(seen[0], seen[1], "two identities, two connections");
+
+    let port = nginx.port;
+    let probes = tokio::task::spawn_blocking({
+        let w_path = w.path().to_owned();
+        let ca = w.origin_ca.pem();
+        let shared = (w.shared_edge.cert.clone(), w.shared_edge.key.clone());
+        move || {
+            let _ = w_path;
+            let url = format!("https://example.com:{port}/");
+            let resolve = format!("example.com:{port}:127.0.0.1");
+            let base = [url.as_str(), "--resolve", &resolve, "--cacert", s(&ca)];
+            let with_cert = [
+                &base[..],
+                &["--cert", s(&shared.0), "--key", s(&shared.1)],
+                &["--expect", "accept"],
+            ]
+            .concat();
+            let without = [&base[..], &["--expect", "reject"]].concat();
+            (probe(&with_cert), probe(&without))
+        }
+    })
+    .await
+    .unwrap();
+    let ((c, out, err), (c2, out2, _)) = probes;
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("expect accept: held"), "{out}");
+    assert_eq!(c2, 0, "{out2}");
+    assert!(
+        out2.contains("No required SSL certificate was sent"),
+        "{out2}"
+    );
+}
+
+/// An origin that offers only `http/1.1` (aop-verify's glue with `PolicySpec::alpn`
+/// `http/1.1`, nginx without `http2`) is spoken to in HTTP/1.1, and aop-edge-proxy never forwards an
+/// `Upgrade` other than `websocket`: `h2c` (request smuggling) or `websocket, h2c`
+/// arrive as plain requests with no `Upgrade` at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_offering_only_http1_gets_http1_and_no_other_upgrade_is_forwarded() {
+    if !have_peer("nginx", "an_origin_offering_only_http1_gets_http1") {
+        return;
+    }
+    let w = world();
+    let mut spec = w.origin_spec();
+    spec.alpn = vec![b"http/1.1".to_vec()];
+    let origin = TestOrigin::start(&spec, Limits::default()).await;
+    let port = origin.addr.port();
+    let client: EdgeClient<Empty<Bytes>> = EdgeClient::new(
+        IdentityStore::load(&w.store_spec(true)).unwrap(),
+        resolve_all(port),
+        Timeouts::default(),
+    );
+    let got = fetch(&client, &format!("https://www.example.com:{port}/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.version, got.status, got.body.as_str()),
+        (hyper::Version::HTTP_11, 200, "verdict SUCCESS\n")
+    );
+    let zone = format!(
+        "example.com={},{}",
+        s(&w.zone_edge.cert),
+        s(&w.zone_edge.key)
+    );
+    // Through aop-edge-proxy: HTTP/1.1 has a Host field, the origin's authority.
+    let p = proxy(&w, port, "www.example.com", &["--zone-cert", &zone]);
+    let pp = p.port;
+    let (status, head, _) = tokio::task::spawn_blocking(move || http_get(pp, "/", ""))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(
+        header(&head, "x-echo-host"),
+        Some(format!("www.example.com:{port}").as_str())
+    );
+    drop(p);
+
+    let nginx = nginx_origin(&w, "nginx-h1", false, None);
+    let client: EdgeClient<Empty<Bytes>> = EdgeClient::new(
+        IdentityStore::load(&w.store_spec(true)).unwrap(),
+        resolve_all(nginx.port),
+        Timeouts::default(),
+    );
+    let got = fetch(&client, &format!("https://www.example.com:{}/", nginx.port))
+        .await
+        .unwrap();
+    assert_eq!((got.version, got.status), (hyper::Version::HTTP_11, 200));
+    assert!(
+        got.body
+            .starts_with("verify=SUCCESS dn=CN=edge-example.com conn=")
+            && got.body.ends_with(" proto=HTTP/1.1 upgrade=[]\n"),
+        "{}",
+        got.body
+    );
+
+    let p = proxy(&w, nginx.port, "www.example.com", &["--zone-cert", &zone]);
+    let pp = p.port;
+    for extra in [
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
+        "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n",
+    ] {
+        let (status, head, body) = tokio::task::spawn_blocking(move || http_get(pp, "/", extra))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{extra}: {head}");
+        assert!(
+            body.ends_with(" proto=HTTP/1.1 upgrade=[]\n"),
+            "{extra}: {body}"
+        );
+    }
+}
+
+// ---- WebSockets through aop-edge-proxy ----
+
+/// A WebSocket server (Python `websockets`, a peer nobody here wrote): echoes every
+/// message; `/ws/headers` first sends its handshake request's headers as JSON;
+/// `/ws/refuse` answers the handshake 403.
+const WS_SERVER: &str = r#"
+import asyncio, json
+from http import HTTPStatus
+from websockets.asyncio.server import serve
+
+async def handler(ws):
+    if ws.request.path == "/ws/headers":
+        await ws.send(json.dumps({k.lower(): v for k, v in ws.request.headers.raw_items()}))
+    async for message in ws:
+        await ws.send(message)
+
+def process_request(connection, request):
+    if request.path == "/ws/refuse":
+        return connection.respond(HTTPStatus.FORBIDDEN, "refused\n")
+    return None
+
+async def main():
+    async with serve(handler, "127.0.0.1", 0, process_request=process_request,
+                     max_size=None, ping_interval=None) as server:
+        print("PORT", server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().create_future()
+
+asyncio.run(main())
+"#;
+
+/// A WebSocket client (Python `websockets`): `client.py URL SCENARIO` prints one JSON
+/// object. `echo`: a text message and a 1 MiB binary one, echoed; `headers`: the first
+/// message; `refuse`: the handshake's status and body; `idle`: whether the connection
+/// is closed under it while it waits (30 s at most) without sending.
+const WS_CLIENT: &str = r#"
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+async def main(url, scenario):
+    out = {}
+    if scenario == "refuse":
+        try:
+            async with connect(url, proxy=None):
+                out["opened"] = True
+        except InvalidStatus as e:
+            out["status"] = e.response.status_code
+            out["body"] = e.response.body.decode()
+    else:
+        async with connect(url, proxy=None, max_size=None, ping_interval=None, close_timeout=1) as ws:
+            if scenario == "echo":
+                await ws.send("hello, origin")
+                out["text"] = await ws.recv()
+                blob = bytes(range(256)) * 4096
+                await ws.send(blob)
+                back = await ws.recv()
+                out["binary"] = len(back)
+                out["binary_equal"] = back == blob
+            elif scenario == "headers":
+                out["headers"] = json.loads(await ws.recv())
+            elif scenario == "idle":
+                try:
+                    await asyncio.wait_for(ws.recv(), 30)
+                    out["closed"] = False
+                except ConnectionClosed:
+                    out["closed"] = True
+    print(json.dumps(out), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+/// Start [`WS_SERVER`] with `python`; returns once it listens, with its port.
+fn ws_server(python: &Path, dir: &Path) -> (aop_e2e::Running, u16) {
+    use std::io::BufRead as _;
+    let script = dir.join("ws_server.py");
+    std::fs::write(&script, WS_SERVER).unwrap();
+    let mut child = Command::new(python)
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = aop_e2e::Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let port = lines.by_ref().map_while(Result::ok).find_map(|l| {
+            l.strip_prefix("PORT ")
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        });
+        let _ = tx.send(port);
+        lines.for_each(drop);
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .expect("the WebSocket server says its port");
+    (running, port)
+}
+
+/// Run [`WS_CLIENT`] against aop-edge-proxy on `proxy_port`: its JSON answer.
+async fn ws_client(
+    python: &Path,
+    dir: &Path,
+    proxy_port: u16,
+    path: &str,
+    scenario: &str,
+) -> serde_json::Value {
+    let script = dir.join("ws_client.py");
+    std::fs::write(&script, WS_CLIENT).unwrap();
+    let url = format!("ws://127.0.0.1:{proxy_port}{path}");
+    let (python, scenario) = (python.to_owned(), scenario.to_owned());
+    let o = tokio::task::spawn_blocking(move || {
+        aop_e2e::run(Command::new(&python).arg(&script).arg(&url).arg(&scenario))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+}
+
+/// The next log line of `p` that contains `needle` (10 s at most).
+fn log_line(p: &Proxy, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = p
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("a log line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+/// Python `websockets` client → aop-edge-proxy → nginx (`ssl http2`,
+/// `ssl_verify_client on`, `proxy_pass` with Upgrade) → Python `websockets` server: a
+/// real chain. Plain requests reach nginx over HTTP/2; the WebSocket goes over HTTP/1.1
+/// (nginx 1.22 cannot upgrade an HTTP/2 stream), text and a 1 MiB binary message echo,
+/// the server sees nginx's `SUCCESS` for the edge's certificate and the edge's
+/// headers, a server refusing with 403 gives the visitor 403, and an idle tunnel is
+/// closed after `--tunnel-idle-timeout` and counted in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_proxy_tunnels_websockets_through_nginx_to_a_websockets_server() {
+    let Some(python) = aop_e2e::python("the_edge_proxy_tunnels_websockets") else {
+        return;
+    };
+    if !have_peer("nginx", "the_edge_proxy_tunnels_websockets") {
+        return;
+    }
+    let w = world();
+    let (_server, ws_port) = ws_server(&python, w.path());
+    let nginx = nginx_origin(&w, "nginx-ws", true, Some(ws_port));
+    let zone = format!(
+        "example.com={},{}",
+        s(&w.zone_edge.cert),
+        s(&w.zone_edge.key)
+    );
+    let p = proxy(&w, nginx.port, "www.example.com", &["--zone-cert", &zone]);
+
+    // A plain request: HTTP/2 to nginx, HTTP/1.1 to the visitor.
+    let pp = p.port;
+    let (status, head, body) = tokio::task::spawn_blocking(move || http_get(pp, "/", ""))
+        .await
+        .unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with("verify=SUCCESS dn=CN=edge-example.com conn=")
+            && body.ends_with(" proto=HTTP/2.0 upgrade=[]\n"),
+        "{body}"
+    );
+
+    let echo = ws_client(&python, w.path(), p.port, "/ws/echo", "echo").await;
+    assert_eq!(
+        echo,
+        serde_json::json!({"text": "hello, origin", "binary": 1 << 20, "binary_equal": true})
+    );
+    let open = log_line(&p, "websocket tunnel open");
+    assert!(open.contains("tunnels_open=1 tunnels_total=1"), "{open}");
+    let closed = log_line(&p, "websocket tunnel closed");
+    assert!(
+        closed.contains("closed=\"closed\"") && closed.contains("tunnels_open=0 tunnels_total=1"),
+        "{closed}"
+    );
+
+    let seen = ws_client(&python, w.path(), p.port, "/ws/headers", "headers").await;
+    let h = &seen["headers"];
+    assert_eq!(h["x-client-verify"], "SUCCESS", "{h}");
+    assert_eq!(h["x-client-dn"], "CN=edge-example.com", "{h}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{h}");
+    assert_eq!(h["cf-connecting-ip"], "127.0.0.1", "{h}");
+    assert_eq!(h["upgrade"], "websocket", "{h}");
+    assert_eq!(h["x-request-id"].as_str().unwrap().len(), 24, "{h}");
+    assert!(log_line(&p, "websocket tunnel open").contains("tunnels_total=2"));
+
+    let refused = ws_client(&python, w.path(), p.port, "/ws/refuse", "refuse").await;
+    assert_eq!(
+        refused,
+        serde_json::json!({"status": 403, "body": "refused\n"})
+    );
+    let line = log_line(&p, "forwarded");
+    assert!(
+        line.contains("status=403") && line.contains("upgrade=\"refused\""),
+        "{line}"
+    );
+    drop(p);
+
+    // An idle tunnel is closed after the idle timeout, and counted.
+    let p = proxy(
+        &w,
+        nginx.port,
+        "www.example.com",
+        &["--zone-cert", &zone, "--tunnel-idle-timeout", "1"],
+    );
+    let idle = ws_client(&python, w.path(), p.port, "/ws/echo", "idle").await;
+    assert_eq!(idle, serde_json::json!({"closed": true}));
+    let closed = log_line(&p, "websocket tunnel closed");
+    assert!(
+        closed.contains("closed=\"tunnel_idle\"")
+            && closed.contains("tunnels_open=0 tunnels_total=1"),
+        "{closed}"
+    );
+}
+
+/// An origin (ours, answering by hand) that switches to a protocol the visitor did not
+/// ask for: `101` with `Upgrade: h2c` to a WebSocket request, and `101 Upgrade:
+/// websocket` to a plain GET. The visitor gets 502 both times, and no tunnel opens.
+#[tokio::test]
+async fn the_edge_proxy_answers_502_when_the_origin_switches_to_another_protocol() {
+    let w = world();
+    let provider = aop_pki::default_provider();
+    let pair = aop_pki::load_key_pair(&w.server.cert, &w.server.key, &provider).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(pair.chain, pair.key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let asked = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let answer = if asked.contains("upgrade: websocket") {
+                    "h2c"
+                } else {
+                    "websocket"
+                };
+                let reply = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {answer}\r\n\r\n"
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.read(&mut buf).await;
+            });
+        }
+    });
+    let shared = [
+        "--cert",
+        s(&w.shared_edge.cert),
+        "--key",
+        s(&w.shared_edge.key),
+    ];
+    let p = proxy(&w, port, "www.example.com", &shared);
+    let pp = p.port;
+    for extra in [
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        "",
+    ] {
+        let (status, head, _) = tokio::task::spawn_blocking(move || http_get(pp, "/", extra))
+            .await
+            .unwrap();
+        assert_eq!(status, 502, "{extra}: {head}");
+    }
+    let line = log_line(&p, "origin pull failed");
+    assert!(line.contains("status=502"), "{line}");
+    assert!(
+        !p.log
+            .try_iter()
+            .any(|l| l.contains("websocket tunnel open")),
+        "no tunnel"
+    );
+    origin.abort();
 }

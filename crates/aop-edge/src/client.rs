@@ -18,15 +18,16 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::{Connected, Connection, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -46,6 +47,100 @@ pub struct PresentedIdentity(pub u64);
 /// pooled connections are not PINGed; the pool drops them after its idle timeout.
 const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
 
+/// One pool's connections to one origin (`host:port` as the URI says it): how many are
+/// open, and the gate that lets the first request of a cold start connect alone.
+#[derive(Debug, Default)]
+struct Origin {
+    live: AtomicUsize,
+    first: tokio::sync::Mutex<()>,
+    /// First requests that have got their connection, or failed.
+    attempts: AtomicU64,
+    /// The last TLS error a connection to it failed with, and when.
+    tls: Mutex<Option<(Instant, rustls::Error)>>,
+}
+
+impl Origin {
+    /// Keep the TLS error inside `e`, if any: HTTP/2 passes only the text of a
+    /// connection's I/O error on to its requests, so [`crate::classify`] could not tell
+    /// an origin's refusal (a TLS alert after the handshake, as TLS 1.3 sends it) apart.
+    fn record(&self, e: &std::io::Error) {
+        if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            *self
+                .tls
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((Instant::now(), tls.clone()));
+        }
+    }
+
+    /// The last TLS error recorded at or after `since`.
+    fn tls_error_since(&self, since: Instant) -> Option<rustls::Error> {
+        let tls = self
+            .tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tls.as_ref()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, e)| e.clone())
+    }
+}
+
+/// A request that failed on a connection whose TLS failed: the request's error, with
+/// the TLS error as its source.
+#[derive(Debug)]
+struct TlsFailed {
+    request: hyper_util::client::legacy::Error,
+    tls: rustls::Error,
+}
+
+impl std::fmt::Display for TlsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.request, self.tls)
+    }
+}
+
+impl std::error::Error for TlsFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.tls)
+    }
+}
+
+/// A pool's origins, by lowercase URI authority.
+type Origins = Arc<Mutex<HashMap<String, Arc<Origin>>>>;
+
+/// One identity's pooled client, and what its connector knows of each origin.
+type Pool<B> = (Client<EdgeConnector, B>, Origins);
+
+fn origin(origins: &Origins, uri: &Uri) -> Arc<Origin> {
+    let key = uri
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .unwrap_or_default();
+    origins
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+/// Counts a connection in [`Origin::live`] while it is open.
+#[derive(Debug)]
+struct Live(Arc<Origin>);
+
+impl Live {
+    fn new(origin: Arc<Origin>) -> Self {
+        origin.live.fetch_add(1, Ordering::SeqCst);
+        Self(origin)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A hyper-util connector that presents one identity.
 #[derive(Clone, Debug)]
 pub struct EdgeConnector {
@@ -53,6 +148,7 @@ pub struct EdgeConnector {
     config: Arc<ClientConfig>,
     resolve: Arc<Resolve>,
     timeouts: Timeouts,
+    origins: Origins,
 }
 
 impl EdgeConnector {
@@ -64,6 +160,7 @@ impl EdgeConnector {
             identity,
             resolve,
             timeouts,
+            origins: Origins::default(),
         }
     }
 
@@ -83,6 +180,7 @@ pub struct EdgeStream {
     io: TokioIo<TlsStream<TcpStream>>,
     identity: u64,
     h2: bool,
+    live: Live,
 }
 
 impl Connection for EdgeStream {
@@ -103,7 +201,11 @@ impl hyper::rt::Read for EdgeStream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &polled {
+            self.live.0.record(e);
+        }
+        polled
     }
 }
 
@@ -113,7 +215,11 @@ impl hyper::rt::Write for EdgeStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Err(e)) = &polled {
+            self.live.0.record(e);
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -157,6 +263,7 @@ impl tower_service::Service<Uri> for EdgeConnector {
                 io: TokioIo::new(tls),
                 identity: this.identity.id(),
                 h2,
+                live: Live::new(origin(&this.origins, &uri)),
             })
         })
     }
@@ -167,13 +274,16 @@ impl tower_service::Service<Uri> for EdgeConnector {
 /// identity's own connection pool. Over HTTP/2 an identity's requests to one origin
 /// share one connection; no connection ever carries requests of two identities.
 ///
-/// A cold burst (many requests to an origin with no connection yet) may open one TLS
-/// connection per request before the first says `h2`; hyper-util then keeps one and
-/// closes the others unused (hyper#1485). Later requests find the pooled one.
+/// A cold start (requests to an origin this pool has no open connection to) sends its
+/// first request alone and the others once that one has its connection: left to
+/// itself, hyper-util would open one TLS connection per request before the first said
+/// `h2`, keep one and close the rest unused (hyper#1485) — 20 handshakes, and 20
+/// verdicts at the origin, for one connection. Over HTTP/1.1 the others then open their
+/// own connections, one handshake later.
 pub struct EdgeClient<B> {
     store: ArcSwap<IdentityStore>,
     /// Keyed on the identity, and on whether the pool speaks HTTP/1.1 only.
-    clients: Mutex<HashMap<(u64, bool), Client<EdgeConnector, B>>>,
+    clients: Mutex<HashMap<(u64, bool), Pool<B>>>,
     resolve: Arc<Resolve>,
     timeouts: Timeouts,
 }
@@ -208,6 +318,8 @@ where
     /// Send `req` (its URI must be absolute `https://…`) presenting the right identity,
     /// over HTTP/2 where the origin chose it by ALPN, else HTTP/1.1. The response's
     /// [`PresentedIdentity`] extension says which identity its connection presented.
+    /// Leave `Host` out: the URI's authority is sent as `Host` over HTTP/1.1 and as
+    /// `:authority` over HTTP/2 (nginx answers 400 to an HTTP/2 request with both).
     pub async fn request(&self, req: Request<B>) -> Result<Response<Incoming>> {
         self.send(req, false).await
     }
@@ -220,12 +332,12 @@ where
         self.send(req, true).await
     }
 
-    async fn send(&self, req: Request<B>, http1_only: bool) -> Result<Response<Incoming>> {
+    async fn send(&self, mut req: Request<B>, http1_only: bool) -> Result<Response<Incoming>> {
         let host = req.uri().host().unwrap_or_default().to_owned();
         let identity = self
             .identity_for(&host)
             .ok_or_else(|| Error::NoIdentity { host: host.clone() })?;
-        let client = {
+        let (client, origins) = {
             let mut clients = self
                 .clients
                 .lock()
@@ -240,21 +352,58 @@ where
                     } else {
                         connector
                     };
+                    let origins = connector.origins.clone();
                     let (interval, timeout) = H2_KEEP_ALIVE;
-                    Client::builder(TokioExecutor::new())
+                    let client = Client::builder(TokioExecutor::new())
                         .timer(TokioTimer::new())
                         .pool_timer(TokioTimer::new())
                         .http2_keep_alive_interval(interval)
                         .http2_keep_alive_timeout(timeout)
                         .http2_keep_alive_while_idle(false)
-                        .build(connector)
+                        .build(connector);
+                    (client, origins)
                 })
                 .clone()
         };
-        client.request(req).await.map_err(|e| Error::Request {
-            host,
-            error: Box::new(e),
-        })
+        let origin = origin(&origins, req.uri());
+        let started = Instant::now();
+        let failed = |e: hyper_util::client::legacy::Error| {
+            let error: Box<dyn std::error::Error + Send + Sync> =
+                match origin.tls_error_since(started) {
+                    Some(tls) if crate::rustls_error(&e).is_none() => {
+                        Box::new(TlsFailed { request: e, tls })
+                    }
+                    _ => Box::new(e),
+                };
+            Error::Request {
+                host: host.clone(),
+                error,
+            }
+        };
+        if origin.live.load(Ordering::SeqCst) == 0 {
+            let attempts = origin.attempts.load(Ordering::SeqCst);
+            let first = origin.first.lock().await;
+            // Still cold, and no first request has finished while this one waited
+            // (if one failed, the others go at once, each on its own).
+            if origin.live.load(Ordering::SeqCst) == 0
+                && origin.attempts.load(Ordering::SeqCst) == attempts
+            {
+                let mut connection = capture_connection(&mut req);
+                let mut response = client.request(req);
+                let done = tokio::select! {
+                    r = &mut response => Some(r),
+                    _ = connection.wait_for_connection_metadata() => None,
+                };
+                origin.attempts.fetch_add(1, Ordering::SeqCst);
+                drop(first);
+                return match done {
+                    Some(r) => r,
+                    None => response.await,
+                }
+                .map_err(failed);
+            }
+        }
+        client.request(req).await.map_err(failed)
     }
 
     /// Present the identities of `store` from the next request on. Pools of identities

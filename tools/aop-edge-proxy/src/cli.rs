@@ -17,8 +17,12 @@ Plain HTTP in, mutual TLS out: the smallest edge for authenticated origin pulls.
 request is forwarded to --origin, presenting the client certificate for the origin's \
 hostname (a --hostname-cert for it, else a --zone-cert for its zone, else --cert/--key) \
 and verifying the origin's certificate against --cacert. X-Forwarded-For, CF-Connecting-IP \
-and X-Request-Id are set. When the origin refuses the handshake the proxy answers 502 \
-with the reason in the body and the log.
+and X-Request-Id are set. The origin is spoken to over HTTP/2 when it offers h2 by ALPN (one \
+connection per client certificate), else HTTP/1.1. A WebSocket (GET with Connection: upgrade \
+and Upgrade: websocket; no other Upgrade is ever forwarded) goes to the origin over an \
+HTTP/1.1 connection and, after the origin's 101, is tunnelled until either side closes or \
+--tunnel-idle-timeout passes without a byte. When the origin refuses the handshake the \
+proxy answers 502 with the reason in the body and the log.
 
 Example:
   aop-edge-proxy --listen 127.0.0.1:8080 --origin https://example.com:8443 \\
@@ -53,6 +57,9 @@ pub(crate) struct Args {
     /// A per-hostname certificate: HOST=CERT,KEY.
     #[arg(long = "hostname-cert", value_name = "HOST=CERT,KEY")]
     pub(crate) hostname_certs: Vec<NamedIdentity>,
+    /// Close a WebSocket tunnel after this many seconds without a byte either way.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) tunnel_idle_timeout: u64,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

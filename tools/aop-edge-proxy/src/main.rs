@@ -7,6 +7,7 @@ use clap::Parser as _;
 
 mod cli;
 mod proxy;
+mod tunnel;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();

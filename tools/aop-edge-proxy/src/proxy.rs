@@ -1,4 +1,5 @@
-//! The proxy: accept plain HTTP, forward through `aop_edge::EdgeClient`.
+//! The proxy: accept plain HTTP, forward through `aop_edge::EdgeClient` (HTTP/2 to an
+//! origin that offers it), and tunnel WebSockets over an HTTP/1.1 connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,12 +12,13 @@ use aop_edge::{
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue, UPGRADE};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
 use crate::cli::Args;
+use crate::tunnel::{self, Tunnels};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -24,6 +26,8 @@ struct Proxy {
     client: EdgeClient<Incoming>,
     origin: Target,
     authority: String,
+    tunnels: Arc<Tunnels>,
+    tunnel_idle: std::time::Duration,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -63,6 +67,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ),
         origin,
         authority,
+        tunnels: Arc::default(),
+        tunnel_idle: std::time::Duration::from_secs(args.tunnel_idle_timeout),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -91,6 +97,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
                 .await;
         });
     }
@@ -108,6 +115,10 @@ fn init_logging(format: &str) {
 impl Proxy {
     async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let id = aop_http::request_id();
+        // A WebSocket goes to the origin over HTTP/1.1 (HTTP/2 has no Upgrade), and the
+        // visitor's connection is taken over once the origin has switched.
+        let visitor_upgrade =
+            tunnel::is_websocket_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let method = req.method().clone();
         let path = req
             .uri()
@@ -130,20 +141,71 @@ impl Proxy {
         set(headers, "cf-connecting-ip", &client_ip);
         set(headers, "x-forwarded-proto", "http");
         set(headers, "x-request-id", &id);
-        set(headers, "host", &self.authority);
+        // The URI's authority says it: hyper-util writes it as Host on HTTP/1.1 and as
+        // `:authority` on HTTP/2, where a Host field as well is one too many for nginx.
+        headers.remove(HOST);
+        if visitor_upgrade.is_some() {
+            // Removed as hop-by-hop above; only ever `websocket` (never `h2c`).
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        }
         let identity = self.client.identity_for(&self.origin.host);
         let (flavour, presented) = identity
             .as_ref()
             .map(|i| (i.flavour().to_string(), i.certificate().sha256.to_string()))
             .unwrap_or_default();
-        match self.client.request(req).await {
-            Ok(resp) => {
+        let sent = match visitor_upgrade {
+            Some(_) => self.client.request_http1(req).await,
+            None => self.client.request(req).await,
+        };
+        match sent {
+            Ok(mut resp) => {
                 let status = resp.status();
+                let version = resp.version();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    // Only a WebSocket the visitor asked for, and nothing else.
+                    let Some(visitor) =
+                        visitor_upgrade.filter(|_| aop_http::is_websocket_upgrade(resp.headers()))
+                    else {
+                        let why = "the origin switched to a protocol the visitor did not ask for";
+                        tracing::warn!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
+                            status = 502, origin_status = 101, identity = %flavour, presented = %presented, error = why, "origin pull failed");
+                        return self.error(&id, StatusCode::BAD_GATEWAY, why);
+                    };
+                    let origin = hyper::upgrade::on(&mut resp);
+                    tracing::info!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
+                        status = 101, ?version, identity = %flavour, presented = %presented, upgrade = "websocket", "forwarded");
+                    tokio::spawn(tunnel::run(
+                        self.tunnels.clone(),
+                        visitor,
+                        origin,
+                        self.tunnel_idle,
+                        id.clone(),
+                    ));
+                    let (mut parts, _) = resp.into_parts();
+                    aop_http::strip_hop_by_hop(&mut parts.headers);
+                    parts
+                        .headers
+                        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                    parts
+                        .headers
+                        .insert(UPGRADE, HeaderValue::from_static("websocket"));
+                    set(&mut parts.headers, "x-request-id", &id);
+                    parts.version = Version::HTTP_11;
+                    return Response::from_parts(parts, empty());
+                }
+                let upgrade = if visitor_upgrade.is_some() {
+                    "refused"
+                } else {
+                    "-"
+                };
                 tracing::info!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
-                    status = status.as_u16(), identity = %flavour, presented = %presented, "forwarded");
+                    status = status.as_u16(), ?version, identity = %flavour, presented = %presented, upgrade, "forwarded");
                 let (mut parts, body) = resp.into_parts();
                 aop_http::strip_hop_by_hop(&mut parts.headers);
                 set(&mut parts.headers, "x-request-id", &id);
+                // The visitor speaks HTTP/1.1, whatever the origin spoke.
+                parts.version = Version::HTTP_11;
                 Response::from_parts(parts, body.boxed())
             }
             Err(e) => {
@@ -176,6 +238,12 @@ impl Proxy {
         set(resp.headers_mut(), "x-request-id", id);
         resp
     }
+}
+
+fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn set(headers: &mut hyper::HeaderMap, name: &'static str, value: &str) {
