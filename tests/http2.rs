@@ -679,12 +679,23 @@ async fn port_zero_is_a_bad_request_on_http1() {
 #[derive(Default)]
 struct Seen {
     stalled: std::sync::atomic::AtomicU64,
+    goaway: std::sync::Mutex<Vec<aop_verify::hyper::GoAway>>,
+}
+
+impl Seen {
+    fn goaways(&self) -> Vec<aop_verify::hyper::GoAway> {
+        self.goaway.lock().unwrap().clone()
+    }
 }
 
 impl aop_verify::hyper::Observer for Seen {
     fn stream_stalled(&self) {
         self.stalled
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn goaway(&self, why: aop_verify::hyper::GoAway) {
+        self.goaway.lock().unwrap().push(why);
     }
 }
 
@@ -871,4 +882,228 @@ async fn a_stream_stalled_by_withheld_credit_is_reset_after_the_send_timeout() {
         "the connection still serves"
     );
     assert!(!conn.is_finished());
+}
+
+/// A handler that counts its calls and answers `/endless` with a body that never ends
+/// (its first chunk at once), anything else with `ok`.
+fn counting(
+    calls: Arc<std::sync::atomic::AtomicU64>,
+) -> impl Fn(hyper::Request<hyper::body::Incoming>) -> std::future::Ready<hyper::Response<BoxBody>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |req| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (chunk, chunks) = match req.uri().path() {
+            "/endless" => (Bytes::from(vec![b'x'; 1024]), usize::MAX),
+            _ => (Bytes::from_static(b"ok"), 1),
+        };
+        std::future::ready(hyper::Response::new(
+            Paced {
+                chunk,
+                chunks,
+                pause: None,
+                sleep: None,
+                dropped: Arc::default(),
+            }
+            .boxed(),
+        ))
+    }
+}
+
+/// 1001 requests one after another on one HTTP/2 connection: the first 1000
+/// (`max_requests_per_connection`) are served whole, then the connection ends by
+/// GOAWAY (NO_ERROR); the 1001st never reaches the service.
+#[tokio::test]
+async fn an_http2_connection_ends_by_goaway_after_max_requests() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let w = world();
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let origin = scratch(&policy(&w), limits(), seen.clone(), counting(calls.clone())).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (mut send, _, conn) = raw_h2(&w, origin.addr).await;
+    for i in 0..1000 {
+        let resp = raw_send(&mut send, &a, "/").await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(
+            read_all(resp.into_body()).await.unwrap(),
+            b"ok",
+            "request {i}"
+        );
+    }
+    // The 1001st: refused by the client's h2 (GOAWAY seen) or, sent before it arrived,
+    // answered 421 by the glue.
+    let last = match send.clone().ready().await {
+        Ok(mut ready) => {
+            let req = hyper::Request::get(format!("https://{a}/"))
+                .body(())
+                .unwrap();
+            match ready.send_request(req, true) {
+                Ok((resp, _)) => resp.await.map(|r| r.status().as_u16()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match last {
+        Ok(status) => assert_eq!(status, 421),
+        Err(e) => assert!(
+            e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR),
+            "{e:?}"
+        ),
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection ends after its GOAWAY")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(calls.load(SeqCst), 1000);
+    assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
+}
+
+/// On HTTP/1.1 the last request's response (`max_requests_per_connection` = 3) says
+/// `Connection: close` and the connection closes: of 4 pipelined requests, 3 answers.
+#[tokio::test]
+async fn an_http1_connection_closes_after_max_requests() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = world();
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let origin = scratch(
+        &policy(&w),
+        limits().with_max_requests_per_connection(3),
+        seen.clone(),
+        counting(calls.clone()),
+    )
+    .await;
+    let tcp = TcpStream::connect(origin.addr).await.unwrap();
+    let name = ServerName::try_from("a.example").unwrap();
+    let mut io = tls(&w, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: a.example:{}\r\n\r\n",
+        origin.addr.port()
+    );
+    io.write_all(req.repeat(4).as_bytes()).await.unwrap();
+    let mut got = String::new();
+    io.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{got}");
+    assert_eq!(got.matches("connection: close\r\n").count(), 1, "{got}");
+    let last = got.rsplit("HTTP/1.1 200 OK\r\n").next().unwrap();
+    assert!(
+        last.contains("connection: close\r\n") && last.ends_with("\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+        "the last response whole: {got}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
+}
+
+/// A client that opens stream after stream and resets each once its response has
+/// begun (RST_STREAM CANCEL) is sent GOAWAY and closed after `max_abandoned_streams`
+/// (100) such streams: the service was called at most that many times plus the streams
+/// in flight; a well-behaved connection beside it is served throughout.
+#[tokio::test]
+async fn a_reset_storm_ends_the_connection_and_no_other() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let w = world();
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let origin = scratch(&policy(&w), limits(), seen.clone(), counting(calls.clone())).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (mut good, good_conn) = hyper_h2(&w, origin.addr, "a.example").await;
+    assert_eq!(get(&mut good, &a, None).await.unwrap().0, 200);
+    let (send, _, storm_conn) = raw_h2(&w, origin.addr).await;
+    let mut sent = 0;
+    let err = loop {
+        assert!(
+            sent < 1000,
+            "the connection is still open after {sent} resets"
+        );
+        let mut ready = match send.clone().ready().await {
+            Ok(r) => r,
+            Err(e) => break e,
+        };
+        let req = hyper::Request::get(format!("https://{a}/endless"))
+            .body(())
+            .unwrap();
+        let (resp, mut stream) = match ready.send_request(req, false) {
+            Ok(r) => r,
+            Err(e) => break e,
+        };
+        sent += 1;
+        match resp.await {
+            Ok(resp) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                drop(resp);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_go_away() || err.is_io(), "{err:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), storm_conn)
+        .await
+        .expect("the storm's connection is closed")
+        .unwrap();
+    let limits = limits();
+    let bound =
+        limits.http2.max_abandoned_streams as u64 + u64::from(limits.http2.max_concurrent_streams);
+    let served = calls.load(SeqCst) - 1; // the good connection's GET
+    assert!(
+        (101..=bound).contains(&served),
+        "{served} service calls for {sent} streams ({ended:?})"
+    );
+    assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::ResetStorm]);
+    assert_eq!(
+        get(&mut good, &a, None).await.unwrap().0,
+        200,
+        "the other connection"
+    );
+    assert!(!good_conn.is_finished());
+}
+
+/// The rapid-reset pattern (CVE-2023-44487): bursts of 50 streams, each reset as soon as
+/// it is sent. The connection ends (the glue's GOAWAY, or — as it happens here, after
+/// about 200 streams, none of which reached the service — h2's own limit on streams
+/// reset before they were accepted) with the service called at most
+/// `max_abandoned_streams` plus `max_concurrent_streams` times.
+#[tokio::test]
+async fn rapid_resets_end_the_connection_with_bounded_service_calls() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let w = world();
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let origin = scratch(&policy(&w), limits(), seen.clone(), counting(calls.clone())).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (send, _, mut conn) = raw_h2(&w, origin.addr).await;
+    let mut sent = 0;
+    let ended = 'storm: loop {
+        assert!(sent < 100_000, "still open after {sent} streams");
+        for _ in 0..50 {
+            let Ok(mut ready) = send.clone().ready().await else {
+                break 'storm (&mut conn).await.unwrap();
+            };
+            let req = hyper::Request::get(format!("https://{a}/endless"))
+                .body(())
+                .unwrap();
+            let Ok((_, mut stream)) = ready.send_request(req, false) else {
+                break 'storm (&mut conn).await.unwrap();
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            sent += 1;
+        }
+        tokio::task::yield_now().await;
+        if conn.is_finished() {
+            break (&mut conn).await.unwrap();
+        }
+    };
+    let limits = limits();
+    let bound =
+        limits.http2.max_abandoned_streams as u64 + u64::from(limits.http2.max_concurrent_streams);
+    let served = calls.load(SeqCst);
+    assert!(
+        served <= bound,
+        "{served} service calls for {sent} streams ({ended:?}, {:?})",
+        seen.goaways()
+    );
 }

@@ -49,6 +49,15 @@ pub struct Limits {
     /// stream, its service future and its upstream for ever. Enforced by the hyper
     /// glue. Default 60 s (nginx's `send_timeout`).
     pub send_timeout: Duration,
+    /// A connection serves at most this many requests (HTTP/2: streams), then is told
+    /// to end: on HTTP/1.1 the last response says `Connection: close`; on HTTP/2 the
+    /// connection is sent GOAWAY once the last stream is accepted, the streams in flight
+    /// finish, and streams opened after it are answered 421 without reaching the
+    /// service. A client reconnects (a fresh handshake, under the policy then in force);
+    /// what one connection can make the service start, and how long one handshake's
+    /// verdict is reused, stay bounded. Enforced by the hyper glue. Default 1000
+    /// (nginx's `keepalive_requests`, which applies to HTTP/2 streams too).
+    pub max_requests_per_connection: u64,
     /// The HTTP/2 settings of the hyper glue's connections (ALPN `h2`).
     pub http2: Http2Limits,
 }
@@ -89,6 +98,15 @@ pub struct Http2Limits {
     pub keep_alive_interval: Option<Duration>,
     /// Close the connection if a PING is not answered within this. Default 20 s.
     pub keep_alive_timeout: Duration,
+    /// Streams that may end before their response does — reset by the client
+    /// (RST_STREAM) after the service was called, reset by the glue because the client
+    /// withheld flow-control credit, or opened after the connection was sent GOAWAY —
+    /// before the connection is sent GOAWAY and closed a second later (the reset storm:
+    /// each such stream costs a service call, an upstream request, for no response).
+    /// h2's own [`Http2Limits::max_pending_accept_reset_streams`] only sees streams reset
+    /// before they are accepted. Default 100: a browser cancels a few streams on a
+    /// page; a client that cancels a hundred on one connection can reconnect.
+    pub max_abandoned_streams: usize,
     /// Accept extended CONNECT (RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL), the way a
     /// WebSocket is carried over HTTP/2: a `CONNECT` request with a `:protocol`
     /// (`hyper::ext::Protocol` in its extensions) whose `200` turns the stream into a
@@ -110,6 +128,7 @@ impl Default for Http2Limits {
             max_local_error_reset_streams: 1024,
             keep_alive_interval: Some(Duration::from_secs(30)),
             keep_alive_timeout: Duration::from_secs(20),
+            max_abandoned_streams: 100,
             connect_protocol: false,
         }
     }
@@ -124,6 +143,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
+            max_requests_per_connection: 1000,
             http2: Http2Limits::default(),
         }
     }
@@ -157,6 +177,12 @@ impl Limits {
     /// Set [`Limits::send_timeout`].
     pub fn with_send_timeout(mut self, t: Duration) -> Self {
         self.send_timeout = t;
+        self
+    }
+
+    /// Set [`Limits::max_requests_per_connection`].
+    pub fn with_max_requests_per_connection(mut self, n: u64) -> Self {
+        self.max_requests_per_connection = n;
         self
     }
 

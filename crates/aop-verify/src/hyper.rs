@@ -142,6 +142,10 @@ pub trait Observer: Send + Sync {
     /// flow-control credit (a WINDOW_UPDATE); the connection and its other streams go
     /// on. Not logged by the glue (one event per stream).
     fn stream_stalled(&self) {}
+    /// The connection was told to end, gracefully (see [`GoAway`]).
+    fn goaway(&self, why: GoAway) {
+        let _ = why;
+    }
 }
 
 impl Observer for () {}
@@ -185,7 +189,7 @@ where
         .peer_certificates()
         .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let activity = Arc::new(Activity::new(h2));
+    let activity = Arc::new(Activity::new(h2, &limits));
     let verdict = Arc::new(verdict);
     let service = WithVerdict {
         inner: service,
@@ -240,9 +244,22 @@ where
             if let Poll::Ready(r) = conn.poll(cx) {
                 return Poll::Ready(r);
             }
-            if activity.goaway.swap(false, Ordering::Relaxed) {
-                hard_stop
-                    .get_or_insert_with(|| tokio::time::Instant::now() + limits.keepalive_timeout);
+            let decided = activity.goaway.swap(0, Ordering::Relaxed);
+            if decided != 0 {
+                for why in GoAway::ALL.into_iter().filter(|w| decided & w.bit() != 0) {
+                    told_to_end(why, &verdict, &*observer);
+                    let now = tokio::time::Instant::now();
+                    let stop = match why {
+                        // Streams in flight finish; later ones are refused (and count
+                        // as abandoned), and the idle timer closes the connection.
+                        GoAway::MaxRequests | GoAway::Idle => None,
+                        GoAway::Reload => Some(now + limits.keepalive_timeout),
+                        GoAway::ResetStorm => Some(now + GOAWAY_GRACE),
+                    };
+                    if let Some(stop) = stop {
+                        hard_stop = Some(hard_stop.map_or(stop, |s| s.min(stop)));
+                    }
+                }
                 if !std::mem::replace(&mut closing, true) {
                     conn.graceful_shutdown();
                 }
@@ -255,7 +272,7 @@ where
             };
             let Some((at, why)) = next else {
                 if h2 {
-                    activity.wake_when_idle(cx);
+                    activity.register(cx, true);
                 }
                 return Poll::Pending;
             };
@@ -263,6 +280,7 @@ where
                 match why {
                     Timeout::KeepAlive if h2 => {
                         closed_for(why, &verdict, &*observer);
+                        observer.goaway(GoAway::Idle);
                         grace = Some(tokio::time::Instant::now() + GOAWAY_GRACE);
                         if !std::mem::replace(&mut closing, true) {
                             conn.graceful_shutdown();
@@ -280,6 +298,9 @@ where
                 timer.as_mut().reset(at);
             }
             if timer.as_mut().poll(cx).is_pending() {
+                if h2 {
+                    activity.register(cx, false);
+                }
                 return Poll::Pending;
             }
         }
@@ -476,6 +497,70 @@ fn closed_for(why: Timeout, verdict: &Verdict, observer: &dyn Observer) {
         "connection closed: {}", why.describe());
 }
 
+/// Why the glue told a client to end its connection: an HTTP/2 GOAWAY (NO_ERROR, a
+/// graceful end: streams the client opened before it finish), or, for
+/// [`GoAway::MaxRequests`] on HTTP/1.1, `Connection: close` on the last response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GoAway {
+    /// No stream was open for [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout)
+    /// (also reported as [`Observer::keepalive_timeout`]).
+    Idle,
+    /// The connection carried
+    /// [`Limits::max_requests_per_connection`](crate::Limits::max_requests_per_connection)
+    /// requests.
+    MaxRequests,
+    /// More than [`Http2Limits::max_abandoned_streams`](crate::Http2Limits::max_abandoned_streams)
+    /// streams ended before their response did (reset by the client, or stalled): the
+    /// connection is closed a second after its GOAWAY, whatever streams are open.
+    ResetStorm,
+    /// After a policy reload, the connection's certificate no longer passes its rule
+    /// (its stream was answered 421).
+    Reload,
+}
+
+impl GoAway {
+    /// The word logged (`goaway=`) and used in metrics: `idle`, `max_requests`,
+    /// `reset_storm`, `reload`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::MaxRequests => "max_requests",
+            Self::ResetStorm => "reset_storm",
+            Self::Reload => "reload",
+        }
+    }
+
+    const ALL: [Self; 4] = [
+        Self::Idle,
+        Self::MaxRequests,
+        Self::ResetStorm,
+        Self::Reload,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl std::fmt::Display for GoAway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Log (and report) a connection told to end.
+fn told_to_end(why: GoAway, verdict: &Verdict, observer: &dyn Observer) {
+    observer.goaway(why);
+    if why == GoAway::Idle {
+        return; // logged as the keep-alive timeout
+    }
+    let peer = verdict.peer.map(|p| p.to_string()).unwrap_or_default();
+    tracing::info!(target: "aop::verdict", verdict = %verdict.outcome, goaway = why.as_str(),
+        %peer, sni = verdict.sni.as_deref().unwrap_or(""), rule = verdict.rule.as_deref().unwrap_or(""),
+        "connection told to end (HTTP/2 GOAWAY, or HTTP/1.1 Connection: close)");
+}
+
 /// Which post-handshake timer closed a connection.
 #[derive(Clone, Copy, Debug)]
 enum Timeout {
@@ -513,11 +598,23 @@ struct Activity {
     start: tokio::time::Instant,
     /// HTTP/2: no header-read phase; bytes between requests do not start one.
     h2: bool,
-    /// HTTP/2: a stream was refused in a way that ends the connection (a failed re-check
-    /// after a reload); the connection loop sends GOAWAY.
-    goaway: AtomicBool,
+    /// HTTP/2: why the connection is to be sent GOAWAY, decided in a stream's call or
+    /// task and not yet acted on by the connection's loop (a set of [`GoAway`] bits).
+    goaway: AtomicU8,
+    /// HTTP/2: a GOAWAY was decided; streams the client still opens are refused (421)
+    /// without reaching the service, and count as abandoned.
+    ending: AtomicBool,
+    /// Requests (HTTP/2: streams) handed to [`WithVerdict`] so far.
+    requests: AtomicU64,
+    /// [`crate::Limits::max_requests_per_connection`].
+    max_requests: u64,
+    /// HTTP/2: streams that ended before their response did (the client reset them, or
+    /// stopped taking the response), and streams refused after GOAWAY.
+    abandoned: AtomicUsize,
+    /// [`crate::Http2Limits::max_abandoned_streams`].
+    max_abandoned: usize,
     /// HTTP/2: the connection's task, woken when its last open stream ends in a stream
-    /// task (so that its idle timer starts).
+    /// task (so that its idle timer starts), or when a stream decides on GOAWAY.
     waker: std::sync::Mutex<Option<std::task::Waker>>,
     phase: AtomicU8,
     /// When the phase began, in ms since `start`.
@@ -540,11 +637,16 @@ const HEAD: u8 = 1;
 const BUSY: u8 = 2;
 
 impl Activity {
-    fn new(h2: bool) -> Self {
+    fn new(h2: bool, limits: &crate::Limits) -> Self {
         Self {
             start: tokio::time::Instant::now(),
             h2,
-            goaway: AtomicBool::new(false),
+            goaway: AtomicU8::new(0),
+            ending: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            max_requests: limits.max_requests_per_connection,
+            abandoned: AtomicUsize::new(0),
+            max_abandoned: limits.http2.max_abandoned_streams,
             waker: std::sync::Mutex::new(None),
             phase: AtomicU8::new(IDLE),
             since_ms: AtomicU64::new(0),
@@ -580,8 +682,9 @@ impl Activity {
         }
     }
 
-    /// HTTP/2: wake the connection's task when its last open stream ends.
-    fn wake_when_idle(&self, cx: &Context<'_>) {
+    /// HTTP/2: wake the connection's task when its last open stream ends, or a stream
+    /// decides on GOAWAY. `idle`: the loop waits for the last stream's end.
+    fn register(&self, cx: &Context<'_>, idle: bool) {
         let mut w = self
             .waker
             .lock()
@@ -591,16 +694,51 @@ impl Activity {
             _ => *w = Some(cx.waker().clone()),
         }
         drop(w);
-        // The last stream may have ended between the deadline's check and now.
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
+        // The last stream may have ended, or a GOAWAY been decided, between the loop's
+        // checks and now.
+        if (idle && self.in_flight.load(Ordering::Relaxed) == 0)
+            || self.goaway.load(Ordering::Relaxed) != 0
+        {
             cx.waker().wake_by_ref();
         }
     }
 
-    fn begin(self: &Arc<Self>) -> Busy {
+    /// Wake the connection's task, if it waits.
+    fn wake(&self) {
+        if let Some(w) = self
+            .waker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            w.wake();
+        }
+    }
+
+    /// A request (`stream`: an HTTP/2 one, whose end before its response's counts as
+    /// abandoned), or a hold, begins.
+    fn begin(self: &Arc<Self>, stream: bool) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.phase.store(BUSY, Ordering::Relaxed);
-        Busy(self.clone())
+        Busy {
+            activity: self.clone(),
+            open: stream,
+        }
+    }
+
+    /// HTTP/2: decide on GOAWAY for `why`; the connection's loop sends it.
+    fn end(&self, why: GoAway) {
+        self.ending.store(true, Ordering::Relaxed);
+        self.goaway.fetch_or(why.bit(), Ordering::Relaxed);
+        self.wake();
+    }
+
+    /// HTTP/2: a stream ended before its response did, or was opened after GOAWAY;
+    /// one more than the limit ends the connection.
+    fn abandon(&self) {
+        if self.abandoned.fetch_add(1, Ordering::Relaxed) == self.max_abandoned {
+            self.end(GoAway::ResetStorm);
+        }
     }
 
     /// The next timer to run, if any. `grace`: when an idle HTTP/2 connection sent
@@ -620,16 +758,18 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
+        let since = self.start + Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
         let (limit, why) = match self.phase.load(Ordering::Relaxed) {
+            // The grace counts from the last stream's end too: one that ended just at
+            // the deadline has its last frames still to flush.
             IDLE => match grace {
-                Some(at) => return Some((at, Timeout::Grace)),
+                Some(at) => return Some((at.max(since + GOAWAY_GRACE), Timeout::Grace)),
                 None => (limits.keepalive_timeout, Timeout::KeepAlive),
             },
             HEAD => (limits.header_read_timeout, Timeout::Header),
             _ => return None,
         };
-        let since = Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
-        Some((self.start + since + limit, why))
+        Some((since + limit, why))
     }
 }
 
@@ -637,7 +777,11 @@ impl Activity {
 /// one lives, the connection is busy and its keep-alive timer does not run. The glue's
 /// own are dropped when the response body ends (or is dropped).
 #[must_use = "the connection is busy only while this lives"]
-pub struct Busy(Arc<Activity>);
+pub struct Busy {
+    activity: Arc<Activity>,
+    /// An HTTP/2 request whose response has not ended: dropped so, it was abandoned.
+    open: bool,
+}
 
 impl std::fmt::Debug for Busy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -681,7 +825,7 @@ pub struct InFlight(Arc<Activity>);
 impl InFlight {
     /// Keep the connection busy until the returned value is dropped.
     pub fn hold(&self) -> Busy {
-        self.0.begin()
+        self.0.begin(false)
     }
 }
 
@@ -693,17 +837,14 @@ impl std::fmt::Debug for InFlight {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.enter(IDLE);
-            if self.0.h2
-                && let Some(w) = self
-                    .0
-                    .waker
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take()
-            {
-                w.wake();
+        let activity = &self.activity;
+        if self.open {
+            activity.abandon();
+        }
+        if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            activity.enter(IDLE);
+            if activity.h2 {
+                activity.wake();
             }
         }
     }
@@ -783,10 +924,18 @@ impl<B: Body> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let r = this.inner.poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = r {
-            this.busy.take();
+        let mut this = self.project();
+        let r = this.inner.as_mut().poll_frame(cx);
+        match &r {
+            Poll::Ready(None | Some(Err(_))) => {
+                ended(this.busy);
+                this.busy.take();
+            }
+            // The last frame: hyper sends it and polls no more.
+            Poll::Ready(Some(Ok(f))) if !f.is_data() || this.inner.is_end_stream() => {
+                ended(this.busy);
+            }
+            _ => {}
         }
         // On HTTP/2 (in a stream's task): tell its watchdog.
         let _ = STALL.try_with(|stall| {
@@ -801,6 +950,14 @@ impl<B: Body> Body for Tracked<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The response has ended (or failed on the server's side): its stream was not
+/// abandoned.
+fn ended(busy: &mut Option<Busy>) {
+    if let Some(b) = busy {
+        b.open = false;
     }
 }
 
@@ -985,16 +1142,17 @@ const FORWARDED_HOST_HEADERS: [&str; 3] = ["x-forwarded-host", "x-host", "x-orig
 impl<S, B> Service<Request<Incoming>> for WithVerdict<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    B: Default,
+    B: Body + Default,
 {
     type Response = Response<Tracked<B>>;
     type Error = S::Error;
     type Future = Answer<S::Future, B, S::Error>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let busy = self.activity.begin();
         // HTTP/2 has no `Connection` header: a stream's refusal ends only that stream.
         let h1 = req.version() != hyper::Version::HTTP_2;
+        let activity = &self.activity;
+        let busy = activity.begin(!h1);
         let refuse = |status: StatusCode, close: bool, busy: Busy| {
             let mut resp = Response::new(B::default());
             *resp.status_mut() = status;
@@ -1009,22 +1167,37 @@ where
                 busy: Some(busy),
             }
         };
+        if activity.ending.load(Ordering::Relaxed) {
+            // HTTP/2: a stream opened after GOAWAY (sent before the client saw it, or
+            // in spite of it): retry on another connection. A client that keeps doing
+            // it is a reset storm.
+            activity.abandon();
+            return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
+        }
+        let last = activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests;
+        if last && !h1 {
+            activity.end(GoAway::MaxRequests);
+        }
         let Some((policy, verdict)) = self.current() else {
             self.observer.misdirected();
             // HTTP/2: 421 on this stream, and GOAWAY for the connection.
             if !h1 {
-                self.activity.goaway.store(true, Ordering::Relaxed);
+                activity.end(GoAway::Reload);
             }
             return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
         };
         if let Some(status) = self.refuse_names(&req, &policy, &verdict) {
-            return refuse(status, status == StatusCode::BAD_REQUEST, busy);
+            return refuse(status, last || status == StatusCode::BAD_REQUEST, busy);
+        }
+        if last && h1 {
+            told_to_end(GoAway::MaxRequests, &verdict, &*self.observer);
         }
         req.extensions_mut().insert(verdict);
-        req.extensions_mut().insert(InFlight(self.activity.clone()));
+        req.extensions_mut().insert(InFlight(activity.clone()));
         Answer::Inner {
             future: Box::pin(self.inner.call(req)),
             busy: Some(busy),
+            close: last && h1,
         }
     }
 }
@@ -1036,6 +1209,9 @@ enum Answer<F, B, E> {
         /// The service's future.
         future: Pin<Box<F>>,
         busy: Option<Busy>,
+        /// HTTP/1.1: the connection's last request; its response says
+        /// `Connection: close`.
+        close: bool,
     },
     /// The request was refused before reaching the service.
     Refused {
@@ -1050,7 +1226,7 @@ enum Answer<F, B, E> {
 // response is moved out, never pinned.
 impl<F, B, E> Unpin for Answer<F, B, E> {}
 
-impl<F, B, E> Future for Answer<F, B, E>
+impl<F, B: Body, E> Future for Answer<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -1058,15 +1234,33 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let track = |resp: Response<B>, busy: &mut Option<Busy>| {
-            resp.map(|inner| Tracked {
-                inner,
-                busy: busy.take(),
-            })
+            let mut busy = busy.take();
+            // hyper sends an empty body with the head, and never polls it.
+            if resp.body().is_end_stream() {
+                ended(&mut busy);
+            }
+            resp.map(|inner| Tracked { inner, busy })
         };
         match self.get_mut() {
-            Self::Inner { future, busy } => match future.as_mut().poll(cx) {
-                Poll::Ready(Ok(resp)) => Poll::Ready(Ok(track(resp, busy))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Self::Inner {
+                future,
+                busy,
+                close,
+            } => match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(mut resp)) => {
+                    if *close {
+                        resp.headers_mut().insert(
+                            hyper::header::CONNECTION,
+                            hyper::header::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Poll::Ready(Ok(track(resp, busy)))
+                }
+                Poll::Ready(Err(e)) => {
+                    // The service failed, not the client: hyper resets the stream.
+                    ended(busy);
+                    Poll::Ready(Err(e))
+                }
                 Poll::Pending => Poll::Pending,
             },
             Self::Refused { response, busy } => Poll::Ready(Ok(track(
