@@ -112,7 +112,7 @@ async fn get(
 // ---- aop_verify::serve in process ----
 
 /// Rules `a` (a.example) and `b` (b.example), both trusting the edge's CA, in `mode`;
-/// HTTP/2 offered first.
+/// the default ALPN (`h2`, then `http/1.1`).
 fn policy(w: &World, mode: Mode) -> PolicySpec {
     let rule = |name: &str, host: &str| {
         let mut r = RuleSpec::new(
@@ -125,7 +125,7 @@ fn policy(w: &World, mode: Mode) -> PolicySpec {
         r.mode = mode;
         r
     };
-    PolicySpec::new(vec![rule("a", "a.example"), rule("b", "b.example")]).with_http2()
+    PolicySpec::new(vec![rule("a", "a.example"), rule("b", "b.example")])
 }
 
 /// What the test service answers: the verdict's outcome, the client's subject (`-`

@@ -82,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             rule
         })
         .collect();
-    let policy = PolicyHandle::load(&PolicySpec::new(rules).with_http2())?;
+    let policy = PolicyHandle::load(&PolicySpec::new(rules))?;
 
     let app = Router::new()
         .route("/", get(verdict))

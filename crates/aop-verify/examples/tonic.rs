@@ -109,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             rule
         })
         .collect();
-    let policy = PolicyHandle::load(&PolicySpec::new(rules).with_http2())?;
+    let policy = PolicyHandle::load(&PolicySpec::new(rules))?;
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "origin listening");

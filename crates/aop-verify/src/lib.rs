@@ -121,9 +121,8 @@
 //!
 //! `hyper::serve_connection` serves an accepted connection with the verdict in every
 //! request's extensions, over HTTP/2 when ALPN chose `h2` and HTTP/1.1 otherwise
-//! ([`PolicySpec::alpn`] offers `http/1.1` by default and `h2` first with
-//! [`PolicySpec::with_http2`], an opt-in for now; a rule may offer its own,
-//! [`RuleSpec::alpn`]; [`Accepted::alpn`] says what was chosen).
+//! ([`PolicySpec::alpn`] offers `h2` then `http/1.1` by default; a rule may offer its
+//! own, [`RuleSpec::alpn`]; [`Accepted::alpn`] says what was chosen).
 //! `hyper::serve_connection_until` also stops on a shutdown signal and reports each 421,
 //! 400 and timeout to a `hyper::Observer` for the caller's metrics. The glue guards what
 //! comes after the handshake: every Host header, absolute-form authority and HTTP/2
