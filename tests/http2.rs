@@ -460,6 +460,8 @@ async fn pings_do_not_keep_an_http2_connection_open() {
 /// the glue does with a service [`TestOrigin`] does not have (tunnels, streaming bodies).
 struct Scratch {
     addr: SocketAddr,
+    /// Connections whose handshake passed.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -485,15 +487,22 @@ where
     let acceptor = aop_verify::Acceptor::new(policy, limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = accepted.clone();
     let task = tokio::spawn(async move {
         loop {
             let (tcp, peer) = listener.accept().await.unwrap();
-            let (acceptor, handler, observer) =
-                (acceptor.clone(), handler.clone(), observer.clone());
+            let (acceptor, handler, observer, count) = (
+                acceptor.clone(),
+                handler.clone(),
+                observer.clone(),
+                count.clone(),
+            );
             tokio::spawn(async move {
                 let Ok(conn) = acceptor.accept(tcp, peer).await else {
                     return;
                 };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let service = hyper::service::service_fn(move |req| {
                     let fut = handler(req);
                     async move { Ok::<_, std::convert::Infallible>(fut.await) }
@@ -508,7 +517,11 @@ where
             });
         }
     });
-    Scratch { addr, task }
+    Scratch {
+        addr,
+        accepted,
+        task,
+    }
 }
 
 /// Echo what arrives on an upgraded connection until the client closes it.
@@ -1106,4 +1119,88 @@ async fn rapid_resets_end_the_connection_with_bounded_service_calls() {
         "{served} service calls for {sent} streams ({ended:?}, {:?})",
         seen.goaways()
     );
+}
+
+/// The process's resident set size, in KiB.
+fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A measurement, not a check (`cargo test --test http2 -- --ignored --nocapture
+/// rss`): the resident memory 1000 idle connections add, HTTP/1.1 then HTTP/2, each
+/// a completed handshake on the glue with the client's TLS stream in this process too
+/// (the same for both); an HTTP/2 client sends its preface and SETTINGS and reads the
+/// server's, then both wait. `AOP_RSS_H2_FIRST=1` measures HTTP/2 first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn rss_of_idle_connections() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const N: u64 = 1000;
+    let w = world();
+    let origin = scratch(
+        &policy(&w),
+        limits(),
+        Arc::new(()),
+        counting(Arc::default()),
+    )
+    .await;
+    let mut report = Vec::new();
+    let mut kinds = [(&b"http/1.1"[..], "HTTP/1.1"), (b"h2", "HTTP/2")];
+    if std::env::var_os("AOP_RSS_H2_FIRST").is_some() {
+        kinds.reverse();
+    }
+    // Every connection is held to the end, so that one kind's freed memory does not
+    // serve the other's.
+    let mut hold = Vec::new();
+    for (alpn, label) in kinds {
+        let connector = tls(&w, &[alpn]);
+        let open = || async {
+            let tcp = TcpStream::connect(origin.addr).await.unwrap();
+            let name = ServerName::try_from("a.example").unwrap();
+            let mut io = connector.connect(name, tcp).await.unwrap();
+            if alpn == b"h2" {
+                io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                    .await
+                    .unwrap();
+                let mut head = [0; 9];
+                io.read_exact(&mut head).await.unwrap();
+                assert_eq!(head[3], 4, "the server's SETTINGS");
+            }
+            io
+        };
+        // Warm up (allocator arenas, session caches), then measure.
+        let warm: Vec<_> = open_many(&open, 50).await;
+        drop(warm);
+        let before = vm_rss_kib();
+        let accepted = origin.accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let held = open_many(&open, N).await;
+        aop_e2e::wait_until_async("all accepted", Duration::from_secs(60), || {
+            (origin.accepted.load(std::sync::atomic::Ordering::SeqCst) >= accepted + N)
+                .then_some(())
+        })
+        .await;
+        let after = vm_rss_kib();
+        report.push(format!(
+            "{label}: {N} idle connections add {} KiB: {:.1} KiB each",
+            after - before,
+            (after - before) as f64 / N as f64
+        ));
+        hold.push(held);
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// `n` results of `open`, one after another.
+async fn open_many<F, Fut, T>(open: &F, n: u64) -> Vec<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let mut all = Vec::new();
+    for _ in 0..n {
+        all.push(open().await);
+    }
+    all
 }
