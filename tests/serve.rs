@@ -212,13 +212,17 @@ async fn serve(spec: &PolicySpec) -> Served {
     }
 }
 
-/// A graceful shutdown while an HTTP/2 stream is open: the listener closes at once, the
-/// stream's request finishes with its answer, then the connection gets GOAWAY
-/// (NO_ERROR) and ends, and only then does `serve`'s future resolve.
+/// A graceful shutdown while an HTTP/2 stream is open: the listener closes and a
+/// handshake in progress is dropped at once, the stream's request finishes with its
+/// answer, then the connection gets GOAWAY (NO_ERROR) and ends, and only then does
+/// `serve`'s future resolve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_an_open_http2_stream_then_goaway() {
     let w = world();
     let mut s = serve(&policy(&w, Mode::Require)).await;
+    // Accepted before the edge's connection (the queue is in order), and silent: its
+    // handshake is in progress when the shutdown comes.
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
     let tls = aop_e2e::guard::connect(s.addr, "a.example", true, &client(&w, Some(&w.edge), H2))
         .await
         .unwrap();
@@ -242,6 +246,12 @@ async fn graceful_shutdown_finishes_an_open_http2_stream_then_goaway() {
     .await;
     assert!(!s.task.is_finished(), "a stream is still open");
     assert!(!conn.is_finished(), "the connection waits for its stream");
+    // The handshake in progress is dropped at once, not left to its 10 s timeout.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf))
+        .await
+        .expect("a handshake in progress is dropped at the shutdown");
+    assert!(buf.is_empty(), "{read:?} {buf:?}");
 
     body.send_data(Bytes::from_static(b"and the rest"), true)
         .unwrap();
@@ -290,7 +300,7 @@ async fn graceful_shutdown_finishes_an_open_http2_stream_then_goaway() {
     assert!(served.is_ok(), "{served:?}");
     let log = s.log.text();
     assert!(
-        log.contains("shutting down: no new connections") && log.contains("connections=1"),
+        log.contains("shutting down: no new connections") && log.contains("connections=2"),
         "{log}"
     );
     assert!(log.contains("every connection has ended"), "{log}");
