@@ -181,6 +181,24 @@ struct Served {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     log: Log,
+    /// The 421s the glue reported through `with_observer`.
+    misdirected: Arc<Misdirected>,
+}
+
+/// Counts the 421s.
+#[derive(Default)]
+struct Misdirected(std::sync::atomic::AtomicU64);
+
+impl aop_verify::hyper::Observer for Misdirected {
+    fn misdirected(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Misdirected {
+    fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 async fn serve(spec: &PolicySpec) -> Served {
@@ -196,9 +214,12 @@ async fn serve(spec: &PolicySpec) -> Served {
     let (tx, started) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let service = tower::service_fn(move |req| answer(req, tx.clone()));
-    let server = aop_verify::serve(listener, acceptor, service).with_graceful_shutdown(async {
-        let _ = stopped.await;
-    });
+    let misdirected = Arc::new(Misdirected::default());
+    let server = aop_verify::serve(listener, acceptor, service)
+        .with_observer(misdirected.clone())
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
     let task = tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(
         server.into_future(),
         tracing::Dispatch::new(subscriber),
@@ -209,6 +230,7 @@ async fn serve(spec: &PolicySpec) -> Served {
         stop: Some(stop),
         task,
         log,
+        misdirected,
     }
 }
 
@@ -391,7 +413,8 @@ async fn many_connections_at_once_each_get_their_own_verdict() {
 
 /// A client that connects and closes at once, and one that sends an HTTP request
 /// instead of a ClientHello: each is refused and logged by the acceptor (NONE,
-/// handshake_error), and the accept loop goes on serving the edge.
+/// handshake_error), and the accept loop goes on serving the edge (and reports its 421 to
+/// the observer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_accept_loop_survives_clients_that_close_at_once_or_send_garbage() {
     let w = world();
@@ -431,6 +454,10 @@ async fn the_accept_loop_survives_clients_that_close_at_once_or_send_garbage() {
         let got = get(s.addr, "a.example", "a.example", &edge).await.unwrap();
         assert_eq!(got, (Version::HTTP_2, 200, "SUCCESS CN=edge 0".into()));
     }
+    // A name of the other rule: 421, told to the observer given to serve.
+    let got = get(s.addr, "a.example", "b.example", &edge).await.unwrap();
+    assert_eq!((got.0, got.1), (Version::HTTP_2, 421));
+    assert_eq!(s.misdirected.count(), 1);
     assert!(!s.task.is_finished());
 }
 
