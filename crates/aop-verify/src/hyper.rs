@@ -81,6 +81,18 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 /// streams go on. A body that is slow to produce data (polled, nothing yet) is not
 /// stalled: bounding an upstream is the service's.
 ///
+/// A connection serves at most
+/// [`Limits::max_requests_per_connection`](crate::Limits::max_requests_per_connection)
+/// requests: the last response on HTTP/1.1 says `Connection: close`; on HTTP/2 the
+/// connection is sent GOAWAY once the last stream is accepted and its streams in flight
+/// finish. An HTTP/2 connection on which more than
+/// [`Http2Limits::max_abandoned_streams`](crate::Http2Limits::max_abandoned_streams)
+/// streams ended before their response did (the client reset them, or the send timer
+/// did) is sent GOAWAY and closed a second later (a reset storm). After any GOAWAY of
+/// the glue's, a stream the client still opens is answered 421 without reaching the
+/// service, and counts as abandoned. Each GOAWAY is logged once and reported to
+/// [`Observer::goaway`].
+///
 /// ```no_run
 /// # use std::sync::Arc;
 /// # use aop_verify::Verdict;
@@ -1269,5 +1281,74 @@ where
             ))),
             Self::_Error(_) => unreachable!("never constructed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: panics are failures
+
+    use super::*;
+
+    /// The idle GOAWAY's grace counts from the last stream's end when that is later: a
+    /// stream that ended just at the deadline keeps a second to flush its last frames.
+    #[tokio::test]
+    async fn the_goaway_grace_restarts_from_the_last_streams_end() {
+        let limits = crate::Limits::default();
+        let activity = Arc::new(Activity::new(true, &limits));
+        let grace = Some(activity.start);
+        let (at, why) = activity.deadline(&limits, grace).unwrap();
+        assert!(matches!(why, Timeout::Grace));
+        assert_eq!(at, activity.start + GOAWAY_GRACE, "no stream since");
+        let mut busy = Some(activity.begin(true));
+        assert!(
+            activity.deadline(&limits, grace).is_none(),
+            "a stream is open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ended(&mut busy);
+        drop(busy);
+        let end = tokio::time::Instant::now();
+        let (at, _) = activity.deadline(&limits, grace).unwrap();
+        assert!(at >= activity.start + Duration::from_millis(20) + GOAWAY_GRACE);
+        assert!(at <= end + GOAWAY_GRACE);
+        assert_eq!(activity.abandoned.load(Ordering::Relaxed), 0, "it ended");
+    }
+
+    /// An HTTP/2 stream dropped before its response ended counts as abandoned; a hold
+    /// and an HTTP/1.1 request never do; one more than the limit decides a reset-storm
+    /// GOAWAY, once.
+    #[test]
+    fn abandoned_streams_decide_a_goaway_past_the_limit() {
+        let mut limits = crate::Limits::default();
+        limits.http2.max_abandoned_streams = 2;
+        let activity = Arc::new(Activity::new(true, &limits));
+        drop(activity.begin(false));
+        drop(InFlight(activity.clone()).hold());
+        assert_eq!(activity.abandoned.load(Ordering::Relaxed), 0);
+        for _ in 0..2 {
+            drop(activity.begin(true));
+        }
+        assert_eq!(activity.goaway.load(Ordering::Relaxed), 0, "at the limit");
+        drop(activity.begin(true));
+        assert_eq!(
+            activity.goaway.swap(0, Ordering::Relaxed),
+            GoAway::ResetStorm.bit()
+        );
+        assert!(activity.ending.load(Ordering::Relaxed));
+        drop(activity.begin(true));
+        assert_eq!(activity.goaway.load(Ordering::Relaxed), 0, "decided once");
+    }
+
+    /// A body that gave a data frame is stalled from then until it is polled again.
+    #[test]
+    fn a_stall_lasts_from_a_data_frame_to_the_next_poll() {
+        let stall = Stall::new();
+        assert_eq!(stall.since(), None);
+        stall.polled(true);
+        let since = stall.since().unwrap();
+        assert!(since >= stall.epoch && since <= tokio::time::Instant::now());
+        stall.polled(false);
+        assert_eq!(stall.since(), None, "polled, nothing yet: not stalled");
     }
 }
