@@ -925,16 +925,26 @@ fn counting(
     }
 }
 
+/// A scratch origin with [`counting`]'s handler: the origin, its call count and what
+/// its observer saw.
+async fn counted(
+    w: &pki::World,
+    limits: Limits,
+) -> (Scratch, Arc<std::sync::atomic::AtomicU64>, Arc<Seen>) {
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let origin = scratch(&policy(w), limits, seen.clone(), counting(calls.clone())).await;
+    (origin, calls, seen)
+}
+
 /// 1001 requests one after another on one HTTP/2 connection: the first 1000
 /// (`max_requests_per_connection`) are served whole, then the connection ends by
 /// GOAWAY (NO_ERROR); the 1001st never reaches the service.
 #[tokio::test]
 async fn an_http2_connection_ends_by_goaway_after_max_requests() {
-    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::atomic::Ordering::SeqCst;
     let w = world();
-    let calls = Arc::new(AtomicU64::new(0));
-    let seen = Arc::new(Seen::default());
-    let origin = scratch(&policy(&w), limits(), seen.clone(), counting(calls.clone())).await;
+    let (origin, calls, seen) = counted(&w, limits()).await;
     let a = format!("a.example:{}", origin.addr.port());
     let (mut send, _, conn) = raw_h2(&w, origin.addr).await;
     for i in 0..1000 {
@@ -982,15 +992,7 @@ async fn an_http2_connection_ends_by_goaway_after_max_requests() {
 async fn an_http1_connection_closes_after_max_requests() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let w = world();
-    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let seen = Arc::new(Seen::default());
-    let origin = scratch(
-        &policy(&w),
-        limits().with_max_requests_per_connection(3),
-        seen.clone(),
-        counting(calls.clone()),
-    )
-    .await;
+    let (origin, calls, seen) = counted(&w, limits().with_max_requests_per_connection(3)).await;
     let tcp = TcpStream::connect(origin.addr).await.unwrap();
     let name = ServerName::try_from("a.example").unwrap();
     let mut io = tls(&w, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
@@ -1018,11 +1020,9 @@ async fn an_http1_connection_closes_after_max_requests() {
 /// in flight; a well-behaved connection beside it is served throughout.
 #[tokio::test]
 async fn a_reset_storm_ends_the_connection_and_no_other() {
-    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::atomic::Ordering::SeqCst;
     let w = world();
-    let calls = Arc::new(AtomicU64::new(0));
-    let seen = Arc::new(Seen::default());
-    let origin = scratch(&policy(&w), limits(), seen.clone(), counting(calls.clone())).await;
+    let (origin, calls, seen) = counted(&w, limits()).await;
     let a = format!("a.example:{}", origin.addr.port());
     let (mut good, good_conn) = hyper_h2(&w, origin.addr, "a.example").await;
     assert_eq!(get(&mut good, &a, None).await.unwrap().0, 200);
@@ -1082,11 +1082,9 @@ async fn a_reset_storm_ends_the_connection_and_no_other() {
 /// `max_abandoned_streams` plus `max_concurrent_streams` times.
 #[tokio::test]
 async fn rapid_resets_end_the_connection_with_bounded_service_calls() {
-    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::atomic::Ordering::SeqCst;
     let w = world();
-    let calls = Arc::new(AtomicU64::new(0));
-    let seen = Arc::new(Seen::default());
-    let origin = scratch(&policy(&w), limits(), seen.clone(), counting(calls.clone())).await;
+    let (origin, calls, seen) = counted(&w, limits()).await;
     let a = format!("a.example:{}", origin.addr.port());
     let (send, _, mut conn) = raw_h2(&w, origin.addr).await;
     let mut sent = 0;
