@@ -140,6 +140,98 @@ pub(crate) async fn requests(
     .await
 }
 
+/// `connections` HTTP/2 connections (the client's `config` must offer only `h2`), each
+/// carrying `streams` requests at once: `streams` tasks per connection sending GET / back
+/// to back on it. A connection the server ends (a GOAWAY after its request limit) is
+/// replaced by a new one while the phase lasts; one that does not negotiate h2 counts
+/// as an error and ends its share.
+pub(crate) async fn h2_requests(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    connections: usize,
+    streams: usize,
+    duration: Duration,
+    max: u64,
+) -> Stats {
+    phase(connections, duration, max, |bound| {
+        let config = config.clone();
+        async move {
+            let mut s = Stats::default();
+            while bound.open() {
+                let Ok(send) = h2_connect(&config, addr).await else {
+                    s.errors += 1;
+                    break;
+                };
+                let tasks = (0..streams)
+                    .map(|_| tokio::spawn(h2_stream_loop(send.clone(), bound.clone())))
+                    .collect();
+                drop(send);
+                let done = merge(tasks, Instant::now()).await;
+                if done.ops == 0 {
+                    // Nothing served on a fresh connection: another would fare the same.
+                    s.errors += done.errors.max(1);
+                    break;
+                }
+                s.ops += done.ops;
+                s.errors += done.errors;
+                s.latencies.extend(done.latencies);
+            }
+            s
+        }
+    })
+    .await
+}
+
+/// A TLS connection that negotiated `h2`, and hyper's HTTP/2 client on it.
+async fn h2_connect(
+    config: &Arc<ClientConfig>,
+    addr: SocketAddr,
+) -> anyhow::Result<hyper::client::conn::http2::SendRequest<Empty<Bytes>>> {
+    let stream = tls(config, addr).await?;
+    anyhow::ensure!(
+        stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+        "the server did not choose h2"
+    );
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// One stream's worth of load: GET / on `send` until the bound is reached or the
+/// connection fails.
+async fn h2_stream_loop(
+    mut send: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    bound: Bound,
+) -> Stats {
+    let mut s = Stats::default();
+    while bound.another() {
+        let t = Instant::now();
+        let req = hyper::Request::get(format!("https://{SNI}/"))
+            .body(Empty::<Bytes>::new())
+            .expect("valid");
+        let sent = async {
+            send.ready().await?;
+            send.send_request(req).await
+        };
+        match sent.await {
+            Ok(resp) if resp.status() == 200 => {
+                let _ = resp.into_body().collect().await;
+                s.ops += 1;
+                s.latencies.push(t.elapsed());
+            }
+            _ => {
+                s.errors += 1;
+                break;
+            }
+        }
+    }
+    s
+}
+
 /// Open `n` connections, complete one request on each, and keep them open.
 pub(crate) async fn idle(
     config: Arc<ClientConfig>,
@@ -193,6 +285,11 @@ impl Bound {
     /// Whether one more operation may start.
     fn another(&self) -> bool {
         Instant::now() < self.deadline && self.taken.fetch_add(1, Ordering::Relaxed) < self.max
+    }
+
+    /// Whether the phase still runs (without taking an operation).
+    fn open(&self) -> bool {
+        Instant::now() < self.deadline && self.taken.load(Ordering::Relaxed) < self.max
     }
 }
 

@@ -1,7 +1,8 @@
 //! aop-bench: aop-origin, a bare tokio-rustls server and nginx, measured side by side on
-//! loopback in one run: full and resumed mTLS handshakes, keep-alive requests through
-//! each server to a trivial upstream, and memory per idle connection — with the servers'
-//! own CPU time per operation. Prints a table, then a last line of ratios.
+//! loopback in one run: full and resumed mTLS handshakes, keep-alive requests (HTTP/1.1,
+//! and HTTP/2 with several streams per connection) through each server to a trivial
+//! HTTP/1.1 upstream, and memory per idle connection — with the servers' own CPU time
+//! per operation. Prints a table, then a last line of ratios.
 //!
 //! Bounded: every phase stops after its duration or its operation count, whichever
 //! comes first. Servers listen on 127.0.0.1 only and are stopped at the end.
@@ -26,12 +27,14 @@ Benchmark aop-origin (full policy, verdict logging on) against a bare tokio-rust
 (WebPkiClientVerifier and nothing else) and nginx (ssl_verify_client on), all started by \
 the bench on loopback and measured in the same run. For each: full mTLS handshakes per \
 second (a new TCP + TLS connection each time), resumed handshakes, keep-alive requests \
-through the server to a trivial upstream, memory per idle connection, and the server's \
+through the server to a trivial upstream over HTTP/1.1 and over HTTP/2 (--connections × \
+--streams at once; nginx with `listen … ssl http2`), memory per idle connection, and the server's \
 CPU time per operation (from /proc). Ratios are baseline CPU ÷ aop CPU (higher is better).
 
 Example:
   cargo run --release -p aop-bench
-  cargo run --release -p aop-bench -- --seconds 5 --concurrency 16 --only aop,rustls"
+  cargo run --release -p aop-bench -- --seconds 5 --concurrency 16 --only aop,rustls
+  cargo run --release -p aop-bench -- --phases h2 --connections 8 --streams 10 --only aop,nginx"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -29,9 +29,12 @@ pub(crate) struct Options {
     /// Concurrent clients for the handshake phases.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Keep-alive connections for the request phase.
+    /// Keep-alive connections for the request phases (HTTP/1.1 and HTTP/2).
     #[arg(long, default_value_t = 8)]
     connections: usize,
+    /// Concurrent streams per connection in the HTTP/2 request phase.
+    #[arg(long, default_value_t = 10)]
+    streams: usize,
     /// Idle connections held open for the memory phase.
     #[arg(long, default_value_t = 1000)]
     idle: usize,
@@ -52,7 +55,7 @@ pub(crate) struct Options {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "full,resumed,req,idle"
+        default_value = "full,resumed,req,h2,idle"
     )]
     phases: Vec<Phase>,
 }
@@ -64,8 +67,10 @@ enum Phase {
     Full,
     /// Resumed handshakes.
     Resumed,
-    /// Keep-alive requests.
+    /// Keep-alive requests (HTTP/1.1).
     Req,
+    /// Requests over HTTP/2: --connections × --streams at once.
+    H2,
     /// Memory per idle connection.
     Idle,
 }
@@ -187,11 +192,14 @@ fn aop_origin_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Start server `name`. `in_flight` is the most requests the bench has in flight at once
+/// (nginx keeps that many upstream connections alive, as aop's pool does).
 fn start(
     name: &'static str,
     dir: &Path,
     certs: &Certs,
     upstream: u16,
+    in_flight: usize,
     cpu: Option<usize>,
 ) -> anyhow::Result<Server> {
     let port = free_port()?;
@@ -241,9 +249,9 @@ fn start(
             let d = dir.join("nginx");
             std::fs::create_dir_all(&d)?;
             let http = format!(
-                r#"    upstream up {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+                r#"    upstream up {{ server 127.0.0.1:{upstream}; keepalive {keepalive}; }}
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl http2;
         server_name {sni};
         ssl_certificate {cert};
         ssl_certificate_key {key};
@@ -263,6 +271,7 @@ fn start(
                 cert = certs.origin.0.display(),
                 key = certs.origin.1.display(),
                 ca = certs.edge_ca.display(),
+                keepalive = in_flight.max(32),
             );
             std::fs::write(
                 d.join("nginx.conf"),
@@ -286,7 +295,8 @@ fn start(
     Ok(server)
 }
 
-fn client_config(certs: &Certs, resume: bool) -> anyhow::Result<Arc<ClientConfig>> {
+/// The edge's client configuration: its certificate, the origin's CA, ALPN `alpn` only.
+fn client_config(certs: &Certs, resume: bool, alpn: &[u8]) -> anyhow::Result<Arc<ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in aop_pki::load_certificates(&certs.origin_ca)? {
         roots.add(c)?;
@@ -298,7 +308,7 @@ fn client_config(certs: &Certs, resume: bool) -> anyhow::Result<Arc<ClientConfig
             aop_pki::load_certificates(&certs.edge.0)?,
             aop_pki::load_private_key(&certs.edge.1)?,
         )?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
@@ -314,6 +324,8 @@ struct Row {
     resumed_cpu_us: f64,
     req: Stats,
     req_cpu_us: f64,
+    h2: Stats,
+    h2_cpu_us: f64,
     idle_kib: f64,
 }
 
@@ -325,7 +337,12 @@ fn measure<F: Future<Output = Stats>>(
     let before = procfs::cpu_seconds(pid);
     let stats = rt.block_on(f);
     let cpu = procfs::cpu_seconds(pid) - before;
-    let per_op_us = cpu * 1e6 / (stats.ops.max(1) as f64);
+    // A phase that served nothing has no CPU per operation (0: shown, never compared).
+    let per_op_us = if stats.ops == 0 {
+        0.0
+    } else {
+        cpu * 1e6 / stats.ops as f64
+    };
     (stats, per_op_us)
 }
 
@@ -378,8 +395,9 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
         .worker_threads(cpus.min(2))
         .enable_all()
         .build()?;
-    let fresh = client_config(&certs, false)?;
-    let resuming = client_config(&certs, true)?;
+    let fresh = client_config(&certs, false, b"http/1.1")?;
+    let resuming = client_config(&certs, true, b"http/1.1")?;
+    let h2 = client_config(&certs, false, b"h2")?;
     let mut all: Vec<(&'static str, Vec<Row>)> = Vec::new();
     for round in 0..opts.rounds.max(1) {
         println!("round {}/{}", round + 1, opts.rounds.max(1));
@@ -396,7 +414,15 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 println!("nginx: SKIPPED (not installed; apt-get install nginx)");
                 continue;
             }
-            let server = start(name, tmp.path(), &certs, upstream_port, server_cpu)?;
+            let in_flight = opts.connections * opts.streams.max(1);
+            let server = start(
+                name,
+                tmp.path(),
+                &certs,
+                upstream_port,
+                in_flight,
+                server_cpu,
+            )?;
             let addr: SocketAddr = ([127, 0, 0, 1], server.port).into();
             let pid = server.pid();
             let handshakes = |config: &Arc<ClientConfig>, time, max| {
@@ -432,6 +458,20 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                     ),
                 );
             }
+            if phase(Phase::H2) {
+                (row.h2, row.h2_cpu_us) = measure(
+                    &rt,
+                    pid,
+                    load::h2_requests(
+                        h2.clone(),
+                        addr,
+                        opts.connections,
+                        opts.streams,
+                        duration,
+                        opts.max_ops,
+                    ),
+                );
+            }
             if phase(Phase::Idle) {
                 let before = procfs::rss_kib(pid);
                 let (held, _) = rt.block_on(load::idle(fresh.clone(), addr, opts.idle));
@@ -441,13 +481,15 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 drop(held);
             }
             println!(
-                "  {:<13} done: {} full ({} errors), {} resumed of {}, {} requests",
+                "  {:<13} done: {} full ({} errors), {} resumed of {}, {} requests, {} h2 requests ({} errors)",
                 name,
                 row.full.ops,
                 row.full.errors,
                 row.resumed.resumed,
                 row.resumed.ops,
-                row.req.ops
+                row.req.ops,
+                row.h2.ops,
+                row.h2.errors
             );
             match all.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, v)) => v.push(row),
@@ -474,6 +516,7 @@ fn median(mut rounds: Vec<Row>) -> Row {
     let full = mid(rounds.iter().map(|r| r.full_cpu_us).collect());
     let resumed = mid(rounds.iter().map(|r| r.resumed_cpu_us).collect());
     let req = mid(rounds.iter().map(|r| r.req_cpu_us).collect());
+    let h2 = mid(rounds.iter().map(|r| r.h2_cpu_us).collect());
     let idle = mid(rounds.iter().map(|r| r.idle_kib).collect());
     rounds.sort_by(|a, b| a.full_cpu_us.total_cmp(&b.full_cpu_us));
     let n = rounds.len();
@@ -481,6 +524,7 @@ fn median(mut rounds: Vec<Row>) -> Row {
     row.full_cpu_us = full;
     row.resumed_cpu_us = resumed;
     row.req_cpu_us = req;
+    row.h2_cpu_us = h2;
     row.idle_kib = idle;
     row
 }
@@ -492,7 +536,7 @@ fn ms(d: Duration) -> f64 {
 fn report(rows: &[Row], floor: &crate::floor::Floor) {
     println!();
     println!(
-        "{:<13} | {:>9} {:>7} {:>7} {:>9} | {:>9} {:>7} {:>9} | {:>9} {:>7} {:>7} {:>9} | {:>10}",
+        "{:<13} | {:>9} {:>7} {:>7} {:>9} | {:>9} {:>7} {:>9} | {:>9} {:>7} {:>7} {:>9} | {:>9} {:>7} {:>7} {:>9} | {:>10}",
         "server",
         "full hs/s",
         "p50 ms",
@@ -502,6 +546,10 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
         "resumed",
         "CPU µs/hs",
         "req/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/req",
+        "h2 req/s",
         "p50 ms",
         "p99 ms",
         "CPU µs/req",
@@ -517,7 +565,7 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
             "-".into()
         };
         println!(
-            "{:<13} | {:>9.0} {:>7.2} {:>7.2} {:>9.0} | {:>9.0} {:>7} {:>9.0} | {:>9.0} {:>7.2} {:>7.2} {:>9.1} | {:>10.1}",
+            "{:<13} | {:>9.0} {:>7.2} {:>7.2} {:>9.0} | {:>9.0} {:>7} {:>9.0} | {:>9.0} {:>7.2} {:>7.2} {:>9.1} | {:>9.0} {:>7.2} {:>7.2} {:>9.1} | {:>10.1}",
             r.name,
             r.full.per_sec(),
             ms(r.full.percentile(0.5)),
@@ -530,6 +578,10 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
             ms(r.req.percentile(0.5)),
             ms(r.req.percentile(0.99)),
             r.req_cpu_us,
+            r.h2.per_sec(),
+            ms(r.h2.percentile(0.5)),
+            ms(r.h2.percentile(0.99)),
+            r.h2_cpu_us,
             r.idle_kib
         );
     }
@@ -554,7 +606,7 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
         floor.x25519_us,
     );
     println!(
-        "RATIO full aop/rustls={} aop/nginx={} resumed aop/rustls={} aop/nginx={} resumed/full(aop)={} req aop/rustls={} aop/nginx={} mem nginx/aop={} json_log_cost full={} resumed={}",
+        "RATIO full aop/rustls={} aop/nginx={} resumed aop/rustls={} aop/nginx={} resumed/full(aop)={} req aop/rustls={} aop/nginx={} h2 aop/rustls={} aop/nginx={} mem nginx/aop={} json_log_cost full={} resumed={}",
         ratio(get("rustls"), |r| r.full_cpu_us),
         ratio(get("nginx"), |r| r.full_cpu_us),
         ratio(get("rustls"), |r| r.resumed_cpu_us),
@@ -566,6 +618,8 @@ fn report(rows: &[Row], floor: &crate::floor::Floor) {
         }),
         ratio(get("rustls"), |r| r.req_cpu_us),
         ratio(get("nginx"), |r| r.req_cpu_us),
+        ratio(get("rustls"), |r| r.h2_cpu_us),
+        ratio(get("nginx"), |r| r.h2_cpu_us),
         ratio(get("nginx"), |r| r.idle_kib),
         log_cost(|r| r.full_cpu_us),
         log_cost(|r| r.resumed_cpu_us),

@@ -51,7 +51,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// A tokio-rustls server with `WebPkiClientVerifier` and nothing else, forwarding each
-/// request to the upstream over a keep-alive client — what aop does, minus aop.
+/// request (HTTP/1.1, or HTTP/2 when ALPN chose it) to the upstream over a keep-alive
+/// HTTP/1.1 client — what aop does, minus aop.
 pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
     let provider = if a.aop_tls {
         aop_verify::bench::tuned_provider(&aop_pki::default_provider())
@@ -69,7 +70,7 @@ pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain, identity.key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     if a.aop_tls {
         aop_verify::bench::tune_server_config(&mut config);
     }
@@ -97,6 +98,8 @@ pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
                             .map_or("/", |p| p.as_str())
                             .to_owned();
                         *req.uri_mut() = format!("http://{upstream}{path}").parse().expect("valid");
+                        // To the upstream over HTTP/1.1 whatever the client spoke.
+                        *req.version_mut() = hyper::Version::HTTP_11;
                         let resp: Response<BoxBody<Bytes, hyper::Error>> =
                             match client.request(req).await {
                                 Ok(r) => r.map(|b| b.boxed()),
@@ -108,9 +111,17 @@ pub(crate) fn serve_rustls(a: RustlsArgs) -> anyhow::Result<()> {
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                // HTTP/2 when the client chose it by ALPN, as aop-origin and nginx do;
+                // hyper's defaults otherwise.
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                }
             });
         }
     })
