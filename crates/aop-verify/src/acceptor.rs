@@ -55,8 +55,8 @@ pub struct Limits {
     /// finish, and streams opened after it are answered 421 without reaching the
     /// service. A client reconnects (a fresh handshake, under the policy then in force);
     /// what one connection can make the service start, and how long one handshake's
-    /// verdict is reused, stay bounded. Enforced by the hyper glue. Default 1000
-    /// (nginx's `keepalive_requests`, which applies to HTTP/2 streams too).
+    /// verdict is reused, stay bounded. Enforced by the hyper glue (0 acts as 1).
+    /// Default 1000 (nginx's `keepalive_requests`, which applies to HTTP/2 streams too).
     pub max_requests_per_connection: u64,
     /// The HTTP/2 settings of the hyper glue's connections (ALPN `h2`).
     pub http2: Http2Limits,
