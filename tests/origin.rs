@@ -226,13 +226,15 @@ fn a_bad_config_exits_2_naming_file_line_and_key() {
 async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
     let w = world();
     let echo = Echo::start().await;
+    // HTTP/1.1 (a `Connection` header and a Host apart from the target are HTTP/1.1's;
+    // the same hygiene on HTTP/2 is in tests/origin_h2.rs).
     let g = Guard::start(
         w.dir.path(),
         &site(
             "\"a.example\", \"*.a.example\"",
             "\"edge-ca/ca.pem\"",
             echo.addr,
-            "",
+            "alpn = [\"http/1.1\"]\n",
         ),
     );
     let client = g.client(&w, Some(&w.edge));
@@ -371,13 +373,16 @@ async fn each_site_trusts_only_its_own_edge_and_optional_mode_passes_verdicts_on
     let echo = Echo::start().await;
     let b_ca = pki::ca(w.dir.path(), "b-ca");
     let b_edge = b_ca.client("b-edge");
-    let sites = site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, "")
-        + &site("\"b.example\"", "\"b-ca/ca.pem\"", echo.addr, "")
+    // HTTP/1.1: aop-edge reads a refusal's TLS alert there (on HTTP/2 the alert ends
+    // the connection's preface and is reported as `Canceled`).
+    let h1 = "alpn = [\"http/1.1\"]\n";
+    let sites = site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, h1)
+        + &site("\"b.example\"", "\"b-ca/ca.pem\"", echo.addr, h1)
         + &site(
             "\"opt.example\"",
             "\"edge-ca/ca.pem\"",
             echo.addr,
-            "mode = \"optional\"\n",
+            "mode = \"optional\"\nalpn = [\"http/1.1\"]\n",
         );
     let g = Guard::start(w.dir.path(), &sites);
 
@@ -685,8 +690,8 @@ async fn an_upstream_that_is_down_gets_502_and_is_counted() {
 }
 
 /// curl as the edge, through the guard: an outside TLS stack against aop-origin. With the
-/// edge's certificate it is served over HTTP/1.1 although curl asks for HTTP/2 (the guard
-/// offers `http/1.1` alone) and the verdict headers reach the upstream; without a
+/// edge's certificate it is served over HTTP/2 (a site offers `h2` by default; more in
+/// tests/origin_h2.rs) and the verdict headers reach the upstream; without a
 /// certificate, or with one from a CA the site does not trust, the handshake is refused
 /// (curl exits 56: the TLS 1.3 alert arrives after curl's side of the handshake is done,
 /// on its first read) and the guard's verdict line says why.
@@ -716,7 +721,7 @@ async fn curl_as_the_edge_through_the_guard() {
     let o = curl(Some(&w.edge));
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let body = stdout(&o);
-    assert!(body.ends_with("\nversion=1.1 status=200\n"), "{body}");
+    assert!(body.ends_with("\nversion=2 status=200\n"), "{body}");
     assert_eq!(header(&body, "x-client-verify").as_deref(), Some("SUCCESS"));
     assert_eq!(
         header(&body, "x-client-cert-subject").as_deref(),
@@ -745,8 +750,15 @@ async fn curl_as_the_edge_through_the_guard() {
         ),
     ] {
         let o = curl(identity);
-        assert_eq!(code(&o), 56, "{case}: {}{}", stdout(&o), stderr(&o));
-        assert!(stderr(&o).contains(said), "{case}: {}", stderr(&o));
+        // 56: the TLS 1.3 alert, read after curl's side of the handshake; 55: curl's
+        // HTTP/2 set-up found the socket closed first (no alert text then).
+        let rc = code(&o);
+        assert!(rc == 56 || rc == 55, "{case}: {}{}", stdout(&o), stderr(&o));
+        assert!(
+            rc == 55 || stderr(&o).contains(said),
+            "{case}: {}",
+            stderr(&o)
+        );
         assert!(!stdout(&o).contains("status=200"), "{case}: {}", stdout(&o));
         let line = g.wait_log("client certificate verdict");
         assert!(

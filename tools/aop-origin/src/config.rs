@@ -14,6 +14,7 @@
 //! request_body_timeout_secs = 30    # longest wait for the next piece of a request body
 //! send_timeout_secs = 60            # longest a client may take none of the response
 //! upstream_timeout_secs = 60        # the upstream's time to answer, once it has the request
+//! grpc_body_timeout_secs = 300      # as request_body_timeout_secs, for gRPC request streams
 //!
 //! [[site]]
 //! hostnames = ["example.com", "*.example.com"]
@@ -26,6 +27,8 @@
 //! crl = []
 //! mode = "require"                  # or "optional"
 //! upstream = "http://127.0.0.1:8080"
+//! upstream_protocol = "http1"       # or "h2c": HTTP/2 with prior knowledge (gRPC upstreams)
+//! alpn = ["h2", "http/1.1"]         # what the edge may negotiate, most preferred first
 //! ```
 //!
 //! A `[[site]]` with `default = true` (and no hostnames) serves every other SNI, and
@@ -74,6 +77,10 @@ pub(crate) struct File {
     pub(crate) send_timeout_secs: u64,
     #[serde(default = "default_keepalive_timeout")]
     pub(crate) upstream_timeout_secs: u64,
+    /// `request_body_timeout_secs` for a gRPC request (`content-type: application/grpc…`):
+    /// a client stream may be quiet for long between messages.
+    #[serde(default = "default_grpc_body_timeout")]
+    pub(crate) grpc_body_timeout_secs: u64,
     #[serde(rename = "site", default)]
     pub(crate) sites: Vec<Spanned<Site>>,
 }
@@ -104,6 +111,10 @@ fn default_keepalive_timeout() -> u64 {
 
 fn default_request_body_timeout() -> u64 {
     30
+}
+
+fn default_grpc_body_timeout() -> u64 {
+    300
 }
 
 /// How the guard writes its log lines (`log_format`).
@@ -146,14 +157,38 @@ pub(crate) struct Site {
     #[serde(default)]
     pub(crate) max_depth: Option<usize>,
     pub(crate) upstream: Upstream,
+    /// How the guard speaks to `upstream`.
+    #[serde(default)]
+    pub(crate) upstream_protocol: UpstreamProtocol,
+    /// ALPN offered to the edge, most preferred first: `h2` and `http/1.1`, or one of them.
+    #[serde(default)]
+    pub(crate) alpn: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
-/// A plain-HTTP upstream: `http://HOST:PORT`.
+/// A plain-HTTP upstream: `http://HOST:PORT`, and the protocol its site speaks to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Upstream {
     /// `HOST:PORT`.
     pub(crate) authority: String,
+    /// The site's `upstream_protocol`.
+    pub(crate) protocol: UpstreamProtocol,
 }
+
+/// `upstream_protocol`: HTTP/1.1 (the default), or cleartext HTTP/2 with prior knowledge.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub(crate) enum UpstreamProtocol {
+    /// `http1`: HTTP/1.1, one upstream connection per request in flight, pooled.
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    /// `h2c`: HTTP/2 without TLS, prior knowledge (no Upgrade): every request of the
+    /// site is a stream on one connection. What gRPC servers speak.
+    #[serde(rename = "h2c")]
+    H2c,
+}
+
+/// The protocols a site may offer by ALPN, in the default order.
+const ALPN: [&str; 2] = ["h2", "http/1.1"];
 
 impl<'de> Deserialize<'de> for Upstream {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -171,6 +206,7 @@ impl<'de> Deserialize<'de> for Upstream {
         }
         Ok(Self {
             authority: authority.to_owned(),
+            protocol: UpstreamProtocol::Http1,
         })
     }
 }
@@ -336,6 +372,7 @@ impl Config {
                 trust,
             );
             rule.mode = site.mode;
+            rule.alpn = Some(alpn(site, &at)?);
             if let Some(default) = default {
                 if let Some(first) = site.hostnames.first() {
                     return Err(ConfigError(format!(
@@ -358,12 +395,12 @@ impl Config {
                 }
                 rules.push(rule);
             }
-            upstreams.push((name, site.upstream.clone()));
+            let mut upstream = site.upstream.clone();
+            upstream.protocol = site.upstream_protocol;
+            upstreams.push((name, upstream));
         }
         let mut policy = PolicySpec::new(rules);
         policy.default = default_rule;
-        // The guard forwards HTTP/1.1 only (yet): never let an edge negotiate h2.
-        policy.alpn = vec![b"http/1.1".to_vec()];
         let loaded = Self {
             path: path.to_owned(),
             file,
@@ -440,6 +477,38 @@ impl Config {
             .find(|(key, file)| keys.contains(key) && names(file))
             .map(|(key, file)| (key, file.span()))
     }
+}
+
+/// A site's `alpn`, checked: protocols of [`ALPN`], each once, at least one (default:
+/// all of them, `h2` first).
+fn alpn(site: &Site, at: &dyn Fn(Range<usize>) -> String) -> Result<Vec<Vec<u8>>, ConfigError> {
+    let Some(list) = &site.alpn else {
+        return Ok(ALPN.iter().map(|p| p.as_bytes().to_vec()).collect());
+    };
+    if list.get_ref().is_empty() {
+        return Err(ConfigError(format!(
+            "{}: key `alpn`: offer at least one of \"h2\", \"http/1.1\"",
+            at(list.span())
+        )));
+    }
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for p in list.get_ref() {
+        let name = p.get_ref();
+        if !ALPN.contains(&name.as_str()) {
+            return Err(ConfigError(format!(
+                "{}: key `alpn`: {name:?} is not a protocol the guard serves: expected \"h2\" or \"http/1.1\"",
+                at(p.span())
+            )));
+        }
+        if out.iter().any(|o| o == name.as_bytes()) {
+            return Err(ConfigError(format!(
+                "{}: key `alpn`: {name:?} is listed twice",
+                at(p.span())
+            )));
+        }
+        out.push(name.as_bytes().to_vec());
+    }
+    Ok(out)
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -569,6 +638,51 @@ upstream = "http://127.0.0.1:8080"
         );
         let e = load(&SITE.replace("[\"ca.pem\"]", "[]"));
         assert!(e.starts_with("7: key `trust`: "), "{e}");
+    }
+
+    /// `alpn` defaults to h2 then http/1.1, takes a subset in any order, and refuses
+    /// anything else at its line; `upstream_protocol` is `http1` (default) or `h2c`.
+    #[test]
+    fn alpn_and_upstream_protocol() {
+        let l = parse(&format!("listen = \"127.0.0.1:1\"\n{SITE}")).unwrap();
+        let both = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        assert_eq!(l.policy.rules[0].alpn.as_ref(), Some(&both));
+        assert_eq!(l.upstreams[0].1.protocol, UpstreamProtocol::Http1);
+        let l = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{SITE}alpn = [\"http/1.1\"]\nupstream_protocol = \"h2c\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            l.policy.rules[0].alpn.as_ref(),
+            Some(&vec![b"http/1.1".to_vec()])
+        );
+        assert_eq!(l.upstreams[0].1.protocol, UpstreamProtocol::H2c);
+        for (alpn, line, said) in [
+            (
+                "[\"h2\", \"h3\"]",
+                9,
+                "\"h3\" is not a protocol the guard serves",
+            ),
+            ("[\"h2\", \"h2\"]", 9, "\"h2\" is listed twice"),
+            ("[]", 9, "offer at least one"),
+            ("[\n\"HTTP/1.1\"]", 10, "\"HTTP/1.1\" is not a protocol"),
+        ] {
+            let e = parse(&format!("listen = \"127.0.0.1:1\"\n{SITE}alpn = {alpn}\n")).unwrap_err();
+            assert!(
+                e.0.starts_with(&format!("/etc/aop/origin.toml:{line}: key `alpn`: ")),
+                "{e}"
+            );
+            assert!(e.0.contains(said), "{e}");
+        }
+        let e = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{SITE}upstream_protocol = \"h2\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("/etc/aop/origin.toml:9: key `upstream_protocol`: "),
+            "{e}"
+        );
+        assert!(e.0.contains("`http1`, `h2c`") || e.0.contains("h2c"), "{e}");
     }
 
     #[test]

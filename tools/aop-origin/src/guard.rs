@@ -20,8 +20,6 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -32,6 +30,7 @@ use crate::Error;
 use crate::budget::{Budget, Caps, Evicted, Slot, Start};
 use crate::config::{Config, ConfigError, Upstream};
 use crate::metrics::Metrics;
+use crate::upstream::{Permits, SiteClient, Upstreams};
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -54,21 +53,24 @@ const METRICS_CONNECTIONS: usize = 16;
 #[derive(Debug)]
 struct Sites(HashMap<String, SiteEntry>);
 
-/// One site, resolved at load: its upstream authority and its counters.
+/// One site, resolved at load: its upstream authority, its upstream client and its
+/// counters.
 #[derive(Debug)]
 struct SiteEntry {
     upstream: Option<hyper::http::uri::Authority>,
+    client: SiteClient,
     metrics: Arc<crate::metrics::SiteMetrics>,
 }
 
 impl Sites {
-    fn new(upstreams: &[(String, Upstream)], metrics: &Metrics) -> Self {
+    fn new(upstreams: &[(String, Upstream)], metrics: &Metrics, clients: &Upstreams) -> Self {
         Self(
             upstreams
                 .iter()
                 .map(|(name, up)| {
                     let entry = SiteEntry {
                         upstream: up.authority.parse().ok(),
+                        client: clients.for_site(up),
                         metrics: metrics.site(name),
                     };
                     (name.clone(), entry)
@@ -84,7 +86,8 @@ struct Shared {
     policy: PolicyHandle,
     acceptor: Acceptor,
     sites: ArcSwap<Sites>,
-    client: Client<HttpConnector, ClientBody>,
+    /// The upstream clients, and the permits their connections hold.
+    upstreams: Upstreams,
     metrics: Metrics,
     budget: Arc<Budget>,
     /// `handshake_timeout_secs`.
@@ -94,6 +97,8 @@ struct Shared {
     upstream_timeout: Duration,
     /// `request_body_timeout_secs`.
     body_timeout: Duration,
+    /// `grpc_body_timeout_secs`: the same, for a gRPC request's body.
+    grpc_body_timeout: Duration,
     /// Client connections open now; `idle` is told when the count falls to 0.
     active: AtomicUsize,
     idle: Notify,
@@ -149,7 +154,7 @@ where
 /// The executor of the upstream client's connection tasks: the guard's, so they log
 /// where the guard does.
 #[derive(Clone)]
-struct Exec(Option<tracing::Dispatch>);
+pub(crate) struct Exec(Option<tracing::Dispatch>);
 
 impl<F> hyper::rt::Executor<F> for Exec
 where
@@ -291,7 +296,11 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
         }
         let policy = loaded.load_policy()?;
         shared.policy.replace(policy);
-        shared.sites.store(Arc::new(Sites::new(&loaded.upstreams, &shared.metrics)));
+        shared.sites.store(Arc::new(Sites::new(
+            &loaded.upstreams,
+            &shared.metrics,
+            &shared.upstreams,
+        )));
         Ok(())
     });
     shared.metrics.reload(result.is_ok());
@@ -310,14 +319,20 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
 const FD_RESERVE: u64 = 256;
 
 /// Raise the soft limit on open files to the hard limit, and return how many client
-/// connections fit in it. Each client connection may hold an upstream connection too, so
-/// it needs two descriptors; if `max_connections` of them do not fit, running out of
-/// descriptors would refuse every new connection at `accept` — the edge's included —
-/// before the budget could make room. So the budget is lowered to what fits, and said.
+/// connections fit in it, and the permits for upstream connections. A client connection
+/// is one descriptor; an upstream connection another, but one HTTP/2 client connection
+/// can drive up to 100 upstream requests at once, so upstream connections are not
+/// counted per client connection: each holds one of the permits (see
+/// [`crate::upstream`]). Half of what the limit leaves is for client connections at
+/// most, and the permits are all the rest: if `max_connections` client connections do
+/// not fit, running out of descriptors would refuse every new connection at `accept` —
+/// the edge's included — before the budget could make room. So the budget is lowered to
+/// what fits, and said.
 ///
-/// Returns the connections to allow, and (open-files limit, connections that fit) when
-/// `max_connections` had to be lowered, for the caller to log once its listeners are up.
-fn connections_within_fd_limit(max_connections: usize) -> (usize, Option<(u64, usize)>) {
+/// Returns the connections to allow, the permits, and (open-files limit, connections
+/// that fit) when `max_connections` had to be lowered, for the caller to log once its
+/// listeners are up.
+fn connections_within_fd_limit(max_connections: usize) -> (usize, Permits, Option<(u64, usize)>) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -330,15 +345,15 @@ fn connections_within_fd_limit(max_connections: usize) -> (usize, Option<(u64, u
         }
     }
     let Some(files) = limit.current else {
-        return (max_connections, None); // unlimited
+        return (max_connections, Permits::within(None, 0, 0), None); // unlimited
     };
     let fits = usize::try_from(files.saturating_sub(FD_RESERVE) / 2)
         .unwrap_or(usize::MAX)
         .max(1);
-    if max_connections > fits {
-        return (fits, Some((files, fits)));
-    }
-    (max_connections, None)
+    let connections = max_connections.min(fits);
+    let permits = Permits::within(Some(files), FD_RESERVE, connections);
+    let lowered = (max_connections > fits).then_some((files, fits));
+    (connections, permits, lowered)
 }
 
 /// Bind the listeners and start serving `loaded`; the tasks log to `log` if given.
@@ -351,29 +366,26 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         .with_header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
         .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)))
         .with_send_timeout(Duration::from_secs(cfg.send_timeout_secs.max(1)));
-    let (max_connections, lowered) = connections_within_fd_limit(cfg.max_connections);
+    let (max_connections, permits, lowered) = connections_within_fd_limit(cfg.max_connections);
     let budget = Budget::new(Caps {
         max_connections,
         max_handshakes: cfg.max_handshakes,
         per_peer_handshakes: cfg.max_handshakes_per_peer,
         per_peer_unauthenticated: cfg.max_unauthenticated_per_peer,
     });
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let client = Client::builder(Exec(log.clone()))
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(http);
+    let upstreams = Upstreams::new(Exec(log.clone()), permits);
     let metrics = Metrics::default();
     let shared = Arc::new(Shared {
         headers: HeaderCache::default(),
         acceptor: Acceptor::new(policy.clone(), limits),
         policy,
-        sites: ArcSwap::from_pointee(Sites::new(&loaded.upstreams, &metrics)),
-        client,
+        sites: ArcSwap::from_pointee(Sites::new(&loaded.upstreams, &metrics, &upstreams)),
+        upstreams,
         metrics,
         budget,
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs.max(1)),
         body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
+        grpc_body_timeout: Duration::from_secs(cfg.grpc_body_timeout_secs.max(1)),
         upstream_timeout: Duration::from_secs(cfg.upstream_timeout_secs.max(1)),
         active: AtomicUsize::new(0),
         idle: Notify::new(),
@@ -409,7 +421,7 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
     });
     if let Some((files, fits)) = lowered {
         tracing::warn!(target: "aop::origin", max_connections = cfg.max_connections, open_files_limit = files,
-            lowered_to = fits, "max_connections does not fit the open-files limit (two descriptors a connection); lowered");
+            lowered_to = fits, "max_connections does not fit the open-files limit (half of it for client connections, the rest for upstream connections); lowered");
     }
     Ok(Guard {
         listen: addrs,
@@ -615,6 +627,7 @@ fn serve(
     let counters = metrics.conn.clone();
     let ctx = Arc::new(ConnCtx {
         upstream: entry.and_then(|e| e.upstream.clone()),
+        client: entry.map(|e| e.client.clone()),
         verdict: std::sync::Mutex::new(None),
         metrics,
         site,
@@ -639,6 +652,8 @@ fn serve(
 struct ConnCtx {
     site: Arc<str>,
     upstream: Option<hyper::http::uri::Authority>,
+    /// The site's upstream client (as loaded when the connection was accepted).
+    client: Option<SiteClient>,
     peer: SocketAddr,
     /// The verdict headers for the upstream (X-Client-*, XFCC), made on the first request
     /// (a connection that sends none costs nothing) and shared by every connection with
@@ -801,6 +816,11 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
         _ => value(&aop_http::request_id()).unwrap_or_else(|| HeaderValue::from_static("-")),
     };
     let method = req.method().clone();
+    let protocol = match req.version() {
+        hyper::Version::HTTP_2 => "HTTP/2",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
     let target = req.uri().path_and_query().cloned();
     let cf_ip = sent("cf-connecting-ip");
     let xff = sent("x-forwarded-for");
@@ -824,6 +844,7 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
         cf_connecting_ip = shown(&cf_ip).as_str(),
         x_forwarded_for = shown(&xff).as_str(),
         %method,
+        protocol,
         path = target.as_ref().map_or("/", |t| t.as_str()),
         status,
         verdict = %verdict,
@@ -876,10 +897,13 @@ async fn answer(
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
-    let Some(authority) = &ctx.upstream else {
+    let (Some(authority), Some(client)) = (&ctx.upstream, &ctx.client) else {
         return text(StatusCode::BAD_GATEWAY, "no upstream for this site\n");
     };
     let (mut parts, body) = req.into_parts();
+    // Read before `te` goes with the other hop-by-hop headers (see SiteClient::prepare).
+    let te_trailers = crate::upstream::te_trailers(&parts.headers);
+    let grpc = crate::upstream::is_grpc(&parts.headers);
     aop_http::strip_hop_by_hop(&mut parts.headers);
     // An absolute-form target names the host (RFC 9112 §3.2.2): the upstream gets that
     // name, already checked against the connection's site, as its Host.
@@ -909,18 +933,24 @@ async fn answer(
         Ok(uri) => parts.uri = uri,
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
     }
+    client.prepare(&mut parts, te_trailers);
     let fault = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
     let (sent_whole, mut body_sent) = watch::channel(hyper::body::Body::is_end_stream(&body));
     let body = ClientBody {
         inner: body,
-        timeout: shared.body_timeout,
+        // A gRPC client stream may be quiet between messages for longer than an upload.
+        timeout: if grpc {
+            shared.grpc_body_timeout
+        } else {
+            shared.body_timeout
+        },
         sleep: None,
         fault: fault.clone(),
         sent_whole,
     };
     // The upstream has `upstream_timeout_secs` to answer from the moment it has the whole
     // request: a long upload is bounded by the body's own stall timer, not by this one.
-    let request = shared.client.request(Request::from_parts(parts, body));
+    let request = client.request(Request::from_parts(parts, body));
     let deadline = async {
         let _ = body_sent.wait_for(|whole| *whole).await;
         tokio::time::sleep(shared.upstream_timeout).await;
@@ -959,6 +989,14 @@ async fn answer(
                 return closing(r);
             }
             ctx.metrics.upstream_error();
+            if crate::upstream::exhausted(&e) {
+                tracing::warn!(target: "aop::origin", request_id = ?id, site = %ctx.site, upstream = %authority, error = %e,
+                    "no upstream connection permit (open-files limit)");
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many upstream connections\n",
+                );
+            }
             tracing::warn!(target: "aop::origin", request_id = ?id, site = %ctx.site, upstream = %authority, error = %e, "upstream error");
             text(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
         }
@@ -971,7 +1009,7 @@ async fn answer(
         }
         Ok(Ok(r)) => {
             let (mut parts, body) = r.into_parts();
-            aop_http::strip_hop_by_hop(&mut parts.headers);
+            crate::upstream::strip_response_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.boxed())
         }
     }
@@ -986,7 +1024,7 @@ pin_project_lite::pin_project! {
     /// The client's request body on its way to the upstream: streamed, never held whole;
     /// a stall longer than `timeout` between pieces ends it, and `fault` records whether
     /// the client broke it (so the answer is 400 or 408, not 502).
-    struct ClientBody {
+    pub(crate) struct ClientBody {
         #[pin]
         inner: Incoming,
         timeout: Duration,

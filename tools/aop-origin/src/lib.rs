@@ -53,6 +53,7 @@ mod guard;
 mod jsonlog;
 mod logwriter;
 mod metrics;
+mod upstream;
 
 pub use config::{Config, LogFormat};
 pub use error::Error;

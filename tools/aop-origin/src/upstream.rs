@@ -1,0 +1,373 @@
+//! The guard's upstream clients: HTTP/1.1 (one client for every such site, pooled by
+//! upstream address) or cleartext HTTP/2 with prior knowledge (`upstream_protocol =
+//! "h2c"`: a client per site, made when the configuration is loaded), and the
+//! descriptor permits every upstream connection holds.
+//!
+//! A client connection is one descriptor, but on HTTP/2 it can carry up to 100 requests
+//! at once, each of which an HTTP/1.1 upstream serves on a connection of its own. So the
+//! guard does not count two descriptors per client connection: every upstream connection
+//! holds one of a fixed number of [`Permits`] — what the open-files limit leaves after
+//! the client connections — from its connect to its close (pooled and idle included). A
+//! request that needs a new connection when none is left waits [`PERMIT_WAIT`] for one,
+//! then is answered 503: the guard never runs out of descriptors, whatever its clients
+//! multiplex.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::Uri;
+use hyper::header::{HOST, HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::http::uri::Authority;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{Upstream, UpstreamProtocol};
+use crate::guard::{ClientBody, Exec};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a request waits for an upstream connection permit before it is answered 503.
+pub(crate) const PERMIT_WAIT: Duration = Duration::from_secs(1);
+
+/// How long an unused pooled upstream connection (and its permit) is kept.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// The upstream connections the guard may hold at once: one permit each, for its life.
+#[derive(Clone, Debug)]
+pub(crate) struct Permits(Arc<Semaphore>);
+
+impl Permits {
+    /// `n` permits (capped at what a semaphore holds: "unlimited").
+    pub(crate) fn new(n: usize) -> Self {
+        Self(Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// What the open-files limit `files` leaves for upstream connections once
+    /// `reserve` descriptors and one per client connection (`connections`) are set
+    /// aside; `None` (no limit) is unlimited.
+    pub(crate) fn within(files: Option<u64>, reserve: u64, connections: usize) -> Self {
+        let n = files.map_or(usize::MAX, |f| {
+            usize::try_from(f.saturating_sub(reserve))
+                .unwrap_or(usize::MAX)
+                .saturating_sub(connections)
+                .max(1)
+        });
+        Self::new(n)
+    }
+}
+
+/// The upstream clients of a guard: the HTTP/1.1 one every `http1` site shares, and what
+/// an `h2c` site's own client is made of.
+pub(crate) struct Upstreams {
+    exec: Exec,
+    permits: Permits,
+    http1: Client<Dial, ClientBody>,
+}
+
+impl Upstreams {
+    /// The clients; their connection tasks run on `exec`.
+    pub(crate) fn new(exec: Exec, permits: Permits) -> Self {
+        let http1 = Client::builder(exec.clone())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(Dial::new(None, &permits));
+        Self {
+            exec,
+            permits,
+            http1,
+        }
+    }
+
+    /// The client for a site whose upstream is `upstream`: the shared HTTP/1.1 client, or
+    /// (`h2c`) a new one whose connections all go to `upstream`'s address, whatever the
+    /// request's URI names. Made when the configuration is loaded, so a reload that moves
+    /// the upstream leaves no pooled connection to the old address for new connections.
+    pub(crate) fn for_site(&self, upstream: &Upstream) -> SiteClient {
+        match upstream.protocol {
+            UpstreamProtocol::Http1 => SiteClient {
+                client: self.http1.clone(),
+                h2c: false,
+            },
+            UpstreamProtocol::H2c => {
+                let to = Uri::try_from(format!("http://{}/", upstream.authority)).ok();
+                let client = Client::builder(self.exec.clone())
+                    .http2_only(true)
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(POOL_IDLE)
+                    // The same windows and send buffer as the guard's HTTP/2 server side:
+                    // what one slow client stream can make the guard buffer.
+                    .http2_initial_stream_window_size(256 * 1024)
+                    .http2_initial_connection_window_size(8 * 1024 * 1024)
+                    .http2_max_send_buf_size(64 * 1024)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .http2_keep_alive_timeout(Duration::from_secs(20))
+                    .build(Dial::new(to, &self.permits));
+                SiteClient { client, h2c: true }
+            }
+        }
+    }
+}
+
+/// One site's upstream client.
+#[derive(Clone, Debug)]
+pub(crate) struct SiteClient {
+    client: Client<Dial, ClientBody>,
+    h2c: bool,
+}
+
+impl SiteClient {
+    /// Make a request the guard has already cleaned (hop-by-hop headers stripped, verdict
+    /// headers set, `Host` = the name the client asked for, URI `http://UPSTREAM/path`)
+    /// fit this upstream's protocol. HTTP/1.1: version 1.1 (an HTTP/2 request from the
+    /// edge becomes an HTTP/1.1 one; 1.0 stays). h2c: version 2, `Host` moved into the
+    /// URI's authority (it becomes `:authority`; HTTP/2 must not carry both differing,
+    /// RFC 9113 §8.3.1), and `te: trailers` if the client sent exactly that (gRPC
+    /// servers read it as "this proxy passes trailers"; `te` is hop-by-hop, so it was
+    /// stripped with the rest).
+    pub(crate) fn prepare(&self, parts: &mut Parts, te_trailers: bool) {
+        if !self.h2c {
+            if parts.version == hyper::Version::HTTP_2 {
+                parts.version = hyper::Version::HTTP_11;
+            }
+            return;
+        }
+        parts.version = hyper::Version::HTTP_2;
+        let named = parts
+            .headers
+            .remove(HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+        if let Some(authority) = named {
+            let mut uri = std::mem::take(&mut parts.uri).into_parts();
+            uri.authority = Some(authority);
+            if let Ok(u) = Uri::from_parts(uri) {
+                parts.uri = u;
+            }
+        }
+        if te_trailers {
+            parts
+                .headers
+                .insert(hyper::header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+
+    /// Send `req` (after [`SiteClient::prepare`]).
+    pub(crate) fn request(&self, req: hyper::Request<ClientBody>) -> ResponseFuture {
+        self.client.request(req)
+    }
+}
+
+/// Strip a response's hop-by-hop headers ([`aop_http::strip_hop_by_hop`]) but keep
+/// `Trailer` (unless its `Connection` names it): RFC 9110 §6.6.2 makes it end to end,
+/// and hyper's HTTP/1.1 server writes only the trailer fields it declares (to a client
+/// that sent `TE: trailers`).
+pub(crate) fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
+    let named = aop_http::connection_options(headers).any(|h| h == hyper::header::TRAILER);
+    let trailer: Vec<HeaderValue> = if named {
+        Vec::new()
+    } else {
+        headers
+            .get_all(hyper::header::TRAILER)
+            .iter()
+            .cloned()
+            .collect()
+    };
+    aop_http::strip_hop_by_hop(headers);
+    for v in trailer {
+        headers.append(hyper::header::TRAILER, v);
+    }
+}
+
+/// Whether the client asked for trailers, exactly: one `te` header, `trailers`.
+pub(crate) fn te_trailers(headers: &HeaderMap) -> bool {
+    let mut te = headers.get_all(hyper::header::TE).iter();
+    matches!((te.next(), te.next()), (Some(v), None)
+        if v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("trailers")))
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc`, `application/grpc+proto`,
+/// …): its body is a stream of messages that may pause for long.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim_start().to_ascii_lowercase();
+            v == "application/grpc"
+                || v.starts_with("application/grpc+")
+                || v.starts_with("application/grpc;")
+        })
+}
+
+/// Whether an upstream request failed for want of a connection permit.
+pub(crate) fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<Exhausted>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// No upstream connection permit came free within [`PERMIT_WAIT`].
+#[derive(Debug)]
+struct Exhausted;
+
+impl std::fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no upstream connection permit within {PERMIT_WAIT:?} (the open-files limit)"
+        )
+    }
+}
+
+impl std::error::Error for Exhausted {}
+
+/// The upstream connector: a permit, then a TCP connection (to `to` if set, else to the
+/// URI's authority).
+#[derive(Clone, Debug)]
+pub(crate) struct Dial {
+    http: HttpConnector,
+    to: Option<Uri>,
+    permits: Permits,
+}
+
+impl Dial {
+    fn new(to: Option<Uri>, permits: &Permits) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        Self {
+            http,
+            to,
+            permits: permits.clone(),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Dial {
+    type Response = Permitted;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Permitted, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let mut http = self.http.clone();
+        let to = self.to.clone().unwrap_or(uri);
+        let permits = self.permits.0.clone();
+        Box::pin(async move {
+            let Ok(Ok(permit)) = tokio::time::timeout(PERMIT_WAIT, permits.acquire_owned()).await
+            else {
+                return Err(Box::new(Exhausted) as BoxError);
+            };
+            let io = http.call(to).await?;
+            Ok(Permitted {
+                io,
+                _permit: permit,
+            })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream connection and the permit it holds until it closes.
+    pub(crate) struct Permitted {
+        #[pin]
+        io: TokioIo<TcpStream>,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl Connection for Permitted {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl hyper::rt::Read for Permitted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Permitted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_and_te() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(is_grpc(&h(&[("content-type", "application/grpc")])));
+        assert!(is_grpc(&h(&[("content-type", "application/grpc+proto")])));
+        assert!(is_grpc(&h(&[("content-type", "Application/GRPC")])));
+        assert!(!is_grpc(&h(&[("content-type", "application/grpcx")])));
+        assert!(!is_grpc(&h(&[("content-type", "application/json")])));
+        assert!(!is_grpc(&h(&[])));
+        assert!(te_trailers(&h(&[("te", "trailers")])));
+        assert!(te_trailers(&h(&[("te", " Trailers ")])));
+        assert!(!te_trailers(&h(&[("te", "trailers, deflate")])));
+        assert!(!te_trailers(&h(&[("te", "trailers"), ("te", "trailers")])));
+        assert!(!te_trailers(&h(&[])));
+    }
+
+    #[test]
+    fn permits_are_what_the_limit_leaves() {
+        let left = |files, conns| Permits::within(files, 256, conns).0.available_permits();
+        assert_eq!(left(Some(400), 72), 72);
+        assert_eq!(left(Some(1_000_000), 10_000), 1_000_000 - 256 - 10_000);
+        assert_eq!(left(Some(100), 10), 1);
+        assert_eq!(left(None, 10), Semaphore::MAX_PERMITS);
+    }
+}
