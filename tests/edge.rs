@@ -959,6 +959,45 @@ async fn over_http2_each_identity_has_one_connection_and_never_shares_it() {
     );
 }
 
+/// 20 concurrent requests, no connection yet, to an origin that refuses the identity
+/// (the zone's certificate where the hostname's rule wants its own): the first connects
+/// alone and is refused; the others then go at once, not one after another, and each is
+/// refused, with the origin's alert, also over HTTP/2, where the TLS error reaches the
+/// request only as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_burst_to_an_origin_that_refuses_fails_every_request_with_its_alert() {
+    let w = world();
+    let mut origin = TestOrigin::start(&w.origin_spec(), Limits::default()).await;
+    let port = origin.addr.port();
+    let client = Arc::new(EdgeClient::new(
+        IdentityStore::load(&w.store_spec(false)).unwrap(),
+        resolve_all(port),
+        Timeouts::default(),
+    ));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), format!("https://h.example.com:{port}/"));
+        set.spawn(async move { fetch(&client, &url).await.unwrap_err() });
+    }
+    // Over TLS 1.3 the origin refuses after our handshake has ended: a request whose
+    // first write meets the origin's close before its alert is read fails as a broken
+    // pipe (rare; the alert is then never seen). Every request fails, and none otherwise.
+    let refused = Failure::Refused {
+        alert: "access_denied".into(),
+    };
+    let mut named = 0;
+    for err in set.join_all().await {
+        match aop_edge::classify(&err) {
+            f if f == refused => named += 1,
+            Failure::Other { .. } if format!("{err:?}").contains("BrokenPipe") => {}
+            other => panic!("{other:?}: {err:?}"),
+        }
+    }
+    assert!(named > 0);
+    let v = origin.verdict().await;
+    assert_eq!(v.to_string(), "FAILED:zone_mismatch");
+}
+
 /// nginx as the origin: `listen … ssl` (with `http2` when asked) and
 /// `ssl_verify_client on` for the three edge CAs; `/` answers with the client
 /// verification, nginx's connection serial number, the protocol and any `Upgrade` it

@@ -209,6 +209,15 @@ impl hyper::rt::Read for EdgeStream {
     }
 }
 
+impl EdgeStream {
+    /// Keep the TLS error a failed write carries, as reads do.
+    fn write_failed<T>(&self, polled: &Poll<std::io::Result<T>>) {
+        if let Poll::Ready(Err(e)) = polled {
+            self.live.0.record(e);
+        }
+    }
+}
+
 impl hyper::rt::Write for EdgeStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -216,14 +225,14 @@ impl hyper::rt::Write for EdgeStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let Poll::Ready(Err(e)) = &polled {
-            self.live.0.record(e);
-        }
+        self.write_failed(&polled);
         polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.write_failed(&polled);
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
