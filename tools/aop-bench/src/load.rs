@@ -20,6 +20,8 @@ pub(crate) struct Stats {
     pub(crate) ops: u64,
     pub(crate) errors: u64,
     pub(crate) resumed: u64,
+    /// Connections the server ended after serving requests (its request cap), replaced.
+    pub(crate) reconnects: u64,
     pub(crate) elapsed: Duration,
     pub(crate) latencies: Vec<Duration>,
 }
@@ -93,7 +95,10 @@ pub(crate) async fn handshakes(
     .await
 }
 
-/// `connections` keep-alive connections, each sending GET / back to back.
+/// `connections` keep-alive connections, each sending GET / back to back. A connection
+/// the server closes after serving requests (its request cap, as nginx's
+/// keepalive_requests and aop's max_requests_per_connection) is replaced while the phase
+/// lasts; one that serves none ends its share.
 pub(crate) async fn requests(
     config: Arc<ClientConfig>,
     addr: SocketAddr,
@@ -105,34 +110,41 @@ pub(crate) async fn requests(
         let config = config.clone();
         async move {
             let mut s = Stats::default();
-            let Ok(stream) = tls(&config, addr).await else {
-                s.errors += 1;
-                return s;
-            };
-            let Ok((mut send, conn)) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-            else {
-                s.errors += 1;
-                return s;
-            };
-            tokio::spawn(conn);
-            while bound.another() {
-                let t = Instant::now();
-                let req = hyper::Request::get("/")
-                    .header("host", SNI)
-                    .body(Empty::<Bytes>::new())
-                    .expect("valid");
-                match send.send_request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        let _ = resp.into_body().collect().await;
-                        s.ops += 1;
-                        s.latencies.push(t.elapsed());
-                    }
-                    _ => {
-                        s.errors += 1;
-                        break;
+            while bound.open() {
+                let connected = async {
+                    let stream = tls(&config, addr).await?;
+                    let (send, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    Ok::<_, anyhow::Error>(send)
+                };
+                let Ok(mut send) = connected.await else {
+                    s.errors += 1;
+                    break;
+                };
+                let served = s.ops;
+                while send.ready().await.is_ok() && bound.another() {
+                    let t = Instant::now();
+                    let req = hyper::Request::get("/")
+                        .header("host", SNI)
+                        .body(Empty::<Bytes>::new())
+                        .expect("valid");
+                    match send.send_request(req).await {
+                        Ok(resp) if resp.status() == 200 => {
+                            let _ = resp.into_body().collect().await;
+                            s.ops += 1;
+                            s.latencies.push(t.elapsed());
+                        }
+                        _ => {
+                            s.errors += 1;
+                            break;
+                        }
                     }
                 }
+                if s.ops == served {
+                    break;
+                }
+                s.reconnects += 1;
             }
             s
         }
@@ -172,8 +184,10 @@ pub(crate) async fn h2_requests(
                     s.errors += done.errors.max(1);
                     break;
                 }
+                // Its streams failed because the server ended it (GOAWAY after its
+                // request cap): replaced, not an error.
                 s.ops += done.ops;
-                s.errors += done.errors;
+                s.reconnects += u64::from(done.errors > 0);
                 s.latencies.extend(done.latencies);
             }
             s
@@ -319,6 +333,7 @@ async fn merge(tasks: Vec<tokio::task::JoinHandle<Stats>>, started: Instant) -> 
             total.ops += s.ops;
             total.errors += s.errors;
             total.resumed += s.resumed;
+            total.reconnects += s.reconnects;
             total.latencies.extend(s.latencies);
         }
     }

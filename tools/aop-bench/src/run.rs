@@ -260,7 +260,9 @@ fn start(
         ssl_client_certificate {ca};
         ssl_session_cache shared:SSL:10m;
         ssl_session_tickets on;
-        keepalive_requests 1000000;
+        # aop's max_requests_per_connection (and nginx's default): both make the
+        # bench's client reconnect every 1000 requests, HTTP/2 streams included.
+        keepalive_requests 1000;
         location / {{
             proxy_pass http://up;
             proxy_http_version 1.1;
@@ -481,15 +483,18 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 drop(held);
             }
             println!(
-                "  {:<13} done: {} full ({} errors), {} resumed of {}, {} requests, {} h2 requests ({} errors)",
+                "  {:<13} done: {} full ({} errors), {} resumed of {}, {} requests ({} errors, {} reconnections), {} h2 requests ({} errors, {} reconnections)",
                 name,
                 row.full.ops,
                 row.full.errors,
                 row.resumed.resumed,
                 row.resumed.ops,
                 row.req.ops,
+                row.req.errors,
+                row.req.reconnects,
                 row.h2.ops,
-                row.h2.errors
+                row.h2.errors,
+                row.h2.reconnects
             );
             match all.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, v)) => v.push(row),
