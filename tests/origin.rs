@@ -373,16 +373,13 @@ async fn each_site_trusts_only_its_own_edge_and_optional_mode_passes_verdicts_on
     let echo = Echo::start().await;
     let b_ca = pki::ca(w.dir.path(), "b-ca");
     let b_edge = b_ca.client("b-edge");
-    // HTTP/1.1: aop-edge reads a refusal's TLS alert there (on HTTP/2 the alert ends
-    // the connection's preface and is reported as `Canceled`).
-    let h1 = "alpn = [\"http/1.1\"]\n";
-    let sites = site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, h1)
-        + &site("\"b.example\"", "\"b-ca/ca.pem\"", echo.addr, h1)
+    let sites = site("\"a.example\"", "\"edge-ca/ca.pem\"", echo.addr, "")
+        + &site("\"b.example\"", "\"b-ca/ca.pem\"", echo.addr, "")
         + &site(
             "\"opt.example\"",
             "\"edge-ca/ca.pem\"",
             echo.addr,
-            "mode = \"optional\"\nalpn = [\"http/1.1\"]\n",
+            "mode = \"optional\"\n",
         );
     let g = Guard::start(w.dir.path(), &sites);
 
