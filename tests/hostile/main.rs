@@ -4,6 +4,8 @@
 //!
 //! - `host`: Host / authority smuggling past the SNI's rule (421, 400, 405);
 //! - `idle`: slow and idle connections, connection budgets, timeouts;
+//! - `h2_abuse`: HTTP/2 frame by frame (malformed frames, SETTINGS/PING floods, header
+//!   floods, reset storms, too many streams, withheld flow-control credit);
 //! - `framing`: malformed request framing (chunked, Transfer-Encoding), slow uploads,
 //!   reload verdicts, a certificate that passed whose handshake the client cut;
 //! - `probe`: `certtool probe` against origins that are open, shut, or ambiguous;
@@ -17,6 +19,7 @@
 
 mod files;
 mod framing;
+mod h2_abuse;
 mod host;
 mod idle;
 mod probe;
