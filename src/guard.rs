@@ -244,6 +244,12 @@ impl Guard {
     /// Shut an in-process guard down as SIGTERM does (stop accepting, drain); the binary
     /// is sent SIGTERM. [`Guard::wait_exit`] waits for the end.
     pub fn shutdown(&mut self) {
+        self.shutdown_within(Duration::from_secs(30));
+    }
+
+    /// As [`Guard::shutdown`], with `grace` for the drain instead of SIGTERM's 30 s (in
+    /// this process only: the binary's grace is its own).
+    pub fn shutdown_within(&mut self, grace: Duration) {
         match &mut *self.run {
             Run::Process(_) => self.signal("-TERM"),
             Run::InProcess {
@@ -254,7 +260,7 @@ impl Guard {
                 let (done, wait) = std::sync::mpsc::channel();
                 let guard = guard.take().expect("shut down once");
                 runtime.as_ref().unwrap().spawn(async move {
-                    guard.shutdown(Duration::from_secs(30)).await;
+                    guard.shutdown(grace).await;
                     let _ = done.send(());
                 });
                 *stopped = Some(wait);

@@ -15,6 +15,7 @@
 //! send_timeout_secs = 60            # longest a client may take none of the response
 //! upstream_timeout_secs = 60        # the upstream's time to answer, once it has the request
 //! grpc_body_timeout_secs = 300      # as request_body_timeout_secs, for gRPC request streams
+//! tunnel_idle_timeout_secs = 300    # a WebSocket tunnel with no byte either way is closed
 //!
 //! [[site]]
 //! hostnames = ["example.com", "*.example.com"]
@@ -28,6 +29,7 @@
 //! mode = "require"                  # or "optional"
 //! upstream = "http://127.0.0.1:8080"
 //! upstream_protocol = "http1"       # or "h2c": HTTP/2 with prior knowledge (gRPC upstreams)
+//! websocket = true                  # WebSocket upgrades tunnelled (default: on with http1)
 //! alpn = ["h2", "http/1.1"]         # what the edge may negotiate, most preferred first
 //! ```
 //!
@@ -81,6 +83,9 @@ pub(crate) struct File {
     /// a client stream may be quiet for long between messages.
     #[serde(default = "default_grpc_body_timeout")]
     pub(crate) grpc_body_timeout_secs: u64,
+    /// A WebSocket tunnel that carries no byte either way for this long is closed.
+    #[serde(default = "default_tunnel_idle_timeout")]
+    pub(crate) tunnel_idle_timeout_secs: u64,
     #[serde(rename = "site", default)]
     pub(crate) sites: Vec<Spanned<Site>>,
 }
@@ -111,6 +116,10 @@ fn default_keepalive_timeout() -> u64 {
 
 fn default_request_body_timeout() -> u64 {
     30
+}
+
+fn default_tunnel_idle_timeout() -> u64 {
+    300
 }
 
 fn default_grpc_body_timeout() -> u64 {
@@ -160,6 +169,10 @@ pub(crate) struct Site {
     /// How the guard speaks to `upstream`.
     #[serde(default)]
     pub(crate) upstream_protocol: UpstreamProtocol,
+    /// `websocket = true|false`: tunnel WebSocket upgrades to the upstream. Default: on
+    /// with an `http1` upstream (the upgrade is HTTP/1.1's).
+    #[serde(default)]
+    pub(crate) websocket: Option<Spanned<bool>>,
     /// ALPN offered to the edge, most preferred first: `h2` and `http/1.1`, or one of them.
     #[serde(default)]
     pub(crate) alpn: Option<Spanned<Vec<Spanned<String>>>>,
@@ -172,6 +185,8 @@ pub(crate) struct Upstream {
     pub(crate) authority: String,
     /// The site's `upstream_protocol`.
     pub(crate) protocol: UpstreamProtocol,
+    /// The site's `websocket`, as resolved.
+    pub(crate) websocket: bool,
 }
 
 /// `upstream_protocol`: HTTP/1.1 (the default), or cleartext HTTP/2 with prior knowledge.
@@ -207,6 +222,7 @@ impl<'de> Deserialize<'de> for Upstream {
         Ok(Self {
             authority: authority.to_owned(),
             protocol: UpstreamProtocol::Http1,
+            websocket: true,
         })
     }
 }
@@ -397,6 +413,7 @@ impl Config {
             }
             let mut upstream = site.upstream.clone();
             upstream.protocol = site.upstream_protocol;
+            upstream.websocket = websocket(site, &at)?;
             upstreams.push((name, upstream));
         }
         let mut policy = PolicySpec::new(rules);
@@ -509,6 +526,20 @@ fn alpn(site: &Site, at: &dyn Fn(Range<usize>) -> String) -> Result<Vec<Vec<u8>>
         out.push(name.as_bytes().to_vec());
     }
     Ok(out)
+}
+
+/// A site's `websocket`: on unless turned off, or its upstream speaks h2c (a WebSocket
+/// goes to the upstream as an HTTP/1.1 upgrade; `websocket = true` there is an error).
+fn websocket(site: &Site, at: &dyn Fn(Range<usize>) -> String) -> Result<bool, ConfigError> {
+    let http1 = site.upstream_protocol == UpstreamProtocol::Http1;
+    match &site.websocket {
+        None => Ok(http1),
+        Some(w) if *w.get_ref() && !http1 => Err(ConfigError(format!(
+            "{}: key `websocket`: a WebSocket reaches the upstream as an HTTP/1.1 upgrade: not with upstream_protocol = \"h2c\"",
+            at(w.span())
+        ))),
+        Some(w) => Ok(*w.get_ref()),
+    }
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -725,6 +756,43 @@ upstream = "http://127.0.0.1:8080"
         .unwrap_err();
         assert!(
             e.0.starts_with("/etc/aop/origin.toml:8: key `pins`: "),
+            "{e}"
+        );
+    }
+
+    /// `websocket` is on by default with an `http1` upstream, off with `h2c` (the upgrade
+    /// is HTTP/1.1's), and `websocket = true` with `h2c` is an error at its line;
+    /// `tunnel_idle_timeout_secs` defaults to 300.
+    #[test]
+    fn websocket_and_the_tunnel_idle_timeout() {
+        let l = parse(&format!("listen = \"127.0.0.1:1\"\n{SITE}")).unwrap();
+        assert!(l.upstreams[0].1.websocket);
+        assert_eq!(l.file.tunnel_idle_timeout_secs, 300);
+        let l = parse(&format!(
+            "listen = \"127.0.0.1:1\"\ntunnel_idle_timeout_secs = 5\n{SITE}websocket = false\n"
+        ))
+        .unwrap();
+        assert!(!l.upstreams[0].1.websocket);
+        assert_eq!(l.file.tunnel_idle_timeout_secs, 5);
+        let l = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{SITE}upstream_protocol = \"h2c\"\n"
+        ))
+        .unwrap();
+        assert!(!l.upstreams[0].1.websocket);
+        let e = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{SITE}upstream_protocol = \"h2c\"\nwebsocket = true\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("/etc/aop/origin.toml:10: key `websocket`: "),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{SITE}websocket = \"yes\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("/etc/aop/origin.toml:9: key `websocket`: "),
             "{e}"
         );
     }

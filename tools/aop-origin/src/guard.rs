@@ -60,6 +60,8 @@ struct SiteEntry {
     upstream: Option<hyper::http::uri::Authority>,
     client: SiteClient,
     metrics: Arc<crate::metrics::SiteMetrics>,
+    /// `websocket`: WebSocket upgrades are tunnelled.
+    websocket: bool,
 }
 
 impl Sites {
@@ -72,6 +74,7 @@ impl Sites {
                         upstream: up.authority.parse().ok(),
                         client: clients.for_site(up),
                         metrics: metrics.site(name),
+                        websocket: up.websocket,
                     };
                     (name.clone(), entry)
                 })
@@ -99,7 +102,10 @@ struct Shared {
     body_timeout: Duration,
     /// `grpc_body_timeout_secs`: the same, for a gRPC request's body.
     grpc_body_timeout: Duration,
-    /// Client connections open now; `idle` is told when the count falls to 0.
+    /// WebSocket tunnels: their idle timeout, and their stop when a drain's grace ends.
+    tunnels: crate::websocket::Tunnels,
+    /// Client connections open now (a tunnel's included); `idle` is told when the count
+    /// falls to 0.
     active: AtomicUsize,
     idle: Notify,
     config_path: std::path::PathBuf,
@@ -238,8 +244,9 @@ impl Guard {
     }
 
     /// Stop accepting (once this returns, nothing listens on the guard's addresses), let
-    /// the connections open now finish what they are doing (up to `grace`), then return
-    /// (SIGTERM's work).
+    /// the connections open now finish what they are doing (up to `grace`; a WebSocket
+    /// tunnel until it ends), then close the tunnels still open and return (SIGTERM's
+    /// work).
     pub async fn shutdown(mut self, grace: Duration) {
         self.shared
             .logging(|| tracing::info!(target: "aop::origin", "draining"));
@@ -247,7 +254,12 @@ impl Guard {
         for listener in std::mem::take(&mut self.listeners) {
             let _ = listener.await;
         }
-        let _ = tokio::time::timeout(grace, self.shared.idle()).await;
+        let drained = tokio::time::timeout(grace, self.shared.idle()).await;
+        if drained.is_err() {
+            // The grace is over: tunnels end now (HTTP connections end with the process).
+            self.shared.tunnels.stop();
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.idle()).await;
+        }
         self.shared
             .logging(|| tracing::info!(target: "aop::origin", "stopped"));
     }
@@ -366,6 +378,10 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         .with_header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
         .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)))
         .with_send_timeout(Duration::from_secs(cfg.send_timeout_secs.max(1)));
+    // Extended CONNECT (RFC 8441) for WebSockets over HTTP/2, whatever the sites say now:
+    // a reload may turn `websocket` on; a site with it off answers 501.
+    let mut limits = limits;
+    limits.http2.connect_protocol = true;
     let (max_connections, permits, lowered) = connections_within_fd_limit(cfg.max_connections);
     let budget = Budget::new(Caps {
         max_connections,
@@ -387,6 +403,9 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
         grpc_body_timeout: Duration::from_secs(cfg.grpc_body_timeout_secs.max(1)),
         upstream_timeout: Duration::from_secs(cfg.upstream_timeout_secs.max(1)),
+        tunnels: crate::websocket::Tunnels::new(Duration::from_secs(
+            cfg.tunnel_idle_timeout_secs.max(1),
+        )),
         active: AtomicUsize::new(0),
         idle: Notify::new(),
         config_path: loaded.path.clone(),
@@ -628,11 +647,14 @@ fn serve(
     let ctx = Arc::new(ConnCtx {
         upstream: entry.and_then(|e| e.upstream.clone()),
         client: entry.map(|e| e.client.clone()),
+        websocket: entry.is_some_and(|e| e.websocket),
+        tunnels: Arc::default(),
         verdict: std::sync::Mutex::new(None),
         metrics,
         site,
         peer,
     });
+    let tunnels = ctx.tunnels.clone();
     let service = {
         let shared = shared.clone();
         service_fn(move |req| {
@@ -643,9 +665,16 @@ fn serve(
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    Some(aop_verify::hyper::serve_connection_until(
-        conn, service, stop, counters,
-    ))
+    let conn = aop_verify::hyper::serve_connection_until(conn, service, stop, counters);
+    Some(async move {
+        // A tunnel keeps the connection's place (its budget slot, its count in a drain)
+        // after HTTP/1.1 has handed the connection over; dropped early (the budget
+        // closing the connection), this ends them.
+        let _abort = tunnels.guard();
+        let served = conn.await;
+        tunnels.finish().await;
+        served
+    })
 }
 
 /// What every request on one connection shares, computed once at accept.
@@ -654,6 +683,10 @@ struct ConnCtx {
     upstream: Option<hyper::http::uri::Authority>,
     /// The site's upstream client (as loaded when the connection was accepted).
     client: Option<SiteClient>,
+    /// The site's `websocket`.
+    websocket: bool,
+    /// The connection's WebSocket tunnels.
+    tunnels: Arc<crate::websocket::Held>,
     peer: SocketAddr,
     /// The verdict headers for the upstream (X-Client-*, XFCC), made on the first request
     /// (a connection that sends none costs nothing) and shared by every connection with
@@ -776,7 +809,7 @@ fn apply_verdict_headers(headers: &mut HeaderMap, verdict_headers: &[(HeaderName
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(body.to_owned()))
             .map_err(|n| match n {})
@@ -862,11 +895,20 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
 async fn answer(
     shared: &Shared,
     ctx: &ConnCtx,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     verdict: &Arc<Verdict>,
     id: &HeaderValue,
 ) -> Response<Body> {
-    if req.method() == hyper::Method::CONNECT {
+    use crate::websocket::{Asked, Upgrade};
+    let websocket = match Upgrade::of(&mut req, ctx.websocket, &ctx.site) {
+        Asked::No => None,
+        Asked::WebSocket(w) => Some(w),
+        Asked::Refused(r) => {
+            ctx.metrics.client_error();
+            return r;
+        }
+    };
+    if req.method() == hyper::Method::CONNECT && websocket.is_none() {
         // A tunnel through the guard would carry anything, unlogged and unchecked.
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed\n");
         r.headers_mut().insert(
@@ -934,6 +976,9 @@ async fn answer(
         Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target\n"),
     }
     client.prepare(&mut parts, te_trailers);
+    if let Some(w) = &websocket {
+        w.prepare(&mut parts);
+    }
     let fault = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
     let (sent_whole, mut body_sent) = watch::channel(hyper::body::Body::is_end_stream(&body));
     let body = ClientBody {
@@ -975,6 +1020,22 @@ async fn answer(
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         r
     };
+    let sent = match (sent, websocket) {
+        (Ok(Ok(r)), Some(w)) => {
+            return w.answer(
+                r,
+                &crate::websocket::Tunnel {
+                    tunnels: &shared.tunnels,
+                    held: &ctx.tunnels,
+                    metrics: &ctx.metrics,
+                    site: &ctx.site,
+                    peer: ctx.peer,
+                    id,
+                },
+            );
+        }
+        (sent, _) => sent,
+    };
     match sent {
         Err(_) => {
             if let Some(r) = client_fault(&fault) {
@@ -1001,8 +1062,8 @@ async fn answer(
             text(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
         }
         Ok(Ok(r)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            // The guard offers no upgrade (it strips `Upgrade`): a 101 would leave a tunnel
-            // nothing here bounds or checks.
+            // Not a WebSocket upgrade the guard forwarded (any other `Upgrade` is
+            // stripped): a 101 would leave a tunnel nothing here bounds or checks.
             ctx.metrics.upstream_error();
             tracing::warn!(target: "aop::origin", site = %ctx.site, upstream = %authority, "upstream switched protocols unasked");
             text(StatusCode::BAD_GATEWAY, "upstream switched protocols\n")

@@ -54,6 +54,7 @@ mod jsonlog;
 mod logwriter;
 mod metrics;
 mod upstream;
+mod websocket;
 
 pub use config::{Config, LogFormat};
 pub use error::Error;

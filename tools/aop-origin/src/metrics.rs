@@ -33,6 +33,41 @@ pub(crate) struct SiteMetrics {
     closed: Mutex<BTreeMap<&'static str, u64>>,
     /// 421s, 400s and timeouts, reported by aop-verify's hyper glue.
     pub(crate) conn: Arc<ConnCounters>,
+    /// WebSocket tunnels.
+    tunnels: TunnelCounters,
+}
+
+/// A site's WebSocket tunnels.
+#[derive(Debug, Default)]
+struct TunnelCounters {
+    open: AtomicU64,
+    opened: AtomicU64,
+    /// By how they ended (`aop_http::tunnel::TunnelEnd::as_str`).
+    ended: Mutex<BTreeMap<&'static str, u64>>,
+    traffic: aop_http::tunnel::Traffic,
+}
+
+/// A tunnel counted open until dropped, then counted ended: for the reason given to
+/// [`OpenTunnel::end`], or `evicted` (its task was aborted with its connection, which
+/// the budget closed).
+#[must_use]
+pub(crate) struct OpenTunnel {
+    site: Arc<SiteMetrics>,
+    reason: &'static str,
+}
+
+impl OpenTunnel {
+    /// The tunnel ended for `reason` (`closed`, `tunnel_idle`, `stopped`, `error`).
+    pub(crate) fn end(mut self, reason: &'static str) {
+        self.reason = reason;
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.site.tunnels.open.fetch_sub(1, Ordering::Relaxed);
+        bump(&self.site.tunnels.ended, self.reason);
+    }
 }
 
 /// What aop-verify's hyper glue refused or closed on a site's connections.
@@ -90,6 +125,21 @@ impl SiteMetrics {
 
     pub(crate) fn upstream_error(&self) {
         self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A tunnel opened: counted, and open until the value is dropped.
+    pub(crate) fn tunnel_opened(self: &Arc<Self>) -> OpenTunnel {
+        self.tunnels.opened.fetch_add(1, Ordering::Relaxed);
+        self.tunnels.open.fetch_add(1, Ordering::Relaxed);
+        OpenTunnel {
+            site: self.clone(),
+            reason: "evicted",
+        }
+    }
+
+    /// The site's tunnel bytes, by direction, counted as they pass.
+    pub(crate) fn tunnel_traffic(&self) -> &aop_http::tunnel::Traffic {
+        &self.tunnels.traffic
     }
 }
 
@@ -226,6 +276,7 @@ impl Metrics {
                 );
             }
         }
+        render_tunnels(&mut out, &sites);
         out.push_str(
             "# HELP aop_config_reloads_total Configuration reloads (SIGHUP), by result.\n",
         );
@@ -269,6 +320,57 @@ impl Metrics {
             policy.loaded_at().unix_timestamp()
         );
         out
+    }
+}
+
+/// The WebSocket tunnel families.
+fn render_tunnels(out: &mut String, sites: &BTreeMap<String, Arc<SiteMetrics>>) {
+    out.push_str("# HELP aop_tunnels_open WebSocket tunnels open now, by site.\n");
+    out.push_str("# TYPE aop_tunnels_open gauge\n");
+    for (site, m) in sites {
+        let n = m.tunnels.open.load(Ordering::Relaxed);
+        let _ = writeln!(out, "aop_tunnels_open{{site=\"{}\"}} {n}", esc(site));
+    }
+    out.push_str("# HELP aop_tunnels_total WebSocket tunnels opened (the upstream switched protocols), by site.\n");
+    out.push_str("# TYPE aop_tunnels_total counter\n");
+    for (site, m) in sites {
+        let n = m.tunnels.opened.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "aop_tunnels_total{{site=\"{}\",protocol=\"websocket\"}} {n}",
+            esc(site)
+        );
+    }
+    out.push_str("# HELP aop_tunnels_closed_total WebSocket tunnels ended, by site and reason: closed (by a side), tunnel_idle (tunnel_idle_timeout_secs), stopped (a shutdown's grace ended), error, evicted (with its connection, by the connection budget).\n");
+    out.push_str("# TYPE aop_tunnels_closed_total counter\n");
+    for (site, m) in sites {
+        let ended = m
+            .tunnels
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (reason, n) in ended.iter() {
+            let _ = writeln!(
+                out,
+                "aop_tunnels_closed_total{{site=\"{}\",reason=\"{reason}\"}} {n}",
+                esc(site)
+            );
+        }
+    }
+    out.push_str("# HELP aop_tunnel_bytes_total Bytes carried by WebSocket tunnels, by site and direction (to_upstream, to_client), counted as they pass.\n");
+    out.push_str("# TYPE aop_tunnel_bytes_total counter\n");
+    for (site, m) in sites {
+        let t = &m.tunnels.traffic;
+        for (direction, n) in [
+            ("to_upstream", t.to_upstream()),
+            ("to_client", t.to_client()),
+        ] {
+            let _ = writeln!(
+                out,
+                "aop_tunnel_bytes_total{{site=\"{}\",direction=\"{direction}\"}} {n}",
+                esc(site)
+            );
+        }
     }
 }
 
