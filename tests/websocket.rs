@@ -790,7 +790,8 @@ fn connect_request(
 /// RFC 8441: an extended CONNECT with `:protocol = websocket` over HTTP/2 reaches the
 /// upstream as an HTTP/1.1 WebSocket upgrade (the guard's own key, its accept checked)
 /// with the verdict headers, is answered 200, and tunnels WebSocket frames. Another
-/// `:protocol`, or a site with WebSockets off: 501; a CONNECT without one: 405.
+/// `:protocol`, or a site with WebSockets off: 501; a CONNECT without one: 405; an
+/// `:authority` of another site: 421.
 #[test]
 fn rfc_8441_websocket_over_http2_is_an_upgrade_upstream() {
     let Some(w) = World::new("rfc_8441_websocket_over_http2_is_an_upgrade_upstream", "") else {
@@ -862,6 +863,14 @@ fn rfc_8441_websocket_over_http2_is_an_upgrade_upstream() {
             .unwrap();
         let (resp, _s) = send.send_request(plain, true).unwrap();
         assert_eq!(resp.await.unwrap().status(), 405);
+
+        // An :authority outside the connection's site: 421, and nothing upstream.
+        let mut send = send.ready().await.unwrap();
+        let elsewhere = format!("plain.example:{}", w.guard.port);
+        let (resp, _s) = send
+            .send_request(connect_request(&elsewhere, "/", Some("websocket")), true)
+            .unwrap();
+        assert_eq!(resp.await.unwrap().status(), 421);
 
         // A site with WebSockets off.
         let mut send = h2_connection(&w, "off.example").await;
