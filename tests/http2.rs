@@ -897,8 +897,12 @@ async fn a_stream_stalled_by_withheld_credit_is_reset_after_the_send_timeout() {
     assert!(!conn.is_finished());
 }
 
+/// How long [`counting`]'s `/slow` takes.
+const SLOW: Duration = Duration::from_secs(2);
+
 /// A handler that counts its calls and answers `/endless` with a body that never ends
-/// (its first chunk at once), anything else with `ok`.
+/// (its first chunk at once), `/slow` with `slow` four times over [`SLOW`], `/onebig`
+/// with 1 MiB of `x` in one chunk, anything else with `ok`.
 fn counting(
     calls: Arc<std::sync::atomic::AtomicU64>,
 ) -> impl Fn(hyper::Request<hyper::body::Incoming>) -> std::future::Ready<hyper::Response<BoxBody>>
@@ -908,15 +912,19 @@ fn counting(
 + 'static {
     move |req| {
         calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let (chunk, chunks) = match req.uri().path() {
-            "/endless" => (Bytes::from(vec![b'x'; 1024]), usize::MAX),
-            _ => (Bytes::from_static(b"ok"), 1),
+        let (chunk, chunks, pause) = match req.uri().path() {
+            "/endless" => (Bytes::from(vec![b'x'; 1024]), usize::MAX, None),
+            // Two seconds in four pieces.
+            "/slow" => (Bytes::from_static(b"slow"), 4, Some(SLOW / 4)),
+            // 1 MiB in one chunk (as `http_body_util::Full` gives it).
+            "/onebig" => (Bytes::from(vec![b'x'; 1 << 20]), 1, None),
+            _ => (Bytes::from_static(b"ok"), 1, None),
         };
         std::future::ready(hyper::Response::new(
             Paced {
                 chunk,
                 chunks,
-                pause: None,
+                pause,
                 sleep: None,
                 dropped: Arc::default(),
             }
@@ -1117,6 +1125,281 @@ async fn rapid_resets_end_the_connection_with_bounded_service_calls() {
         "{served} service calls for {sent} streams ({ended:?}, {:?})",
         seen.goaways()
     );
+}
+
+/// A GET of `path` on an `h2` connection that is reset (RST_STREAM CANCEL) once its
+/// response has begun: its status; `Err` if the connection refused it.
+async fn reset_after_head(
+    send: &h2::client::SendRequest<Bytes>,
+    authority: &str,
+    path: &str,
+) -> Result<u16, h2::Error> {
+    let req = hyper::Request::get(format!("https://{authority}{path}"))
+        .body(())
+        .unwrap();
+    let mut ready = send.clone().ready().await?;
+    let (resp, mut stream) = ready.send_request(req, false)?;
+    let resp = resp.await?;
+    stream.send_reset(h2::Reason::CANCEL);
+    Ok(resp.status().as_u16())
+}
+
+/// An edge's connection carries many visitors' requests, and some visitors cancel: of
+/// 1000 streams (`max_requests_per_connection`), 20 at a time, one in seven (143, more
+/// than `max_abandoned_streams`) is reset once its response has begun, interleaved with
+/// completed ones. No reset-storm GOAWAY: every completed response is whole, and the
+/// connection ends by the request cap only.
+#[tokio::test]
+async fn cancelled_streams_among_completed_ones_are_no_reset_storm() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = world();
+    let (origin, calls, seen) = counted(&w, limits()).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (send, _, conn) = raw_h2(&w, origin.addr).await;
+    let (mut whole, mut reset) = (0, 0);
+    for batch in 0..50 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let (send, a) = (send.clone(), a.clone());
+            let cancel = (batch * 20 + i) % 7 == 3;
+            tasks.spawn(async move {
+                if cancel {
+                    let status = reset_after_head(&send, &a, "/endless").await.unwrap();
+                    assert_eq!(status, 200);
+                    return false;
+                }
+                let mut send = send;
+                let resp = raw_send(&mut send, &a, "/").await;
+                assert_eq!(resp.status(), 200);
+                assert_eq!(read_all(resp.into_body()).await.unwrap(), b"ok");
+                true
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if done.unwrap() {
+                whole += 1;
+            } else {
+                reset += 1;
+            }
+        }
+    }
+    assert_eq!((whole, reset), (857, 143));
+    assert_eq!(calls.load(SeqCst), 1000);
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection ends after the request cap's GOAWAY")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
+}
+
+/// During a reset storm, a slow response already in flight on the same connection
+/// (two seconds, more than the second the glue once gave) completes whole: the storm's
+/// GOAWAY stops new streams, not those in flight.
+#[tokio::test]
+async fn a_slow_response_in_flight_outlives_a_reset_storm() {
+    let w = world();
+    let (origin, _calls, seen) = counted(&w, limits()).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (mut send, _, conn) = raw_h2(&w, origin.addr).await;
+    let slow = raw_send(&mut send, &a, "/slow").await;
+    assert_eq!(slow.status(), 200);
+    let slow = tokio::spawn(read_all(slow.into_body()));
+    // Until the GOAWAY (a stream sent after it would wait for the connection's end).
+    let mut resets = 0;
+    while seen.goaways().is_empty() {
+        // 421: opened after the GOAWAY was decided.
+        let status = reset_after_head(&send, &a, "/endless").await.unwrap();
+        assert!(status == 200 || status == 421, "{status}");
+        resets += 1;
+        assert!(resets < 1000, "no GOAWAY after {resets} resets");
+    }
+    assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::ResetStorm]);
+    assert!(
+        !slow.is_finished(),
+        "the storm was over before the slow body"
+    );
+    assert_eq!(slow.await.unwrap().unwrap(), b"slowslowslowslow");
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the storm's connection ends once its streams have")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+}
+
+/// A client that keeps 64 streams in flight across the request cap (1000): a stream it
+/// sent before it saw the GOAWAY is served (200, whole), never answered 421; what it
+/// sent after is refused by its own h2 (a GOAWAY error, NO_ERROR) — the retryable error
+/// a client expects — and never reaches the service.
+#[tokio::test]
+async fn streams_sent_before_the_request_caps_goaway_are_served() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = world();
+    let (origin, calls, seen) = counted(&w, limits()).await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (send, _, conn) = raw_h2(&w, origin.addr).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    let (mut ok, mut refused, mut sent) = (0u64, 0u64, 0u64);
+    let outcome = |send: h2::client::SendRequest<Bytes>, a: String| async move {
+        let req = hyper::Request::get(format!("https://{a}/"))
+            .body(())
+            .unwrap();
+        let mut ready = send.ready().await?;
+        let (resp, _) = ready.send_request(req, true)?;
+        let resp = resp.await?;
+        let status = resp.status().as_u16();
+        assert_eq!(status, 200, "a stream sent before the GOAWAY was seen");
+        assert_eq!(read_all(resp.into_body()).await?, b"ok");
+        Ok::<u16, h2::Error>(status)
+    };
+    while sent < 1200 {
+        while tasks.len() < 64 && sent < 1200 {
+            tasks.spawn(outcome(send.clone(), a.clone()));
+            sent += 1;
+        }
+        match tasks.join_next().await.unwrap().unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert!(
+                    e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR),
+                    "{e:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert!(
+                    e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR),
+                    "{e:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(ok + refused, 1200);
+    assert!(ok >= 1000, "{ok} served, {refused} refused");
+    assert_eq!(
+        calls.load(SeqCst),
+        ok,
+        "every stream that reached the service"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection ends after its GOAWAY")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
+}
+
+/// A 1 MiB response body in one chunk, read slowly (a 32 KiB window, credit given
+/// back 40 ms after each frame: about 2.5 s, past the keep-alive timeout and its
+/// GOAWAY grace) arrives whole: the connection is not idle while h2 still has it to
+/// send. A client that stops giving credit after 100 KiB of the same body has that
+/// stream reset by the send timer and the connection closed by the idle GOAWAY.
+#[tokio::test]
+async fn a_big_chunk_read_slowly_arrives_whole_and_a_stopped_reader_is_closed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = world();
+    let (origin, _calls, seen) = counted(
+        &w,
+        limits()
+            .with_keepalive_timeout(IDLE)
+            .with_send_timeout(IDLE),
+    )
+    .await;
+    let a = format!("a.example:{}", origin.addr.port());
+    let (mut send, conn) = raw_h2_window(&w, origin.addr, 32 * 1024).await;
+    let start = Instant::now();
+    let mut body = raw_send(&mut send, &a, "/onebig").await.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        assert!(chunk.iter().all(|b| *b == b'x'));
+        got += chunk.len();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    assert_eq!(got, 1 << 20);
+    assert!(
+        start.elapsed() > IDLE + Duration::from_secs(1),
+        "read slowly"
+    );
+    assert!(seen.goaways().is_empty(), "{:?}", seen.goaways());
+    // Stop giving credit after 100 KiB: the stream is reset, the connection idles out.
+    let mut body = raw_send(&mut send, &a, "/onebig").await.into_body();
+    let mut got = 0;
+    let err = loop {
+        match body.data().await.unwrap() {
+            Ok(chunk) => {
+                got += chunk.len();
+                if got < 100 * 1024 {
+                    body.flow_control().release_capacity(chunk.len()).unwrap();
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("closed after the stream's reset and the keep-alive timeout")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert_eq!(seen.stalled.load(SeqCst), 1);
+    assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::Idle]);
+}
+
+/// A plain CONNECT (no `:protocol`) is answered 405 without reaching the service, on
+/// HTTP/2 (extended CONNECT on or off) and on HTTP/1.1 (and the connection closes);
+/// with `Limits::plain_connect` on, it reaches the service.
+#[tokio::test]
+async fn a_plain_connect_is_405_unless_the_application_opts_in() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = world();
+    let plain = |send: h2::client::SendRequest<Bytes>, authority: String| async move {
+        let req = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(authority)
+            .body(())
+            .unwrap();
+        let mut ready = send.ready().await.unwrap();
+        let (resp, _) = ready.send_request(req, false).unwrap();
+        resp.await.unwrap().status().as_u16()
+    };
+    for (connect_protocol, opt_in) in [(false, false), (true, false), (false, true)] {
+        let mut limits = limits().with_plain_connect(opt_in);
+        limits.http2.connect_protocol = connect_protocol;
+        let (origin, calls, _) = counted(&w, limits).await;
+        let a = format!("a.example:{}", origin.addr.port());
+        let (send, _, _conn) = raw_h2(&w, origin.addr).await;
+        let status = plain(send, a.clone()).await;
+        if opt_in {
+            assert_eq!((status, calls.load(SeqCst)), (200, 1));
+            continue;
+        }
+        assert_eq!(status, 405, "HTTP/2, connect_protocol {connect_protocol}");
+        let tcp = TcpStream::connect(origin.addr).await.unwrap();
+        let name = ServerName::try_from("a.example").unwrap();
+        let mut io = tls(&w, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
+        io.write_all(format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        // Closed after the answer (hyper does without close_notify after a CONNECT).
+        let mut got = Vec::new();
+        let _ = io.read_to_end(&mut got).await;
+        let got = String::from_utf8(got).unwrap();
+        assert!(
+            got.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{got}"
+        );
+        assert!(got.contains("connection: close\r\n"), "{got}");
+        assert_eq!(calls.load(SeqCst), 0);
+    }
 }
 
 /// The process's resident set size, in KiB.

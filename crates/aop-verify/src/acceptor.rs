@@ -51,15 +51,24 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// A connection serves at most this many requests (HTTP/2: streams), then is told
     /// to end: on HTTP/1.1 the last response says `Connection: close`; on HTTP/2 the
-    /// connection is sent GOAWAY once the last stream is accepted, the streams in flight
-    /// finish, and streams opened after it are answered 421 without reaching the
-    /// service. A client reconnects (a fresh handshake, under the policy then in force);
+    /// connection is sent GOAWAY once the last stream is accepted and the streams in
+    /// flight finish. Streams the client opens after it — those it sent before it saw
+    /// the GOAWAY — are still served, up to [`Http2Limits::max_concurrent_streams`] of
+    /// them; more are answered 421 without reaching the service. A client reconnects (a fresh handshake, under the policy then in force);
     /// what one connection can make the service start, and how long one handshake's
     /// verdict is reused, stay bounded. Enforced by the hyper glue (0 acts as 1).
     /// Default 1000 (nginx's `keepalive_requests`, which applies to HTTP/2 streams too).
     pub max_requests_per_connection: u64,
     /// The HTTP/2 settings of the hyper glue's connections (ALPN `h2`).
     pub http2: Http2Limits,
+    /// Pass a plain `CONNECT` request (HTTP/1.1, or HTTP/2 without `:protocol`: a
+    /// tunnel to any host and port) to the service. Default false: the hyper glue answers
+    /// it `405 Method Not Allowed` (and closes an HTTP/1.1 connection), since hyper
+    /// turns any 2xx answer to a CONNECT into a tunnel, and an origin is not a forward
+    /// proxy. Extended CONNECT (HTTP/2 with `:protocol`, RFC 8441) is governed by
+    /// [`Http2Limits::connect_protocol`] instead. A tunnel holds its connection and
+    /// stops with it ([`crate::hyper::InFlight`]).
+    pub plain_connect: bool,
 }
 
 /// The settings of an HTTP/2 connection served by the hyper glue: what one client
@@ -99,13 +108,18 @@ pub struct Http2Limits {
     /// Close the connection if a PING is not answered within this. Default 20 s.
     pub keep_alive_timeout: Duration,
     /// Streams that may end before their response does — reset by the client
-    /// (RST_STREAM) after the service was called, reset by the glue because the client
-    /// withheld flow-control credit, or opened after the connection was sent GOAWAY —
-    /// before the connection is sent GOAWAY and closed a second later (the reset storm:
+    /// (RST_STREAM) after the service was called, or reset by the glue because the
+    /// client withheld flow-control credit — before a connection on which they are also
+    /// more than the streams whose response completed is sent GOAWAY (a reset storm:
     /// each such stream costs a service call, an upstream request, for no response).
-    /// h2's own [`Http2Limits::max_pending_accept_reset_streams`] only sees streams reset
-    /// before they are accepted. Default 100: a browser cancels a few streams on a
-    /// page; a client that cancels a hundred on one connection can reconnect.
+    /// Its streams in flight may finish, within [`Limits::keepalive_timeout`]; streams
+    /// opened after it are answered 421. A tunnel (a 2xx answer to a CONNECT) and a
+    /// stream the glue refused never count. An edge that carries many visitors' requests
+    /// on one connection sees some cancelled, in proportion, and keeps it; what one
+    /// connection can make the service start stays bounded by
+    /// [`Limits::max_requests_per_connection`]. h2's own
+    /// [`Http2Limits::max_pending_accept_reset_streams`] only sees streams reset before
+    /// they are accepted. Default 100.
     pub max_abandoned_streams: usize,
     /// Accept extended CONNECT (RFC 8441: SETTINGS_ENABLE_CONNECT_PROTOCOL), the way a
     /// WebSocket is carried over HTTP/2: a `CONNECT` request with a `:protocol`
@@ -145,6 +159,7 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(60),
             max_requests_per_connection: 1000,
             http2: Http2Limits::default(),
+            plain_connect: false,
         }
     }
 }
@@ -195,6 +210,12 @@ impl Limits {
     /// Set [`Limits::log_verdicts`].
     pub fn with_log_verdicts(mut self, on: bool) -> Self {
         self.log_verdicts = on;
+        self
+    }
+
+    /// Set [`Limits::plain_connect`].
+    pub fn with_plain_connect(mut self, on: bool) -> Self {
+        self.plain_connect = on;
         self
     }
 }

@@ -85,13 +85,25 @@ use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 /// [`Limits::max_requests_per_connection`](crate::Limits::max_requests_per_connection)
 /// requests: the last response on HTTP/1.1 says `Connection: close`; on HTTP/2 the
 /// connection is sent GOAWAY once the last stream is accepted and its streams in flight
-/// finish. An HTTP/2 connection on which more than
+/// finish. Streams the client opens after an idle, request-cap or shutdown GOAWAY (sent
+/// before it saw it) are still served, up to
+/// [`Http2Limits::max_concurrent_streams`](crate::Http2Limits::max_concurrent_streams)
+/// of them; later ones are answered 421 without reaching the service. An HTTP/2
+/// connection on which the streams that ended before their response did (the client
+/// reset them, or the send timer did) are more than
 /// [`Http2Limits::max_abandoned_streams`](crate::Http2Limits::max_abandoned_streams)
-/// streams ended before their response did (the client reset them, or the send timer
-/// did) is sent GOAWAY and closed a second later (a reset storm). After any GOAWAY of
-/// the glue's, a stream the client still opens is answered 421 without reaching the
-/// service, and counts as abandoned. Each GOAWAY is logged once and reported to
-/// [`Observer::goaway`].
+/// and more than the streams whose response completed is sent GOAWAY (a reset storm):
+/// its streams in flight may finish; streams opened after it are answered 421; it is
+/// closed [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) after the
+/// GOAWAY at the latest (as after a failed re-check, or the caller's shutdown). A
+/// refused stream and a tunnel (a 2xx answer to CONNECT) never count as abandoned.
+/// Each GOAWAY is logged once and reported to [`Observer::goaway`].
+///
+/// A plain `CONNECT` (HTTP/1.1, or HTTP/2 without `:protocol`) is answered
+/// `405 Method Not Allowed` without reaching the service unless
+/// [`Limits::plain_connect`](crate::Limits::plain_connect) is on (h2 itself refuses a
+/// `:protocol` unless [`Http2Limits::connect_protocol`](crate::Http2Limits::connect_protocol)
+/// is on).
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -154,7 +166,8 @@ pub trait Observer: Send + Sync {
     /// flow-control credit (a WINDOW_UPDATE); the connection and its other streams go
     /// on. Not logged by the glue (one event per stream).
     fn stream_stalled(&self) {}
-    /// The connection was told to end, gracefully (see [`GoAway`]).
+    /// The connection was told to end, gracefully (see [`GoAway`]); once for each
+    /// reason.
     fn goaway(&self, why: GoAway) {
         let _ = why;
     }
@@ -243,18 +256,48 @@ where
     // streams it keeps open (hyper's final GOAWAY waits for the client's PING ack, which
     // a client can withhold while it opens stream after stream).
     let mut hard_stop: Option<tokio::time::Instant> = None;
+    // HTTP/1.1: the connection was upgraded while a tunnel holds it (InFlight::hold): the
+    // future lasts until the holds end, or keepalive_timeout after the shutdown signal.
+    let mut upgraded = false;
     std::future::poll_fn(move |cx| {
         loop {
             if let Some(s) = shutdown.as_mut()
                 && s.as_mut().poll(cx).is_ready()
             {
                 shutdown = None;
+                activity.stopping();
+                if h2 {
+                    // As after a reload: hyper's final GOAWAY waits for streams (a tunnel
+                    // among them) that a client can keep open.
+                    let stop = tokio::time::Instant::now() + limits.keepalive_timeout;
+                    hard_stop = Some(hard_stop.map_or(stop, |s| s.min(stop)));
+                }
                 if !std::mem::replace(&mut closing, true) {
                     conn.graceful_shutdown();
                 }
             }
+            if upgraded {
+                if shutdown.is_none() && hard_stop.is_none() {
+                    hard_stop = Some(tokio::time::Instant::now() + limits.keepalive_timeout);
+                }
+                activity.register(cx, true);
+                if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                let Some(stop) = hard_stop else {
+                    return Poll::Pending;
+                };
+                if timer.deadline() != stop {
+                    timer.as_mut().reset(stop);
+                }
+                return timer.as_mut().poll(cx).map(Ok);
+            }
             if let Poll::Ready(r) = conn.poll(cx) {
-                return Poll::Ready(r);
+                if h2 || r.is_err() || activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    return Poll::Ready(r);
+                }
+                upgraded = true;
+                continue;
             }
             let decided = activity.goaway.swap(0, Ordering::Relaxed);
             if decided != 0 {
@@ -262,11 +305,13 @@ where
                     told_to_end(why, &verdict, &*observer);
                     let now = tokio::time::Instant::now();
                     let stop = match why {
-                        // Streams in flight finish; later ones are refused (and count
-                        // as abandoned), and the idle timer closes the connection.
+                        // Streams in flight finish, and those the client sent before it
+                        // saw the GOAWAY; the idle timer closes the connection.
                         GoAway::MaxRequests | GoAway::Idle => None,
-                        GoAway::Reload => Some(now + limits.keepalive_timeout),
-                        GoAway::ResetStorm => Some(now + GOAWAY_GRACE),
+                        // Streams in flight finish (other clients' responses, on an
+                        // edge's connection), within the keep-alive timeout; later ones
+                        // are refused.
+                        GoAway::Reload | GoAway::ResetStorm => Some(now + limits.keepalive_timeout),
                     };
                     if let Some(stop) = stop {
                         hard_stop = Some(hard_stop.map_or(stop, |s| s.min(stop)));
@@ -293,6 +338,7 @@ where
                     Timeout::KeepAlive if h2 => {
                         closed_for(why, &verdict, &*observer);
                         observer.goaway(GoAway::Idle);
+                        activity.stopping();
                         grace = Some(tokio::time::Instant::now() + GOAWAY_GRACE);
                         if !std::mem::replace(&mut closing, true) {
                             conn.graceful_shutdown();
@@ -523,8 +569,9 @@ pub enum GoAway {
     /// requests.
     MaxRequests,
     /// More than [`Http2Limits::max_abandoned_streams`](crate::Http2Limits::max_abandoned_streams)
-    /// streams ended before their response did (reset by the client, or stalled): the
-    /// connection is closed a second after its GOAWAY, whatever streams are open.
+    /// streams ended before their response did (reset by the client, or stalled), and
+    /// more than completed: streams in flight may finish, within
+    /// [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout).
     ResetStorm,
     /// After a policy reload, the connection's certificate no longer passes its rule
     /// (its stream was answered 421).
@@ -613,16 +660,33 @@ struct Activity {
     /// HTTP/2: why the connection is to be sent GOAWAY, decided in a stream's call or
     /// task and not yet acted on by the connection's loop (a set of [`GoAway`] bits).
     goaway: AtomicU8,
-    /// HTTP/2: a GOAWAY was decided; streams the client still opens are refused (421)
-    /// without reaching the service, and count as abandoned.
+    /// A GOAWAY was decided (on HTTP/2), or the caller's shutdown began: the connection
+    /// is ending ([`InFlight::stopping`] completes).
     ending: AtomicBool,
+    /// HTTP/2: the GOAWAY decided was for a fault (a reset storm, a failed re-check):
+    /// streams the client still opens are refused (421) at once.
+    refusing: AtomicBool,
+    /// The [`GoAway`] bits ever decided: each is decided (and reported) once.
+    decided: AtomicU8,
+    /// HTTP/2: streams opened after [`Activity::ending`] was set. The first
+    /// `max_concurrent_streams` of them (those the client sent before it saw the GOAWAY)
+    /// are served; the rest are refused (421).
+    late: AtomicU64,
+    /// [`crate::Http2Limits::max_concurrent_streams`].
+    max_late: u64,
+    /// Woken when [`Activity::ending`] is set.
+    stop: tokio::sync::Notify,
     /// Requests (HTTP/2: streams) handed to [`WithVerdict`] so far.
     requests: AtomicU64,
     /// [`crate::Limits::max_requests_per_connection`].
     max_requests: u64,
+    /// [`crate::Limits::plain_connect`].
+    plain_connect: bool,
     /// HTTP/2: streams that ended before their response did (the client reset them, or
-    /// stopped taking the response), and streams refused after GOAWAY.
+    /// stopped taking the response).
     abandoned: AtomicUsize,
+    /// HTTP/2: streams whose response ended (refusals included).
+    completed: AtomicUsize,
     /// [`crate::Http2Limits::max_abandoned_streams`].
     max_abandoned: usize,
     /// HTTP/2: the connection's task, woken when its last open stream ends in a stream
@@ -655,9 +719,16 @@ impl Activity {
             h2,
             goaway: AtomicU8::new(0),
             ending: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
+            decided: AtomicU8::new(0),
+            late: AtomicU64::new(0),
+            max_late: u64::from(limits.http2.max_concurrent_streams),
+            stop: tokio::sync::Notify::new(),
             requests: AtomicU64::new(0),
             max_requests: limits.max_requests_per_connection,
+            plain_connect: limits.plain_connect,
             abandoned: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
             max_abandoned: limits.http2.max_abandoned_streams,
             waker: std::sync::Mutex::new(None),
             phase: AtomicU8::new(IDLE),
@@ -735,22 +806,53 @@ impl Activity {
         Busy {
             activity: self.clone(),
             open: stream,
+            stream,
         }
     }
 
-    /// HTTP/2: decide on GOAWAY for `why`; the connection's loop sends it.
+    /// HTTP/2: decide on GOAWAY for `why` (once for each reason); the connection's loop
+    /// sends it.
     fn end(&self, why: GoAway) {
-        self.ending.store(true, Ordering::Relaxed);
+        if matches!(why, GoAway::ResetStorm | GoAway::Reload) {
+            self.refusing.store(true, Ordering::Relaxed);
+        }
+        if self.decided.fetch_or(why.bit(), Ordering::Relaxed) & why.bit() != 0 {
+            return;
+        }
+        self.stopping();
         self.goaway.fetch_or(why.bit(), Ordering::Relaxed);
         self.wake();
     }
 
-    /// HTTP/2: a stream ended before its response did, or was opened after GOAWAY;
-    /// one more than the limit ends the connection.
+    /// The connection is ending (a GOAWAY, or the caller's shutdown): tell the
+    /// [`InFlight::stopping`] futures.
+    fn stopping(&self) {
+        if !self.ending.swap(true, Ordering::Relaxed) {
+            self.stop.notify_waiters();
+        }
+    }
+
+    /// HTTP/2: a stream ended before its response did. A reset storm, which ends the
+    /// connection, is more than `max_abandoned_streams` such streams that are also more
+    /// than the streams completed on it: a connection that carries many clients' requests
+    /// (an edge's) sees some of them cancelled, in proportion; a storm is mostly resets.
+    /// What one connection can make the service start stays bounded by
+    /// `max_requests_per_connection`.
     fn abandon(&self) {
-        if self.abandoned.fetch_add(1, Ordering::Relaxed) == self.max_abandoned {
+        let abandoned = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+        if abandoned > self.max_abandoned && abandoned > self.completed.load(Ordering::Relaxed) {
             self.end(GoAway::ResetStorm);
         }
+    }
+
+    /// HTTP/2: whether a stream opened now is refused (421): after a fault's GOAWAY, or
+    /// past the streams the client may have sent before it saw a GOAWAY.
+    fn refuse_late(&self) -> bool {
+        if !self.ending.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.refusing.load(Ordering::Relaxed)
+            || self.late.fetch_add(1, Ordering::Relaxed) >= self.max_late
     }
 
     /// The next timer to run, if any. `grace`: when an idle HTTP/2 connection sent
@@ -793,6 +895,8 @@ pub struct Busy {
     activity: Arc<Activity>,
     /// An HTTP/2 request whose response has not ended: dropped so, it was abandoned.
     open: bool,
+    /// An HTTP/2 request (not a hold): dropped not `open`, it completed.
+    stream: bool,
 }
 
 impl std::fmt::Debug for Busy {
@@ -815,9 +919,12 @@ impl std::fmt::Debug for Busy {
 /// connection counts as busy: the tunnel's own idle timeout is then the tunnel's bound,
 /// and must exist.
 ///
-/// On HTTP/1.1 the connection's future completes once a `101 Switching Protocols` is
-/// written: the upgraded IO belongs to whoever called `hyper::upgrade::on`, no timer of
-/// the glue applies to it any more, and holding is harmless.
+/// On HTTP/1.1, once a `101 Switching Protocols` is written the upgraded IO belongs to
+/// whoever called `hyper::upgrade::on` and no timer of the glue applies to it; the
+/// connection's future (and so [`crate::serve`]'s graceful shutdown) lasts while a hold
+/// lives, until [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) after
+/// the shutdown signal at most. A tunnel ends itself when [`InFlight::stopping`]
+/// completes.
 ///
 /// ```no_run
 /// # use aop_verify::hyper::InFlight;
@@ -839,6 +946,28 @@ impl InFlight {
     pub fn hold(&self) -> Busy {
         self.0.begin(false)
     }
+
+    /// Completes when the connection is ending: the caller's shutdown signal (of
+    /// [`serve_connection_until`], or [`crate::serve`]'s graceful shutdown), or any
+    /// GOAWAY of the glue's on HTTP/2. A tunnel passes it as its stop signal
+    /// (`aop_http::tunnel`'s `stop`) and closes, so that a graceful shutdown does not
+    /// wait on it. On HTTP/2 the connection is closed anyway
+    /// [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) after a
+    /// shutdown or a fault's GOAWAY, whatever its tunnels do.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let activity = self.0.clone();
+        async move {
+            loop {
+                let notified = activity.stop.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if activity.ending.load(Ordering::Relaxed) {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for InFlight {
@@ -852,12 +981,14 @@ impl Drop for Busy {
         let activity = &self.activity;
         if self.open {
             activity.abandon();
+        } else if self.stream {
+            activity.completed.fetch_add(1, Ordering::Relaxed);
         }
         if activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             activity.enter(IDLE);
-            if activity.h2 {
-                activity.wake();
-            }
+            // HTTP/2: the idle timer starts; HTTP/1.1: an upgraded connection's last
+            // tunnel has ended.
+            activity.wake();
         }
     }
 }
@@ -919,32 +1050,67 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
+/// The largest data frame a response body hands hyper at once (HTTP/2's default frame
+/// size): a larger chunk is handed over in pieces.
+const PIECE: usize = 16 * 1024;
+
 pin_project_lite::pin_project! {
-    /// A response body that marks the end of its request for the connection's timers.
+    /// A response body that marks the end of its request for the connection's timers,
+    /// and hands its data over in [`PIECE`]s. On HTTP/2 hyper polls a body again only
+    /// once the client's flow-control window has room: in pieces, the body's end (and
+    /// the connection's idle timer) comes when at most a piece is left to send, and each
+    /// piece the client takes restarts the stream's send timer — handed a 1 MiB chunk
+    /// whole, h2 would hold it for as long as a slow reader takes, with the connection
+    /// looking idle and the stream stalled.
     struct Tracked<B> {
         #[pin]
         inner: B,
         busy: Option<Busy>,
+        // What is left of the chunk being handed over.
+        rest: hyper::body::Bytes,
     }
 }
 
 impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
+    type Data = hyper::body::Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use hyper::body::{Buf as _, Frame};
         let mut this = self.project();
-        let r = this.inner.as_mut().poll_frame(cx);
+        let bytes = |mut d: B::Data| d.copy_to_bytes(d.remaining());
+        let r = if this.rest.is_empty() {
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(match f.into_data() {
+                    Ok(d) => {
+                        let mut all = bytes(d);
+                        if all.len() > PIECE {
+                            *this.rest = all.split_off(PIECE);
+                        }
+                        Frame::data(all)
+                    }
+                    Err(f) => f.map_data(bytes),
+                }))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        } else {
+            let n = this.rest.len().min(PIECE);
+            Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(n)))))
+        };
         match &r {
             Poll::Ready(None | Some(Err(_))) => {
                 ended(this.busy);
                 this.busy.take();
             }
             // The last frame: hyper sends it and polls no more.
-            Poll::Ready(Some(Ok(f))) if !f.is_data() || this.inner.is_end_stream() => {
+            Poll::Ready(Some(Ok(f)))
+                if !f.is_data() || (this.rest.is_empty() && this.inner.is_end_stream()) =>
+            {
                 ended(this.busy);
             }
             _ => {}
@@ -957,11 +1123,18 @@ impl<B: Body> Body for Tracked<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
@@ -1174,18 +1347,28 @@ where
                     hyper::header::HeaderValue::from_static("close"),
                 );
             }
+            // A refusal is a complete answer, never an abandoned stream.
+            let mut busy = Some(busy);
+            ended(&mut busy);
             Answer::Refused {
                 response: Some(resp),
-                busy: Some(busy),
+                busy,
             }
         };
-        if activity.ending.load(Ordering::Relaxed) {
-            // HTTP/2: a stream opened after GOAWAY (sent before the client saw it, or
-            // in spite of it): retry on another connection. A client that keeps doing
-            // it is a reset storm.
-            activity.abandon();
+        if !h1 && activity.refuse_late() {
+            // HTTP/2: a stream opened after a fault's GOAWAY, or more than a client could
+            // have sent before it saw a GOAWAY: retry on another connection.
             return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
         }
+        // A plain CONNECT (no `:protocol`) asks for a tunnel to anywhere: only for an
+        // application that opted in.
+        if req.method() == hyper::Method::CONNECT
+            && !activity.plain_connect
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
+            return refuse(StatusCode::METHOD_NOT_ALLOWED, true, busy);
+        }
+        let connect = req.method() == hyper::Method::CONNECT;
         let last = activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests;
         if last && !h1 {
             activity.end(GoAway::MaxRequests);
@@ -1210,6 +1393,7 @@ where
             future: Box::pin(self.inner.call(req)),
             busy: Some(busy),
             close: last && h1,
+            connect,
         }
     }
 }
@@ -1224,6 +1408,8 @@ enum Answer<F, B, E> {
         /// HTTP/1.1: the connection's last request; its response says
         /// `Connection: close`.
         close: bool,
+        /// A CONNECT: a 2xx answer is a tunnel, its response complete.
+        connect: bool,
     },
     /// The request was refused before reaching the service.
     Refused {
@@ -1251,15 +1437,23 @@ where
             if resp.body().is_end_stream() {
                 ended(&mut busy);
             }
-            resp.map(|inner| Tracked { inner, busy })
+            resp.map(|inner| Tracked {
+                inner,
+                busy,
+                rest: hyper::body::Bytes::new(),
+            })
         };
         match self.get_mut() {
             Self::Inner {
                 future,
                 busy,
                 close,
+                connect,
             } => match future.as_mut().poll(cx) {
                 Poll::Ready(Ok(mut resp)) => {
+                    if *connect && resp.status().is_success() {
+                        ended(busy);
+                    }
                     if *close {
                         resp.headers_mut().insert(
                             hyper::header::CONNECTION,
