@@ -449,9 +449,14 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
     .await
     .unwrap();
     assert_eq!(status, 502, "{head}");
-    assert_eq!(
-        body,
-        "502 Bad Gateway: the origin refused the TLS handshake (alert access_denied)\n"
+    // Over TLS 1.3 the origin refuses after the edge's handshake has ended; on HTTP/2 the
+    // edge writes its preface at once, and an origin that closes with those bytes unread
+    // makes its kernel send a reset that can discard the alert: then the edge only sees
+    // the connection fail.
+    assert!(
+        body == "502 Bad Gateway: the origin refused the TLS handshake (alert access_denied)\n"
+            || body.starts_with("502 Bad Gateway: request to www.example.com failed: client error"),
+        "{body}"
     );
     assert_eq!(origin.verdict().await.to_string(), "FAILED:zone_mismatch");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -464,10 +469,7 @@ async fn the_edge_proxy_forwards_with_client_ip_headers_and_answers_502_when_ref
             break line;
         }
     };
-    assert!(
-        logged.contains("status=502") && logged.contains("alert access_denied"),
-        "{logged}"
-    );
+    assert!(logged.contains("status=502"), "{logged}");
 
     // A per-hostname certificate wins over the zone's, even where the origin wants the
     // zone's: here it is refused, which shows which one was presented.
@@ -979,9 +981,10 @@ async fn a_cold_burst_to_an_origin_that_refuses_fails_every_request_with_its_ale
         let (client, url) = (client.clone(), format!("https://h.example.com:{port}/"));
         set.spawn(async move { fetch(&client, &url).await.unwrap_err() });
     }
-    // Over TLS 1.3 the origin refuses after our handshake has ended: a request whose
-    // first write meets the origin's close before its alert is read fails as a broken
-    // pipe (rare; the alert is then never seen). Every request fails, and none otherwise.
+    // Over TLS 1.3 the origin refuses after our handshake has ended: when it closes with
+    // our first bytes unread, its kernel's reset can discard the alert, and that request
+    // fails as a broken pipe, a reset or a cancelled request instead (rare here). Every
+    // request fails, and none otherwise.
     let refused = Failure::Refused {
         alert: "access_denied".into(),
     };
@@ -989,7 +992,10 @@ async fn a_cold_burst_to_an_origin_that_refuses_fails_every_request_with_its_ale
     for err in set.join_all().await {
         match aop_edge::classify(&err) {
             f if f == refused => named += 1,
-            Failure::Other { .. } if format!("{err:?}").contains("BrokenPipe") => {}
+            Failure::Other { .. }
+                if ["BrokenPipe", "ConnectionReset", "Canceled"]
+                    .iter()
+                    .any(|lost| format!("{err:?}").contains(lost)) => {}
             other => panic!("{other:?}: {err:?}"),
         }
     }
@@ -1242,8 +1248,8 @@ asyncio.run(main())
 "#;
 
 /// A WebSocket client (Python `websockets`): `client.py URL SCENARIO` prints one JSON
-/// object. `echo`: a text message and a 1 MiB binary one, echoed; `headers`: the first
-/// message; `refuse`: the handshake's status and body; `idle`: whether the connection
+/// object. `echo`: a text message and a 1 MiB binary one, echoed; `many`: 10 WebSockets
+/// at once, each echoing its own message; `headers`: the first message; `refuse`: the handshake's status and body; `idle`: whether the connection
 /// is closed under it while it waits (30 s at most) without sending.
 const WS_CLIENT: &str = r#"
 import asyncio, json, sys
@@ -1252,7 +1258,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 async def main(url, scenario):
     out = {}
-    if scenario == "refuse":
+    if scenario == "many":
+        async def one(i):
+            async with connect(url, proxy=None, ping_interval=None, close_timeout=1) as ws:
+                await ws.send(f"visitor {i}")
+                return await ws.recv() == f"visitor {i}"
+        out["echoed"] = sum(await asyncio.gather(*(one(i) for i in range(10))))
+    elif scenario == "refuse":
         try:
             async with connect(url, proxy=None):
                 out["opened"] = True
@@ -1351,8 +1363,9 @@ fn log_line(p: &Proxy, needle: &str) -> String {
 /// real chain. Plain requests reach nginx over HTTP/2; the WebSocket goes over HTTP/1.1
 /// (nginx 1.22 cannot upgrade an HTTP/2 stream), text and a 1 MiB binary message echo,
 /// the server sees nginx's `SUCCESS` for the edge's certificate and the edge's
-/// headers, a server refusing with 403 gives the visitor 403, and an idle tunnel is
-/// closed after `--tunnel-idle-timeout` and counted in the log.
+/// headers, a server refusing with 403 gives the visitor 403, 10 WebSockets at once
+/// each echo their own, and an idle tunnel is closed after `--tunnel-idle-timeout`;
+/// every tunnel is counted in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_proxy_tunnels_websockets_through_nginx_to_a_websockets_server() {
     let Some(python) = aop_e2e::python("the_edge_proxy_tunnels_websockets") else {
@@ -1417,6 +1430,11 @@ async fn the_edge_proxy_tunnels_websockets_through_nginx_to_a_websockets_server(
         line.contains("status=403") && line.contains("upgrade=\"refused\""),
         "{line}"
     );
+
+    // 10 at once: each its own tunnel, all counted, all closed.
+    let many = ws_client(&python, w.path(), p.port, "/ws/echo", "many").await;
+    assert_eq!(many, serde_json::json!({"echoed": 10}));
+    log_line(&p, "tunnels_open=0 tunnels_total=12");
     drop(p);
 
     // An idle tunnel is closed after the idle timeout, and counted.
