@@ -348,6 +348,13 @@ fn http_get(port: u16, path: &str, extra: &str) -> (u16, String, String) {
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
+/// [`http_get`] from an async test.
+async fn visit(port: u16, path: &'static str, extra: &'static str) -> (u16, String, String) {
+    tokio::task::spawn_blocking(move || http_get(port, path, extra))
+        .await
+        .unwrap()
+}
+
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
@@ -1171,9 +1178,7 @@ async fn an_origin_offering_only_http1_gets_http1_and_no_other_upgrade_is_forwar
     // Through aop-edge-proxy: HTTP/1.1 has a Host field, the origin's authority.
     let p = proxy(&w, port, "www.example.com", &["--zone-cert", &zone]);
     let pp = p.port;
-    let (status, head, _) = tokio::task::spawn_blocking(move || http_get(pp, "/", ""))
-        .await
-        .unwrap();
+    let (status, head, _) = visit(pp, "/", "").await;
     assert_eq!(status, 200, "{head}");
     assert_eq!(
         header(&head, "x-echo-host"),
@@ -1206,9 +1211,7 @@ async fn an_origin_offering_only_http1_gets_http1_and_no_other_upgrade_is_forwar
         "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
         "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n",
     ] {
-        let (status, head, body) = tokio::task::spawn_blocking(move || http_get(pp, "/", extra))
-            .await
-            .unwrap();
+        let (status, head, body) = visit(pp, "/", extra).await;
         assert_eq!(status, 200, "{extra}: {head}");
         assert!(
             body.ends_with(" proto=HTTP/1.1 upgrade=[]\n"),
@@ -1386,9 +1389,7 @@ async fn the_edge_proxy_tunnels_websockets_through_nginx_to_a_websockets_server(
 
     // A plain request: HTTP/2 to nginx, HTTP/1.1 to the visitor.
     let pp = p.port;
-    let (status, head, body) = tokio::task::spawn_blocking(move || http_get(pp, "/", ""))
-        .await
-        .unwrap();
+    let (status, head, body) = visit(pp, "/", "").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(status, 200);
     assert!(
@@ -1514,9 +1515,7 @@ async fn the_edge_proxy_answers_502_when_the_origin_switches_to_another_protocol
         "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
         "",
     ] {
-        let (status, head, _) = tokio::task::spawn_blocking(move || http_get(pp, "/", extra))
-            .await
-            .unwrap();
+        let (status, head, _) = visit(pp, "/", extra).await;
         assert_eq!(status, 502, "{extra}: {head}");
     }
     let line = log_line(&p, "origin pull failed");
