@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: panics are failures
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::Arc;
@@ -533,15 +533,18 @@ async fn echo(upgraded: hyper::upgrade::Upgraded) {
 
 /// A tunnel's handler: `CONNECT` with `:protocol` (HTTP/2) or an `Upgrade` (HTTP/1.1)
 /// is answered 200 / 101 and echoed; on a path other than `/nohold` the tunnel holds
-/// its connection ([`aop_verify::hyper::InFlight`]) until it ends.
+/// its connection ([`aop_verify::hyper::InFlight`]) until it ends; on `/stopping` it
+/// also ends when the connection is ending ([`aop_verify::hyper::InFlight::stopping`]).
 async fn tunnel(mut req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<BoxBody> {
     let hold = req.uri().path() != "/nohold";
-    let busy = hold.then(|| {
-        req.extensions()
-            .get::<aop_verify::hyper::InFlight>()
-            .expect("set by the glue")
-            .hold()
-    });
+    let in_flight = req
+        .extensions()
+        .get::<aop_verify::hyper::InFlight>()
+        .expect("set by the glue")
+        .clone();
+    let busy = hold.then(|| in_flight.hold());
+    let stopping = in_flight.stopping();
+    let stops = req.uri().path() == "/stopping";
     let h2 = req.version() == hyper::Version::HTTP_2;
     let protocol = req
         .extensions()
@@ -551,7 +554,14 @@ async fn tunnel(mut req: hyper::Request<hyper::body::Incoming>) -> hyper::Respon
     tokio::spawn(async move {
         let _busy = busy;
         if let Ok(up) = upgrade.await {
-            echo(up).await;
+            if stops {
+                tokio::select! {
+                    () = echo(up) => {}
+                    () = stopping => {}
+                }
+            } else {
+                echo(up).await;
+            }
         }
     });
     if h2 {
@@ -666,6 +676,111 @@ async fn an_http1_upgrade_is_the_services() {
     for msg in [&b"one"[..], b"two", &[0xff; 40_000]] {
         assert_eq!(round_trip(&mut io, msg).await.unwrap(), msg);
     }
+}
+
+/// An HTTP/1.1 Upgrade with `path` on a new connection to `addr`: the tunnel, once
+/// `101` has arrived.
+async fn h1_tunnel(
+    w: &pki::World,
+    addr: SocketAddr,
+    path: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("a.example").unwrap();
+    let mut io = tls(w, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: a.example:{}\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        addr.port()
+    );
+    io.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut b = [0; 1];
+        io.read_exact(&mut b).await.unwrap();
+        got.push(b[0]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101 "), "{got:?}");
+    io
+}
+
+/// `aop_verify::serve`'s graceful shutdown and tunnels: tunnels that pass
+/// `InFlight::stopping` as their stop signal (an HTTP/1.1 Upgrade, an HTTP/2 extended
+/// CONNECT) end when the signal comes; a tunnel that holds its connection and ignores
+/// it still echoes after the signal, and the server waits for it — until the
+/// keep-alive timeout after the signal, when it resolves.
+#[tokio::test]
+async fn a_graceful_shutdown_stops_tunnels_and_waits_for_holds_bounded() {
+    let w = world();
+    let mut limits = limits().with_keepalive_timeout(IDLE * 2);
+    limits.http2.connect_protocol = true;
+    let acceptor =
+        aop_verify::Acceptor::new(aop_verify::PolicyHandle::load(&policy(&w)).unwrap(), limits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service =
+        tower::service_fn(|req| async { Ok::<_, std::convert::Infallible>(tunnel(req).await) });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        aop_verify::serve(listener, acceptor, service)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    let mut h1_stops = h1_tunnel(&w, addr, "/stopping").await;
+    let mut h1_stubborn = h1_tunnel(&w, addr, "/").await;
+    let (mut send, h2_conn) = hyper_h2(&w, addr, "a.example").await;
+    send.ready().await.unwrap();
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri(format!("https://a.example:{}/stopping", addr.port()))
+        .body(Empty::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("echo"));
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut h2_stops = hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    for io in [&mut h1_stops, &mut h1_stubborn] {
+        assert_eq!(round_trip(io, b"before").await.unwrap(), b"before");
+    }
+    assert_eq!(
+        round_trip(&mut h2_stops, b"before").await.unwrap(),
+        b"before"
+    );
+    let signal = Instant::now();
+    stop.send(()).unwrap();
+    // The tunnels that stop: closed (an error, or the end of the stream).
+    let closed = |r: std::io::Result<Vec<u8>>| r.is_err();
+    assert!(
+        closed(round_trip(&mut h1_stops, b"after").await),
+        "the HTTP/1.1 tunnel stopped"
+    );
+    assert!(
+        closed(round_trip(&mut h2_stops, b"after").await),
+        "the HTTP/2 tunnel stopped"
+    );
+    // The one that does not still echoes, and the server waits.
+    assert_eq!(
+        round_trip(&mut h1_stubborn, b"after").await.unwrap(),
+        b"after"
+    );
+    assert!(
+        !server.is_finished(),
+        "the server waits for the held tunnel"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server resolves after the keep-alive timeout at most")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(signal.elapsed() >= IDLE, "{:?}", signal.elapsed());
+    let h2_ended = tokio::time::timeout(Duration::from_secs(5), h2_conn)
+        .await
+        .expect("the HTTP/2 connection ended")
+        .unwrap();
+    assert!(h2_ended.is_ok(), "{h2_ended:?}");
 }
 
 /// Port 0 in a Host is 400 on HTTP/1.1 too, and closes the connection.

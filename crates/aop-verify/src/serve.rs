@@ -110,10 +110,17 @@ impl<S> Serve<S> {
     /// When `signal` completes: stop accepting (the listener is closed), drop the
     /// handshakes in progress, tell every connection to finish — HTTP/1.1: the request in
     /// progress, then close; HTTP/2: GOAWAY, then the open streams — and resolve once
-    /// every connection has ended. The connections' own timers still bound how long
-    /// that takes (a client that stops reading is closed after
-    /// [`Limits::send_timeout`](crate::Limits::send_timeout)); a caller that wants a hard
-    /// deadline wraps the future in `tokio::time::timeout`.
+    /// every connection has ended, tunnels that hold their connection
+    /// ([`InFlight::hold`](crate::hyper::InFlight::hold)) included, HTTP/1.1 upgrades
+    /// among them. A tunnel ends itself on
+    /// [`InFlight::stopping`](crate::hyper::InFlight::stopping), which completes with
+    /// the signal. The connections' own timers still bound how long that takes (a client
+    /// that stops reading is closed after
+    /// [`Limits::send_timeout`](crate::Limits::send_timeout)), and an HTTP/2 connection,
+    /// or an upgraded HTTP/1.1 connection's holds, are given up
+    /// [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) after the signal
+    /// at most; a caller that wants a shorter deadline wraps the future in
+    /// `tokio::time::timeout`.
     pub fn with_graceful_shutdown<F>(mut self, signal: F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
