@@ -1534,6 +1534,58 @@ mod tests {
         assert_eq!(activity.goaway.load(Ordering::Relaxed), 0, "decided once");
     }
 
+    /// Streams whose response completed raise the bar: abandoned streams decide a
+    /// reset-storm GOAWAY only once they are past the limit and past the completed ones.
+    #[test]
+    fn completed_streams_keep_cancelled_ones_from_being_a_storm() {
+        let mut limits = crate::Limits::default();
+        limits.http2.max_abandoned_streams = 2;
+        let activity = Arc::new(Activity::new(true, &limits));
+        for _ in 0..4 {
+            let mut busy = Some(activity.begin(true));
+            ended(&mut busy);
+        }
+        for _ in 0..4 {
+            drop(activity.begin(true));
+        }
+        assert_eq!(
+            activity.goaway.load(Ordering::Relaxed),
+            0,
+            "4 of 8 abandoned"
+        );
+        drop(activity.begin(true));
+        assert_eq!(
+            activity.goaway.swap(0, Ordering::Relaxed),
+            GoAway::ResetStorm.bit(),
+            "5 abandoned, 4 completed"
+        );
+        assert!(
+            activity.refuse_late(),
+            "a storm's GOAWAY refuses new streams"
+        );
+    }
+
+    /// After a request-cap GOAWAY, `max_concurrent_streams` more streams are served (the
+    /// client sent them before it saw it), then refused.
+    #[test]
+    fn streams_after_a_request_cap_goaway_are_served_up_to_the_concurrency() {
+        let mut limits = crate::Limits::default();
+        limits.http2.max_concurrent_streams = 3;
+        let activity = Activity::new(true, &limits);
+        assert!(!activity.refuse_late());
+        activity.end(GoAway::MaxRequests);
+        activity.end(GoAway::MaxRequests);
+        assert_eq!(
+            activity.goaway.load(Ordering::Relaxed),
+            GoAway::MaxRequests.bit(),
+            "decided once"
+        );
+        assert_eq!(
+            (0..5).map(|_| activity.refuse_late()).collect::<Vec<_>>(),
+            [false, false, false, true, true]
+        );
+    }
+
     /// A body that gave a data frame is stalled from then until it is polled again.
     #[test]
     fn a_stall_lasts_from_a_data_frame_to_the_next_poll() {
