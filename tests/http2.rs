@@ -374,6 +374,19 @@ async fn raw_get(send: &mut h2::client::SendRequest<Bytes>, authority: &str) -> 
     status
 }
 
+/// Wait (10 s at most) for a task (a client connection's, a server's) to end, without
+/// error.
+async fn ends_cleanly<E: std::fmt::Debug>(
+    conn: tokio::task::JoinHandle<Result<(), E>>,
+    what: &str,
+) {
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect(what)
+        .unwrap();
+    assert!(ended.is_ok(), "{what}: {ended:?}");
+}
+
 /// The error a request on a connection the server sent GOAWAY gets: a GOAWAY from the
 /// server, NO_ERROR (a graceful shutdown).
 async fn assert_goaway(send: h2::client::SendRequest<Bytes>) {
@@ -770,11 +783,11 @@ async fn a_graceful_shutdown_stops_tunnels_and_waits_for_holds_bounded() {
         !server.is_finished(),
         "the server waits for the held tunnel"
     );
-    let ended = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("the server resolves after the keep-alive timeout at most")
-        .unwrap();
-    assert!(ended.is_ok(), "{ended:?}");
+    ends_cleanly(
+        server,
+        "the server resolves after the keep-alive timeout at most",
+    )
+    .await;
     assert!(signal.elapsed() >= IDLE, "{:?}", signal.elapsed());
     let h2_ended = tokio::time::timeout(Duration::from_secs(5), h2_conn)
         .await
@@ -1100,11 +1113,7 @@ async fn an_http2_connection_ends_by_goaway_after_max_requests() {
             "{e:?}"
         ),
     }
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("the connection ends after its GOAWAY")
-        .unwrap();
-    assert!(ended.is_ok(), "{ended:?}");
+    ends_cleanly(conn, "the connection ends after its GOAWAY").await;
     assert_eq!(calls.load(SeqCst), 1000);
     assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
 }
@@ -1300,11 +1309,7 @@ async fn cancelled_streams_among_completed_ones_are_no_reset_storm() {
     }
     assert_eq!((whole, reset), (857, 143));
     assert_eq!(calls.load(SeqCst), 1000);
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("the connection ends after the request cap's GOAWAY")
-        .unwrap();
-    assert!(ended.is_ok(), "{ended:?}");
+    ends_cleanly(conn, "the connection ends after the request cap's GOAWAY").await;
     assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
 }
 
@@ -1335,11 +1340,7 @@ async fn a_slow_response_in_flight_outlives_a_reset_storm() {
         "the storm was over before the slow body"
     );
     assert_eq!(slow.await.unwrap().unwrap(), b"slowslowslowslow");
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("the storm's connection ends once its streams have")
-        .unwrap();
-    assert!(ended.is_ok(), "{ended:?}");
+    ends_cleanly(conn, "the storm's connection ends once its streams have").await;
 }
 
 /// A client that keeps 64 streams in flight across the request cap (1000): a stream it
@@ -1367,23 +1368,14 @@ async fn streams_sent_before_the_request_caps_goaway_are_served() {
         assert_eq!(read_all(resp.into_body()).await?, b"ok");
         Ok::<u16, h2::Error>(status)
     };
-    while sent < 1200 {
+    loop {
         while tasks.len() < 64 && sent < 1200 {
             tasks.spawn(outcome(send.clone(), a.clone()));
             sent += 1;
         }
-        match tasks.join_next().await.unwrap().unwrap() {
-            Ok(_) => ok += 1,
-            Err(e) => {
-                assert!(
-                    e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR),
-                    "{e:?}"
-                );
-                refused += 1;
-            }
-        }
-    }
-    while let Some(done) = tasks.join_next().await {
+        let Some(done) = tasks.join_next().await else {
+            break;
+        };
         match done.unwrap() {
             Ok(_) => ok += 1,
             Err(e) => {
@@ -1402,11 +1394,7 @@ async fn streams_sent_before_the_request_caps_goaway_are_served() {
         ok,
         "every stream that reached the service"
     );
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("the connection ends after its GOAWAY")
-        .unwrap();
-    assert!(ended.is_ok(), "{ended:?}");
+    ends_cleanly(conn, "the connection ends after its GOAWAY").await;
     assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
 }
 
@@ -1459,11 +1447,11 @@ async fn a_big_chunk_read_slowly_arrives_whole_and_a_stopped_reader_is_closed() 
         }
     };
     assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err:?}");
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
-        .await
-        .expect("closed after the stream's reset and the keep-alive timeout")
-        .unwrap();
-    assert!(ended.is_ok(), "{ended:?}");
+    ends_cleanly(
+        conn,
+        "closed after the stream's reset and the keep-alive timeout",
+    )
+    .await;
     assert_eq!(seen.stalled.load(SeqCst), 1);
     assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::Idle]);
 }
