@@ -176,9 +176,10 @@ pub trait Observer: Send + Sync {
 impl Observer for () {}
 
 /// As [`serve_connection`], and when `shutdown` completes, finish the request in
-/// progress (if any; on HTTP/2, send GOAWAY and finish the open streams), then close the
-/// connection gracefully instead of waiting for the next request. `observer` hears of
-/// every 421, 400 and timeout.
+/// progress (if any; on HTTP/2, send GOAWAY and finish the open streams, for
+/// [`Limits::keepalive_timeout`](crate::Limits::keepalive_timeout) at most), then close
+/// the connection gracefully instead of waiting for the next request; tunnels hear of it
+/// through [`InFlight::stopping`]. `observer` hears of every 421, 400 and timeout.
 ///
 /// The future returned is a few pointers: the connection (hyper's state, the TLS stream,
 /// the service) is one heap allocation of its own size, and `shutdown` and the timer
@@ -1584,6 +1585,39 @@ mod tests {
             (0..5).map(|_| activity.refuse_late()).collect::<Vec<_>>(),
             [false, false, false, true, true]
         );
+    }
+
+    /// A chunk larger than a piece is handed over in pieces; the body ends (and its
+    /// request with it) with the last piece, and its size stays exact.
+    #[tokio::test]
+    async fn a_big_chunk_is_handed_over_in_pieces() {
+        use http_body_util::BodyExt as _;
+        let limits = crate::Limits::default();
+        let activity = Arc::new(Activity::new(true, &limits));
+        let chunk = hyper::body::Bytes::from(vec![7; 2 * PIECE + 5]);
+        let mut body = Tracked {
+            inner: http_body_util::Full::new(chunk),
+            busy: Some(activity.begin(true)),
+            rest: hyper::body::Bytes::new(),
+        };
+        assert_eq!(body.size_hint().exact(), Some(2 * PIECE as u64 + 5));
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            assert_eq!(
+                body.busy.as_ref().unwrap().open,
+                !body.is_end_stream(),
+                "the request ends with the last piece"
+            );
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+            assert_eq!(
+                body.size_hint().exact(),
+                Some((2 * PIECE + 5 - sizes.iter().sum::<usize>()) as u64)
+            );
+        }
+        assert_eq!(sizes, [PIECE, PIECE, 5]);
+        drop(body);
+        assert_eq!(activity.abandoned.load(Ordering::Relaxed), 0);
+        assert_eq!(activity.completed.load(Ordering::Relaxed), 1);
     }
 
     /// A body that gave a data frame is stalled from then until it is polled again.
