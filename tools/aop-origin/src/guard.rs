@@ -786,8 +786,15 @@ impl HeaderCache {
     }
 }
 
-/// Remove every verdict header a client sent, then set the real ones.
-fn apply_verdict_headers(headers: &mut HeaderMap, verdict_headers: &[(HeaderName, HeaderValue)]) {
+/// Remove every field a client must not pass to the upstream: hop-by-hop fields, the
+/// proxy's own `x-forwarded-server` and every verdict header in any spelling. Serves the
+/// request's headers and its trailers alike: a trailer reaches an HTTP/2 upstream (and a
+/// gRPC server's metadata) as a field of the request, so `x-client-verify: SUCCESS` sent
+/// as a trailer is as much a spoof as the header.
+fn scrub_client_fields(headers: &mut HeaderMap) {
+    aop_http::strip_hop_by_hop(headers);
+    // A proxy's own name, which no application should route by: not the client's to set.
+    headers.remove("x-forwarded-server");
     for h in VERDICT_HEADERS {
         headers.remove(h);
     }
@@ -804,6 +811,12 @@ fn apply_verdict_headers(headers: &mut HeaderMap, verdict_headers: &[(HeaderName
     for k in spoofs {
         headers.remove(k);
     }
+}
+
+/// Remove every verdict header a client sent (and the rest [`scrub_client_fields`]
+/// removes), then set the real ones.
+fn apply_verdict_headers(headers: &mut HeaderMap, verdict_headers: &[(HeaderName, HeaderValue)]) {
+    scrub_client_fields(headers);
     for (name, value) in verdict_headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -946,7 +959,8 @@ async fn answer(
     // Read before `te` goes with the other hop-by-hop headers (see SiteClient::prepare).
     let te_trailers = crate::upstream::te_trailers(&parts.headers);
     let grpc = crate::upstream::is_grpc(&parts.headers);
-    aop_http::strip_hop_by_hop(&mut parts.headers);
+    let verdict_headers = ctx.headers_for(shared, verdict);
+    apply_verdict_headers(&mut parts.headers, &verdict_headers);
     // An absolute-form target names the host (RFC 9112 §3.2.2): the upstream gets that
     // name, already checked against the connection's site, as its Host.
     if let Some(authority) = parts.uri.authority()
@@ -954,10 +968,6 @@ async fn answer(
     {
         parts.headers.insert(hyper::header::HOST, host);
     }
-    // A proxy's own name, which no application should route by: not the client's to set.
-    parts.headers.remove("x-forwarded-server");
-    let verdict_headers = ctx.headers_for(shared, verdict);
-    apply_verdict_headers(&mut parts.headers, &verdict_headers);
     parts
         .headers
         .insert(HeaderName::from_static("x-request-id"), id.clone());
@@ -1116,6 +1126,14 @@ impl hyper::body::Body for ClientBody {
                 if frame.is_none() || this.inner.is_end_stream() {
                     this.sent_whole.send_replace(true);
                 }
+                let frame = frame.map(|f| {
+                    f.map(|mut f| {
+                        if let Some(trailers) = f.trailers_mut() {
+                            scrub_client_fields(trailers);
+                        }
+                        f
+                    })
+                });
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
