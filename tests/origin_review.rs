@@ -210,5 +210,58 @@ async fn verdict_trailers_never_reach_an_h2c_upstream_over_http1() {
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: Empty<Bytes>) {}
+/// The asterisk target is for OPTIONS alone: `GET *` / `POST *` (HTTP/1.1) and `:path: *`
+/// with GET or POST (HTTP/2) are answered 400 and never forwarded; `OPTIONS *` on both
+/// reaches the upstream as `*`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_asterisk_target_is_for_options_only() {
+    let certs = Certs::new(&["a.example"]);
+    let roots = certs.origin_ca.pem();
+    let up = H2cUpstream::start().await;
+    let g = Guard::start(certs.dir.path(), &optional_h2c_site(up.addr, ""));
+    let config = client_config(&roots, Some(&certs.edge));
+    for (method, status) in [("GET", 400), ("POST", 400), ("OPTIONS", 200)] {
+        let mut tls = aop_e2e::guard::connect(g.addr(), "a.example", true, &config)
+            .await
+            .unwrap();
+        let request = format!(
+            "{method} * HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let reply = aop_e2e::guard::exchange(&mut tls, request.as_bytes()).await;
+        assert_eq!(reply.status, status, "HTTP/1.1 {method}: {}", reply.text);
+    }
+
+    let mut h2 = (*config).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(h2))
+        .connect(ServerName::try_from("a.example").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (method, status) in [("GET", 400), ("POST", 400), ("OPTIONS", 200)] {
+        let uri = hyper::Uri::builder()
+            .scheme("https")
+            .authority(format!("a.example:{}", g.port))
+            .path_and_query("*")
+            .build()
+            .unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        send.ready().await.unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), status, "HTTP/2 {method}");
+    }
+    let seen: Vec<String> = up.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(seen, ["*", "*"], "only the OPTIONS requests are forwarded");
+}

@@ -931,6 +931,15 @@ async fn answer(
         ctx.metrics.client_error();
         return r;
     }
+    // The asterisk form names the server, not a resource, and only for OPTIONS (RFC 9112
+    // §3.2.4, RFC 9113 §8.3.1): `GET *` is no request an upstream should have to judge.
+    if req.uri().path() == "*" && req.method() != hyper::Method::OPTIONS {
+        ctx.metrics.client_error();
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the target * is for OPTIONS only\n",
+        );
+    }
     // hyper decodes a body whose last transfer coding is `chunked`; any coding before it
     // (`gzip, chunked`) would be dropped on the way to the upstream. Refuse, as nginx does.
     let mut codings = req
