@@ -88,6 +88,34 @@ fn optional_h2c_site(up: SocketAddr, extra: &str) -> String {
     )
 }
 
+/// A hyper HTTP/2 client connection to the guard as `a.example`, presenting `identity`.
+async fn h2<B>(
+    g: &Guard,
+    roots: &std::path::Path,
+    identity: Option<&aop_e2e::pki::Leaf>,
+) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut config = (*client_config(roots, identity)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("a.example").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 /// The trailers a forger sends: every verdict name, in underscore and mixed-case
 /// spellings, `x-forwarded-server`, hop-by-hop names, and one benign `x-checksum`.
 const FORGED: [(&str, &str); 12] = [
@@ -134,21 +162,7 @@ async fn verdict_trailers_never_reach_an_h2c_upstream_over_http2() {
     for identity in [Some(&certs.edge), None] {
         let up = H2cUpstream::start().await;
         let g = Guard::start(certs.dir.path(), &optional_h2c_site(up.addr, ""));
-        let mut config = (*client_config(&roots, identity)).clone();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("a.example").unwrap(), tcp)
-            .await
-            .unwrap();
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            TokioIo::new(tls),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut send = h2(&g, &roots, identity).await;
         let mut trailers = HeaderMap::new();
         // (The h2 crate refuses to send a connection-specific field: not `keep-alive`.)
         for (k, v) in FORGED.into_iter().filter(|(k, _)| *k != "keep-alive") {
@@ -231,21 +245,7 @@ async fn the_asterisk_target_is_for_options_only() {
         assert_eq!(reply.status, status, "HTTP/1.1 {method}: {}", reply.text);
     }
 
-    let mut h2 = (*config).clone();
-    h2.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(g.addr()).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(h2))
-        .connect(ServerName::try_from("a.example").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2(&g, &roots, Some(&certs.edge)).await;
     for (method, status) in [("GET", 400), ("POST", 400), ("OPTIONS", 200)] {
         let uri = hyper::Uri::builder()
             .scheme("https")
@@ -264,4 +264,41 @@ async fn the_asterisk_target_is_for_options_only() {
     }
     let seen: Vec<String> = up.seen().into_iter().map(|s| s.path).collect();
     assert_eq!(seen, ["*", "*"], "only the OPTIONS requests are forwarded");
+}
+
+/// `grpc_body_timeout_secs` is for the edge's gRPC calls: a client without a
+/// certificate on an optional site whose gRPC request body stalls gets the guard's 408
+/// after `request_body_timeout_secs` (1 s; the gRPC timer here is 600 s, far past the
+/// test's own bound), so it cannot hold an upstream connection for the long timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_body_timer_needs_a_verified_client() {
+    let certs = Certs::new(&["a.example"]);
+    let roots = certs.origin_ca.pem();
+    let up = H2cUpstream::start().await;
+    let g = Guard::start(
+        certs.dir.path(),
+        &format!(
+            "request_body_timeout_secs = 1\ngrpc_body_timeout_secs = 600\n{}",
+            optional_h2c_site(up.addr, "")
+        ),
+    );
+    let mut send = h2(&g, &roots, None).await;
+    // A first message, then nothing: the body never ends.
+    let body = Full::new(Bytes::from_static(b"\0\0\0\0\x01a"))
+        .with_trailers(std::future::pending::<Option<Result<HeaderMap, Infallible>>>());
+    let req = Request::post(format!(
+        "https://a.example:{}/aop.test.Echo/ClientStream",
+        g.port
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(body)
+    .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(60), send.send_request(req))
+        .await
+        .expect("answered on the short timer")
+        .unwrap();
+    assert_eq!(resp.status(), 408);
+    let line = g.wait_log("status=408");
+    assert!(line.contains("verdict=NONE"), "{line}");
 }

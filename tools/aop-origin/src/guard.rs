@@ -1002,8 +1002,10 @@ async fn answer(
     let (sent_whole, mut body_sent) = watch::channel(hyper::body::Body::is_end_stream(&body));
     let body = ClientBody {
         inner: body,
-        // A gRPC client stream may be quiet between messages for longer than an upload.
-        timeout: if grpc {
+        // A gRPC client stream may be quiet between messages for longer than an upload;
+        // only the edge's (a verified certificate) earns that: a client without one on an
+        // optional site could otherwise hold an upstream permit for the long timer.
+        timeout: if grpc && verdict.is_success() {
             shared.grpc_body_timeout
         } else {
             shared.body_timeout
