@@ -1361,14 +1361,6 @@ where
             // have sent before it saw a GOAWAY: retry on another connection.
             return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
         }
-        // A plain CONNECT (no `:protocol`) asks for a tunnel to anywhere: only for an
-        // application that opted in.
-        if req.method() == hyper::Method::CONNECT
-            && !activity.plain_connect
-            && req.extensions().get::<hyper::ext::Protocol>().is_none()
-        {
-            return refuse(StatusCode::METHOD_NOT_ALLOWED, true, busy);
-        }
         let connect = req.method() == hyper::Method::CONNECT;
         let last = activity.requests.fetch_add(1, Ordering::Relaxed) + 1 >= activity.max_requests;
         if last && !h1 {
@@ -1384,6 +1376,14 @@ where
         };
         if let Some(status) = self.refuse_names(&req, &policy, &verdict) {
             return refuse(status, last || status == StatusCode::BAD_REQUEST, busy);
+        }
+        // A plain CONNECT (no `:protocol`) asks for a tunnel to anywhere: only for an
+        // application that opted in (after the names: another rule's host is 421 first).
+        if req.method() == hyper::Method::CONNECT
+            && !activity.plain_connect
+            && req.extensions().get::<hyper::ext::Protocol>().is_none()
+        {
+            return refuse(StatusCode::METHOD_NOT_ALLOWED, true, busy);
         }
         if last && h1 {
             told_to_end(GoAway::MaxRequests, &verdict, &*self.observer);

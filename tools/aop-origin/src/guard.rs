@@ -377,7 +377,10 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         .with_max_handshakes(cfg.max_handshakes)
         .with_header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
         .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)))
-        .with_send_timeout(Duration::from_secs(cfg.send_timeout_secs.max(1)));
+        .with_send_timeout(Duration::from_secs(cfg.send_timeout_secs.max(1)))
+        // The guard answers a plain CONNECT itself (405, counted as the client's error,
+        // after the Host check).
+        .with_plain_connect(true);
     // Extended CONNECT (RFC 8441) for WebSockets over HTTP/2, whatever the sites say now:
     // a reload may turn `websocket` on; a site with it off answers 501.
     let mut limits = limits;
