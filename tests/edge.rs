@@ -1528,3 +1528,391 @@ async fn the_edge_proxy_answers_502_when_the_origin_switches_to_another_protocol
     );
     origin.abort();
 }
+
+// ---- hostile visitors and a busy origin: the shared HTTP/2 connection holds ----
+
+static CHUNK: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+
+/// A response body of `left` bytes of `x` in 16 KiB pieces, counted into `produced` as
+/// the origin's HTTP/2 hands them on (as flow control lets it).
+#[derive(Default)]
+struct Chunks {
+    left: usize,
+    produced: Option<Arc<AtomicU64>>,
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let n = self.left.min(CHUNK.len());
+        if n == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= n;
+        if let Some(p) = &self.produced {
+            p.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            &CHUNK[..n],
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left as u64)
+    }
+}
+
+/// An aop-verify origin (the world's policy, over HTTP/2) with an application: `/big/N`
+/// answers N bytes; `/silent` never answers; `/read` reads the request body whole and
+/// says its length in `x-read`; anything else answers `xx`. It counts the requests that
+/// reach it, the response bytes it has produced, and the bodies `/read` read whole.
+struct AppOrigin {
+    port: u16,
+    requests: Arc<AtomicU64>,
+    produced: Arc<AtomicU64>,
+    read: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AppOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AppOrigin {
+    async fn start(w: &World, limits: Limits) -> Self {
+        let policy = aop_verify::PolicyHandle::load(&w.origin_spec()).unwrap();
+        let acceptor = aop_verify::Acceptor::new(policy, limits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let [requests, produced, read, accepted] =
+            std::array::from_fn(|_| Arc::new(AtomicU64::new(0)));
+        let counters = (
+            requests.clone(),
+            produced.clone(),
+            read.clone(),
+            accepted.clone(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                counters.3.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, requests, produced, read) = (
+                    acceptor.clone(),
+                    counters.0.clone(),
+                    counters.1.clone(),
+                    counters.2.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(conn) = acceptor.accept(tcp, peer).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (produced, read) = (produced.clone(), read.clone());
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let mut resp = hyper::Response::new(Chunks {
+                                    left: 2,
+                                    produced: None,
+                                });
+                                if let Some(n) = path.strip_prefix("/big/") {
+                                    resp.body_mut().left = n.parse().unwrap();
+                                    resp.body_mut().produced = Some(produced);
+                                } else if path == "/silent" {
+                                    std::future::pending::<()>().await;
+                                } else if path == "/read" {
+                                    let body = req.into_body().collect().await;
+                                    let Ok(body) = body else {
+                                        return Err("the request body failed");
+                                    };
+                                    read.fetch_add(1, Ordering::SeqCst);
+                                    let n = body.to_bytes().len().to_string();
+                                    resp.headers_mut().insert("x-read", n.parse().unwrap());
+                                }
+                                Ok::<_, &'static str>(resp)
+                            }
+                        },
+                    );
+                    let _ = aop_verify::hyper::serve_connection(conn, service).await;
+                });
+            }
+        });
+        Self {
+            port,
+            requests,
+            produced,
+            read,
+            accepted,
+            task,
+        }
+    }
+}
+
+fn proxy_to_app(w: &World, app: &AppOrigin, extra: &[&str]) -> Proxy {
+    let zone = format!(
+        "example.com={},{}",
+        s(&w.zone_edge.cert),
+        s(&w.zone_edge.key)
+    );
+    let args = [&["--zone-cert", zone.as_str()][..], extra].concat();
+    proxy(w, app.port, "www.example.com", &args)
+}
+
+/// `request` (a whole HTTP/1.1 request head, and any body) to the proxy on a raw TCP
+/// connection; the status and the response as text, read until the proxy closes.
+fn raw_visit(port: u16, request: &str) -> (u16, String) {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+async fn raw_visit_async(port: u16, request: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || raw_visit(port, &request))
+        .await
+        .unwrap()
+}
+
+/// A visitor's CONNECT, `OPTIONS *`, and a URL on another authority are answered by the
+/// proxy (405, 400, 400) and never reach the origin; an absolute URL naming the origin,
+/// and a path, are forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_proxy_forwards_only_paths_on_its_origin() {
+    let w = world();
+    let app = AppOrigin::start(&w, Limits::default()).await;
+    let p = proxy_to_app(&w, &app, &[]);
+    for (request, status, why) in [
+        (
+            "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\nConnection: close\r\n\r\n"
+                .to_owned(),
+            405,
+            "CONNECT is not proxied",
+        ),
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: edge.local\r\nConnection: close\r\n\r\n".to_owned(),
+            400,
+            "the request target is not a path on this origin",
+        ),
+        (
+            "GET http://evil.test/x HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n"
+                .to_owned(),
+            400,
+            "the request target is not a path on this origin",
+        ),
+        (
+            format!(
+                "GET https://other.test:{}/ HTTP/1.1\r\nHost: edge.local\r\nConnection: close\r\n\r\n",
+                app.port
+            ),
+            400,
+            "the request target is not a path on this origin",
+        ),
+    ] {
+        let (got, out) = raw_visit_async(p.port, request.clone()).await;
+        assert_eq!(got, status, "{request}: {out}");
+        assert!(out.ends_with(&format!("{why}\n")), "{request}: {out}");
+    }
+    assert_eq!(
+        app.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached the origin"
+    );
+    let named = format!(
+        "GET https://www.example.com:{}/ HTTP/1.1\r\nHost: edge.local\r\nConnection: close\r\n\r\n",
+        app.port
+    );
+    for request in [
+        named,
+        "GET /a HTTP/1.1\r\nHost: edge.local\r\nConnection: close\r\n\r\n".to_owned(),
+    ] {
+        let (got, out) = raw_visit_async(p.port, request.clone()).await;
+        assert_eq!(got, 200, "{request}: {out}");
+        assert!(out.ends_with("\r\n\r\nxx"), "{out}");
+    }
+    assert_eq!(app.requests.load(Ordering::SeqCst), 2);
+}
+
+/// 20, then 50, visitors each start a 4 MiB download through the proxy and never read
+/// it; once the origin has sent each its stream's window's worth, an innocent visitor's
+/// 1 MiB download still completes whole over the same HTTP/2 connection: no visitor's
+/// unread data takes another stream's credit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_that_do_not_read_their_downloads_stall_no_one_else() {
+    let w = world();
+    let app = AppOrigin::start(&w, Limits::default()).await;
+    let p = proxy_to_app(&w, &app, &[]);
+    let mut stalled = Vec::new();
+    for k in [20, 50] {
+        while stalled.len() < k {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut tcp = socket
+                .connect(([127, 0, 0, 1], p.port).into())
+                .await
+                .unwrap();
+            tokio::io::AsyncWriteExt::write_all(
+                &mut tcp,
+                b"GET /big/67108864 HTTP/1.1\r\nHost: edge.local\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            stalled.push(tcp);
+        }
+        // Each stalled stream has had at least its window (256 KiB) from the origin, and
+        // the origin has stopped sending: every buffer on the way is full.
+        let want = k as u64 * 256 * 1024;
+        let (mut last, mut quiet) = (0, 0);
+        aop_e2e::wait_until_async(
+            "the stalled downloads to fill their buffers",
+            Duration::from_secs(30),
+            || {
+                let now = app.produced.load(Ordering::SeqCst);
+                quiet = if now == last { quiet + 1 } else { 0 };
+                last = now;
+                (now >= want && quiet >= 20).then_some(())
+            },
+        )
+        .await;
+        let (status, head, body) = visit(p.port, "/big/1048576", "").await;
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(body.len(), 1 << 20, "K={k}: the innocent download whole");
+        assert!(body.bytes().all(|b| b == b'x'));
+    }
+    assert_eq!(
+        app.accepted.load(Ordering::SeqCst),
+        1,
+        "all on one connection"
+    );
+    drop(stalled);
+}
+
+/// An origin that never answers: the edge client fails the request with
+/// `Error::NoResponse` after `Timeouts::response_header`, and the proxy answers 504; the
+/// connection still serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_response_head_in_time_is_504() {
+    let w = world();
+    let app = AppOrigin::start(&w, Limits::default()).await;
+    let mut timeouts = Timeouts::default();
+    timeouts.response_header = Duration::from_secs(1);
+    let client: EdgeClient<Empty<Bytes>> = EdgeClient::new(
+        IdentityStore::load(&w.store_spec(false)).unwrap(),
+        resolve_all(app.port),
+        timeouts,
+    );
+    let url = format!("https://www.example.com:{}", app.port);
+    let e = get(&client, &format!("{url}/silent")).await.unwrap_err();
+    assert!(
+        matches!(&e, aop_edge::Error::NoResponse { host, after } if host == "www.example.com" && *after == Duration::from_secs(1)),
+        "{e:?}"
+    );
+    assert_eq!(get(&client, &format!("{url}/")).await.unwrap().0, 200);
+    assert_eq!(app.accepted.load(Ordering::SeqCst), 1);
+
+    let p = proxy_to_app(&w, &app, &["--response-header-timeout", "1"]);
+    let (status, head, body) = visit(p.port, "/silent", "").await;
+    assert_eq!(status, 504, "{head}");
+    assert_eq!(
+        body,
+        "504 Gateway Timeout: www.example.com sent no response head within 1s\n"
+    );
+    assert_eq!(visit(p.port, "/", "").await.0, 200);
+}
+
+/// A visitor that stops sending its request body: 408 after `--request-body-timeout`,
+/// and the origin's application never gets the body whole (its stream was reset); a
+/// visitor that sends its body whole is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_that_stops_sending_its_body_gets_408() {
+    let w = world();
+    let app = AppOrigin::start(&w, Limits::default()).await;
+    let p = proxy_to_app(&w, &app, &["--request-body-timeout", "1"]);
+    let (status, out) = raw_visit_async(
+        p.port,
+        "POST /read HTTP/1.1\r\nHost: edge.local\r\nContent-Length: 100\r\n\r\nabc".into(),
+    )
+    .await;
+    assert_eq!(status, 408, "{out}");
+    assert!(
+        out.ends_with("408 Request Timeout: the visitor sent no request body for 1s\n"),
+        "{out}"
+    );
+    assert_eq!(app.requests.load(Ordering::SeqCst), 1);
+    let body = "y".repeat(100);
+    let (status, out) = raw_visit_async(
+        p.port,
+        format!("POST /read HTTP/1.1\r\nHost: edge.local\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{body}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("x-read: 100\r\n"),
+        "{out}"
+    );
+    assert_eq!(
+        app.read.load(Ordering::SeqCst),
+        1,
+        "only the whole body was read"
+    );
+}
+
+/// 64 requests at a time, 1280 in all, through one client to an origin that closes
+/// each connection (GOAWAY) after 100 requests: streams the origin did not process are
+/// sent again, and every request gets its 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_across_the_origins_request_cap_all_succeed() {
+    let w = world();
+    let app = AppOrigin::start(&w, Limits::default().with_max_requests_per_connection(100)).await;
+    let client = Arc::new(EdgeClient::new(
+        IdentityStore::load(&w.store_spec(false)).unwrap(),
+        resolve_all(app.port),
+        Timeouts::default(),
+    ));
+    let url = format!("https://www.example.com:{}/", app.port);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (client, url) = (client.clone(), url.clone());
+        set.spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..20 {
+                match get(&client, &url).await {
+                    Ok((200, body, ..)) if body == "xx" => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            failed
+        });
+    }
+    let failed: Vec<String> = set.join_all().await.into_iter().flatten().collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        app.accepted.load(Ordering::SeqCst) >= 12,
+        "the origin closed its connections: {}",
+        app.accepted.load(Ordering::SeqCst)
+    );
+}

@@ -47,6 +47,19 @@ pub struct PresentedIdentity(pub u64);
 /// pooled connections are not PINGed; the pool drops them after its idle timeout.
 const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
 
+/// HTTP/2 flow control on the edge's connections: each stream may hold 256 KiB of
+/// response the edge has not yet passed on, and the connection as much as 256 such
+/// streams (64 MiB). A visitor that does not read its download stops its own stream
+/// once 256 KiB are buffered, and never the connection: with hyper's defaults (2 MiB a
+/// stream, 5 MiB the connection) three such visitors stalled every request of the
+/// identity to that origin. 256 streams covers aop's origin (100 concurrent streams by
+/// default) and nginx (128). Memory is bounded by the streams actually open (at most the
+/// origin's `SETTINGS_MAX_CONCURRENT_STREAMS`) × 256 KiB, and by 64 MiB, per identity and
+/// origin; it is only ever reached by responses visitors are not reading.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// See [`H2_STREAM_WINDOW`].
+const H2_CONNECTION_WINDOW: u32 = 256 * H2_STREAM_WINDOW;
+
 /// One pool's connections to one origin (`host:port` as the URI says it): how many are
 /// open, and the gate that lets the first request of a cold start connect alone.
 #[derive(Debug, Default)]
@@ -278,6 +291,30 @@ impl tower_service::Service<Uri> for EdgeConnector {
     }
 }
 
+fn host_of<B>(req: &Request<B>) -> String {
+    req.uri().host().unwrap_or_default().to_owned()
+}
+
+/// Whether the origin refused a request without processing it: an HTTP/2 stream reset
+/// with `REFUSED_STREAM`, or failed by a graceful (`NO_ERROR`) `GOAWAY` from the origin,
+/// which fails only the streams above its last-stream-id (those below it are served).
+fn unprocessed(e: &Error) -> bool {
+    let Error::Request { error, .. } = e else {
+        return false;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away()
+                    && h2.is_remote()
+                    && h2.reason() == Some(h2::Reason::NO_ERROR));
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// A pooled HTTP/2 and HTTP/1.1 client for origin pulls: for each request it picks the
 /// identity for the request's host (per-hostname > per-zone > shared) and uses that
 /// identity's own connection pool. Over HTTP/2 an identity's requests to one origin
@@ -305,7 +342,7 @@ impl<B> std::fmt::Debug for EdgeClient<B> {
 
 impl<B> EdgeClient<B>
 where
-    B: Body + Send + Unpin + 'static,
+    B: Body + Default + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -341,8 +378,39 @@ where
         self.send(req, true).await
     }
 
-    async fn send(&self, mut req: Request<B>, http1_only: bool) -> Result<Response<Incoming>> {
-        let host = req.uri().host().unwrap_or_default().to_owned();
+    /// [`send_once`](Self::send_once) within [`Timeouts::response_header`], and once more
+    /// if the origin refused it unprocessed and it has no body (so it can be sent again
+    /// as it was): an HTTP/2 stream reset with `REFUSED_STREAM`, or one above the
+    /// last-stream-id of the origin's graceful `GOAWAY` (an origin closing a connection
+    /// after so many requests), which RFC 9113 §8.7 says were not processed. hyper-util
+    /// retries only requests it never wrote.
+    async fn send(&self, req: Request<B>, http1_only: bool) -> Result<Response<Incoming>> {
+        let after = self.timeouts.response_header;
+        let within = |req| async move {
+            let host = host_of(&req);
+            tokio::time::timeout(after, self.send_once(req, http1_only))
+                .await
+                .unwrap_or(Err(Error::NoResponse { host, after }))
+        };
+        let again = req.body().is_end_stream().then(|| {
+            let mut copy = Request::new(B::default());
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.version_mut() = req.version();
+            *copy.headers_mut() = req.headers().clone();
+            copy
+        });
+        match (within(req).await, again) {
+            (Err(e), Some(again)) if unprocessed(&e) => {
+                tracing::debug!(target: "aop::edge", error = %e, "the origin did not process the request: sending it again");
+                within(again).await
+            }
+            (sent, _) => sent,
+        }
+    }
+
+    async fn send_once(&self, mut req: Request<B>, http1_only: bool) -> Result<Response<Incoming>> {
+        let host = host_of(&req);
         let identity = self
             .identity_for(&host)
             .ok_or_else(|| Error::NoIdentity { host: host.clone() })?;
@@ -369,6 +437,9 @@ where
                         .http2_keep_alive_interval(interval)
                         .http2_keep_alive_timeout(timeout)
                         .http2_keep_alive_while_idle(false)
+                        .http2_adaptive_window(false)
+                        .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+                        .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
                         .build(connector);
                     (client, origins)
                 })

@@ -84,6 +84,13 @@ pub struct Timeouts {
     pub connect: Duration,
     /// TLS handshake. Default 10 s.
     pub handshake: Duration,
+    /// From sending a request (connecting included) to its response head (status and
+    /// headers): a request that gets no response head in time fails with
+    /// [`Error::NoResponse`](crate::Error::NoResponse) (over HTTP/2 its stream is
+    /// reset). Default 60 s, nginx's `proxy_read_timeout`: an origin that sits on a
+    /// request holds one of its connection's streams, and enough of them would hold
+    /// every stream of the identity's one HTTP/2 connection.
+    pub response_header: Duration,
 }
 
 impl Default for Timeouts {
@@ -91,6 +98,7 @@ impl Default for Timeouts {
         Self {
             connect: Duration::from_secs(10),
             handshake: Duration::from_secs(10),
+            response_header: Duration::from_secs(60),
         }
     }
 }

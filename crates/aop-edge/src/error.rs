@@ -109,6 +109,16 @@ pub enum Error {
         after: Duration,
     },
 
+    /// An origin sent no response head to a request within
+    /// [`Timeouts::response_header`](crate::Timeouts::response_header).
+    #[error("{host} sent no response head within {after:?}")]
+    NoResponse {
+        /// The origin hostname.
+        host: String,
+        /// The limit.
+        after: Duration,
+    },
+
     /// An HTTP request to an origin failed (connect, handshake, or the exchange itself).
     /// [`crate::classify`] tells a refusal by the origin from other failures.
     #[error("request to {host} failed: {error}")]

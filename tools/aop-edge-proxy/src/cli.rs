@@ -60,6 +60,14 @@ pub(crate) struct Args {
     /// Close a WebSocket tunnel after this many seconds without a byte either way.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) tunnel_idle_timeout: u64,
+    /// Answer 504 to a request the origin sends no response head to within this many
+    /// seconds (connecting included).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) response_header_timeout: u64,
+    /// Answer 408 (and reset the request to the origin) when a visitor sends no part of
+    /// its request body for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) request_body_timeout: u64,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

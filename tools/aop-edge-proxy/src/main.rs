@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+mod body;
 mod cli;
 mod proxy;
 mod tunnel;

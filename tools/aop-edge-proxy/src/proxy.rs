@@ -14,20 +14,22 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue, UPGRADE};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
+use crate::body::VisitorBody;
 use crate::cli::Args;
 use crate::tunnel::{self, Tunnels};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
 struct Proxy {
-    client: EdgeClient<Incoming>,
+    client: EdgeClient<VisitorBody>,
     origin: Target,
     authority: String,
     tunnels: Arc<Tunnels>,
     tunnel_idle: std::time::Duration,
+    body_idle: std::time::Duration,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -60,15 +62,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         format!("{}:{}", origin.host, origin.port)
     };
     let proxy = Arc::new(Proxy {
-        client: EdgeClient::new(
-            store,
-            Resolve::new(args.resolve.iter().cloned()),
-            Timeouts::default(),
-        ),
+        client: EdgeClient::new(store, Resolve::new(args.resolve.iter().cloned()), {
+            let mut timeouts = Timeouts::default();
+            timeouts.response_header = std::time::Duration::from_secs(args.response_header_timeout);
+            timeouts
+        }),
         origin,
         authority,
         tunnels: Arc::default(),
         tunnel_idle: std::time::Duration::from_secs(args.tunnel_idle_timeout),
+        body_idle: std::time::Duration::from_secs(args.request_body_timeout),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -115,6 +118,24 @@ fn init_logging(format: &str) {
 impl Proxy {
     async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let id = aop_http::request_id();
+        // This proxy serves one origin, and only requests for a path on it: never a
+        // tunnel to another host (CONNECT), nor `*`, nor a URL on another authority.
+        if req.method() == Method::CONNECT {
+            return self.refuse(
+                &id,
+                peer,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not proxied",
+            );
+        }
+        if !self.serves(req.uri()) {
+            return self.refuse(
+                &id,
+                peer,
+                StatusCode::BAD_REQUEST,
+                "the request target is not a path on this origin",
+            );
+        }
         // A WebSocket goes to the origin over HTTP/1.1 (HTTP/2 has no Upgrade), and the
         // visitor's connection is taken over once the origin has switched.
         let visitor_upgrade =
@@ -154,6 +175,11 @@ impl Proxy {
             .as_ref()
             .map(|i| (i.flavour().to_string(), i.certificate().sha256.to_string()))
             .unwrap_or_default();
+        let (req, body_idle) = {
+            let (parts, body) = req.into_parts();
+            let (body, idle) = VisitorBody::new(body, self.body_idle);
+            (Request::from_parts(parts, body), idle)
+        };
         let sent = match visitor_upgrade {
             Some(_) => self.client.request_http1(req).await,
             None => self.client.request(req).await,
@@ -209,7 +235,17 @@ impl Proxy {
                 Response::from_parts(parts, body.boxed())
             }
             Err(e) => {
+                let status = if body_idle.load(std::sync::atomic::Ordering::SeqCst) {
+                    StatusCode::REQUEST_TIMEOUT
+                } else if matches!(e, aop_edge::Error::NoResponse { .. }) {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
                 let why = match aop_edge::classify(&e) {
+                    _ if status == StatusCode::REQUEST_TIMEOUT => {
+                        format!("the visitor sent no request body for {:?}", self.body_idle)
+                    }
                     Failure::Refused { alert } => {
                         format!("the origin refused the TLS handshake (alert {alert})")
                     }
@@ -219,10 +255,30 @@ impl Proxy {
                     _ => format!("{e}"),
                 };
                 tracing::warn!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
-                    status = 502, identity = %flavour, presented = %presented, error = %why, "origin pull failed");
-                self.error(&id, StatusCode::BAD_GATEWAY, &why)
+                    status = status.as_u16(), identity = %flavour, presented = %presented, error = %why, "origin pull failed");
+                self.error(&id, status, &why)
             }
         }
+    }
+
+    /// Whether `uri` is a request target this proxy forwards: origin-form (`/path`), or
+    /// absolute-form naming the origin itself.
+    fn serves(&self, uri: &Uri) -> bool {
+        let path = uri.path().starts_with('/');
+        match uri.authority() {
+            None => path && uri.scheme().is_none(),
+            Some(a) => {
+                path && matches!(uri.scheme_str(), Some("http" | "https"))
+                    && (a.as_str().eq_ignore_ascii_case(&self.authority)
+                        || (a.port().is_none() && a.host().eq_ignore_ascii_case(&self.origin.host)))
+            }
+        }
+    }
+
+    /// Answer a request that is not forwarded, and log it.
+    fn refuse(&self, id: &str, peer: SocketAddr, status: StatusCode, why: &str) -> Response<Body> {
+        tracing::warn!(target: "aop::edge", request_id = %id, client = %peer.ip(), status = status.as_u16(), error = why, "request refused");
+        self.error(id, status, why)
     }
 
     fn error(&self, id: &str, status: StatusCode, why: &str) -> Response<Body> {
