@@ -43,14 +43,38 @@ impl Stats {
 
 pub(crate) const SNI: &str = "bench.example";
 
+/// The longest a connection (TCP and TLS) or a request may take: past it, it is an error,
+/// so a server that stops answering cannot hold a phase past its duration.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn tls(
     config: &Arc<ClientConfig>,
     addr: SocketAddr,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let connector = tokio_rustls::TlsConnector::from(config.clone());
-    Ok(connector.connect(ServerName::try_from(SNI)?, tcp).await?)
+    tokio::time::timeout(OP_TIMEOUT, async {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        Ok(connector.connect(ServerName::try_from(SNI)?, tcp).await?)
+    })
+    .await?
+}
+
+/// Await `send` (a request on its way) and read its whole answer, within [`OP_TIMEOUT`]:
+/// whether it was a 200.
+async fn get_ok<B>(send: impl Future<Output = hyper::Result<hyper::Response<B>>>) -> bool
+where
+    B: hyper::body::Body,
+{
+    let answered = async {
+        let resp = send.await.ok()?;
+        (resp.status() == 200).then_some(())?;
+        resp.into_body().collect().await.ok()
+    };
+    matches!(
+        tokio::time::timeout(OP_TIMEOUT, answered).await,
+        Ok(Some(_))
+    )
 }
 
 /// New TCP + TLS connection per operation: handshake, close_notify, wait for the
@@ -123,28 +147,28 @@ pub(crate) async fn requests(
                     break;
                 };
                 let served = s.ops;
-                while send.ready().await.is_ok() && bound.another() {
+                while matches!(
+                    tokio::time::timeout(OP_TIMEOUT, send.ready()).await,
+                    Ok(Ok(()))
+                ) && bound.another()
+                {
                     let t = Instant::now();
                     let req = hyper::Request::get("/")
                         .header("host", SNI)
                         .body(Empty::<Bytes>::new())
                         .expect("valid");
-                    match send.send_request(req).await {
-                        Ok(resp) if resp.status() == 200 => {
-                            let _ = resp.into_body().collect().await;
-                            s.ops += 1;
-                            s.latencies.push(t.elapsed());
-                        }
-                        _ => {
-                            s.errors += 1;
-                            break;
-                        }
+                    if get_ok(send.send_request(req)).await {
+                        s.ops += 1;
+                        s.latencies.push(t.elapsed());
+                    } else {
+                        s.errors += 1;
+                        break;
                     }
                 }
                 if s.ops == served {
                     break;
                 }
-                s.reconnects += 1;
+                s.reconnects += u64::from(bound.open());
             }
             s
         }
@@ -231,16 +255,12 @@ async fn h2_stream_loop(
             send.ready().await?;
             send.send_request(req).await
         };
-        match sent.await {
-            Ok(resp) if resp.status() == 200 => {
-                let _ = resp.into_body().collect().await;
-                s.ops += 1;
-                s.latencies.push(t.elapsed());
-            }
-            _ => {
-                s.errors += 1;
-                break;
-            }
+        if get_ok(sent).await {
+            s.ops += 1;
+            s.latencies.push(t.elapsed());
+        } else {
+            s.errors += 1;
+            break;
         }
     }
     s
@@ -271,9 +291,7 @@ pub(crate) async fn idle(
                     .header("host", SNI)
                     .body(Empty::<Bytes>::new())
                     .ok()?;
-                let resp = send.send_request(req).await.ok()?;
-                let _ = resp.into_body().collect().await;
-                Some(send)
+                get_ok(send.send_request(req)).await.then_some(send)
             }));
         }
         for b in batch {
