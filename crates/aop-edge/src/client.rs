@@ -320,6 +320,11 @@ fn unprocessed(e: &Error) -> bool {
 /// identity's own connection pool. Over HTTP/2 an identity's requests to one origin
 /// share one connection; no connection ever carries requests of two identities.
 ///
+/// Every request must have its response head within [`Timeouts::response_header`]
+/// ([`Error::NoResponse`] otherwise). A request with no body that the origin refused
+/// without processing it is sent once more: the body type is `Default` (an empty body)
+/// for that.
+///
 /// A cold start (requests to an origin this pool has no open connection to) sends its
 /// first request alone and the others once that one has its connection: left to
 /// itself, hyper-util would open one TLS connection per request before the first said
