@@ -973,3 +973,63 @@ fn a_tunnel_holds_its_connections_budget_slot() {
     );
     assert_eq!(w.metric("aop_tunnels_open{site=\"ws.example\"}"), 0);
 }
+
+/// A reload re-checks each open tunnel's connection (a tunnel makes no further request,
+/// so the glue's re-check before a request never runs for it): a reload that still
+/// trusts the edge leaves the tunnel carrying messages; one whose `ws.example` trusts
+/// another CA closes it (`closed="revoked"`, logged with the verdict, counted), and
+/// leaves the other sites' counters alone.
+#[test]
+fn a_reload_that_stops_trusting_the_edge_closes_its_tunnels() {
+    let Some(w) = World::new(
+        "a_reload_that_stops_trusting_the_edge_closes_its_tunnels",
+        "",
+    ) else {
+        return;
+    };
+    // The same trust, reloaded: the tunnel lives.
+    let mut held = w.hold();
+    w.guard.reload();
+    wait_until("reloaded once", Duration::from_secs(10), || {
+        (w.guard.lines_with("configuration reloaded").len() == 1).then_some(())
+    });
+    held.say("echo");
+    assert_eq!(held.result()["echo"], true);
+    wait_until("the tunnel closed", Duration::from_secs(10), || {
+        (w.metric("aop_tunnels_closed_total{site=\"ws.example\",reason=\"closed\"}") == 1)
+            .then_some(())
+    });
+
+    // ws.example now trusts only another CA: the open tunnel is closed.
+    let mut held = w.hold();
+    let other = aop_e2e::pki::ca(w.certs.dir.path(), "other-ca");
+    let text = std::fs::read_to_string(&w.guard.config).unwrap();
+    let at = text.find("hostnames = [\"ws.example\"]").unwrap();
+    let trust = at + text[at..].find("edge-ca/ca.pem").unwrap();
+    let text = format!(
+        "{}{}{}",
+        &text[..trust],
+        other.pem().to_str().unwrap(),
+        &text[trust + "edge-ca/ca.pem".len()..]
+    );
+    std::fs::write(&w.guard.config, text).unwrap();
+    w.guard.reload();
+    held.say("wait");
+    assert_eq!(held.result()["closed"], true);
+    let line = w
+        .guard
+        .wait_log("a tunnel's connection does not pass its rule");
+    assert!(line.contains("was=SUCCESS"), "{line}");
+    wait_until(
+        "the tunnel counted revoked",
+        Duration::from_secs(10),
+        || {
+            (w.metric("aop_tunnels_closed_total{site=\"ws.example\",reason=\"revoked\"}") == 1)
+                .then_some(())
+        },
+    );
+    let closed = w.guard.lines_with("tunnel closed");
+    assert_eq!(closed.len(), 2, "{closed:?}");
+    assert!(closed[1].contains("revoked"), "{closed:?}");
+    assert_eq!(w.metric("aop_tunnels_open{site=\"ws.example\"}"), 0);
+}

@@ -320,6 +320,40 @@ impl Policy {
         })
     }
 
+    /// A connection accepted under an earlier policy, judged under this one (after a
+    /// reload): its certificate chain (`chain`, end entity first, as the client presented
+    /// it; `None` without a certificate: NONE stays NONE) checked again by the rule its SNI
+    /// selects now. `None` if the connection must end: that rule is not the one it was
+    /// accepted under (gone, or the SNI now selects another), or it is in `require` mode
+    /// and the certificate no longer passes. Otherwise its verdict under this policy:
+    /// `verdict` itself if the outcome is unchanged.
+    pub fn recheck(
+        &self,
+        verdict: &Arc<crate::Verdict>,
+        chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    ) -> Option<Arc<crate::Verdict>> {
+        let rule = self
+            .select(verdict.sni.as_deref())
+            .ok()
+            .filter(|rule| Some(rule.name().as_ref()) == verdict.rule.as_deref())?;
+        let again = chain.and_then(<[_]>::split_first).map(|(ee, rest)| {
+            rule.verifier()
+                .check(ee, rest, crate::trust::unix_time(OffsetDateTime::now_utc()))
+        });
+        let verdict = match again {
+            Some(again) if again.outcome != verdict.outcome => {
+                let mut v = crate::Verdict::clone(verdict);
+                v.outcome = again.outcome;
+                v.detail = again.detail;
+                v.client = again.client.or(v.client);
+                Arc::new(v)
+            }
+            _ => verdict.clone(),
+        };
+        // Judged by the rule's mode now, not the one it was accepted under.
+        (rule.mode() != Mode::Require || verdict.is_success()).then_some(verdict)
+    }
+
     /// The rule for an SNI: exact hostname, else the longest `*.zone` that matches, else
     /// the default rule. Without a match, why the connection must be refused.
     pub fn select(&self, sni: Option<&str>) -> Result<&Rule, NoneCause> {

@@ -14,7 +14,7 @@
 //! request_body_timeout_secs = 30    # longest wait for the next piece of a request body
 //! send_timeout_secs = 60            # longest a client may take none of the response
 //! upstream_timeout_secs = 60        # the upstream's time to answer, once it has the request
-//! grpc_body_timeout_secs = 300      # as request_body_timeout_secs, for gRPC request streams
+//! grpc_body_timeout_secs = 300      # as request_body_timeout_secs, for a verified client's gRPC streams
 //! tunnel_idle_timeout_secs = 300    # a WebSocket tunnel with no byte either way is closed
 //!
 //! [[site]]
@@ -80,7 +80,8 @@ pub(crate) struct File {
     #[serde(default = "default_keepalive_timeout")]
     pub(crate) upstream_timeout_secs: u64,
     /// `request_body_timeout_secs` for a gRPC request (`content-type: application/grpc…`):
-    /// a client stream may be quiet for long between messages.
+    /// a client stream may be quiet for long between messages. Only for a client whose
+    /// certificate passed (verdict SUCCESS): others keep the short timer.
     #[serde(default = "default_grpc_body_timeout")]
     pub(crate) grpc_body_timeout_secs: u64,
     /// A WebSocket tunnel that carries no byte either way for this long is closed.

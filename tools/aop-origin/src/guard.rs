@@ -313,6 +313,7 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
             &shared.metrics,
             &shared.upstreams,
         )));
+        shared.tunnels.reloaded();
         Ok(())
     });
     shared.metrics.reload(result.is_ok());
@@ -397,7 +398,7 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
     let shared = Arc::new(Shared {
         headers: HeaderCache::default(),
         acceptor: Acceptor::new(policy.clone(), limits),
-        policy,
+        policy: policy.clone(),
         sites: ArcSwap::from_pointee(Sites::new(&loaded.upstreams, &metrics, &upstreams)),
         upstreams,
         metrics,
@@ -406,9 +407,10 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
         grpc_body_timeout: Duration::from_secs(cfg.grpc_body_timeout_secs.max(1)),
         upstream_timeout: Duration::from_secs(cfg.upstream_timeout_secs.max(1)),
-        tunnels: crate::websocket::Tunnels::new(Duration::from_secs(
-            cfg.tunnel_idle_timeout_secs.max(1),
-        )),
+        tunnels: crate::websocket::Tunnels::new(
+            Duration::from_secs(cfg.tunnel_idle_timeout_secs.max(1)),
+            policy,
+        ),
         active: AtomicUsize::new(0),
         idle: Notify::new(),
         config_path: loaded.path.clone(),
@@ -652,6 +654,10 @@ fn serve(
         client: entry.map(|e| e.client.clone()),
         websocket: entry.is_some_and(|e| e.websocket),
         tunnels: Arc::default(),
+        chain: entry
+            .filter(|e| e.websocket)
+            .and_then(|_| conn.stream().get_ref().1.peer_certificates())
+            .map(Arc::from),
         verdict: std::sync::Mutex::new(None),
         metrics,
         site,
@@ -690,6 +696,9 @@ struct ConnCtx {
     websocket: bool,
     /// The connection's WebSocket tunnels.
     tunnels: Arc<crate::websocket::Held>,
+    /// The client's certificate chain, kept (only where `websocket` is on) for its
+    /// tunnels to re-check after a reload.
+    chain: Option<Arc<[aop_pki::CertificateDer<'static>]>>,
     peer: SocketAddr,
     /// The verdict headers for the upstream (X-Client-*, XFCC), made on the first request
     /// (a connection that sends none costs nothing) and shared by every connection with
@@ -1055,6 +1064,8 @@ async fn answer(
                     site: &ctx.site,
                     peer: ctx.peer,
                     id,
+                    verdict,
+                    chain: ctx.chain.as_ref(),
                 },
             );
         }

@@ -341,7 +341,7 @@ fn render_tunnels(out: &mut String, sites: &BTreeMap<String, Arc<SiteMetrics>>) 
             esc(site)
         );
     }
-    out.push_str("# HELP aop_tunnels_closed_total WebSocket tunnels ended, by site and reason: closed (by a side), tunnel_idle (tunnel_idle_timeout_secs), stopped (a shutdown's grace ended), error, evicted (with its connection, by the connection budget).\n");
+    out.push_str("# HELP aop_tunnels_closed_total WebSocket tunnels ended, by site and reason: closed (by a side), tunnel_idle (tunnel_idle_timeout_secs), stopped (a shutdown's grace ended), error, evicted (with its connection, by the connection budget), revoked (a reload's re-check: the connection no longer passes its rule).\n");
     out.push_str("# TYPE aop_tunnels_closed_total counter\n");
     for (site, m) in sites {
         let ended = m

@@ -20,7 +20,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use aop_pki::CertificateDer;
 use aop_verify::hyper::{Busy, InFlight};
+use aop_verify::{PolicyHandle, Verdict};
 use base64::Engine as _;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
@@ -42,20 +44,33 @@ const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key
 const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
 const SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
 
-/// The guard's tunnels: their idle timeout, and the signal that ends them all when a
-/// shutdown's grace is over.
+/// The guard's tunnels: their idle timeout, the signal that ends them all when a
+/// shutdown's grace is over, and the one that has each re-checked after a reload.
 pub(crate) struct Tunnels {
     /// `tunnel_idle_timeout_secs`.
     idle: Duration,
     stop: watch::Sender<bool>,
+    /// The policy in force, to re-check a tunnel's connection by after a reload.
+    policy: PolicyHandle,
+    /// Changed by each reload.
+    reloaded: watch::Sender<()>,
 }
 
 impl Tunnels {
-    pub(crate) fn new(idle: Duration) -> Self {
+    pub(crate) fn new(idle: Duration, policy: PolicyHandle) -> Self {
         Self {
             idle,
             stop: watch::Sender::new(false),
+            policy,
+            reloaded: watch::Sender::new(()),
         }
+    }
+
+    /// A reload happened: every tunnel re-checks its connection's certificate against the
+    /// new policy (as the glue does before a kept-alive connection's next request, which a
+    /// tunnel never makes) and closes (`closed="revoked"`) if it no longer passes.
+    pub(crate) fn reloaded(&self) {
+        self.reloaded.send_replace(());
     }
 
     /// Close every tunnel (each logged `closed="stopped"`): the shutdown's grace is over.
@@ -277,6 +292,10 @@ pub(crate) struct Tunnel<'a> {
     pub(crate) site: &'a Arc<str>,
     pub(crate) peer: SocketAddr,
     pub(crate) id: &'a HeaderValue,
+    /// The connection's verdict for the upgrade request, and its certificate chain: what
+    /// a reload re-checks.
+    pub(crate) verdict: &'a Arc<Verdict>,
+    pub(crate) chain: Option<&'a Arc<[CertificateDer<'static>]>>,
 }
 
 /// The tunnel's task: wait for both sides to be handed over, then copy.
@@ -291,6 +310,16 @@ fn run(
     let id = t.id.to_str().unwrap_or("-").to_owned();
     let idle = t.tunnels.idle;
     let mut stop = t.tunnels.stop.subscribe();
+    let mut reloaded = t.tunnels.reloaded.subscribe();
+    let (policy, mut verdict, chain) = (
+        t.tunnels.policy.clone(),
+        t.verdict.clone(),
+        t.chain.cloned(),
+    );
+    // Set when a reload's re-check, not a shutdown, stopped the tunnel.
+    let revoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let revoke = revoked.clone();
+    let (log_site, log_id) = (site.clone(), id.clone());
     async move {
         let _busy = busy;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -304,7 +333,30 @@ fn run(
         let open = metrics.tunnel_opened();
         let started = Instant::now();
         let stop = async move {
-            let _ = stop.wait_for(|s| *s).await;
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    () = &mut stopped => return,
+                    changed = reloaded.changed() => {
+                        if changed.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                        match policy.current().recheck(&verdict, chain.as_deref()) {
+                            Some(v) => verdict = v,
+                            None => {
+                                tracing::warn!(target: "aop::verdict", request_id = log_id.as_str(),
+                                    site = %log_site, %peer, was = %verdict.outcome,
+                                    "a tunnel's connection does not pass its rule after the reload: closed");
+                                revoke.store(true, std::sync::atomic::Ordering::Release);
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
         };
         let done = aop_http::tunnel::tunnel(
             TokioIo::new(client),
@@ -314,13 +366,21 @@ fn run(
             metrics.tunnel_traffic(),
         )
         .await;
-        open.end(done.end.as_str());
+        let closed = match done.end {
+            aop_http::tunnel::TunnelEnd::Stopped
+                if revoked.load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                "revoked"
+            }
+            _ => done.end.as_str(),
+        };
+        open.end(closed);
         let error = match &done.end {
             aop_http::tunnel::TunnelEnd::Failed(e) => e.to_string(),
             _ => String::new(),
         };
         tracing::info!(target: "aop::access", request_id = id.as_str(), %site, %peer, via,
-            closed = done.end.as_str(), to_upstream = done.to_upstream, to_client = done.to_client,
+            closed, to_upstream = done.to_upstream, to_client = done.to_client,
             secs = started.elapsed().as_secs(), error = error.as_str(), "tunnel closed");
     }
 }
