@@ -311,6 +311,9 @@ fn run(
     let idle = t.tunnels.idle;
     let mut stop = t.tunnels.stop.subscribe();
     let mut reloaded = t.tunnels.reloaded.subscribe();
+    // Checked once at the start too: a reload between the upgrade request's check and
+    // this subscription would otherwise go unseen.
+    reloaded.mark_changed();
     let (policy, mut verdict, chain) = (
         t.tunnels.policy.clone(),
         t.verdict.clone(),
