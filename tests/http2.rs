@@ -1048,6 +1048,9 @@ fn counting(
             "/onebig" => (Bytes::from(vec![b'x'; 1 << 20]), 1, None),
             _ => (Bytes::from_static(b"ok"), 1, None),
         };
+        if req.uri().path() == "/gated" {
+            return std::future::ready(hyper::Response::new(Gated::default().boxed()));
+        }
         std::future::ready(hyper::Response::new(
             Paced {
                 chunk,
@@ -1058,6 +1061,43 @@ fn counting(
             }
             .boxed(),
         ))
+    }
+}
+
+/// Opened by a test when `/gated` bodies may end (one permit a body). Only
+/// `a_slow_response_in_flight_outlives_a_reset_storm` asks for `/gated`.
+static GATE: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(0));
+
+/// `counting`'s `/gated` body: `gated`, once [`GATE`] gives it a permit. A response
+/// that stays in flight for as long as a test needs, whatever the machine's speed.
+#[derive(Default)]
+struct Gated {
+    wait: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+    sent: bool,
+}
+
+impl hyper::body::Body for Gated {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(None);
+        }
+        let wait = self.wait.get_or_insert_with(|| {
+            Box::pin(async {
+                GATE.acquire().await.expect("never closed").forget();
+            })
+        });
+        std::task::ready!(wait.as_mut().poll(cx));
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"gated",
+        )))))
     }
 }
 
@@ -1313,16 +1353,17 @@ async fn cancelled_streams_among_completed_ones_are_no_reset_storm() {
     assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::MaxRequests]);
 }
 
-/// During a reset storm, a slow response already in flight on the same connection
-/// (two seconds, more than the second the glue once gave) completes whole: the storm's
-/// GOAWAY stops new streams, not those in flight.
+/// During a reset storm, a response already in flight on the same connection (its body
+/// held until after the storm's GOAWAY, longer than the second the glue once gave)
+/// completes whole: the storm's GOAWAY stops new streams, not those in flight.
 #[tokio::test]
 async fn a_slow_response_in_flight_outlives_a_reset_storm() {
     let w = world();
     let (origin, _calls, seen) = counted(&w, limits()).await;
     let a = format!("a.example:{}", origin.addr.port());
     let (mut send, _, conn) = raw_h2(&w, origin.addr).await;
-    let slow = raw_send(&mut send, &a, "/slow").await;
+    // In flight until the test opens the gate, after the storm's GOAWAY.
+    let slow = raw_send(&mut send, &a, "/gated").await;
     assert_eq!(slow.status(), 200);
     let slow = tokio::spawn(read_all(slow.into_body()));
     // Until the GOAWAY (a stream sent after it would wait for the connection's end).
@@ -1337,9 +1378,17 @@ async fn a_slow_response_in_flight_outlives_a_reset_storm() {
     assert_eq!(seen.goaways(), [aop_verify::hyper::GoAway::ResetStorm]);
     assert!(
         !slow.is_finished(),
-        "the storm was over before the slow body"
+        "the gated body ended before its gate opened"
     );
-    assert_eq!(slow.await.unwrap().unwrap(), b"slowslowslowslow");
+    // Held past the second a storm's connection was once given (the scenario, not a
+    // wait for a condition), then let go.
+    tokio::time::sleep(SLOW).await;
+    assert!(
+        !slow.is_finished(),
+        "the gated body ended before its gate opened"
+    );
+    GATE.add_permits(1);
+    assert_eq!(slow.await.unwrap().unwrap(), b"gated");
     ends_cleanly(conn, "the storm's connection ends once its streams have").await;
 }
 
