@@ -551,15 +551,17 @@ async fn uploads_stream_in_bounded_memory() {
 
 /// Upstream connections hold descriptor permits: with an open-files limit of 300 (256
 /// kept back, 22 for client connections, 22 for upstream connections), 40 requests held
-/// by the upstream on one HTTP/2 connection get 22 upstream connections; the other 18
-/// are answered 503 after a short wait and never reach it; once released, the 22 are
-/// answered and the guard serves again.
+/// by the upstream on one HTTP/2 connection get 17 upstream connections (one upstream's
+/// share: three quarters); the other 23 are answered 503 after a short wait and never
+/// reach it. Meanwhile `b.example`, whose upstream is another, is served from the
+/// quarter left. Once released, the 17 are answered and the guard serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_stay_within_the_open_files_limit() {
     let certs = Certs::new(&["a.example", "b.example"]);
     let up = Upstream::start().await;
+    let other = Upstream::start().await;
     let (_guard, port, log) =
-        spawn_guard(certs.dir.path(), &sites(up.addr, up.addr, ""), Some(300));
+        spawn_guard(certs.dir.path(), &sites(up.addr, other.addr, ""), Some(300));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let send = h2_client(
         addr,
@@ -582,7 +584,7 @@ async fn upstream_connections_stay_within_the_open_files_limit() {
         });
     }
     let mut refused = 0;
-    while refused < 18 {
+    while refused < 23 {
         let (status, body) = calls.join_next().await.unwrap().unwrap();
         assert_eq!(
             (status, &body[..]),
@@ -590,7 +592,7 @@ async fn upstream_connections_stay_within_the_open_files_limit() {
         );
         refused += 1;
     }
-    assert_eq!(up.arrived.load(Ordering::SeqCst), 22);
+    assert_eq!(up.arrived.load(Ordering::SeqCst), 17);
     let line = loop {
         let l = log.recv_timeout(Duration::from_secs(10)).unwrap();
         if l.contains("no upstream connection permit") {
@@ -598,13 +600,30 @@ async fn upstream_connections_stay_within_the_open_files_limit() {
         }
     };
     assert!(line.contains("site=a.example"), "{line}");
+    let mut to_b = h2_client(
+        addr,
+        "b.example",
+        h2_config(&certs.origin_ca.pem(), &certs.edge),
+    )
+    .await;
+    to_b.ready().await.unwrap();
+    let resp = to_b
+        .send_request(
+            Request::get(format!("https://b.example:{port}/"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "another upstream's share is not taken");
+    assert_eq!(other.arrived.load(Ordering::SeqCst), 1);
     up.release();
     let empty = format!("bytes=0 sum={:x}\n", std::hash::Hasher::finish(&checksum()));
     while let Some(r) = calls.join_next().await {
         let (status, body) = r.unwrap();
         assert_eq!((status, &body[..]), (200, empty.as_bytes()));
     }
-    assert_eq!(up.arrived.load(Ordering::SeqCst), 22);
+    assert_eq!(up.arrived.load(Ordering::SeqCst), 17);
     // The pooled connections serve what comes next.
     let mut send = send;
     send.ready().await.unwrap();
@@ -617,5 +636,5 @@ async fn upstream_connections_stay_within_the_open_files_limit() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(up.arrived.load(Ordering::SeqCst), 23);
+    assert_eq!(up.arrived.load(Ordering::SeqCst), 18);
 }

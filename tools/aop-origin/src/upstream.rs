@@ -39,14 +39,49 @@ pub(crate) const PERMIT_WAIT: Duration = Duration::from_secs(1);
 /// How long an unused pooled upstream connection (and its permit) is kept.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
+/// How many unused connections to one upstream the pool keeps (each holds a permit):
+/// after a burst, the rest close at once and give their permits back, rather than
+/// holding them for [`POOL_IDLE`] against other sites.
+const POOL_MAX_IDLE: usize = 16;
+
 /// The upstream connections the guard may hold at once: one permit each, for its life.
+/// One upstream address may hold at most three quarters of them ([`Permits::share`]), so
+/// one site's tunnels or long requests cannot take every permit and leave the other
+/// sites 503.
 #[derive(Clone, Debug)]
-pub(crate) struct Permits(Arc<Semaphore>);
+pub(crate) struct Permits {
+    all: Arc<Semaphore>,
+    /// The most one upstream address may hold.
+    share: usize,
+    /// Each upstream address's share, by authority.
+    each: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>>,
+}
 
 impl Permits {
     /// `n` permits (capped at what a semaphore holds: "unlimited").
     pub(crate) fn new(n: usize) -> Self {
-        Self(Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))))
+        let n = n.min(Semaphore::MAX_PERMITS);
+        Self {
+            all: Arc::new(Semaphore::new(n)),
+            share: (n - n / 4).max(1),
+            each: Arc::default(),
+        }
+    }
+
+    /// The share of the upstream at `authority`.
+    fn share(&self, authority: &str) -> Arc<Semaphore> {
+        let mut each = self
+            .each
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = each.get(authority) {
+            return s.clone();
+        }
+        // Upstreams a reload removed, holding nothing any more.
+        each.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < self.share);
+        each.entry(authority.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.share)))
+            .clone()
     }
 
     /// What the open-files limit `files` leaves for upstream connections once
@@ -76,6 +111,7 @@ impl Upstreams {
     pub(crate) fn new(exec: Exec, permits: Permits) -> Self {
         let http1 = Client::builder(exec.clone())
             .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
             .pool_timer(TokioTimer::new())
             .build(Dial::new(None, &permits));
         Self {
@@ -102,6 +138,7 @@ impl Upstreams {
                     .timer(TokioTimer::new())
                     .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(POOL_IDLE)
+                    .pool_max_idle_per_host(POOL_MAX_IDLE)
                     // The same windows and send buffer as the guard's HTTP/2 server side:
                     // what one slow client stream can make the guard buffer.
                     .http2_initial_stream_window_size(256 * 1024)
@@ -226,7 +263,7 @@ impl std::fmt::Display for Exhausted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "no upstream connection permit within {PERMIT_WAIT:?} (the open-files limit)"
+            "no upstream connection permit within {PERMIT_WAIT:?} (the open-files limit, or this upstream's share of it)"
         )
     }
 }
@@ -266,16 +303,22 @@ impl tower_service::Service<Uri> for Dial {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let mut http = self.http.clone();
         let to = self.to.clone().unwrap_or(uri);
-        let permits = self.permits.0.clone();
+        let all = self.permits.all.clone();
+        let share = self
+            .permits
+            .share(to.authority().map_or("", |a| a.as_str()));
         Box::pin(async move {
-            let Ok(Ok(permit)) = tokio::time::timeout(PERMIT_WAIT, permits.acquire_owned()).await
-            else {
+            let both = async {
+                let share = share.acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((share, all.acquire_owned().await?))
+            };
+            let Ok(Ok(permits)) = tokio::time::timeout(PERMIT_WAIT, both).await else {
                 return Err(Box::new(Exhausted) as BoxError);
             };
             let io = http.call(to).await?;
             Ok(Permitted {
                 io,
-                _permit: permit,
+                _permits: permits,
             })
         })
     }
@@ -286,7 +329,8 @@ pin_project_lite::pin_project! {
     pub(crate) struct Permitted {
         #[pin]
         io: TokioIo<TcpStream>,
-        _permit: OwnedSemaphorePermit,
+        // The upstream's share's, and the guard's.
+        _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     }
 }
 
@@ -364,10 +408,13 @@ mod tests {
 
     #[test]
     fn permits_are_what_the_limit_leaves() {
-        let left = |files, conns| Permits::within(files, 256, conns).0.available_permits();
+        let left = |files, conns| Permits::within(files, 256, conns).all.available_permits();
         assert_eq!(left(Some(400), 72), 72);
         assert_eq!(left(Some(1_000_000), 10_000), 1_000_000 - 256 - 10_000);
         assert_eq!(left(Some(100), 10), 1);
         assert_eq!(left(None, 10), Semaphore::MAX_PERMITS);
+        // One upstream's share: three quarters, at least one.
+        let share = |n| Permits::new(n).share("u:1").available_permits();
+        assert_eq!((share(22), share(1), share(4)), (17, 1, 3));
     }
 }
