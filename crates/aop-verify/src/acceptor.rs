@@ -429,7 +429,12 @@ impl Acceptor {
         };
         // What the rule's verifier learns (the certificate's check, the proof of its key)
         // comes back with the handshake's result: see `crate::verifier`.
-        let (result, learnt) = run_handshake(start.into_stream(rule.server_config().clone())).await;
+        let (result, learnt) = run_handshake(
+            start
+                .into_stream(rule.server_config().clone())
+                .into_fallible(),
+        )
+        .await;
         let base = |outcome| {
             let mut v = Verdict::new(outcome);
             v.rule = Some(rule.name().clone());
@@ -477,17 +482,49 @@ impl Acceptor {
                 }
                 Ok((v, stream))
             }
-            Err(e) => Err(refusal(
-                base,
-                learnt.checked,
-                Proof {
-                    failed: learnt.signature_failed,
-                    verified: learnt.signature_verified,
-                },
-                &e,
-            )),
+            Err((e, io)) => {
+                linger(io).await;
+                Err(refusal(
+                    base,
+                    learnt.checked,
+                    Proof {
+                        failed: learnt.signature_failed,
+                        verified: learnt.signature_verified,
+                    },
+                    &e,
+                ))
+            }
         }
     }
+}
+
+/// How long a refused client is read from after its alert, at most.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How much a refused client may have sent after its handshake that is read and dropped.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// After a refused handshake (its alert written): close our side, then read and drop
+/// what the client sent meanwhile, until it closes, for at most [`LINGER`] and
+/// [`LINGER_BYTES`]. In TLS 1.3 a client's handshake ends before the origin has judged
+/// its certificate, and its first request (an HTTP/2 preface at once) follows its
+/// Finished: closing with those bytes unread makes the kernel reset the connection, and
+/// the reset can reach the client before it has read the alert, which then never names
+/// the refusal (nginx's lingering close has the same reason).
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = io.shutdown().await;
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether the client proved it holds its certificate's key (its CertificateVerify).
