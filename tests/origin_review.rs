@@ -2,6 +2,8 @@
 //! landed: verdict headers sent as request trailers, `*` targets, the body timer of a
 //! client without a certificate.
 
+#![allow(clippy::unwrap_used)] // a test: panics are failures
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
