@@ -186,6 +186,9 @@ async fn malformed_frames_end_the_connection_with_the_right_goaway() {
         assert_eq!(r["goaway"]["last_stream_id"], last_stream, "{attack}: {r}");
         assert_eq!(r["closed"], true, "{attack}: {r}");
         assert_eq!(r["statuses"], serde_json::json!({}), "{attack}: {r}");
+        // And the guard says why the connection ended.
+        let line = guard.wait_log("connection ended by an HTTP error");
+        assert!(line.contains("error="), "{attack}: {line}");
     }
     // The oversized frame was a request body's: the request it belonged to may have
     // started (stream 1 is the GOAWAY's last stream), nothing else did.

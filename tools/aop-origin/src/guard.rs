@@ -603,7 +603,14 @@ async fn connection(
     };
     slot.established(authenticated);
     tokio::select! {
-        _ = serve => {}
+        served = serve => {
+            // A malformed HTTP/2 frame, a flood hyper or h2 ended with GOAWAY, a request
+            // cut off: one line, so no connection ends unexplained.
+            if let Err(e) = served {
+                tracing::info!(target: "aop::access", %peer, site = site.as_deref().unwrap_or(""),
+                    error = %e, "connection ended by an HTTP error");
+            }
+        }
         why = slot.evicted() => closed_for_budget(shared, why, peer, site.as_deref()),
     }
 }
