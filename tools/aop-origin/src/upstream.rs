@@ -42,9 +42,8 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 /// How many unused connections to one upstream the pool keeps (each holds a permit):
 /// after a burst, the rest close at once and give their permits back, rather than
 /// holding them for [`POOL_IDLE`] against other sites (which the per-upstream share
-/// bounds anyway). As many as one HTTP/2 client connection's streams: with 16, aop-bench's
-/// 8 × 10 HTTP/2 streams reconnected upstream for most requests (guard CPU per request
-/// 61 µs against 36 µs).
+/// bounds anyway). As many as one HTTP/2 client connection's streams, so that one busy
+/// edge connection's requests find their upstream connections kept.
 const POOL_MAX_IDLE: usize = 100;
 
 /// The upstream connections the guard may hold at once: one permit each, for its life.
