@@ -176,7 +176,10 @@ impl Server {
 fn aop_origin_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("aop-origin");
-    if !bin.exists() {
+    // Under `cargo run` (CARGO is set), build it every time: a no-op when it is fresh,
+    // and never a stale guard measured after a change to aop-origin (`cargo run -p
+    // aop-bench` builds only aop-bench).
+    if !bin.exists() || std::env::var_os("CARGO").is_some() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "-p", "aop-origin"]);
