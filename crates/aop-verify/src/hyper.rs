@@ -20,7 +20,6 @@ use rustls_pki_types::CertificateDer;
 
 use crate::acceptor::authority_in_rule;
 use crate::authority;
-use crate::trust::unix_time;
 use crate::{Accepted, Mode, Policy, PolicyHandle, Verdict};
 
 /// Serve HTTP/1.1 or HTTP/2 on an accepted connection, as ALPN chose: HTTP/2 when it
@@ -1181,37 +1180,16 @@ impl<S> WithVerdict<S> {
         if Arc::ptr_eq(&state.0, &current) {
             return Some((current, verdict));
         }
-        let verdict = &verdict;
-        let Some(rule) = current
-            .select(verdict.sni.as_deref())
-            .ok()
-            .filter(|rule| Some(rule.name().as_ref()) == verdict.rule.as_deref())
-        else {
+        let was = verdict;
+        let Some((rule, verdict)) = current.rejudge(&was, self.chain.as_deref()) else {
             state.1 = None;
             return None;
         };
-        // No certificate: NONE stays NONE.
-        let again = self
-            .chain
-            .as_deref()
-            .and_then(<[_]>::split_first)
-            .map(|(ee, rest)| {
-                rule.verifier()
-                    .check(ee, rest, unix_time(time::OffsetDateTime::now_utc()))
-            });
-        let verdict = match again {
-            Some(again) if again.outcome != verdict.outcome => {
-                tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %again.outcome,
-                    was = %verdict.outcome, mode = ?rule.mode(),
-                    "a kept-alive connection's certificate has a new verdict under the reloaded policy");
-                let mut v = Verdict::clone(verdict);
-                v.outcome = again.outcome;
-                v.detail = again.detail;
-                v.client = again.client.or(v.client);
-                Arc::new(v)
-            }
-            _ => verdict.clone(),
-        };
+        if verdict.outcome != was.outcome {
+            tracing::warn!(target: "aop::verdict", rule = rule.name().as_ref(), verdict = %verdict.outcome,
+                was = %was.outcome, mode = ?rule.mode(),
+                "a kept-alive connection's certificate has a new verdict under the reloaded policy");
+        }
         // Judged by the rule's mode now, not the one it was accepted under: a reload that
         // makes an `optional` rule `require` ends its NONE and FAILED connections too.
         if rule.mode() == Mode::Require && !verdict.is_success() {

@@ -332,10 +332,25 @@ impl Policy {
         verdict: &Arc<crate::Verdict>,
         chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
     ) -> Option<Arc<crate::Verdict>> {
+        let (rule, verdict) = self.rejudge(verdict, chain)?;
+        // Judged by the rule's mode now, not the one it was accepted under.
+        (rule.mode() != Mode::Require || verdict.is_success()).then_some(verdict)
+    }
+
+    /// [`Policy::recheck`] before the rule's mode has its say: the rule the connection
+    /// still belongs to and its verdict under it (`verdict` itself if the outcome is
+    /// unchanged), or `None` if that rule is gone. The hyper glue uses it to log what
+    /// changed before it decides.
+    pub(crate) fn rejudge(
+        &self,
+        verdict: &Arc<crate::Verdict>,
+        chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    ) -> Option<(&Rule, Arc<crate::Verdict>)> {
         let rule = self
             .select(verdict.sni.as_deref())
             .ok()
             .filter(|rule| Some(rule.name().as_ref()) == verdict.rule.as_deref())?;
+        // No certificate: NONE stays NONE.
         let again = chain.and_then(<[_]>::split_first).map(|(ee, rest)| {
             rule.verifier()
                 .check(ee, rest, crate::trust::unix_time(OffsetDateTime::now_utc()))
@@ -350,8 +365,7 @@ impl Policy {
             }
             _ => verdict.clone(),
         };
-        // Judged by the rule's mode now, not the one it was accepted under.
-        (rule.mode() != Mode::Require || verdict.is_success()).then_some(verdict)
+        Some((rule, verdict))
     }
 
     /// The rule for an SNI: exact hostname, else the longest `*.zone` that matches, else
