@@ -10,7 +10,8 @@
 //!   a closed vocabulary ([`Reason`]): `unknown_ca`, `expired`, `not_yet_valid`,
 //!   `bad_signature`, `bad_eku`, `revoked`, `pin_mismatch`, `name_not_allowed`,
 //!   `zone_mismatch`, `bad_encoding`, `chain_too_long`, `unsupported_algorithm`,
-//!   `not_a_leaf`, `other`;
+//!   `not_a_leaf`, `name_constraints`, `bad_key_usage`, `not_a_ca`,
+//!   `unhandled_critical_extension`, `revocation_unknown`, `other`;
 //! - `NONE` — no certificate was presented (or the connection never got that far: the
 //!   log's `reason` field says `no_certificate`, `unknown_sni`, `no_sni`,
 //!   `handshake_timeout` or `handshake_error`).
@@ -147,6 +148,7 @@ pub mod authority;
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
+mod constraints;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod hyper;
@@ -154,6 +156,7 @@ mod policy;
 mod reload;
 #[cfg(feature = "hyper")]
 mod serve;
+mod strict;
 mod trust;
 mod verdict;
 mod verifier;

@@ -22,14 +22,17 @@ use aop_pki::{CertInfo, Sha256Fingerprint, rfc3339};
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
+use webpki::VerifiedPath;
 use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
     RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
 };
+use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer as _;
 
 use crate::verdict::{Outcome, Reason};
 use crate::{Error, Result};
+use crate::{constraints, strict};
 
 /// The default maximum number of certificates a client may present (its own and the
 /// intermediates above it).
@@ -58,6 +61,12 @@ pub struct TrustSpec {
     pub crls: Vec<PathBuf>,
     /// The most certificates a client may present, its own included.
     pub max_depth: usize,
+    /// Accept a client certificate with no extendedKeyUsage extension at all (RFC 5280
+    /// and OpenSSL read that as "any purpose"). Off by default: an origin-pull
+    /// certificate should say clientAuth, and a certificate without EKU may be a server
+    /// certificate of the same CA. A certificate whose EKU lacks clientAuth is refused
+    /// (`bad_eku`) either way.
+    pub allow_missing_eku: bool,
 }
 
 impl TrustSpec {
@@ -70,6 +79,7 @@ impl TrustSpec {
             allow_san: Vec::new(),
             crls: Vec::new(),
             max_depth: DEFAULT_MAX_DEPTH,
+            allow_missing_eku: false,
         }
     }
 }
@@ -77,6 +87,9 @@ impl TrustSpec {
 /// One trust anchor, with what we need to know about it beyond webpki's view.
 #[derive(Debug)]
 struct Anchor {
+    /// The anchor's certificate, for aop's checks of the anchor as the top of a path
+    /// (its pathLenConstraint, keyUsage, critical extensions, name constraints).
+    der: CertificateDer<'static>,
     subject: String,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -113,6 +126,7 @@ pub struct Trust {
     /// Allowed URIs, exactly as given: URI paths are case-sensitive.
     allow_uri: Vec<String>,
     max_depth: usize,
+    allow_missing_eku: bool,
     earliest_expiry: Option<OffsetDateTime>,
     /// The crypto provider's signature verification algorithms: every signature in a
     /// chain, and the handshake's CertificateVerify, is checked with these.
@@ -188,6 +202,7 @@ impl Trust {
                     .to_owned();
                 anchors.push(ta);
                 anchor_info.push(Anchor {
+                    der: der.clone().into_owned(),
                     subject: info.subject,
                     not_before: info.not_before,
                     not_after: info.not_after,
@@ -247,6 +262,7 @@ impl Trust {
                 .cloned()
                 .collect(),
             max_depth: spec.max_depth,
+            allow_missing_eku: spec.allow_missing_eku,
             earliest_expiry,
             algs: provider.signature_verification_algorithms,
         })
@@ -382,14 +398,28 @@ impl Trust {
                 client,
             );
         }
+        let Ok((_, leaf)) = x509_parser::parse_x509_certificate(end_entity) else {
+            return Checked::failed(
+                Reason::BadEncoding,
+                "unparsable certificate".to_owned(),
+                client,
+            );
+        };
+        if let Err((reason, detail)) = strict::check_leaf(&leaf, &self.algs) {
+            return Checked::failed(reason, detail, client);
+        }
         let intermediates = distinct(end_entity, intermediates);
         if let Err((reason, detail)) =
-            self.verify_path(end_entity, &intermediates, at, info, budget)
+            self.verify_path(end_entity, &leaf, &intermediates, at, info, budget)
         {
             return Checked::failed(reason, detail, client);
         }
-        // webpki accepts a leaf without any EKU; an origin-pull certificate must say clientAuth.
-        if !info.extended_key_usage.iter().any(|e| e == "clientAuth") {
+        // webpki accepts a leaf without any EKU; an origin-pull certificate must say
+        // clientAuth, unless the rule allows a certificate with no EKU extension at all.
+        let no_eku = info.extended_key_usage.is_empty();
+        if !(no_eku && self.allow_missing_eku)
+            && !info.extended_key_usage.iter().any(|e| e == "clientAuth")
+        {
             return Checked::failed(
                 Reason::BadEku,
                 format!(
@@ -463,11 +493,52 @@ impl Trust {
             || info.san.uri.iter().any(|u| self.allow_uri.contains(u))
     }
 
+    /// aop's checks of a path webpki verified: [`strict::check_path`] and the name
+    /// constraints of every CA in it, the anchor's certificate included.
+    fn check_verified_path(
+        &self,
+        leaf: &X509Certificate<'_>,
+        path: &VerifiedPath<'_>,
+    ) -> std::result::Result<(), strict::Refusal> {
+        let anchor = path.anchor();
+        let Some(anchor_der) = self
+            .anchors
+            .iter()
+            .zip(&self.anchor_info)
+            .find(|(t, _)| {
+                t.subject.as_ref() == anchor.subject.as_ref()
+                    && t.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+            })
+            .map(|(_, a)| &a.der)
+        else {
+            return Err((
+                Reason::Other,
+                "the path's trust anchor is not loaded".into(),
+            ));
+        };
+        let ders: Vec<CertificateDer<'_>> =
+            path.intermediate_certificates().map(|c| c.der()).collect();
+        let mut issuers = Vec::new();
+        for der in &ders {
+            match X509Certificate::from_der(der.as_ref()) {
+                Ok((_, x)) => issuers.push(x),
+                Err(e) => return Err((Reason::BadEncoding, format!("an intermediate: {e}"))),
+            }
+        }
+        match X509Certificate::from_der(anchor_der.as_ref()) {
+            Ok((_, x)) => issuers.push(x),
+            Err(e) => return Err((Reason::BadEncoding, format!("the trust anchor: {e}"))),
+        }
+        strict::check_path(leaf, &issuers)?;
+        constraints::check(leaf, &issuers)
+    }
+
     /// webpki path building against the anchors valid at `at`; if that finds no issuer
     /// but an expired (or not yet valid) anchor would have verified the chain, say so.
     fn verify_path(
         &self,
         end_entity: &CertificateDer<'_>,
+        leaf: &X509Certificate<'_>,
         intermediates: &[CertificateDer<'_>],
         at: UnixTime,
         info: &CertInfo,
@@ -505,6 +576,19 @@ impl Trust {
                     .build()
             })
         };
+        // aop's own checks run on every path webpki verifies; a refused path lets webpki
+        // try the next. The first refusal is kept: a path that passed all of webpki's
+        // checks and failed one of aop's says more than webpki's error for another path.
+        let refused: std::sync::Mutex<Option<strict::Refusal>> = std::sync::Mutex::new(None);
+        let aop_checks = |path: &VerifiedPath<'_>| -> std::result::Result<(), webpki::Error> {
+            self.check_verified_path(leaf, path).map_err(|r| {
+                refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get_or_insert(r);
+                webpki::Error::UnknownIssuer
+            })
+        };
         let result = ee.verify_for_usage(
             &algs,
             &valid,
@@ -512,11 +596,18 @@ impl Trust {
             at,
             KeyUsage::client_auth(),
             revocation,
-            None,
+            Some(&aop_checks),
         );
+        let refused = refused
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match result {
             Ok(_) => Ok(()),
             Err(_) if budget.exhausted() => Err(budget.refusal()),
+            Err(_) if refused.is_some() => {
+                let (reason, detail) = refused.expect("checked");
+                Err((reason, Some(detail)))
+            }
             Err(webpki::Error::UnknownIssuer) if valid.len() < self.anchors.len() => {
                 // Would an anchor outside its validity have verified it?
                 let stale: Vec<_> = self

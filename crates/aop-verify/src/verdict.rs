@@ -40,13 +40,29 @@ pub enum Reason {
     UnsupportedAlgorithm,
     /// A CA certificate was presented as the client certificate.
     NotALeaf,
+    /// A certificate in the chain is outside a name constraint of a CA above it (DNS,
+    /// IP, email, URI such as a SPIFFE trust domain, or directoryName; the subject's CN
+    /// and emailAddress count when there is no SAN of that form).
+    NameConstraints,
+    /// A keyUsage forbids the certificate's role: the client's lacks digitalSignature or
+    /// asserts keyCertSign without being a CA; a CA's is missing or lacks keyCertSign.
+    BadKeyUsage,
+    /// A certificate above the client's may not issue it: no CA basicConstraints, a
+    /// basicConstraints that is not critical, or its pathLenConstraint exceeded.
+    NotACa,
+    /// A certificate in the chain (the trust anchor included) carries a critical
+    /// extension aop does not process.
+    UnhandledCriticalExtension,
+    /// The revocation status cannot be known: the loaded CRL covering an issuer has
+    /// expired, or cannot be used (not signed by the issuer, a delta or indirect CRL).
+    RevocationUnknown,
     /// Anything else; the verdict's `detail` says what.
     Other,
 }
 
 impl Reason {
     /// Every reason, in the order DESIGN.md lists them.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 19] = [
         Self::UnknownCa,
         Self::Expired,
         Self::NotYetValid,
@@ -60,6 +76,11 @@ impl Reason {
         Self::ChainTooLong,
         Self::UnsupportedAlgorithm,
         Self::NotALeaf,
+        Self::NameConstraints,
+        Self::BadKeyUsage,
+        Self::NotACa,
+        Self::UnhandledCriticalExtension,
+        Self::RevocationUnknown,
         Self::Other,
     ];
 
@@ -79,6 +100,11 @@ impl Reason {
             Self::ChainTooLong => "chain_too_long",
             Self::UnsupportedAlgorithm => "unsupported_algorithm",
             Self::NotALeaf => "not_a_leaf",
+            Self::NameConstraints => "name_constraints",
+            Self::BadKeyUsage => "bad_key_usage",
+            Self::NotACa => "not_a_ca",
+            Self::UnhandledCriticalExtension => "unhandled_critical_extension",
+            Self::RevocationUnknown => "revocation_unknown",
             Self::Other => "other",
         }
     }
@@ -306,6 +332,11 @@ mod tests {
                 "FAILED:chain_too_long",
                 "FAILED:unsupported_algorithm",
                 "FAILED:not_a_leaf",
+                "FAILED:name_constraints",
+                "FAILED:bad_key_usage",
+                "FAILED:not_a_ca",
+                "FAILED:unhandled_critical_extension",
+                "FAILED:revocation_unknown",
                 "FAILED:other",
             ]
         );

@@ -154,6 +154,10 @@ fn rustls_error(reason: Reason) -> rustls::Error {
         Reason::BadEku => CertificateError::InvalidPurpose,
         Reason::BadEncoding => CertificateError::BadEncoding,
         Reason::UnsupportedAlgorithm => CertificateError::UnsupportedSignatureAlgorithm,
+        Reason::BadKeyUsage => CertificateError::InvalidPurpose,
+        Reason::NameConstraints | Reason::NotACa => CertificateError::BadEncoding,
+        Reason::UnhandledCriticalExtension => CertificateError::UnhandledCriticalExtension,
+        Reason::RevocationUnknown => CertificateError::UnknownRevocationStatus,
         _ => CertificateError::ApplicationVerificationFailure,
     };
     rustls::Error::InvalidCertificate(e)
