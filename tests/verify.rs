@@ -371,8 +371,8 @@ async fn every_reason_is_produced_by_a_real_certificate_in_a_real_handshake() {
             "expired CRL",
             Some(&w.edge),
             "stale-crl.test",
-            "FAILED:other",
-            "AccessDenied",
+            "FAILED:revocation_unknown",
+            "UnknownCA",
             "CRL has expired",
         ),
     ];

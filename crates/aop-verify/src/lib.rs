@@ -160,6 +160,7 @@ mod strict;
 mod trust;
 mod verdict;
 mod verifier;
+mod view;
 
 pub use acceptor::{Accepted, Acceptor, Http2Limits, Limits, Refused};
 pub use error::{Error, Result};

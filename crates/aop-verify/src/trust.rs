@@ -197,9 +197,18 @@ impl Trust {
                     detail,
                 };
                 let info = CertInfo::from_der(&der, now).map_err(bad)?;
-                let ta = webpki::anchor_from_trusted_cert(&der)
+                let mut ta = webpki::anchor_from_trusted_cert(&der)
                     .map_err(|e| bad(format!("{e:?}")))?
                     .to_owned();
+                // Name constraints of forms webpki fails on (URI, email, directoryName)
+                // are aop's to apply (`constraints::check`, on every path).
+                if ta
+                    .name_constraints
+                    .as_ref()
+                    .is_some_and(|nc| !crate::view::webpki_reads_contents(nc.as_ref()))
+                {
+                    ta.name_constraints = None;
+                }
                 anchors.push(ta);
                 anchor_info.push(Anchor {
                     der: der.clone().into_owned(),
@@ -417,9 +426,8 @@ impl Trust {
         // webpki accepts a leaf without any EKU; an origin-pull certificate must say
         // clientAuth, unless the rule allows a certificate with no EKU extension at all.
         let no_eku = info.extended_key_usage.is_empty();
-        if !(no_eku && self.allow_missing_eku)
-            && !info.extended_key_usage.iter().any(|e| e == "clientAuth")
-        {
+        let client_auth = info.extended_key_usage.iter().any(|e| e == "clientAuth");
+        if !(client_auth || no_eku && self.allow_missing_eku) {
             return Checked::failed(
                 Reason::BadEku,
                 format!(
@@ -462,10 +470,13 @@ impl Trust {
         at: UnixTime,
         budget: &SignatureBudget,
     ) -> bool {
-        let Ok(ee) = EndEntityCert::try_from(end_entity) else {
+        let intermediates = distinct(end_entity, intermediates);
+        let shown = Shown::new(end_entity, &intermediates, budget);
+        let leaf = shown.leaf();
+        let Ok(ee) = EndEntityCert::try_from(&leaf) else {
             return false;
         };
-        let intermediates = distinct(end_entity, intermediates);
+        let intermediates = shown.intermediates();
         ee.verify_for_usage(
             &budget.algs().refs(),
             &self.anchors,
@@ -499,6 +510,8 @@ impl Trust {
         &self,
         leaf: &X509Certificate<'_>,
         path: &VerifiedPath<'_>,
+        shown: &Shown<'_>,
+        presented: &[CertificateDer<'_>],
     ) -> std::result::Result<(), strict::Refusal> {
         let anchor = path.anchor();
         let Some(anchor_der) = self
@@ -520,7 +533,7 @@ impl Trust {
             path.intermediate_certificates().map(|c| c.der()).collect();
         let mut issuers = Vec::new();
         for der in &ders {
-            match X509Certificate::from_der(der.as_ref()) {
+            match X509Certificate::from_der(shown.original(der.as_ref(), presented)) {
                 Ok((_, x)) => issuers.push(x),
                 Err(e) => return Err((Reason::BadEncoding, format!("an intermediate: {e}"))),
             }
@@ -546,7 +559,10 @@ impl Trust {
     ) -> std::result::Result<(), (Reason, Option<String>)> {
         let counted = budget.algs();
         let algs = counted.refs();
-        let ee = EndEntityCert::try_from(end_entity)
+        let shown = Shown::new(end_entity, intermediates, budget);
+        let shown_leaf = shown.leaf();
+        let shown_intermediates = shown.intermediates();
+        let ee = EndEntityCert::try_from(&shown_leaf)
             .map_err(|e| (Reason::BadEncoding, Some(format!("{e:?}"))))?;
         let at_dt = offset_time(at);
         let valid: Cow<'_, [TrustAnchor<'static>]> = if self
@@ -581,18 +597,19 @@ impl Trust {
         // checks and failed one of aop's says more than webpki's error for another path.
         let refused: std::sync::Mutex<Option<strict::Refusal>> = std::sync::Mutex::new(None);
         let aop_checks = |path: &VerifiedPath<'_>| -> std::result::Result<(), webpki::Error> {
-            self.check_verified_path(leaf, path).map_err(|r| {
-                refused
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get_or_insert(r);
-                webpki::Error::UnknownIssuer
-            })
+            self.check_verified_path(leaf, path, &shown, intermediates)
+                .map_err(|r| {
+                    refused
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get_or_insert(r);
+                    webpki::Error::UnknownIssuer
+                })
         };
         let result = ee.verify_for_usage(
             &algs,
             &valid,
-            intermediates,
+            &shown_intermediates,
             at,
             KeyUsage::client_auth(),
             revocation,
@@ -620,7 +637,7 @@ impl Trust {
                 match ee.verify_for_usage(
                     &algs,
                     &tas,
-                    intermediates,
+                    &shown_intermediates,
                     at,
                     KeyUsage::client_auth(),
                     None,
@@ -661,6 +678,50 @@ impl Trust {
             }
             Err(e) => Err(map_webpki_error(&e, info, intermediates, at_dt)),
         }
+    }
+}
+
+/// The presented chain as webpki is shown it ([`crate::view`]): each certificate, or its
+/// view where it has one, with the views' signatures mapped to the originals in `budget`.
+struct Shown<'a> {
+    leaf: Cow<'a, [u8]>,
+    intermediates: Vec<Cow<'a, [u8]>>,
+}
+
+impl<'a> Shown<'a> {
+    fn new(
+        end_entity: &'a CertificateDer<'a>,
+        intermediates: &'a [CertificateDer<'a>],
+        budget: &SignatureBudget,
+    ) -> Self {
+        let show = |der: &'a [u8]| match crate::view::for_webpki(der) {
+            Some(view) if budget.add_view(&view) => Cow::Owned(view.der),
+            _ => Cow::Borrowed(der),
+        };
+        Self {
+            leaf: show(end_entity.as_ref()),
+            intermediates: intermediates.iter().map(|c| show(c.as_ref())).collect(),
+        }
+    }
+
+    fn leaf(&self) -> CertificateDer<'_> {
+        CertificateDer::from(self.leaf.as_ref())
+    }
+
+    fn intermediates(&self) -> Vec<CertificateDer<'_>> {
+        self.intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_ref()))
+            .collect()
+    }
+
+    /// The presented certificate a certificate of webpki's path stands for.
+    fn original<'s>(&'s self, shown: &'s [u8], presented: &'s [CertificateDer<'a>]) -> &'s [u8] {
+        self.intermediates
+            .iter()
+            .zip(presented)
+            .find(|(s, _)| s.as_ref() == shown)
+            .map_or(shown, |(_, p)| p.as_ref())
     }
 }
 
@@ -709,7 +770,14 @@ struct Spent {
     refused: bool,
     /// Every verification so far, with its result.
     seen: Vec<Verified>,
+    /// The to-be-signed bytes of each certificate webpki was shown a view of
+    /// ([`crate::view`]), and the original's: a signature over a view's bytes is
+    /// verified over the original's.
+    views: Vec<ViewedTbs>,
 }
+
+/// A view's to-be-signed bytes, and the original's.
+type ViewedTbs = (Box<[u8]>, Box<[u8]>);
 
 /// One signature verified in a check: the algorithm (its index), the inputs, the result.
 #[derive(Debug)]
@@ -761,6 +829,23 @@ impl SignatureBudget {
         )
     }
 
+    /// Verify signatures over `view`'s to-be-signed bytes as over the original's. `false`
+    /// (and nothing recorded) when another original already has a view with these bytes:
+    /// that certificate must then be shown to webpki as it is.
+    fn add_view(&self, view: &crate::view::View) -> bool {
+        let mut state = self.state();
+        match state.views.iter().find(|(v, _)| **v == *view.tbs) {
+            Some((_, original)) => **original == *view.original_tbs,
+            None => {
+                state.views.push((
+                    view.tbs.as_slice().into(),
+                    view.original_tbs.as_slice().into(),
+                ));
+                true
+            }
+        }
+    }
+
     /// The provider's algorithms, each counted against this budget.
     pub(crate) fn algs(&self) -> CountedAlgs<'_> {
         CountedAlgs(
@@ -785,6 +870,12 @@ impl SignatureBudget {
         signature: &[u8],
     ) -> std::result::Result<(), rustls_pki_types::InvalidSignature> {
         let mut state = self.state();
+        let original = state
+            .views
+            .iter()
+            .find(|(view, _)| **view == *message)
+            .map(|(_, original)| original.clone());
+        let message = original.as_deref().unwrap_or(message);
         let known = state.seen.iter().find(|v| {
             v.alg == alg
                 && *v.public_key == *public_key
@@ -930,7 +1021,30 @@ fn map_webpki_error(
         ),
         E::MaximumPathDepthExceeded
         | E::MaximumPathBuildCallsExceeded
-        | E::MaximumSignatureChecksExceeded => (Reason::ChainTooLong, Some(format!("{e:?}"))),
+        | E::MaximumSignatureChecksExceeded
+        | E::MaximumNameConstraintComparisonsExceeded => {
+            (Reason::ChainTooLong, Some(format!("{e:?}")))
+        }
+        E::NameConstraintViolation | E::UnsupportedNameType => (
+            Reason::NameConstraints,
+            Some("a name in the chain is outside a CA's name constraints".into()),
+        ),
+        E::PathLenConstraintViolated => (
+            Reason::NotACa,
+            Some("an intermediate's pathLenConstraint is exceeded".into()),
+        ),
+        E::EndEntityUsedAsCa => (
+            Reason::NotACa,
+            Some("a certificate that is not a CA issued a certificate in the chain".into()),
+        ),
+        E::UnsupportedCriticalExtension => (
+            Reason::UnhandledCriticalExtension,
+            Some("a certificate in the chain has a critical extension aop does not process".into()),
+        ),
+        E::CertDistrusted => (
+            Reason::UnknownCa,
+            Some("a key in the chain is on webpki's distrust list".into()),
+        ),
         #[allow(deprecated)]
         E::UnsupportedSignatureAlgorithm
         | E::UnsupportedSignatureAlgorithmContext(_)
@@ -945,10 +1059,31 @@ fn map_webpki_error(
         | E::UnsupportedCertVersion
         | E::InvalidCertValidity
         | E::EmptyEkuExtension
-        | E::InvalidSerialNumber => (Reason::BadEncoding, Some(format!("{e:?}"))),
+        | E::InvalidSerialNumber
+        | E::MalformedNameConstraint
+        | E::MalformedDnsIdentifier
+        | E::InvalidNetworkMaskConstraint => (Reason::BadEncoding, Some(format!("{e:?}"))),
         E::CrlExpired { .. } => (
-            Reason::Other,
+            Reason::RevocationUnknown,
             Some("a loaded CRL has expired; refusing until it is renewed".into()),
+        ),
+        #[allow(deprecated)]
+        E::UnknownRevocationStatus
+        | E::IssuerNotCrlSigner
+        | E::InvalidCrlSignatureForPublicKey
+        | E::InvalidCrlNumber
+        | E::UnsupportedCrlVersion
+        | E::UnsupportedDeltaCrl
+        | E::UnsupportedIndirectCrl
+        | E::UnsupportedRevocationReason
+        | E::UnsupportedRevocationReasonsPartitioning
+        | E::UnsupportedCrlIssuingDistributionPoint
+        | E::UnsupportedCrlSignatureAlgorithm
+        | E::UnsupportedCrlSignatureAlgorithmContext(_)
+        | E::UnsupportedCrlSignatureAlgorithmForPublicKey
+        | E::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_) => (
+            Reason::RevocationUnknown,
+            Some(format!("a loaded CRL cannot be used for this chain: {e:?}")),
         ),
         other => (Reason::Other, Some(format!("{other:?}"))),
     }
