@@ -504,6 +504,38 @@ impl Trust {
             || info.san.uri.iter().any(|u| self.allow_uri.contains(u))
     }
 
+    /// A candidate issuer in the chain with an RSA key shorter than the provider verifies
+    /// (2048 bits): webpki reports its signatures as wrong, but the key is the problem.
+    fn weak_rsa_issuer(
+        &self,
+        leaf: &X509Certificate<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Option<String> {
+        let parsed: Vec<_> = intermediates
+            .iter()
+            .filter_map(|c| X509Certificate::from_der(c.as_ref()).ok())
+            .map(|(_, x)| x)
+            .collect();
+        let issuers: Vec<&[u8]> = std::iter::once(leaf.issuer().as_raw())
+            .chain(parsed.iter().map(|x| x.issuer().as_raw()))
+            .collect();
+        let presented = intermediates.iter().map(|c| c.as_ref());
+        let anchors = self.anchor_info.iter().map(|a| a.der.as_ref());
+        presented.chain(anchors).find_map(|der| {
+            let (_, x) = X509Certificate::from_der(der).ok()?;
+            let x509_parser::public_key::PublicKey::RSA(rsa) = x.public_key().parsed().ok()? else {
+                return None;
+            };
+            let bits = rsa.key_size();
+            (bits < 2048 && issuers.contains(&x.subject().as_raw())).then(|| {
+                format!(
+                    "{} has an RSA key of {bits} bits; at least 2048 are required",
+                    x.subject()
+                )
+            })
+        })
+    }
+
     /// aop's checks of a path webpki verified: [`strict::check_path`] and the name
     /// constraints of every CA in it, the anchor's certificate included.
     fn check_verified_path(
@@ -675,6 +707,11 @@ impl Trust {
                         Some(format!("no trusted issuer for {}", info.issuer)),
                     )),
                 }
+            }
+            Err(webpki::Error::InvalidSignatureForPublicKey)
+                if let Some(weak) = self.weak_rsa_issuer(leaf, intermediates) =>
+            {
+                Err((Reason::UnsupportedAlgorithm, Some(weak)))
             }
             Err(e) => Err(map_webpki_error(&e, info, intermediates, at_dt)),
         }
