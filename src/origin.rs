@@ -217,6 +217,11 @@ impl TestClient {
         )
     }
 
+    /// Its rustls config, for a connection a test drives itself.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
     /// `GET /` over TLS to `addr` with SNI `sni`. `Err` carries the TLS or I/O error text.
     pub async fn get(&self, addr: SocketAddr, sni: &str) -> Result<Seen, String> {
         self.get_host(addr, sni, sni).await

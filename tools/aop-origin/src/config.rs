@@ -26,6 +26,7 @@
 //! spki_pins = []                    # SPKI pins
 //! allow_san = []                    # DNS or URI names
 //! crl = []
+//! allow_missing_eku = false       # true: a client certificate with no EKU at all passes
 //! mode = "require"                  # or "optional"
 //! upstream = "http://127.0.0.1:8080"
 //! upstream_protocol = "http1"       # or "h2c": HTTP/2 with prior knowledge (gRPC upstreams)
@@ -162,6 +163,11 @@ pub(crate) struct Site {
     pub(crate) allow_san: Vec<String>,
     #[serde(default)]
     pub(crate) crl: Vec<Spanned<PathBuf>>,
+    /// `allow_missing_eku = true`: accept a client certificate without any
+    /// extendedKeyUsage extension (RFC 5280: any purpose). Default false: an origin-pull
+    /// certificate should say clientAuth. An EKU without clientAuth is refused either way.
+    #[serde(default)]
+    pub(crate) allow_missing_eku: bool,
     #[serde(default, deserialize_with = "mode")]
     pub(crate) mode: Mode,
     #[serde(default)]
@@ -378,6 +384,7 @@ impl Config {
             trust.spki_pins = site.spki_pins.clone();
             trust.allow_san = site.allow_san.clone();
             trust.crls = site.crl.iter().map(|p| base.join(p.get_ref())).collect();
+            trust.allow_missing_eku = site.allow_missing_eku;
             if let Some(d) = site.max_depth {
                 trust.max_depth = d;
             }
@@ -670,6 +677,26 @@ upstream = "http://127.0.0.1:8080"
         );
         let e = load(&SITE.replace("[\"ca.pem\"]", "[]"));
         assert!(e.starts_with("7: key `trust`: "), "{e}");
+    }
+
+    /// `allow_missing_eku` is off unless the site says true, and only takes a boolean.
+    #[test]
+    fn allow_missing_eku_is_per_site_and_off_by_default() {
+        let l = parse(&format!("listen = \"127.0.0.1:1\"\n{SITE}")).unwrap();
+        assert!(!l.policy.rules[0].trust.allow_missing_eku);
+        let l = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{SITE}allow_missing_eku = true\n"
+        ))
+        .unwrap();
+        assert!(l.policy.rules[0].trust.allow_missing_eku);
+        let e = parse(&format!(
+            "listen = \"127.0.0.1:1\"\n{SITE}allow_missing_eku = \"yes\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("/etc/aop/origin.toml:9: key `allow_missing_eku`: "),
+            "{e}"
+        );
     }
 
     /// `alpn` defaults to h2 then http/1.1, takes a subset in any order, and refuses

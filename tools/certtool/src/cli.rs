@@ -343,6 +343,10 @@ pub(crate) struct VerifyArgs {
     /// The most certificates the chain may hold, the client's own included.
     #[arg(long, default_value_t = aop_verify::DEFAULT_MAX_DEPTH)]
     pub(crate) max_depth: usize,
+    /// Accept a client certificate with no extendedKeyUsage extension at all, as a site
+    /// with `allow_missing_eku = true` does (an EKU without clientAuth still fails).
+    #[arg(long)]
+    pub(crate) allow_missing_eku: bool,
     /// Print JSON (schema in docs/json.md).
     #[arg(long)]
     pub(crate) json: bool,

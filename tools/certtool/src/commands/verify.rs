@@ -58,6 +58,7 @@ pub(crate) fn run(args: &VerifyArgs, now: OffsetDateTime) -> anyhow::Result<Exit
     spec.allow_san = args.allow_san.clone();
     spec.crls = args.crls.clone();
     spec.max_depth = args.max_depth;
+    spec.allow_missing_eku = args.allow_missing_eku;
     let trust = Trust::load(&spec)?;
     let chain = aop_pki::load_certificates(&args.chain)?;
     let (ee, intermediates) = chain
