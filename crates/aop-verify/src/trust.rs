@@ -53,8 +53,19 @@ pub struct TrustSpec {
     /// SPKI pins (SHA-256 of its public key). Empty: no pin check. When either kind is
     /// given, the certificate must match one pin of either kind.
     pub spki_pins: Vec<Sha256Fingerprint>,
-    /// Allowed DNS or URI SANs (exact; DNS case-insensitive). The CN counts only when the
-    /// certificate has no DNS or URI SAN. Empty: no name check.
+    /// Allowed client names. Empty: no name check. The certificate passes when one of
+    /// its names matches one entry:
+    /// - `edge.example.com` (no `:`): a DNS SAN, exactly, case-insensitively; or the CN
+    ///   when the certificate has no subjectAltName extension at all and the CN is a DNS
+    ///   name (LDH labels, so that DNS name constraints applied to it).
+    /// - `spiffe://example.org`: any SPIFFE ID (with a path) of that trust domain;
+    ///   `spiffe://example.org/edge/1`: exactly that ID; `spiffe://example.org/edge/*`:
+    ///   any ID under `/edge/` (whole segments: `/edge/1`, `/edge/eu/1`, not `/edge` or
+    ///   `/edge1`). These match only a certificate with exactly one URI SAN (an
+    ///   X.509-SVID) that is a valid SPIFFE ID (lowercase trust domain; no port,
+    ///   userinfo, query, fragment, empty, `.` or `..` segment). An entry starting
+    ///   `spiffe:` that is none of these is a load error.
+    /// - Any other entry with `:` (`https://edge.example/id`): a URI SAN, exactly.
     pub allow_san: Vec<String>,
     /// CRL files (PEM or DER). Certificates from CAs without a loaded CRL are not
     /// considered revoked; an expired CRL fails every certificate it covers.
@@ -121,10 +132,8 @@ pub struct Trust {
     crls: Vec<CertRevocationList<'static>>,
     pins: Vec<Sha256Fingerprint>,
     spki_pins: Vec<Sha256Fingerprint>,
-    /// Allowed DNS names (and CNs), lowercase: DNS is case-insensitive.
-    allow_dns: Vec<String>,
-    /// Allowed URIs, exactly as given: URI paths are case-sensitive.
-    allow_uri: Vec<String>,
+    /// The allowed names: DNS names (and CNs), URIs, SPIFFE IDs and prefixes.
+    allow_san: constraints::AllowSan,
     max_depth: usize,
     allow_missing_eku: bool,
     earliest_expiry: Option<OffsetDateTime>,
@@ -257,19 +266,7 @@ impl Trust {
             crls,
             pins: spec.pins.clone(),
             spki_pins: spec.spki_pins.clone(),
-            // Anything with a scheme is a URI, matched exactly; the rest are DNS names.
-            allow_dns: spec
-                .allow_san
-                .iter()
-                .filter(|s| !s.contains(':'))
-                .map(|s| s.to_ascii_lowercase())
-                .collect(),
-            allow_uri: spec
-                .allow_san
-                .iter()
-                .filter(|s| s.contains(':'))
-                .cloned()
-                .collect(),
+            allow_san: constraints::AllowSan::parse(&spec.allow_san).map_err(Error::Config)?,
             max_depth: spec.max_depth,
             allow_missing_eku: spec.allow_missing_eku,
             earliest_expiry,
@@ -450,8 +447,7 @@ impl Trust {
                 client,
             );
         }
-        let has_allowlist = !self.allow_dns.is_empty() || !self.allow_uri.is_empty();
-        if has_allowlist && !self.name_allowed(info) {
+        if !self.allow_san.is_empty() && !self.name_allowed(info) {
             return Checked::failed(Reason::NameNotAllowed, None, client);
         }
         Checked {
@@ -490,18 +486,7 @@ impl Trust {
     }
 
     fn name_allowed(&self, info: &CertInfo) -> bool {
-        // The CN counts only when there is no subjectAltName extension at all.
-        if !info.has_san_extension {
-            return info
-                .common_name
-                .as_ref()
-                .is_some_and(|cn| self.allow_dns.contains(&cn.to_ascii_lowercase()));
-        }
-        info.san
-            .dns
-            .iter()
-            .any(|d| self.allow_dns.contains(&d.to_ascii_lowercase()))
-            || info.san.uri.iter().any(|u| self.allow_uri.contains(u))
+        self.allow_san.allows(info)
     }
 
     /// A candidate issuer in the chain with an RSA key shorter than the provider verifies
