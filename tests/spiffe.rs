@@ -1,0 +1,308 @@
+//! SPIFFE end to end: a SPIFFE-style CA (a root whose critical nameConstraints permits
+//! the URI host `example.org`, the trust domain; an intermediate below it that narrows
+//! nothing) issues X.509-SVIDs, and a site allows `spiffe://example.org/edge/*`. Each
+//! SVID is judged by the guard's real handshake, with curl as the edge (exit code, the
+//! alert curl reports, the guard's verdict line, the upstream's x-client-verify), and by
+//! the real `certtool verify --allow-san … --json` (exit code, verdict, reason); both
+//! must say the same exact verdict. What belongs here: SPIFFE trust domains as name
+//! constraints and SPIFFE-aware allow_san entries; the matchers' corner cases are unit
+//! tests in crates/aop-verify/src/constraints/tests.rs.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
+
+use std::path::{Path, PathBuf};
+
+use aop_e2e::guard::{Certs, Guard};
+use aop_e2e::pki::Leaf;
+use aop_e2e::upstream::{Echo, header};
+use aop_e2e::{certtool, code, run, stderr, stdout};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::OffsetDateTime;
+
+const HOST: &str = "spiffe.test";
+const ALLOW: &str = "spiffe://example.org/edge/*";
+
+/// A certificate made here: its PEM, its key, and the issuer it can be.
+struct Made {
+    pem: String,
+    key: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + time::Duration::days(30);
+    p
+}
+
+fn make(params: CertificateParams, by: Option<&Made>) -> Made {
+    let key = KeyPair::generate().unwrap();
+    let cert = match by {
+        Some(issuer) => params.signed_by(&key, &issuer.issuer),
+        None => params.self_signed(&key),
+    }
+    .unwrap();
+    Made {
+        pem: cert.pem(),
+        key: key.serialize_pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+fn ca(cn: &str) -> CertificateParams {
+    let mut p = params(cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+/// DER tag-length-value (contents here are short: one-byte lengths).
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = u8::try_from(content.len())
+        .ok()
+        .filter(|l| *l < 0x80)
+        .unwrap();
+    [&[tag, len][..], content].concat()
+}
+
+/// A critical nameConstraints permitting URIs whose host is `host` (RFC 5280: the base
+/// of a URI subtree is a host, or `.domain`): `SEQUENCE { [0] { SEQUENCE { [6] host } } }`.
+/// rcgen writes DNS, email, directoryName and IP subtrees only.
+fn permit_uri_host(host: &str) -> CustomExtension {
+    let subtree = tlv(0x30, &tlv(0x86, host.as_bytes()));
+    let value = tlv(0x30, &tlv(0xa0, &subtree));
+    let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 30], value);
+    ext.set_criticality(true);
+    ext
+}
+
+/// An X.509-SVID (with these URI SANs) issued by `by`, written with its chain (`by`
+/// included, the root not) to `dir/name/`.
+fn svid(dir: &Path, name: &str, uris: &[&str], by: &Made) -> Leaf {
+    let mut p = params(name);
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI((*u).try_into().unwrap()))
+        .collect();
+    let leaf = make(p, Some(by));
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    let written = Leaf {
+        cert: sub.join("cert.pem"),
+        key: sub.join("key.pem"),
+    };
+    std::fs::write(&written.cert, format!("{}{}", leaf.pem, by.pem)).unwrap();
+    std::fs::write(&written.key, &leaf.key).unwrap();
+    written
+}
+
+/// What both judges must say about one SVID: the verdict, and for a refusal the alert
+/// curl reports.
+struct Case<'a> {
+    what: &'a str,
+    leaf: Leaf,
+    verdict: &'a str,
+    alert: &'a str,
+}
+
+/// Inside the trust domain and under /edge/ → SUCCESS; another trust domain under the
+/// same CA → `name_constraints` (the root's URI constraint, through the intermediate);
+/// inside the domain but not under /edge/, or two URI SANs (not an X.509-SVID) →
+/// `name_not_allowed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_trust_domain_and_path_prefix_through_the_guard_and_certtool() {
+    let have_curl = aop_e2e::have_peer("curl", "spiffe: curl as the edge");
+    let certs = Certs::new(&[HOST]);
+    let dir = certs.dir.path();
+    let mut root = ca("SPIFFE Root example.org");
+    root.custom_extensions.push(permit_uri_host("example.org"));
+    let root = make(root, None);
+    let intermediate = make(ca("SPIRE Server CA"), Some(&root));
+    let trust: PathBuf = dir.join("spiffe-root.pem");
+    std::fs::write(&trust, &root.pem).unwrap();
+
+    let cases = [
+        Case {
+            what: "an edge SVID of the trust domain",
+            leaf: svid(
+                dir,
+                "edge-1",
+                &["spiffe://example.org/edge/1"],
+                &intermediate,
+            ),
+            verdict: "SUCCESS",
+            alert: "",
+        },
+        Case {
+            what: "deeper under /edge/",
+            leaf: svid(
+                dir,
+                "edge-eu-2",
+                &["spiffe://example.org/edge/eu/2"],
+                &intermediate,
+            ),
+            verdict: "SUCCESS",
+            alert: "",
+        },
+        Case {
+            what: "another trust domain under the same CA",
+            leaf: svid(
+                dir,
+                "other-td",
+                &["spiffe://other.org/edge/1"],
+                &intermediate,
+            ),
+            verdict: "FAILED:name_constraints",
+            alert: "alert bad certificate",
+        },
+        Case {
+            what: "a subdomain of the trust domain",
+            leaf: svid(
+                dir,
+                "sub-td",
+                &["spiffe://a.example.org/edge/1"],
+                &intermediate,
+            ),
+            verdict: "FAILED:name_constraints",
+            alert: "alert bad certificate",
+        },
+        Case {
+            what: "the trust domain, outside /edge/",
+            leaf: svid(dir, "db-1", &["spiffe://example.org/db/1"], &intermediate),
+            verdict: "FAILED:name_not_allowed",
+            alert: "alert access denied",
+        },
+        Case {
+            what: "a prefix of /edge/ that is not a segment",
+            leaf: svid(
+                dir,
+                "edgeless",
+                &["spiffe://example.org/edgeless/1"],
+                &intermediate,
+            ),
+            verdict: "FAILED:name_not_allowed",
+            alert: "alert access denied",
+        },
+        Case {
+            what: "two URI SANs (not an X.509-SVID)",
+            leaf: svid(
+                dir,
+                "two-ids",
+                &["spiffe://example.org/edge/1", "spiffe://example.org/edge/2"],
+                &intermediate,
+            ),
+            verdict: "FAILED:name_not_allowed",
+            alert: "alert access denied",
+        },
+    ];
+
+    // Offline: certtool verify.
+    for c in &cases {
+        let o = certtool([
+            "verify",
+            "--trust",
+            trust.to_str().unwrap(),
+            "--chain",
+            c.leaf.cert.to_str().unwrap(),
+            "--allow-san",
+            ALLOW,
+            "--json",
+        ]);
+        let want_code = if c.verdict == "SUCCESS" { 0 } else { 1 };
+        assert_eq!(
+            code(&o),
+            want_code,
+            "{}: {}{}",
+            c.what,
+            stdout(&o),
+            stderr(&o)
+        );
+        let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(j["verdict"], c.verdict, "{}: {j}", c.what);
+        let reason = c.verdict.strip_prefix("FAILED:").unwrap_or("");
+        assert_eq!(j["reason"], reason, "{}: {j}", c.what);
+        if reason == "name_constraints" {
+            let detail = j["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("outside the permitted URI subtrees [\"example.org\"]")
+                    && detail.contains("CA CN=SPIFFE Root example.org"),
+                "{}: {detail}",
+                c.what
+            );
+        }
+    }
+
+    // An allow_san entry that is not a SPIFFE ID or prefix is a usage error naming it.
+    let o = certtool([
+        "verify",
+        "--trust",
+        trust.to_str().unwrap(),
+        "--chain",
+        cases[0].leaf.cert.to_str().unwrap(),
+        "--allow-san",
+        "spiffe://example.org/edge/",
+    ]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("allow_san entry \"spiffe://example.org/edge/\""),
+        "{}",
+        stderr(&o)
+    );
+
+    if !have_curl {
+        return;
+    }
+    // Through the guard, curl as the edge.
+    let echo = Echo::start().await;
+    let g = Guard::start(
+        dir,
+        &format!(
+            "\n[[site]]\nhostnames = [\"{HOST}\"]\ncert = \"origin-ca/origin/cert.pem\"\n\
+             key = \"origin-ca/origin/key.pem\"\ntrust = [{trust:?}]\nupstream = \"http://{}\"\n\
+             allow_san = [\"{ALLOW}\"]\n",
+            echo.addr
+        ),
+    );
+    let roots = certs.origin_ca.pem();
+    for c in &cases {
+        let mut curl = aop_e2e::curl(HOST, g.port, &roots, Some(&c.leaf));
+        let o = tokio::task::block_in_place(|| run(&mut curl));
+        let line = g.wait_log("client certificate verdict");
+        assert!(
+            line.split_whitespace()
+                .any(|f| f == format!("verdict={}", c.verdict)),
+            "{}: {line}",
+            c.what
+        );
+        if c.verdict == "SUCCESS" {
+            assert_eq!(code(&o), 0, "{}: {}", c.what, stderr(&o));
+            assert_eq!(
+                header(&stdout(&o), "x-client-verify").as_deref(),
+                Some("SUCCESS"),
+                "{}",
+                c.what
+            );
+        } else {
+            // 56: the TLS 1.3 alert, read after curl's side of the handshake.
+            assert_eq!(code(&o), 56, "{}: {}{}", c.what, stdout(&o), stderr(&o));
+            assert!(stderr(&o).contains(c.alert), "{}: {}", c.what, stderr(&o));
+            let reason = c.verdict.strip_prefix("FAILED:").unwrap();
+            assert!(
+                line.split_whitespace()
+                    .any(|f| f == format!("reason=\"{reason}\"")),
+                "{}: {line}",
+                c.what
+            );
+        }
+    }
+}
