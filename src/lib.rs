@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)] // test support: a panic is how a broken test setup is reported
 
 mod check;
+pub mod forge;
 pub mod guard;
 pub mod nginx;
 pub mod origin;
