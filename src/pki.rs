@@ -474,3 +474,88 @@ pub fn impostor_chain(ca: &TestCa, root: &Path, n: usize) -> Leaf {
     std::fs::write(&out.key, leaf_key.serialize_pem()).unwrap();
     out
 }
+
+/// A certificate made with rcgen for a test chain, field by field as the test wants it
+/// (aop-pki only makes well-formed ones): its PEM, its key, and the issuer it can be.
+pub struct Made {
+    /// The certificate, PEM.
+    pub pem: String,
+    /// Its private key, PEM.
+    pub key: String,
+    /// It, as the issuer of what it signs next.
+    pub issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Made {
+    /// Sign `params` (a fresh P-256 key) with `by`, or self-sign them.
+    pub fn new(params: rcgen::CertificateParams, by: Option<&Made>) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = match by {
+            Some(issuer) => params.signed_by(&key, &issuer.issuer),
+            None => params.self_signed(&key),
+        }
+        .unwrap();
+        Self {
+            pem: cert.pem(),
+            key: key.serialize_pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// Write the certificate alone (a trust anchor) to `root/name.pem`.
+    pub fn write_anchor(&self, root: &Path, name: &str) -> PathBuf {
+        let path = root.join(format!("{name}.pem"));
+        std::fs::write(&path, &self.pem).unwrap();
+        path
+    }
+}
+
+/// rcgen parameters with this CN only, valid from five minutes ago for 30 days.
+pub fn named(cn: &str) -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.not_before = now() - Duration::minutes(5);
+    p.not_after = now() + Duration::days(30);
+    p
+}
+
+/// A well-formed CA's parameters ([`named`]): critical basicConstraints cA (with this
+/// pathLenConstraint, if any), keyUsage keyCertSign and cRLSign.
+pub fn ca_params(cn: &str, path_len: Option<u8>) -> rcgen::CertificateParams {
+    use rcgen::BasicConstraints;
+    let mut p = named(cn);
+    p.is_ca = rcgen::IsCa::Ca(path_len.map_or(BasicConstraints::Unconstrained, |n| {
+        BasicConstraints::Constrained(n)
+    }));
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    p
+}
+
+/// A well-formed client leaf's parameters ([`named`]): basicConstraints cA=false,
+/// keyUsage digitalSignature, EKU clientAuth, no SAN.
+pub fn client_params(cn: &str) -> rcgen::CertificateParams {
+    let mut p = named(cn);
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p
+}
+
+/// Write `chain` (the client's certificate first, then intermediates) and the first
+/// one's key to `root/name/` (cert.pem, key.pem).
+pub fn write_chain(root: &Path, name: &str, chain: &[&Made]) -> Leaf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let leaf = Leaf {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let pem: String = chain.iter().map(|m| m.pem.as_str()).collect();
+    std::fs::write(&leaf.cert, pem).unwrap();
+    std::fs::write(&leaf.key, &chain[0].key).unwrap();
+    leaf
+}

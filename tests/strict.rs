@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use aop_e2e::guard::{self, Certs, Guard};
 use aop_e2e::origin::TestClient;
-use aop_e2e::pki::{self, Leaf};
+use aop_e2e::pki::{self, Leaf, Made, ca_params, client_params, write_chain};
 use aop_e2e::upstream::{Echo, header};
 use aop_e2e::{certtool, code, stderr, stdout, wait_until};
 use aop_edge::{Failure, classify};
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose as Eku,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose as Ku, NameConstraints,
+    CustomExtension, ExtendedKeyUsagePurpose as Eku, GeneralSubtree, KeyUsagePurpose as Ku,
+    NameConstraints,
 };
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -41,6 +41,12 @@ enum Want {
 }
 
 use Want::{Refused, Served};
+
+/// `bad_key_usage`, and the alert it sends.
+const BAD_KEY_USAGE: Want = Refused {
+    reason: "bad_key_usage",
+    alert: "unsupported_certificate",
+};
 
 /// The origin's certificates (and the directory every chain here is written to), and an
 /// echo upstream.
@@ -195,6 +201,15 @@ impl Bench {
         assert_eq!(j["reason"], reason.as_str(), "{case}: {j}");
     }
 
+    /// [`Bench::judge`] each `(case, leaf, want)` on the site `strict.test`, trusting
+    /// `trust`, with no more flags.
+    async fn table(&self, g: &Guard, trust: &[&Path], rows: &[(&str, &Leaf, Want)]) {
+        for (case, leaf, want) in rows {
+            self.judge(g, "strict.test", trust, &[], case, leaf, *want)
+                .await;
+        }
+    }
+
     /// `certtool probe` of `leaf` on the guard's site `host` says what happened (the
     /// alert, or the response) and that the origin held; the guard logs the verdict again.
     fn probed(&self, g: &Guard, host: &str, case: &str, leaf: &Leaf, want: Want) {
@@ -271,84 +286,10 @@ fn verdict_and_reason(want: Want) -> (String, String) {
     }
 }
 
-// ---- Certificates, made with rcgen ----
-
-/// A certificate made here: its PEM, its key, and the issuer it can be.
-struct Made {
-    pem: String,
-    key: String,
-    issuer: Issuer<'static, KeyPair>,
-}
+// ---- Certificates, made with rcgen (aop_e2e::pki::Made) ----
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
-}
-
-/// Parameters with this CN only, valid from five minutes ago for 30 days.
-fn named(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.not_before = now() - time::Duration::minutes(5);
-    p.not_after = now() + time::Duration::days(30);
-    p
-}
-
-/// A well-formed CA: critical basicConstraints cA (with this pathLenConstraint, if
-/// any), keyUsage keyCertSign and cRLSign.
-fn ca(cn: &str, path_len: Option<u8>) -> CertificateParams {
-    let mut p = named(cn);
-    p.is_ca = IsCa::Ca(path_len.map_or(BasicConstraints::Unconstrained, |n| {
-        BasicConstraints::Constrained(n)
-    }));
-    p.key_usages = vec![Ku::KeyCertSign, Ku::CrlSign];
-    p
-}
-
-/// A well-formed client leaf: basicConstraints cA=false, keyUsage digitalSignature,
-/// EKU clientAuth, no SAN.
-fn client(cn: &str) -> CertificateParams {
-    let mut p = named(cn);
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![Ku::DigitalSignature];
-    p.extended_key_usages = vec![Eku::ClientAuth];
-    p
-}
-
-/// Sign `params` with `by`, or self-sign them.
-fn make(params: CertificateParams, by: Option<&Made>) -> Made {
-    let key = KeyPair::generate().unwrap();
-    let cert = match by {
-        Some(issuer) => params.signed_by(&key, &issuer.issuer),
-        None => params.self_signed(&key),
-    }
-    .unwrap();
-    Made {
-        pem: cert.pem(),
-        key: key.serialize_pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// Write `chain` (the client's certificate first) and the first one's key to `root/name/`.
-fn write(root: &Path, name: &str, chain: &[&Made]) -> Leaf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let leaf = Leaf {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    };
-    let pem: String = chain.iter().map(|m| m.pem.as_str()).collect();
-    std::fs::write(&leaf.cert, pem).unwrap();
-    std::fs::write(&leaf.key, &chain[0].key).unwrap();
-    leaf
-}
-
-/// Write a trust anchor's certificate to `root/name.pem`.
-fn anchor(root: &Path, name: &str, ca: &Made) -> PathBuf {
-    let path = root.join(format!("{name}.pem"));
-    std::fs::write(&path, &ca.pem).unwrap();
-    path
 }
 
 /// An extension under a private arc no verifier knows (content: DER NULL).
@@ -411,31 +352,29 @@ async fn a_leaf_without_eku_passes_only_where_the_site_allows_it() {
 #[ignore = "needs strict.rs"]
 async fn a_leaf_whose_key_usage_forbids_signing_is_bad_key_usage() {
     let b = Bench::new().await;
-    let root_ca = make(ca("KU Root", None), None);
-    let trust = anchor(b.path(), "ku-root", &root_ca);
+    let root_ca = Made::new(ca_params("KU Root", None), None);
+    let trust = root_ca.write_anchor(b.path(), "ku-root");
     let with_usage = |name: &str, usages: Vec<Ku>| {
-        let mut p = client(name);
+        let mut p = client_params(name);
         p.key_usages = usages;
-        write(b.path(), name, &[&make(p, Some(&root_ca))])
+        write_chain(b.path(), name, &[&Made::new(p, Some(&root_ca))])
     };
     let good = with_usage("signing", vec![Ku::DigitalSignature]);
     let encipher = with_usage("encipher-only", vec![Ku::KeyEncipherment]);
     let non_repudiation = with_usage("non-repudiation-only", vec![Ku::ContentCommitment]);
     let cert_sign = with_usage("cert-sign", vec![Ku::DigitalSignature, Ku::KeyCertSign]);
     let g = b.guard(&[&trust], &[("strict.test", "")]);
-    let bad = Refused {
-        reason: "bad_key_usage",
-        alert: "unsupported_certificate",
-    };
-    for (case, leaf, want) in [
-        ("digitalSignature", &good, Served),
-        ("keyEncipherment only", &encipher, bad),
-        ("nonRepudiation only", &non_repudiation, bad),
-        ("keyCertSign on a leaf", &cert_sign, bad),
-    ] {
-        b.judge(&g, "strict.test", &[&trust], &[], case, leaf, want)
-            .await;
-    }
+    b.table(
+        &g,
+        &[&trust],
+        &[
+            ("digitalSignature", &good, Served),
+            ("keyEncipherment only", &encipher, BAD_KEY_USAGE),
+            ("nonRepudiation only", &non_repudiation, BAD_KEY_USAGE),
+            ("keyCertSign on a leaf", &cert_sign, BAD_KEY_USAGE),
+        ],
+    )
+    .await;
 }
 
 /// An intermediate must be allowed to sign certificates: keyUsage present, with
@@ -444,31 +383,36 @@ async fn a_leaf_whose_key_usage_forbids_signing_is_bad_key_usage() {
 #[ignore = "needs strict.rs"]
 async fn an_intermediate_without_key_cert_sign_is_bad_key_usage() {
     let b = Bench::new().await;
-    let root_ca = make(ca("KU Root", None), None);
-    let trust = anchor(b.path(), "ku-root", &root_ca);
+    let root_ca = Made::new(ca_params("KU Root", None), None);
+    let trust = root_ca.write_anchor(b.path(), "ku-root");
     let under = |name: &str, usages: Vec<Ku>| {
-        let mut p = ca(&format!("{name} Intermediate"), None);
+        let mut p = ca_params(&format!("{name} Intermediate"), None);
         p.key_usages = usages;
-        let intermediate = make(p, Some(&root_ca));
-        let leaf = make(client(&format!("edge under {name}")), Some(&intermediate));
-        write(b.path(), name, &[&leaf, &intermediate])
+        let intermediate = Made::new(p, Some(&root_ca));
+        let leaf = Made::new(
+            client_params(&format!("edge under {name}")),
+            Some(&intermediate),
+        );
+        write_chain(b.path(), name, &[&leaf, &intermediate])
     };
     let good = under("cert-sign", vec![Ku::KeyCertSign]);
     let no_cert_sign = under("no-cert-sign", vec![Ku::DigitalSignature, Ku::CrlSign]);
     let no_usage = under("no-key-usage", Vec::new());
     let g = b.guard(&[&trust], &[("strict.test", "")]);
-    let bad = Refused {
-        reason: "bad_key_usage",
-        alert: "unsupported_certificate",
-    };
-    for (case, leaf, want) in [
-        ("intermediate with keyCertSign", &good, Served),
-        ("intermediate without keyCertSign", &no_cert_sign, bad),
-        ("intermediate without keyUsage", &no_usage, bad),
-    ] {
-        b.judge(&g, "strict.test", &[&trust], &[], case, leaf, want)
-            .await;
-    }
+    b.table(
+        &g,
+        &[&trust],
+        &[
+            ("intermediate with keyCertSign", &good, Served),
+            (
+                "intermediate without keyCertSign",
+                &no_cert_sign,
+                BAD_KEY_USAGE,
+            ),
+            ("intermediate without keyUsage", &no_usage, BAD_KEY_USAGE),
+        ],
+    )
+    .await;
 }
 
 /// A root's own pathLenConstraint binds (webpki ignores an anchor's): a root with
@@ -478,32 +422,40 @@ async fn an_intermediate_without_key_cert_sign_is_bad_key_usage() {
 async fn a_root_with_path_len_zero_above_an_intermediate_is_not_a_ca() {
     let b = Bench::new().await;
     let chain_under = |name: &str, path_len: u8| {
-        let root_ca = make(ca(&format!("{name} Root"), Some(path_len)), None);
-        let intermediate = make(ca(&format!("{name} Intermediate"), None), Some(&root_ca));
-        let leaf = make(client(&format!("edge under {name}")), Some(&intermediate));
+        let root_ca = Made::new(ca_params(&format!("{name} Root"), Some(path_len)), None);
+        let intermediate = Made::new(
+            ca_params(&format!("{name} Intermediate"), None),
+            Some(&root_ca),
+        );
+        let leaf = Made::new(
+            client_params(&format!("edge under {name}")),
+            Some(&intermediate),
+        );
         (
-            anchor(b.path(), name, &root_ca),
-            write(b.path(), name, &[&leaf, &intermediate]),
+            root_ca.write_anchor(b.path(), name),
+            write_chain(b.path(), name, &[&leaf, &intermediate]),
         )
     };
     let (zero, too_deep) = chain_under("pathlen-0", 0);
     let (one, fits) = chain_under("pathlen-1", 1);
     let trust: [&Path; 2] = [&zero, &one];
     let g = b.guard(&trust, &[("strict.test", "")]);
-    for (case, leaf, want) in [
-        ("root pathLen 1, one intermediate", &fits, Served),
-        (
-            "root pathLen 0, one intermediate",
-            &too_deep,
-            Refused {
-                reason: "not_a_ca",
-                alert: "bad_certificate",
-            },
-        ),
-    ] {
-        b.judge(&g, "strict.test", &trust, &[], case, leaf, want)
-            .await;
-    }
+    b.table(
+        &g,
+        &trust,
+        &[
+            ("root pathLen 1, one intermediate", &fits, Served),
+            (
+                "root pathLen 0, one intermediate",
+                &too_deep,
+                Refused {
+                    reason: "not_a_ca",
+                    alert: "bad_certificate",
+                },
+            ),
+        ],
+    )
+    .await;
 }
 
 /// A critical extension aop does not process refuses the chain, on the client's
@@ -513,43 +465,48 @@ async fn a_root_with_path_len_zero_above_an_intermediate_is_not_a_ca() {
 #[ignore = "needs strict.rs"]
 async fn an_unknown_critical_extension_is_unhandled_critical_extension() {
     let b = Bench::new().await;
-    let root_ca = make(ca("Extension Root", None), None);
-    let mut odd_root = ca("Odd Root", None);
+    let root_ca = Made::new(ca_params("Extension Root", None), None);
+    let mut odd_root = ca_params("Odd Root", None);
     odd_root.custom_extensions = vec![unknown_extension(true)];
-    let odd_root = make(odd_root, None);
+    let odd_root = Made::new(odd_root, None);
     let trust = [
-        anchor(b.path(), "extension-root", &root_ca),
-        anchor(b.path(), "odd-root", &odd_root),
+        root_ca.write_anchor(b.path(), "extension-root"),
+        odd_root.write_anchor(b.path(), "odd-root"),
     ];
     let trust: Vec<&Path> = trust.iter().map(PathBuf::as_path).collect();
     let with_extension = |name: &str, critical: bool| {
-        let mut p = client(name);
+        let mut p = client_params(name);
         p.custom_extensions = vec![unknown_extension(critical)];
-        write(b.path(), name, &[&make(p, Some(&root_ca))])
+        write_chain(b.path(), name, &[&Made::new(p, Some(&root_ca))])
     };
     let plain = with_extension("non-critical", false);
     let critical = with_extension("critical", true);
-    let under_odd = write(
+    let under_odd = write_chain(
         b.path(),
         "under-odd-root",
-        &[&make(client("edge under the odd root"), Some(&odd_root))],
+        &[&Made::new(
+            client_params("edge under the odd root"),
+            Some(&odd_root),
+        )],
     );
     let g = b.guard(&trust, &[("strict.test", "")]);
     let unhandled = Refused {
         reason: "unhandled_critical_extension",
         alert: "bad_certificate",
     };
-    for (case, leaf, want) in [
-        ("unknown extension, not critical", &plain, Served),
-        (
-            "anchor with a critical unknown extension",
-            &under_odd,
-            unhandled,
-        ),
-    ] {
-        b.judge(&g, "strict.test", &trust, &[], case, leaf, want)
-            .await;
-    }
+    b.table(
+        &g,
+        &trust,
+        &[
+            ("unknown extension, not critical", &plain, Served),
+            (
+                "anchor with a critical unknown extension",
+                &under_odd,
+                unhandled,
+            ),
+        ],
+    )
+    .await;
     let case = "unknown extension, critical";
     b.verdicts(&g, "strict.test", &trust, &[], case, &critical, unhandled)
         .await;
@@ -570,31 +527,39 @@ async fn an_unknown_critical_extension_is_unhandled_critical_extension() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cn_outside_a_dns_name_constraint_is_name_constraints() {
     let b = Bench::new().await;
-    let mut p = ca("Constrained Root", None);
+    let mut p = ca_params("Constrained Root", None);
     p.name_constraints = Some(NameConstraints {
         permitted_subtrees: vec![GeneralSubtree::DnsName("example.com".into())],
         excluded_subtrees: Vec::new(),
     });
-    let root_ca = make(p, None);
-    let trust = anchor(b.path(), "constrained-root", &root_ca);
-    let cn = |cn: &str| write(b.path(), cn, &[&make(client(cn), Some(&root_ca))]);
+    let root_ca = Made::new(p, None);
+    let trust = root_ca.write_anchor(b.path(), "constrained-root");
+    let cn = |cn: &str| {
+        write_chain(
+            b.path(),
+            cn,
+            &[&Made::new(client_params(cn), Some(&root_ca))],
+        )
+    };
     let inside = cn("edge.example.com");
     let outside = cn("edge.other.test");
     let g = b.guard(&[&trust], &[("strict.test", "")]);
-    for (case, leaf, want) in [
-        ("CN inside the constraint", &inside, Served),
-        (
-            "CN outside the constraint",
-            &outside,
-            Refused {
-                reason: "name_constraints",
-                alert: "bad_certificate",
-            },
-        ),
-    ] {
-        b.judge(&g, "strict.test", &[&trust], &[], case, leaf, want)
-            .await;
-    }
+    b.table(
+        &g,
+        &[&trust],
+        &[
+            ("CN inside the constraint", &inside, Served),
+            (
+                "CN outside the constraint",
+                &outside,
+                Refused {
+                    reason: "name_constraints",
+                    alert: "bad_certificate",
+                },
+            ),
+        ],
+    )
+    .await;
 }
 
 /// A loaded CRL past its nextUpdate leaves every certificate it covers with an unknown
@@ -603,12 +568,15 @@ async fn a_cn_outside_a_dns_name_constraint_is_name_constraints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_crl_is_revocation_unknown() {
     let b = Bench::new().await;
-    let root_ca = make(ca("CRL Root", None), None);
-    let trust = anchor(b.path(), "crl-root", &root_ca);
-    let leaf = write(
+    let root_ca = Made::new(ca_params("CRL Root", None), None);
+    let trust = root_ca.write_anchor(b.path(), "crl-root");
+    let leaf = write_chain(
         b.path(),
         "edge",
-        &[&make(client("edge under the CRL root"), Some(&root_ca))],
+        &[&Made::new(
+            client_params("edge under the CRL root"),
+            Some(&root_ca),
+        )],
     );
     let crl = |name: &str, this_update: OffsetDateTime, days: i64| {
         let pem = rcgen::CertificateRevocationListParams {
