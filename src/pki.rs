@@ -488,7 +488,7 @@ pub struct Made {
 
 impl Made {
     /// Sign `params` (a fresh P-256 key) with `by`, or self-sign them.
-    pub fn new(params: rcgen::CertificateParams, by: Option<&Made>) -> Self {
+    pub fn new(params: rcgen::CertificateParams, by: Option<&Self>) -> Self {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = match by {
             Some(issuer) => params.signed_by(&key, &issuer.issuer),
