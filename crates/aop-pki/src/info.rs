@@ -440,9 +440,10 @@ fn oid_name(oid: &Oid<'_>) -> String {
     }
 }
 
-/// An X.509 name as RFC 4514 text: RDNs in reverse order, `,` between them, `+` inside
-/// a multi-valued RDN, special characters escaped, non-string values as `#` + hex DER.
-pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
+/// An X.509 name as RFC 4514 text, as [`CertInfo::subject`] and `issuer` show it: RDNs
+/// in reverse order, `,` between them, `+` inside a multi-valued RDN, special characters
+/// escaped, non-string values as `#` + hex DER.
+pub fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter_rdn()
         .map(|rdn| {

@@ -97,7 +97,7 @@ use std::path::Path;
 
 pub use error::{Error, Result};
 pub use fingerprint::Sha256Fingerprint;
-pub use info::{CertInfo, KeyInfo, Role, SubjectAltNames, Validity, rfc3339};
+pub use info::{CertInfo, KeyInfo, Role, SubjectAltNames, Validity, rfc3339, rfc4514};
 #[cfg(feature = "issue")]
 pub use issue::{
     BACKDATE, Ca, CaRequest, ClientRequest, Issued, ORIGIN_VALIDITY_DAYS, OriginRequest, create_ca,

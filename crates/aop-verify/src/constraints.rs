@@ -35,7 +35,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aop_pki::CertInfo;
+use aop_pki::{CertInfo, rfc4514};
 use x509_parser::asn1_rs::{Any, Class, FromDer as _, Tag};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -74,11 +74,11 @@ pub(crate) fn check(
         let Some(constraints) = Constraints::of(ca)? else {
             continue;
         };
-        let ca_name = format!("CA {}", ca.subject());
+        let ca_name = format!("CA {}", rfc4514(ca.subject()));
         let below = issuers[..i]
             .iter()
             .filter(|c| c.subject().as_raw() != c.issuer().as_raw())
-            .map(|c| (c, false, format!("intermediate {}", c.subject())));
+            .map(|c| (c, false, format!("intermediate {}", rfc4514(c.subject()))));
         let leaf = (leaf, true, "the client certificate".to_owned());
         for (cert, is_leaf, who) in std::iter::once(leaf).chain(below) {
             let names = names_of(cert, is_leaf, &who)?;
@@ -191,7 +191,8 @@ enum Base {
     Email(EmailBase),
     /// Lowercase; empty (everything), `.domain` or `host`.
     Uri(String),
-    Directory(Vec<Rdn>),
+    /// The normalised RDNs, and the name as written (for the detail).
+    Directory(Vec<Rdn>, String),
     /// A form aop does not process.
     Other(Form),
 }
@@ -215,7 +216,7 @@ impl Base {
             Self::Ip { .. } => Form::Ip,
             Self::Email(_) => Form::Email,
             Self::Uri(_) => Form::Uri,
-            Self::Directory(_) => Form::Directory,
+            Self::Directory(..) => Form::Directory,
             Self::Other(f) => *f,
         }
     }
@@ -228,13 +229,15 @@ impl Base {
                 Self::Email(email_base(s).ok_or("not a mailbox, host or .domain")?)
             }
             GeneralName::IPAddress(b) => {
-                let (addr, mask) = b.split_at(b.len() / 2);
-                if !matches!(b.len(), 8 | 32) || !is_prefix_mask(mask) {
+                if !matches!(b.len(), 8 | 32) {
                     return Err(format!(
-                        "an IP subtree must be an address and a prefix mask of 4 + 4 or 16 + 16 \
-                         bytes, not {} bytes",
+                        "an address and a mask of 4 + 4 or 16 + 16 bytes, not {} bytes",
                         b.len()
                     ));
+                }
+                let (addr, mask) = b.split_at(b.len() / 2);
+                if !is_prefix_mask(mask) {
+                    return Err("a mask that is not a prefix (ones, then zeros)".into());
                 }
                 Self::Ip {
                     addr: addr.to_vec(),
@@ -242,7 +245,8 @@ impl Base {
                 }
             }
             GeneralName::DirectoryName(n) => {
-                Self::Directory(rdns(n).ok_or("an attribute value that does not decode")?)
+                let normalised = rdns(n).ok_or("an attribute value that does not decode")?;
+                Self::Directory(normalised, rfc4514(n))
             }
             GeneralName::OtherName(..) => Self::Other(Form::OtherName),
             GeneralName::X400Address(_) => Self::Other(Form::X400),
@@ -271,7 +275,7 @@ impl std::fmt::Display for Base {
             Self::Email(EmailBase::Mailbox { local, host }) => write!(f, "\"{local}@{host}\""),
             Self::Email(EmailBase::Host(h)) => write!(f, "{h:?}"),
             Self::Email(EmailBase::Domain(d)) => write!(f, "\".{d}\""),
-            Self::Directory(rdns) => write!(f, "a name of {} RDNs", rdns.len()),
+            Self::Directory(_, text) => write!(f, "{text:?}"),
             Self::Other(form) => f.write_str(form.word()),
         }
     }
@@ -284,8 +288,12 @@ impl Constraints {
     /// least one `GeneralSubtree`, which holds a base and no minimum or maximum (RFC 5280:
     /// "the minimum MUST be zero, and maximum MUST be absent"), nothing left over.
     fn of(ca: &X509Certificate<'_>) -> Result<Option<Self>, Refusal> {
-        let malformed =
-            |why: String| bad_encoding(format!("CA {}: nameConstraints {why}", ca.subject()));
+        let malformed = |why: String| {
+            bad_encoding(format!(
+                "CA {}: nameConstraints {why}",
+                rfc4514(ca.subject())
+            ))
+        };
         let ext = match ca.get_extension_unique(&OID_X509_EXT_NAME_CONSTRAINTS) {
             Ok(Some(ext)) => ext,
             Ok(None) => return Ok(None),
@@ -431,7 +439,8 @@ enum Value {
     Ip(Vec<u8>),
     Email(String),
     Uri(String),
-    Directory(Vec<Rdn>),
+    /// `None` when an attribute value does not decode.
+    Directory(Option<Vec<Rdn>>),
     Other(Form),
 }
 
@@ -473,7 +482,13 @@ impl Name {
                 })?;
                 uri_within(&host, base)
             }
-            (Value::Directory(name), Base::Directory(base)) => {
+            (Value::Directory(name), Base::Directory(base, _)) => {
+                let name = name.as_ref().ok_or_else(|| {
+                    unusable(
+                        "has a value that does not decode, so directoryName name constraints \
+                         cannot be checked",
+                    )
+                })?;
                 base.len() <= name.len() && name[..base.len()] == base[..]
             }
             (Value::Other(form), Base::Other(_)) => {
@@ -515,13 +530,8 @@ fn names_of(cert: &X509Certificate<'_>, is_leaf: bool, who: &str) -> Result<Vec<
             }
             GeneralName::URI(s) => (format!("URI SAN {s:?}"), Value::Uri((*s).to_owned())),
             GeneralName::DirectoryName(n) => (
-                format!("directoryName SAN {n}"),
-                Value::Directory(rdns(n).ok_or_else(|| {
-                    violation(format!(
-                        "directoryName SAN {n} of {who} has a value that does not decode, so \
-                         directoryName constraints cannot be checked"
-                    ))
-                })?),
+                format!("directoryName SAN {}", rfc4514(n)),
+                Value::Directory(rdns(n)),
             ),
             GeneralName::OtherName(..) => {
                 ("an otherName SAN".into(), Value::Other(Form::OtherName))
@@ -549,13 +559,8 @@ fn names_of(cert: &X509Certificate<'_>, is_leaf: bool, who: &str) -> Result<Vec<
     let subject = cert.subject();
     if subject.iter().next().is_some() {
         names.push(Name {
-            what: format!("subject {subject} of {who}"),
-            value: Value::Directory(rdns(subject).ok_or_else(|| {
-                violation(format!(
-                    "the subject of {who} has a value that does not decode, so directoryName \
-                     constraints cannot be checked"
-                ))
-            })?),
+            what: format!("subject {} of {who}", rfc4514(subject)),
+            value: Value::Directory(rdns(subject)),
         });
     }
     for email in subject.iter_email() {

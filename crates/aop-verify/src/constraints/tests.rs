@@ -608,12 +608,18 @@ fn ip_subtrees() {
         &["excluded IP subtree 2001:db8::/32"],
     );
     // Malformed IP subtrees: a mask that is not a prefix, an odd length.
-    for bad in [&[10, 0, 0, 0, 255, 0, 255, 0][..], &[10, 0, 0, 0, 255]] {
+    for (bad, why) in [
+        (&[10, 0, 0, 0, 255, 0, 255, 0][..], "not a prefix"),
+        (&[10, 0, 0, 0, 255], "not 5 bytes"),
+    ] {
         let r = ca_raw("bad", nc(&[g_ip(bad)], &[]), None);
         refused(
             judge(&leaf(cn("x"), vec![], &r), &[&r]),
             Reason::BadEncoding,
-            &["nameConstraints"],
+            &[
+                "CA CN=bad: nameConstraints permittedSubtrees: a IP subtree",
+                why,
+            ],
         );
     }
 }
@@ -780,7 +786,10 @@ fn directory_name_subtrees_compare_normalised_rdn_prefixes() {
             (DnType::CommonName, "edge"),
         ])),
         Reason::NameConstraints,
-        &["subject", "outside the permitted directoryName subtrees"],
+        &[
+            "subject CN=edge,O=Example Org2 of the client certificate",
+            "outside the permitted directoryName subtrees [\"O=Example Org\"]",
+        ],
     );
     refused(
         j(name(&[
@@ -833,6 +842,33 @@ fn directory_name_subtrees_compare_normalised_rdn_prefixes() {
         &[&root],
     )
     .unwrap();
+    // Every ASN.1 string type decodes to the same text.
+    let typed = |value: DnValue| {
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, value);
+        leaf(dn, vec![], &root)
+    };
+    for value in [
+        DnValue::BmpString(rcgen::string::BmpString::try_from("EXAMPLE ORG").unwrap()),
+        DnValue::UniversalString(rcgen::string::UniversalString::try_from("example  org").unwrap()),
+        DnValue::TeletexString(rcgen::string::TeletexString::try_from("Example Org").unwrap()),
+        DnValue::PrintableString(rcgen::string::PrintableString::try_from("Example Org").unwrap()),
+        DnValue::Ia5String(rcgen::string::Ia5String::try_from("example org").unwrap()),
+    ] {
+        let what = format!("{value:?}");
+        judge(&typed(value), &[&root]).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+    // A value that does not decode (a BMPString of odd length) cannot be compared with a
+    // directoryName constraint, and is no obstacle where there is none.
+    let odd = leaf_raw_san("x", &[g_dir(&[&[(O, 0x1e, "abc")]])], &ex);
+    refused(
+        judge(&odd, &[&ex]),
+        Reason::NameConstraints,
+        &["directoryName SAN", "does not decode"],
+    );
+    let dns_only = ca("dns-only", permit(vec![sub_dns("x.test")]), None);
+    let odd = leaf_raw_san("x.test", &[g_dir(&[&[(O, 0x1e, "abc")]])], &dns_only);
+    judge(&odd, &[&dns_only]).unwrap();
 }
 
 #[test]
@@ -929,7 +965,11 @@ fn malformed_name_constraints_are_bad_encoding() {
     );
     // An empty DNS base is well-formed: it holds every DNS name (excluded: none allowed).
     let none = ca_raw("none", nc(&[], &[g_dns("")]), None);
-    judge(&leaf(cn("Edge Server"), vec![uri("spiffe://a/b")], &none), &[&none]).unwrap();
+    judge(
+        &leaf(cn("Edge Server"), vec![uri("spiffe://a/b")], &none),
+        &[&none],
+    )
+    .unwrap();
     // A one-label CN is a DNS name to name constraints (as it is to allow_san).
     refused(
         judge(&leaf(cn("x"), vec![uri("spiffe://a/b")], &none), &[&none]),
@@ -937,7 +977,10 @@ fn malformed_name_constraints_are_bad_encoding() {
         &["subject CN \"x\""],
     );
     refused(
-        judge(&leaf(cn("Edge Server"), vec![dns("a.test")], &none), &[&none]),
+        judge(
+            &leaf(cn("Edge Server"), vec![dns("a.test")], &none),
+            &[&none],
+        ),
         Reason::NameConstraints,
         &["excluded DNS subtree \"\""],
     );
