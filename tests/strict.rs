@@ -303,8 +303,10 @@ fn unknown_extension(critical: bool) -> CustomExtension {
 
 /// A client certificate without any EKU extension is refused by default (`bad_eku`,
 /// alert unsupported_certificate) and served by a site with `allow_missing_eku = true`
-/// (certtool: `--allow-missing-eku`). One whose EKU says serverAuth only is refused by
-/// both: the option is about a missing extension, not a wrong one.
+/// (certtool: `--allow-missing-eku`). One whose EKU says serverAuth only, or only
+/// anyExtendedKeyUsage, is refused by both: the option is about a missing extension, not
+/// a wrong one; and an EKU extension present but empty is malformed (`bad_encoding`),
+/// not missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaf_without_eku_passes_only_where_the_site_allows_it() {
     let b = Bench::new().await;
@@ -313,6 +315,10 @@ async fn a_leaf_without_eku_passes_only_where_the_site_allows_it() {
     let trust = ca.pem();
     let no_eku = pki::client_without_eku(&ca, root);
     let server_only = pki::client_with(&ca, root, "server-eku", vec![Eku::ServerAuth], vec![]);
+    let any_only = pki::client_with(&ca, root, "any-eku", vec![Eku::Any], vec![]);
+    // extKeyUsage holding an empty SEQUENCE.
+    let empty = CustomExtension::from_oid_content(&[2, 5, 29, 37], vec![0x30, 0x00]);
+    let empty_eku = pki::client_with(&ca, root, "empty-eku", Vec::new(), vec![empty]);
     let edge = ca.client("edge");
     let g = b.guard(
         &[&trust],
@@ -338,6 +344,23 @@ async fn a_leaf_without_eku_passes_only_where_the_site_allows_it() {
             "serverAuth only, allowed",
             &server_only,
             bad_eku,
+        ),
+        (
+            "lenient.test",
+            &allow,
+            "anyExtendedKeyUsage only, allowed",
+            &any_only,
+            bad_eku,
+        ),
+        (
+            "lenient.test",
+            &allow,
+            "empty EKU, allowed",
+            &empty_eku,
+            Refused {
+                reason: "bad_encoding",
+                alert: "bad_certificate",
+            },
         ),
     ] {
         b.judge(&g, host, &[&trust], flags, case, leaf, want).await;
