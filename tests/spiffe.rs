@@ -259,6 +259,31 @@ async fn spiffe_trust_domain_and_path_prefix_through_the_guard_and_certtool() {
         stderr(&o)
     );
 
+    // So is one in the guard's config: `--check` and a start alike refuse it.
+    let site = |allow: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[site]]\nhostnames = [\"{HOST}\"]\n\
+             cert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\n\
+             trust = [{trust:?}]\nupstream = \"http://127.0.0.1:9\"\nallow_san = [\"{allow}\"]\n"
+        )
+    };
+    let config = dir.join("bad-spiffe.toml");
+    std::fs::write(&config, site("spiffe://example.org/*/edge")).unwrap();
+    for check in [true, false] {
+        let mut cmd = std::process::Command::new(aop_e2e::bin("aop-origin"));
+        cmd.args(["--config", config.to_str().unwrap()]);
+        if check {
+            cmd.arg("--check");
+        }
+        let o = run(&mut cmd);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("allow_san entry \"spiffe://example.org/*/edge\""),
+            "{}",
+            stderr(&o)
+        );
+    }
+
     if !have_curl {
         return;
     }
