@@ -153,7 +153,8 @@ enum Who {
 }
 
 impl Who {
-    /// The role and the certificate's subject, e.g. `the trust anchor CN=ca`.
+    /// The role and the certificate's subject (RFC 4514, as the verdict's subject), e.g.
+    /// `the trust anchor CN=ca`.
     fn of(self, x: &X509Certificate<'_>) -> String {
         let role = match self {
             Self::Client => "the client certificate",
@@ -163,7 +164,7 @@ impl Who {
         if x.subject().iter_rdn().next().is_none() {
             format!("{role} (empty subject)")
         } else {
-            format!("{role} {}", x.subject())
+            format!("{role} {}", aop_pki::rfc4514(x.subject()))
         }
     }
 }
@@ -1216,6 +1217,26 @@ mod tests {
         assert_eq!(
             check_path(&parsed(&odd), &[parsed(&odd)]).unwrap_err().0,
             Reason::UnhandledCriticalExtension
+        );
+    }
+
+    /// Details name a certificate by its subject in RFC 4514, as the verdict's
+    /// `subject` field does.
+    #[test]
+    fn details_name_the_certificate_as_the_verdict_does() {
+        let rdn = |id: &str, v: &str| tlv(0x31, &seq(&[&oid(id), &tlv(0x0c, v.as_bytes())]));
+        let mut t = Tbs::leaf("edge", "root");
+        t.subject = seq(&[&rdn("2.5.4.10", "Edge, Inc."), &rdn("2.5.4.3", "edge")]);
+        let der = t.sign(&Key::new());
+        assert_eq!(
+            Who::Client.of(&parsed(&der)),
+            r"the client certificate CN=edge,O=Edge\, Inc."
+        );
+        t.subject = name("");
+        let der = t.sign(&Key::new());
+        assert_eq!(
+            Who::Anchor.of(&parsed(&der)),
+            "the trust anchor (empty subject)"
         );
     }
 
