@@ -372,7 +372,6 @@ async fn a_leaf_without_eku_passes_only_where_the_site_allows_it() {
 /// A client leaf's keyUsage must allow digitalSignature (TLS client auth proves the key
 /// with a signature) and must not assert keyCertSign without being a CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs strict.rs"]
 async fn a_leaf_whose_key_usage_forbids_signing_is_bad_key_usage() {
     let b = Bench::new().await;
     let root_ca = Made::new(ca_params("KU Root", None), None);
@@ -403,7 +402,6 @@ async fn a_leaf_whose_key_usage_forbids_signing_is_bad_key_usage() {
 /// An intermediate must be allowed to sign certificates: keyUsage present, with
 /// keyCertSign (webpki does not look).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs strict.rs"]
 async fn an_intermediate_without_key_cert_sign_is_bad_key_usage() {
     let b = Bench::new().await;
     let root_ca = Made::new(ca_params("KU Root", None), None);
@@ -441,7 +439,6 @@ async fn an_intermediate_without_key_cert_sign_is_bad_key_usage() {
 /// A root's own pathLenConstraint binds (webpki ignores an anchor's): a root with
 /// pathLen 0 cannot have an intermediate below it; one with pathLen 1 can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs strict.rs"]
 async fn a_root_with_path_len_zero_above_an_intermediate_is_not_a_ca() {
     let b = Bench::new().await;
     let chain_under = |name: &str, path_len: u8| {
@@ -485,7 +482,6 @@ async fn a_root_with_path_len_zero_above_an_intermediate_is_not_a_ca() {
 /// certificate or on the trust anchor itself; the same extension not critical is
 /// ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs strict.rs"]
 async fn an_unknown_critical_extension_is_unhandled_critical_extension() {
     let b = Bench::new().await;
     let root_ca = Made::new(ca_params("Extension Root", None), None);
