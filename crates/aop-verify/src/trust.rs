@@ -466,21 +466,33 @@ impl Trust {
         at: UnixTime,
         budget: &SignatureBudget,
     ) -> bool {
-        let intermediates = distinct(end_entity, intermediates);
-        let shown = Shown::new(end_entity, &intermediates, budget);
-        let leaf = shown.leaf();
-        let Ok(ee) = EndEntityCert::try_from(&leaf) else {
+        let presented = distinct(end_entity, intermediates);
+        let shown = Shown::new(end_entity, &presented, budget);
+        if shown.twins {
+            return false;
+        }
+        let Ok((_, leaf)) = X509Certificate::from_der(end_entity.as_ref()) else {
             return false;
         };
-        let intermediates = shown.intermediates();
+        let shown_leaf = shown.leaf();
+        let Ok(ee) = EndEntityCert::try_from(&shown_leaf) else {
+            return false;
+        };
+        let shown_intermediates = shown.intermediates();
+        // aop's path checks too: a chain another rule's trust would refuse for a name
+        // constraint (say) is not "valid for that rule".
+        let aop_checks = |path: &VerifiedPath<'_>| {
+            self.check_verified_path(&leaf, path, &shown, &presented)
+                .map_err(|_| webpki::Error::UnknownIssuer)
+        };
         ee.verify_for_usage(
             &budget.algs().refs(),
             &self.anchors,
-            &intermediates,
+            &shown_intermediates,
             at,
             KeyUsage::client_auth(),
             None,
-            None,
+            Some(&aop_checks),
         )
         .is_ok()
     }
@@ -550,7 +562,13 @@ impl Trust {
             path.intermediate_certificates().map(|c| c.der()).collect();
         let mut issuers = Vec::new();
         for der in &ders {
-            match X509Certificate::from_der(shown.original(der.as_ref(), presented)) {
+            let Some(original) = shown.original(der.as_ref(), presented) else {
+                return Err((
+                    Reason::Other,
+                    "a path certificate is not a presented one".into(),
+                ));
+            };
+            match X509Certificate::from_der(original) {
                 Ok((_, x)) => issuers.push(x),
                 Err(e) => return Err((Reason::BadEncoding, format!("an intermediate: {e}"))),
             }
@@ -577,11 +595,17 @@ impl Trust {
         let counted = budget.algs();
         let algs = counted.refs();
         let shown = Shown::new(end_entity, intermediates, budget);
+        if shown.twins {
+            return Err((
+                Reason::BadEncoding,
+                Some("a presented certificate copies another's re-encoding for webpki".into()),
+            ));
+        }
         let shown_leaf = shown.leaf();
         let shown_intermediates = shown.intermediates();
-        let ee = EndEntityCert::try_from(&shown_leaf)
-            .map_err(|e| (Reason::BadEncoding, Some(format!("{e:?}"))))?;
         let at_dt = offset_time(at);
+        let ee = EndEntityCert::try_from(&shown_leaf)
+            .map_err(|e| map_webpki_error(&e, info, intermediates, at_dt))?;
         let valid: Cow<'_, [TrustAnchor<'static>]> = if self
             .anchor_info
             .iter()
@@ -651,6 +675,10 @@ impl Trust {
                     .filter(|(_, a)| !(a.not_before <= at_dt && at_dt <= a.not_after))
                     .collect();
                 let tas: Vec<_> = stale.iter().map(|(t, _)| (*t).clone()).collect();
+                let stale_checks = |path: &VerifiedPath<'_>| {
+                    self.check_verified_path(leaf, path, &shown, intermediates)
+                        .map_err(|_| webpki::Error::UnknownIssuer)
+                };
                 match ee.verify_for_usage(
                     &algs,
                     &tas,
@@ -658,7 +686,7 @@ impl Trust {
                     at,
                     KeyUsage::client_auth(),
                     None,
-                    None,
+                    Some(&stale_checks),
                 ) {
                     Ok(path) => {
                         let used = path.anchor().subject.as_ref();
@@ -708,6 +736,8 @@ impl Trust {
 struct Shown<'a> {
     leaf: Cow<'a, [u8]>,
     intermediates: Vec<Cow<'a, [u8]>>,
+    /// A presented certificate is a copy of another's view (refuse the chain).
+    twins: bool,
 }
 
 impl<'a> Shown<'a> {
@@ -720,9 +750,20 @@ impl<'a> Shown<'a> {
             Some(view) if budget.add_view(&view) => Cow::Owned(view.der),
             _ => Cow::Borrowed(der),
         };
+        let leaf = show(end_entity.as_ref());
+        let intermediates: Vec<_> = intermediates.iter().map(|c| show(c.as_ref())).collect();
+        // A presented certificate shown as it is whose to-be-signed bytes are a
+        // view's could only verify by borrowing that view's original's signature, and it
+        // does not carry the original's extensions: it is a forgery of a view.
+        let twin = |s: &Cow<'a, [u8]>| {
+            matches!(s, Cow::Borrowed(_))
+                && crate::view::tbs_of(s).is_some_and(|tbs| budget.is_view_tbs(tbs))
+        };
+        let twins = twin(&leaf) || intermediates.iter().any(twin);
         Self {
-            leaf: show(end_entity.as_ref()),
-            intermediates: intermediates.iter().map(|c| show(c.as_ref())).collect(),
+            leaf,
+            intermediates,
+            twins,
         }
     }
 
@@ -738,12 +779,18 @@ impl<'a> Shown<'a> {
     }
 
     /// The presented certificate a certificate of webpki's path stands for.
-    fn original<'s>(&'s self, shown: &'s [u8], presented: &'s [CertificateDer<'a>]) -> &'s [u8] {
+    /// By identity (webpki's path borrows our buffers), never by content: a certificate
+    /// with a view's bytes must not stand for the view's original.
+    fn original<'s>(
+        &'s self,
+        shown: &'s [u8],
+        presented: &'s [CertificateDer<'a>],
+    ) -> Option<&'s [u8]> {
         self.intermediates
             .iter()
             .zip(presented)
-            .find(|(s, _)| s.as_ref() == shown)
-            .map_or(shown, |(_, p)| p.as_ref())
+            .find(|(s, _)| std::ptr::eq(s.as_ref(), shown))
+            .map(|(_, p)| p.as_ref())
     }
 }
 
@@ -866,6 +913,11 @@ impl SignatureBudget {
                 true
             }
         }
+    }
+
+    /// Whether these are a view's to-be-signed bytes.
+    fn is_view_tbs(&self, tbs: &[u8]) -> bool {
+        self.state().views.iter().any(|(v, _)| **v == *tbs)
     }
 
     /// The provider's algorithms, each counted against this budget.

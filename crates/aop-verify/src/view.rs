@@ -63,6 +63,18 @@ pub(crate) fn for_webpki(der: &[u8]) -> Option<View> {
     if !early && !dropping {
         return None;
     }
+    // webpki's DER checks must not be lost to the re-encoding. The headers
+    // the view re-encodes must already be minimal (re-encoding the original unchanged
+    // gives it back byte for byte), and no extension may appear twice (webpki refuses a
+    // duplicate it sees; it must not be hidden by dropping both copies).
+    if rewrite(der, false, &|_, _, _| false)?.der != der {
+        return None;
+    }
+    let mut oids: Vec<&[u8]> = cert.extensions().iter().map(|e| e.oid.as_bytes()).collect();
+    oids.sort_unstable();
+    if oids.windows(2).any(|w| w[0] == w[1]) {
+        return None;
+    }
     let view = rewrite(der, early, &drop_ext)?;
     same_but_for_the_changes(&cert, &view.der, early).then_some(view)
 }
@@ -99,6 +111,17 @@ fn webpki_reads(value: &[u8]) -> bool {
 /// `TrustAnchor` keeps).
 pub(crate) fn webpki_reads_contents(contents: &[u8]) -> bool {
     webpki_reads(&encode(0x30, contents))
+}
+
+/// The tbsCertificate (header included) of a certificate, as the view's walker finds it.
+pub(crate) fn tbs_of(der: &[u8]) -> Option<&[u8]> {
+    let (0x30, cert, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x30, _, after_tbs) = tlv(cert)? else {
+        return None;
+    };
+    Some(&cert[..cert.len() - after_tbs.len()])
 }
 
 /// Which extensions a view leaves out: `(oid, critical, value) -> bool`.
@@ -173,7 +196,17 @@ fn rewrite(der: &[u8], early: bool, drop_ext: &DropExt<'_>) -> Option<View> {
             if tag != 0x30 {
                 return None;
             }
-            let (_, _, not_after) = tlv(contents)?;
+            let (time_tag, time, not_after) = tlv(contents)?;
+            // The notBefore replaced must be a DER time (webpki refuses others).
+            let digits = |t: &[u8]| t.iter().all(u8::is_ascii_digit);
+            let der_time = match (time_tag, time) {
+                (0x17, [t @ .., b'Z']) => t.len() == 12 && digits(t),
+                (0x18, [t @ .., b'Z']) => t.len() == 14 && digits(t),
+                _ => false,
+            };
+            if !der_time {
+                return None;
+            }
             let mut v = EPOCH_UTCTIME.to_vec();
             v.extend_from_slice(not_after);
             body.extend(encode(0x30, &v));
@@ -251,6 +284,9 @@ fn same_but_for_the_changes(original: &X509Certificate<'_>, view: &[u8], early: 
         && (early || v.validity().not_before == original.validity().not_before)
         && kept == theirs
 }
+
+#[cfg(test)]
+mod attacks;
 
 #[cfg(test)]
 mod tests {
