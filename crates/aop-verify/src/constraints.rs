@@ -21,17 +21,20 @@
 //! | email | `user@example.com` | that mailbox (local part case-sensitive when permitted, not when excluded) |
 //! | email | `example.com` | its host is example.com |
 //! | email | `.example.com` | its host ends in `.example.com` |
-//! | URI | `example.org` | its host (RFC 3986 authority, no userinfo or port) is example.org |
+//! | URI | `example.org` | it is `scheme://example.org[:port]`, then nothing or `/…` |
 //! | URI | `.example.org` | its host ends in `.example.org` |
 //! | directoryName | a Name | its RDNs start with the constraint's (values compared after normalisation) |
 //!
-//! DNS names, hosts and domains compare ASCII case-insensitively; an empty DNS, email or
-//! URI constraint holds every name of its form. A wildcard DNS SAN `*.x.example.com` is
-//! inside a permitted subtree when every name it stands for is, and inside an excluded
-//! subtree when any name it stands for is. Whatever cannot be checked fails closed: a
-//! name of a constrained form that does not parse (a DNS SAN that is not a DNS name, an
-//! email without `@`, a URI without a host), and any name of a form aop does not process
-//! (otherName, x400Address, ediPartyName, registeredID) under a constraint of that form.
+//! DNS names, hosts and domains compare ASCII case-insensitively; an empty DNS
+//! constraint holds every DNS name (an empty email or URI constraint is malformed: RFC
+//! 5280 asks for a host or domain). A wildcard DNS SAN `*.x.example.com` is inside a
+//! permitted subtree when every name it stands for is, and inside an excluded subtree
+//! when any name it stands for is. Whatever cannot be checked fails closed: a name of a
+//! constrained form that does not parse (a DNS SAN that is not a DNS name, an email
+//! without `@`, a subject emailAddress that is not an IA5String, a URI without a host or
+//! with userinfo, a directoryName value that does not decode), and any name of a form aop
+//! does not process (otherName, x400Address, ediPartyName, registeredID) under a
+//! constraint of that form.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -199,7 +202,6 @@ enum Base {
 
 #[derive(Debug)]
 enum EmailBase {
-    All,
     Mailbox {
         local: String,
         host: String,
@@ -224,7 +226,11 @@ impl Base {
     fn parse(name: &GeneralName<'_>) -> Result<Self, String> {
         Ok(match name {
             GeneralName::DNSName(s) => Self::Dns(dns_base(s).ok_or("not a DNS name")?),
-            GeneralName::URI(s) => Self::Uri(dns_base(s).ok_or("not a host or .domain")?),
+            GeneralName::URI(s) => Self::Uri(
+                dns_base(s)
+                    .filter(|b| !b.is_empty())
+                    .ok_or("not a host or .domain")?,
+            ),
             GeneralName::RFC822Name(s) => {
                 Self::Email(email_base(s).ok_or("not a mailbox, host or .domain")?)
             }
@@ -271,7 +277,6 @@ impl std::fmt::Display for Base {
                     },
                 }
             }
-            Self::Email(EmailBase::All) => f.write_str("\"\""),
             Self::Email(EmailBase::Mailbox { local, host }) => write!(f, "\"{local}@{host}\""),
             Self::Email(EmailBase::Host(h)) => write!(f, "{h:?}"),
             Self::Email(EmailBase::Domain(d)) => write!(f, "\".{d}\""),
@@ -437,7 +442,8 @@ enum Value {
     /// As presented (may be a wildcard, may not be a DNS name at all).
     Dns(String),
     Ip(Vec<u8>),
-    Email(String),
+    /// `None` for a subject emailAddress that is not an IA5String (RFC 5280's type).
+    Email(Option<String>),
     Uri(String),
     /// `None` when an attribute value does not decode.
     Directory(Option<Vec<Rdn>>),
@@ -471,6 +477,9 @@ impl Name {
             }
             (Value::Ip(ip), Base::Ip { addr, mask }) => ip_within(ip, addr, mask),
             (Value::Email(email), Base::Email(base)) => {
+                let email = email.as_deref().ok_or_else(|| {
+                    unusable("is not an IA5String, so email name constraints cannot be checked")
+                })?;
                 let (local, host) = mailbox(email).ok_or_else(|| {
                     unusable("is not a mailbox, so email name constraints cannot be checked")
                 })?;
@@ -525,9 +534,10 @@ fn names_of(cert: &X509Certificate<'_>, is_leaf: bool, who: &str) -> Result<Vec<
                 }
                 (format!("IP SAN {}", ip_text(b)), Value::Ip(b.to_vec()))
             }
-            GeneralName::RFC822Name(s) => {
-                (format!("email SAN {s:?}"), Value::Email((*s).to_owned()))
-            }
+            GeneralName::RFC822Name(s) => (
+                format!("email SAN {s:?}"),
+                Value::Email(Some((*s).to_owned())),
+            ),
             GeneralName::URI(s) => (format!("URI SAN {s:?}"), Value::Uri((*s).to_owned())),
             GeneralName::DirectoryName(n) => (
                 format!("directoryName SAN {}", rfc4514(n)),
@@ -564,9 +574,14 @@ fn names_of(cert: &X509Certificate<'_>, is_leaf: bool, who: &str) -> Result<Vec<
         });
     }
     for email in subject.iter_email() {
-        let value = text(email).unwrap_or_default();
+        let value = (email.attr_value().tag() == Tag::Ia5String)
+            .then(|| text(email))
+            .flatten();
         names.push(Name {
-            what: format!("subject emailAddress {value:?} of {who}"),
+            what: format!(
+                "subject emailAddress {:?} of {who}",
+                value.as_deref().unwrap_or("?")
+            ),
             value: Value::Email(value),
         });
     }
@@ -682,9 +697,6 @@ fn mailbox(s: &str) -> Option<(&str, String)> {
 }
 
 fn email_base(s: &str) -> Option<EmailBase> {
-    if s.is_empty() {
-        return Some(EmailBase::All);
-    }
     if s.contains('@') {
         let (local, host) = mailbox(s)?;
         return Some(EmailBase::Mailbox {
@@ -704,7 +716,6 @@ fn email_base(s: &str) -> Option<EmailBase> {
 /// distinguish `Eve` from `eve`: the stricter reading in both lists).
 fn email_within(local: &str, host: &str, base: &EmailBase, subtrees: Subtrees) -> bool {
     match base {
-        EmailBase::All => true,
         EmailBase::Mailbox { local: l, host: h } => {
             host == h
                 && match subtrees {
@@ -721,12 +732,14 @@ fn email_within(local: &str, host: &str, base: &EmailBase, subtrees: Subtrees) -
 
 // ---- URI -----------------------------------------------------------------------------
 
-/// The host of a URI, for URI name constraints: `scheme://[userinfo@]host[:port]…`
-/// (RFC 3986). A DNS host comes back lowercase; an IP literal (`[v6]` or dotted IPv4) as
-/// its text, which no host or domain constraint holds. `None` — which no URI constraint
-/// can check, so a violation — for a URI without an authority (`urn:…`, `mailto:…`),
-/// with an empty host, a host that is neither a DNS name nor an IP literal (percent
-/// escapes, a trailing dot), several `@`, or a port that is not digits.
+/// The host of a URI, for URI name constraints: `scheme://host[:port]`, then nothing or
+/// `/` and the rest. A DNS host comes back lowercase; an IP literal (`[v6]` or dotted
+/// IPv4) as its text, which no host or domain constraint holds. `None` — which no URI
+/// constraint can check, so a violation — for anything else: no authority (`urn:…`,
+/// `mailto:…`), an empty host, userinfo (`user@host`), a host that is neither a DNS
+/// name nor an IP literal (percent escapes, a trailing dot), a port that is not digits,
+/// or a `?` or `#` straight after the authority. Stricter than RFC 3986 where it would
+/// take more than OpenSSL reads as the host: what both can read, they read alike.
 fn uri_host(uri: &str) -> Option<String> {
     let (scheme, rest) = uri.split_once(':')?;
     let mut chars = scheme.chars();
@@ -736,12 +749,7 @@ fn uri_host(uri: &str) -> Option<String> {
         return None;
     }
     let rest = rest.strip_prefix("//")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let hostport = match authority.split_once('@') {
-        Some((_, hostport)) if !hostport.contains('@') => hostport,
-        Some(_) => return None,
-        None => authority,
-    };
+    let hostport = &rest[..rest.find('/').unwrap_or(rest.len())];
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (inside, after) = v6.split_once(']')?;
         inside.parse::<Ipv6Addr>().ok()?;
@@ -752,10 +760,7 @@ fn uri_host(uri: &str) -> Option<String> {
                 .or_else(|| after.is_empty().then_some(""))?,
         )
     } else {
-        match hostport.split_once(':') {
-            Some((host, port)) => (host, port),
-            None => (hostport, ""),
-        }
+        hostport.split_once(':').unwrap_or((hostport, ""))
     };
     if !port.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -766,14 +771,12 @@ fn uri_host(uri: &str) -> Option<String> {
     looks_like_dns(host).then(|| host.to_ascii_lowercase())
 }
 
-/// Whether a URI's host is in the subtree of `base` (lowercase; empty, `host` or
-/// `.domain`). Unlike DNS, `host` holds exactly that host (RFC 5280: "the constraint
-/// MUST be specified as a fully qualified domain name and MAY specify a host or a
-/// domain"): `example.org` holds `spiffe://example.org/…`, not `spiffe://a.example.org/…`.
+/// Whether a URI's host is in the subtree of `base` (lowercase; `host` or `.domain`).
+/// Unlike DNS, `host` holds exactly that host (RFC 5280: "the constraint MUST be
+/// specified as a fully qualified domain name and MAY specify a host or a domain"):
+/// `example.org` holds `spiffe://example.org/…`, not `spiffe://a.example.org/…`. An IP
+/// literal is in no subtree.
 fn uri_within(host: &str, base: &str) -> bool {
-    if base.is_empty() || host.starts_with('[') {
-        return base.is_empty();
-    }
     if base.starts_with('.') {
         return host.len() > base.len() && host.ends_with(base);
     }
@@ -789,11 +792,11 @@ type Rdn = Vec<(Vec<u8>, Canon)>;
 /// An attribute value as directoryName constraints compare it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Canon {
-    /// A string of any ASN.1 string type, decoded, then (as RFC 5280 7.1 and OpenSSL's
-    /// canonical names do) trimmed, inner whitespace runs collapsed to one space, ASCII
-    /// letters lowercased.
+    /// A directory string (UTF8, Printable, IA5, Visible, T.61, BMP or Universal),
+    /// decoded, then (as RFC 5280 7.1 and OpenSSL's canonical names do) trimmed, inner
+    /// whitespace runs collapsed to one space, ASCII letters lowercased.
     Text(String),
-    /// Anything else: its tag and bytes.
+    /// Anything else (a NumericString too, as OpenSSL leaves it): its tag and bytes.
     Raw(u32, Vec<u8>),
 }
 
@@ -813,6 +816,9 @@ fn rdns(name: &X509Name<'_>) -> Option<Vec<Rdn>> {
 
 fn canon(attr: &AttributeTypeAndValue<'_>) -> Option<Canon> {
     let v = attr.attr_value();
+    if v.tag() == Tag::NumericString {
+        return Some(Canon::Raw(v.tag().0, v.data.to_vec()));
+    }
     match text(attr) {
         Some(s) => Some(Canon::Text(
             s.split_ascii_whitespace()
@@ -832,7 +838,6 @@ fn is_string(tag: Tag) -> bool {
             | Tag::PrintableString
             | Tag::Ia5String
             | Tag::VisibleString
-            | Tag::NumericString
             | Tag::TeletexString
             | Tag::BmpString
             | Tag::UniversalString
