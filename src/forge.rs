@@ -472,6 +472,11 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
+    /// Whether it is an ECDSA key.
+    pub fn is_ec(self) -> bool {
+        matches!(self, Self::EcdsaP256 | Self::EcdsaP384 | Self::EcdsaP521)
+    }
+
     /// The name used in test case descriptions (`ecdsa-p256`, `rsa2048`, …).
     pub fn name(self) -> &'static str {
         match self {
@@ -496,6 +501,12 @@ pub enum Digest {
     Sha1,
     /// MD5, by `openssl` (RSA keys).
     Md5,
+    /// SHA-384, by `openssl` (RSA and ECDSA keys: P-256 with SHA-384, say).
+    Sha384,
+    /// SHA-512, by `openssl` (RSA and ECDSA keys).
+    Sha512,
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-octet salt, by `openssl` (RSA keys).
+    RsaPss,
 }
 
 /// A key of the pool: its private key (PKCS #8 PEM), its SubjectPublicKeyInfo, and an
@@ -578,12 +589,27 @@ impl Key {
             (KeyKind::EcdsaP384, Digest::Native) => seq([oid("1.2.840.10045.4.3.3")]),
             (KeyKind::EcdsaP521, Digest::Native) => seq([oid("1.2.840.10045.4.3.4")]),
             (KeyKind::Ed25519, _) => seq([oid("1.3.101.112")]),
+            (_, Digest::Sha384) if self.kind.is_ec() => seq([oid("1.2.840.10045.4.3.3")]),
+            (_, Digest::Sha512) if self.kind.is_ec() => seq([oid("1.2.840.10045.4.3.4")]),
             (KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521, _) => {
-                seq([oid("1.2.840.10045.4.1")]) // ecdsa-with-SHA1 (MD5 has none)
+                seq([oid("1.2.840.10045.4.1")]) // ecdsa-with-SHA1 (MD5 and PSS have none)
             }
             (_, Digest::Native) => rsa("1.2.840.113549.1.1.11"),
             (_, Digest::Sha1) => rsa("1.2.840.113549.1.1.5"),
             (_, Digest::Md5) => rsa("1.2.840.113549.1.1.4"),
+            (_, Digest::Sha384) => rsa("1.2.840.113549.1.1.12"),
+            (_, Digest::Sha512) => rsa("1.2.840.113549.1.1.13"),
+            (_, Digest::RsaPss) => {
+                let sha256 = || seq([oid("2.16.840.1.101.3.4.2.1"), null()]);
+                seq([
+                    oid("1.2.840.113549.1.1.10"),
+                    seq([
+                        explicit(0, &sha256()),
+                        explicit(1, &seq([oid("1.2.840.113549.1.1.8"), sha256()])),
+                        explicit(2, &integer(32)),
+                    ]),
+                ])
+            }
         }
     }
 
@@ -595,12 +621,28 @@ impl Key {
                 let dir = tempfile::tempdir().unwrap();
                 let key = dir.path().join("key.pem");
                 std::fs::write(&key, &self.pem).unwrap();
-                let digest = match digest {
-                    Digest::Native => "-sha256",
-                    Digest::Sha1 => "-sha1",
-                    Digest::Md5 => "-md5",
-                };
-                openssl(&["dgst", digest, "-sign", key.to_str().unwrap()], message)
+                let mut args = vec![
+                    "dgst",
+                    match digest {
+                        Digest::Native | Digest::RsaPss => "-sha256",
+                        Digest::Sha1 => "-sha1",
+                        Digest::Md5 => "-md5",
+                        Digest::Sha384 => "-sha384",
+                        Digest::Sha512 => "-sha512",
+                    },
+                ];
+                if digest == Digest::RsaPss {
+                    args.extend([
+                        "-sigopt",
+                        "rsa_padding_mode:pss",
+                        "-sigopt",
+                        "rsa_pss_saltlen:32",
+                        "-sigopt",
+                        "rsa_mgf1_md:sha256",
+                    ]);
+                }
+                args.extend(["-sign", key.to_str().unwrap()]);
+                openssl(&args, message)
             }
         }
     }

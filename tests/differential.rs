@@ -1279,6 +1279,29 @@ fn signatures(c: &mut Cases) {
             &exp,
         );
     }
+    // Other digests and padding the provider verifies.
+    for (name, digest, ca_kind) in [
+        ("ecdsa-p256-sha384", Digest::Sha384, KeyKind::EcdsaP256),
+        ("ecdsa-p256-sha512", Digest::Sha512, KeyKind::EcdsaP256),
+        ("ecdsa-p384-sha256", Digest::Native, KeyKind::EcdsaP384),
+        ("rsa-sha384", Digest::Sha384, KeyKind::Rsa2048),
+        ("rsa-sha512", Digest::Sha512, KeyKind::Rsa2048),
+        ("rsa-pss-sha256", Digest::RsaPss, KeyKind::Rsa2048),
+    ] {
+        for pos in ["leaf", "intermediate"] {
+            let mut ch = Chain::new(2);
+            ch.root().key(ca_kind, 0);
+            ch.int().key(ca_kind, 1);
+            ch.at(pos).digest = digest;
+            let expected = S;
+            c.add(
+                &format!("{name}-signature"),
+                &format!("the {pos} is signed {name}"),
+                &ch,
+                expected,
+            );
+        }
+    }
     // The root's own signature is never checked (an anchor is a name and a key).
     let mut ch = Chain::new(2);
     ch.root().key(KeyKind::Rsa2048, 0);
@@ -1476,6 +1499,17 @@ fn validity(c: &mut Cases) {
             &exp,
         );
     }
+    let mut ch = Chain::new(2);
+    ch.leaf().validity(
+        t_auto(t + Duration::days(30)),
+        t_auto(t - Duration::days(30)),
+    );
+    c.add(
+        "leaf-validity-inverted",
+        "leaf notBefore a month after its notAfter (spec silent: webpki's InvalidCertValidity)",
+        &ch,
+        &f("bad_encoding"),
+    );
     let mut ch = Chain::new(2);
     ch.root()
         .validity(Time::Generalized(y(1949)), Time::Generalized(y(2060)));
