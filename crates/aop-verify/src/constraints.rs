@@ -487,7 +487,10 @@ impl Name {
             }
             (Value::Uri(uri), Base::Uri(base)) => {
                 let host = uri_host(uri).ok_or_else(|| {
-                    unusable("has no host, so URI name constraints cannot be checked")
+                    unusable(
+                        "has no host aop reads (scheme://host[:port][/…], no userinfo), so \
+                         URI name constraints cannot be checked",
+                    )
                 })?;
                 uri_within(&host, base)
             }
