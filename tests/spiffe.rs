@@ -10,75 +10,24 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a test failure with a backtrace
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use aop_e2e::forge::{Ext, GeneralName};
 use aop_e2e::guard::{Certs, Guard};
-use aop_e2e::pki::Leaf;
+use aop_e2e::pki::{self, Leaf, Made};
 use aop_e2e::upstream::{Echo, header};
 use aop_e2e::{certtool, code, run, stderr, stdout};
-use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use time::OffsetDateTime;
+use rcgen::{CustomExtension, SanType};
 
 const HOST: &str = "spiffe.test";
 const ALLOW: &str = "spiffe://example.org/edge/*";
 
-/// A certificate made here: its PEM, its key, and the issuer it can be.
-struct Made {
-    pem: String,
-    key: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn params(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    let now = OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::minutes(5);
-    p.not_after = now + time::Duration::days(30);
-    p
-}
-
-fn make(params: CertificateParams, by: Option<&Made>) -> Made {
-    let key = KeyPair::generate().unwrap();
-    let cert = match by {
-        Some(issuer) => params.signed_by(&key, &issuer.issuer),
-        None => params.self_signed(&key),
-    }
-    .unwrap();
-    Made {
-        pem: cert.pem(),
-        key: key.serialize_pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-fn ca(cn: &str) -> CertificateParams {
-    let mut p = params(cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p
-}
-
-/// DER tag-length-value (contents here are short: one-byte lengths).
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let len = u8::try_from(content.len())
-        .ok()
-        .filter(|l| *l < 0x80)
-        .unwrap();
-    [&[tag, len][..], content].concat()
-}
-
 /// A critical nameConstraints permitting URIs whose host is `host` (RFC 5280: the base
-/// of a URI subtree is a host, or `.domain`): `SEQUENCE { [0] { SEQUENCE { [6] host } } }`.
-/// rcgen writes DNS, email, directoryName and IP subtrees only.
+/// of a URI subtree is a host, or `.domain`). rcgen writes DNS, email, directoryName and
+/// IP subtrees only; the forge writes every form.
 fn permit_uri_host(host: &str) -> CustomExtension {
-    let subtree = tlv(0x30, &tlv(0x86, host.as_bytes()));
-    let value = tlv(0x30, &tlv(0xa0, &subtree));
-    let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 30], value);
+    let nc = Ext::name_constraints(true, &[GeneralName::Uri(host.into())], &[]);
+    let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 30], nc.value);
     ext.set_criticality(true);
     ext
 }
@@ -86,24 +35,12 @@ fn permit_uri_host(host: &str) -> CustomExtension {
 /// An X.509-SVID (with these URI SANs) issued by `by`, written with its chain (`by`
 /// included, the root not) to `dir/name/`.
 fn svid(dir: &Path, name: &str, uris: &[&str], by: &Made) -> Leaf {
-    let mut p = params(name);
-    p.is_ca = IsCa::ExplicitNoCa;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let mut p = pki::client_params(name);
     p.subject_alt_names = uris
         .iter()
         .map(|u| SanType::URI((*u).try_into().unwrap()))
         .collect();
-    let leaf = make(p, Some(by));
-    let sub = dir.join(name);
-    std::fs::create_dir_all(&sub).unwrap();
-    let written = Leaf {
-        cert: sub.join("cert.pem"),
-        key: sub.join("key.pem"),
-    };
-    std::fs::write(&written.cert, format!("{}{}", leaf.pem, by.pem)).unwrap();
-    std::fs::write(&written.key, &leaf.key).unwrap();
-    written
+    pki::write_chain(dir, name, &[&Made::new(p, Some(by)), by])
 }
 
 /// What both judges must say about one SVID: the verdict, and for a refusal the alert
@@ -124,12 +61,11 @@ async fn spiffe_trust_domain_and_path_prefix_through_the_guard_and_certtool() {
     let have_curl = aop_e2e::have_peer("curl", "spiffe: curl as the edge");
     let certs = Certs::new(&[HOST]);
     let dir = certs.dir.path();
-    let mut root = ca("SPIFFE Root example.org");
+    let mut root = pki::ca_params("SPIFFE Root example.org", None);
     root.custom_extensions.push(permit_uri_host("example.org"));
-    let root = make(root, None);
-    let intermediate = make(ca("SPIRE Server CA"), Some(&root));
-    let trust: PathBuf = dir.join("spiffe-root.pem");
-    std::fs::write(&trust, &root.pem).unwrap();
+    let root = Made::new(root, None);
+    let intermediate = Made::new(pki::ca_params("SPIRE Server CA", None), Some(&root));
+    let trust = root.write_anchor(dir, "spiffe-root");
 
     let cases = [
         Case {
