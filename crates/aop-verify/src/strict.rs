@@ -12,10 +12,9 @@ use x509_parser::asn1_rs::{Any, FromDer as _, Oid, Tag};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{BasicConstraints, KeyUsage, ParsedExtension, X509Extension};
 use x509_parser::oid_registry::{
-    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_BASIC_CONSTRAINTS,
-    OID_X509_EXT_CERTIFICATE_POLICIES, OID_X509_EXT_CRL_DISTRIBUTION_POINTS,
-    OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE, OID_X509_EXT_NAME_CONSTRAINTS,
-    OID_X509_EXT_SUBJECT_ALT_NAME, OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
+    OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_CERTIFICATE_POLICIES,
+    OID_X509_EXT_CRL_DISTRIBUTION_POINTS, OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE,
+    OID_X509_EXT_NAME_CONSTRAINTS, OID_X509_EXT_SUBJECT_ALT_NAME,
 };
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::X509Version;
@@ -29,15 +28,16 @@ pub(crate) type Refusal = (Reason, String);
 /// with initial-policy-set anyPolicy and requires no explicit policy), so a certificate
 /// may mark them critical. Any other critical extension (policyConstraints,
 /// policyMappings, inhibitAnyPolicy, an unknown OID) is refused: aop cannot honour it.
-const HANDLED: [Oid<'static>; 9] = [
+/// So are a critical subjectKeyIdentifier and authorityKeyIdentifier: RFC 5280 says they
+/// MUST NOT be critical, and OpenSSL and webpki refuse them (webpki on the leaf and
+/// intermediates; aop says the same of the anchor).
+const HANDLED: [Oid<'static>; 7] = [
     OID_X509_EXT_BASIC_CONSTRAINTS,
     OID_X509_EXT_KEY_USAGE,
     OID_X509_EXT_EXTENDED_KEY_USAGE,
     OID_X509_EXT_SUBJECT_ALT_NAME,
     OID_X509_EXT_NAME_CONSTRAINTS,
     OID_X509_EXT_CERTIFICATE_POLICIES,
-    OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
-    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER,
     OID_X509_EXT_CRL_DISTRIBUTION_POINTS,
 ];
 
