@@ -30,9 +30,10 @@
 //! 5280 asks for a host or domain). A wildcard DNS SAN `*.x.example.com` is inside a
 //! permitted subtree when every name it stands for is, and inside an excluded subtree
 //! when any name it stands for is. Whatever cannot be checked fails closed: a name of a
-//! constrained form that does not parse (a DNS SAN that is not a DNS name, an email
-//! without `@`, a subject emailAddress that is not an IA5String, a URI without a host or
-//! with userinfo, a directoryName value that does not decode), and any name of a form aop
+//! constrained form that does not parse (a DNS SAN that is not a DNS name, a client CN
+//! with a NUL or that does not decode, an email without exactly one `@`, a subject
+//! emailAddress that is not an IA5String, a URI without a host or with userinfo, a
+//! directoryName value that does not decode), and any name of a form aop
 //! does not process (otherName, x400Address, ediPartyName, registeredID) under a
 //! constraint of that form.
 
@@ -591,11 +592,18 @@ fn names_of(cert: &X509Certificate<'_>, is_leaf: bool, who: &str) -> Result<Vec<
     let has_dns_san = names.iter().any(|n| matches!(n.value, Value::Dns(_)));
     if is_leaf && !has_dns_san {
         for cn in subject.iter_common_name() {
-            if let Some(cn) = text(cn).filter(|cn| looks_like_dns(cn)) {
-                names.push(Name {
+            // A CN that does not decode, or holds a NUL, might be read as a DNS name by
+            // someone: it cannot be checked (OpenSSL refuses it too).
+            match text(cn) {
+                Some(cn) if looks_like_dns(&cn) || cn.contains('\0') => names.push(Name {
                     what: format!("subject CN {cn:?} of {who}"),
                     value: Value::Dns(cn),
-                });
+                }),
+                Some(_) => {}
+                None => names.push(Name {
+                    what: format!("a subject CN that does not decode, of {who}"),
+                    value: Value::Dns(String::new()),
+                }),
             }
         }
     }
@@ -692,11 +700,13 @@ fn ip_text(b: &[u8]) -> String {
 
 // ---- email ---------------------------------------------------------------------------
 
-/// `local@host`, split at the last `@` (a quoted local part may hold one; a host never
-/// does), the host a DNS name, lowercase.
+/// `local@host` with exactly one `@` (a quoted local part holding another is read
+/// differently by different verifiers: it cannot be checked), the host a DNS name,
+/// lowercase.
 fn mailbox(s: &str) -> Option<(&str, String)> {
-    let (local, host) = s.rsplit_once('@')?;
-    (!local.is_empty() && looks_like_dns(host)).then(|| (local, host.to_ascii_lowercase()))
+    let (local, host) = s.split_once('@')?;
+    (!local.is_empty() && !host.contains('@') && looks_like_dns(host))
+        .then(|| (local, host.to_ascii_lowercase()))
 }
 
 fn email_base(s: &str) -> Option<EmailBase> {
@@ -824,7 +834,9 @@ fn canon(attr: &AttributeTypeAndValue<'_>) -> Option<Canon> {
     }
     match text(attr) {
         Some(s) => Some(Canon::Text(
-            s.split_ascii_whitespace()
+            // ASCII whitespace as C's isspace() has it (with the vertical tab).
+            s.split(|c: char| c.is_ascii_whitespace() || c == '\x0b')
+                .filter(|w| !w.is_empty())
                 .collect::<Vec<_>>()
                 .join(" ")
                 .to_ascii_lowercase(),
