@@ -543,21 +543,24 @@ impl Trust {
         presented: &[CertificateDer<'_>],
     ) -> std::result::Result<(), strict::Refusal> {
         let anchor = path.anchor();
-        let Some(anchor_der) = self
+        // Every loaded certificate with the anchor's name and key (a root re-issued with
+        // the same key): the path stands if one of them passes.
+        let copies: Vec<&CertificateDer<'static>> = self
             .anchors
             .iter()
             .zip(&self.anchor_info)
-            .find(|(t, _)| {
+            .filter(|(t, _)| {
                 t.subject.as_ref() == anchor.subject.as_ref()
                     && t.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
             })
             .map(|(_, a)| &a.der)
-        else {
+            .collect();
+        if copies.is_empty() {
             return Err((
                 Reason::Other,
                 "the path's trust anchor is not loaded".into(),
             ));
-        };
+        }
         let ders: Vec<CertificateDer<'_>> =
             path.intermediate_certificates().map(|c| c.der()).collect();
         let mut issuers = Vec::new();
@@ -573,12 +576,21 @@ impl Trust {
                 Err(e) => return Err((Reason::BadEncoding, format!("an intermediate: {e}"))),
             }
         }
-        match X509Certificate::from_der(anchor_der.as_ref()) {
-            Ok((_, x)) => issuers.push(x),
-            Err(e) => return Err((Reason::BadEncoding, format!("the trust anchor: {e}"))),
+        let mut first_refusal = None;
+        for anchor_der in copies {
+            let mut path = issuers.clone();
+            match X509Certificate::from_der(anchor_der.as_ref()) {
+                Ok((_, x)) => path.push(x),
+                Err(e) => return Err((Reason::BadEncoding, format!("the trust anchor: {e}"))),
+            }
+            match strict::check_path(leaf, &path).and_then(|()| constraints::check(leaf, &path)) {
+                Ok(()) => return Ok(()),
+                Err(refusal) => {
+                    first_refusal.get_or_insert(refusal);
+                }
+            }
         }
-        strict::check_path(leaf, &issuers)?;
-        constraints::check(leaf, &issuers)
+        Err(first_refusal.expect("at least one copy was checked"))
     }
 
     /// webpki path building against the anchors valid at `at`; if that finds no issuer
