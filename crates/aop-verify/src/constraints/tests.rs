@@ -960,6 +960,68 @@ fn forms_aop_cannot_process_fail_closed_only_where_the_certificate_has_that_form
     );
 }
 
+/// Every byte of a nameConstraints of every form, changed three ways, and every
+/// truncation: no panic, no verdict but `bad_encoding` or `name_constraints`, and
+/// never a pass: a change that still parses still constrains the leaf, which is outside
+/// every subtree.
+#[test]
+fn mutated_name_constraints_never_panic() {
+    let value = nc(
+        &[
+            g_dns("example.com"),
+            g_uri(".example.org"),
+            g_email("a@example.com"),
+            g_ip(&[10, 0, 0, 0, 255, 0, 0, 0]),
+            g_dir(&[&[(O, UTF8, "Org")]]),
+        ],
+        &[g_dns("bad.example.com")],
+    );
+    let mut variants: Vec<Vec<u8>> = (0..value.len()).map(|n| value[..n].to_vec()).collect();
+    for i in 0..value.len() {
+        for delta in [1u8, 0x80, 0xff] {
+            let mut v = value.clone();
+            v[i] = v[i].wrapping_add(delta);
+            variants.push(v);
+        }
+    }
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let (total, mut judged, mut passed) = (variants.len(), 0, 0);
+    for v in variants {
+        let mut p = ca_params("fuzz");
+        let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 30], v);
+        ext.set_criticality(true);
+        p.custom_extensions.push(ext);
+        let Ok(cert) = p.self_signed(&key) else {
+            continue;
+        };
+        let root = Made {
+            der: cert.der().clone(),
+            issuer: Issuer::new(
+                p,
+                KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+            ),
+        };
+        let Ok((_, parsed)) = X509Certificate::from_der(&root.der) else {
+            continue;
+        };
+        let leaf_der = leaf(
+            name(&[(DnType::OrganizationName, "Other")]),
+            vec![dns("x.evil.test"), uri("spiffe://evil.test/x")],
+            &root,
+        );
+        let (_, leaf_parsed) = X509Certificate::from_der(&leaf_der).unwrap();
+        judged += 1;
+        match check(&leaf_parsed, std::slice::from_ref(&parsed)) {
+            Ok(()) => passed += 1,
+            Err((Reason::BadEncoding | Reason::NameConstraints, _)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    // Each variant reaches the check (the extension's value is opaque to the
+    // certificate's parser) and none lets the leaf through.
+    assert_eq!((judged, passed), (total, 0));
+}
+
 #[test]
 fn malformed_name_constraints_are_bad_encoding() {
     let subtree = |gn: Vec<u8>| seq(&[gn]);
