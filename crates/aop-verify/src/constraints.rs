@@ -519,8 +519,8 @@ impl Name {
 /// The names of `cert` that name constraints apply to: its SANs, its subject (when not
 /// empty) as a directoryName, its subject emailAddress attributes as email names, and,
 /// for the client's certificate when it has no DNS SAN, each subject CN that looks like a
-/// DNS name ([`looks_like_dns`]; OpenSSL's rule, without its one-dot minimum so that a CN
-/// `allow_san` can match is always checked).
+/// DNS name ([`looks_like_dns`]) and either has a dot (OpenSSL's rule) or is one
+/// `allow_san` could match (the certificate has no subjectAltName extension at all).
 fn names_of(cert: &X509Certificate<'_>, is_leaf: bool, who: &str) -> Result<Vec<Name>, Refusal> {
     let san = cert
         .subject_alternative_name()
@@ -590,15 +590,21 @@ fn names_of(cert: &X509Certificate<'_>, is_leaf: bool, who: &str) -> Result<Vec<
         });
     }
     let has_dns_san = names.iter().any(|n| matches!(n.value, Value::Dns(_)));
+    let has_san_extension = san.is_some();
     if is_leaf && !has_dns_san {
         for cn in subject.iter_common_name() {
             // A CN that does not decode, or holds a NUL, might be read as a DNS name by
             // someone: it cannot be checked (OpenSSL refuses it too).
             match text(cn) {
-                Some(cn) if looks_like_dns(&cn) || cn.contains('\0') => names.push(Name {
-                    what: format!("subject CN {cn:?} of {who}"),
-                    value: Value::Dns(cn),
-                }),
+                Some(cn)
+                    if looks_like_dns(&cn) && (cn.contains('.') || !has_san_extension)
+                        || cn.contains('\0') =>
+                {
+                    names.push(Name {
+                        what: format!("subject CN {cn:?} of {who}"),
+                        value: Value::Dns(cn),
+                    });
+                }
                 Some(_) => {}
                 None => names.push(Name {
                     what: format!("a subject CN that does not decode, of {who}"),

@@ -24,7 +24,7 @@
 //! trust = ["edge-ca.pem"]           # several overlap during a rotation
 //! pins = []                         # certificate pins (SHA-256 hex)
 //! spki_pins = []                    # SPKI pins
-//! allow_san = []                    # DNS or URI names
+//! allow_san = []                    # DNS names, URIs, spiffe://td[/path[/*]]
 //! crl = []
 //! allow_missing_eku = false       # true: a client certificate with no EKU at all passes
 //! mode = "require"                  # or "optional"

@@ -331,7 +331,9 @@ pub(crate) struct VerifyArgs {
     /// SPKI pin: SHA-256 of the client certificate's public key.
     #[arg(long = "spki-pin", value_name = "SHA256")]
     pub(crate) spki_pins: Vec<aop_pki::Sha256Fingerprint>,
-    /// Allowed DNS or URI SAN (the CN counts only if there is none). Repeat for several.
+    /// Allowed name: a DNS SAN (the CN counts only if there is no SAN), a URI SAN, or a
+    /// SPIFFE ID form: spiffe://TD (any ID of that trust domain), spiffe://TD/PATH (that
+    /// ID), spiffe://TD/PATH/* (any ID under PATH). Repeat for several.
     #[arg(long = "allow-san", value_name = "V")]
     pub(crate) allow_san: Vec<String>,
     /// CRL file (PEM or DER). Repeat for several.

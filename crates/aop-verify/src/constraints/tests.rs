@@ -1099,11 +1099,22 @@ fn malformed_name_constraints_are_bad_encoding() {
         &[&none],
     )
     .unwrap();
-    // A one-label CN is a DNS name to name constraints (as it is to allow_san).
+    // A one-label CN is a DNS name to name constraints when allow_san could match it (no
+    // subjectAltName extension at all); beside a SAN, only a CN with a dot counts
+    // (OpenSSL's rule).
     refused(
-        judge(&leaf(cn("x"), vec![uri("spiffe://a/b")], &none), &[&none]),
+        judge(&leaf(cn("x"), vec![], &none), &[&none]),
         Reason::NameConstraints,
         &["subject CN \"x\""],
+    );
+    judge(&leaf(cn("x"), vec![uri("spiffe://a/b")], &none), &[&none]).unwrap();
+    refused(
+        judge(
+            &leaf(cn("x.test"), vec![uri("spiffe://a/b")], &none),
+            &[&none],
+        ),
+        Reason::NameConstraints,
+        &["subject CN \"x.test\""],
     );
     refused(
         judge(
