@@ -54,11 +54,6 @@ const PENDING: &[(&str, &str)] = &[
          the spec takes OpenSSL's rule (a CN with a dot). Lead: keep it (then the expected \
          verdict is name_constraints and the class goes into docs/verification.md) or not",
     ),
-    (
-        "leaf-as-anchor",
-        "strict::check_path checks the self-signed client certificate trusted directly as \
-         a CA (not_a_ca); the spec applies only the critical-extension rule to it",
-    ),
 ];
 
 const S: &str = "SUCCESS";
@@ -308,7 +303,20 @@ impl Cases {
     /// A case from a chain: the root is the anchor, every intermediate is presented
     /// (the leaf's issuer first).
     fn add(&mut self, class: &str, desc: &str, chain: &Chain, expected: &str) -> &mut Case {
-        let ders = chain.forge();
+        self.add_forged(class, desc, chain, &chain.forge(), expected)
+    }
+
+    /// [`Cases::add`] with the chain already forged (`ders`, root first): a case that
+    /// puts some of the same certificates in the trust file or presents them again
+    /// (a signature is made anew on every forging: ECDSA's is randomised).
+    fn add_forged(
+        &mut self,
+        class: &str,
+        desc: &str,
+        chain: &Chain,
+        ders: &[Vec<u8>],
+        expected: &str,
+    ) -> &mut Case {
         let n = ders.len();
         let presented = if n >= 2 {
             ders[1..n - 1].iter().rev().cloned().collect()
@@ -1530,29 +1538,32 @@ fn anchors_and_presentation(c: &mut Cases) {
         let ders = ch.forge();
         let n = ders.len();
         // The leaf's issuer alone in the trust file.
-        let case = c.add(
+        let case = c.add_forged(
             "intermediate-as-anchor",
             &format!("the leaf's issuer is the trust file's only certificate (depth {depth})"),
             &ch,
+            &ders,
             S,
         );
         case.anchors = vec![ders[n - 2].clone()];
         case.presented = Vec::new();
         // It and the root.
-        let case = c.add(
+        let case = c.add_forged(
             "intermediate-and-root-as-anchors",
             &format!("the trust file holds the root and the leaf's issuer (depth {depth})"),
             &ch,
+            &ders,
             S,
         );
         case.anchors = vec![ders[0].clone(), ders[n - 2].clone()];
     }
     let ch = Chain::new(3);
     let ders = ch.forge();
-    let case = c.add(
+    let case = c.add_forged(
         "intermediate-as-anchor-presented",
         "the trust file holds the top intermediate; the client presents both intermediates",
         &ch,
+        &ders,
         S,
     );
     case.anchors = vec![ders[1].clone()];
@@ -1563,10 +1574,11 @@ fn anchors_and_presentation(c: &mut Cases) {
     let leaf = ch.leaf();
     leaf.key(KeyKind::EcdsaP256, LEAF_SLOT);
     let ders = ch.forge();
-    let case = c.add(
+    let case = c.add_forged(
         "leaf-as-anchor",
         "a self-signed client certificate in the trust file",
         &ch,
+        &ders,
         S,
     );
     case.anchors = vec![ders[0].clone()];
@@ -1605,38 +1617,43 @@ fn anchors_and_presentation(c: &mut Cases) {
     case.anchors = vec![other[0].clone()];
     let ch = Chain::new(3);
     let ders = ch.forge();
-    let case = c.add(
+    let case = c.add_forged(
         "chain-duplicate-intermediate",
         "an intermediate presented twice",
         &ch,
+        &ders,
         S,
     );
     case.presented.push(ders[2].clone());
-    let case = c.add(
+    let case = c.add_forged(
         "chain-reversed",
         "intermediates presented root-side first",
         &ch,
+        &ders,
         S,
     );
     case.presented.reverse();
-    let case = c.add(
+    let case = c.add_forged(
         "chain-with-root",
         "the root presented after the intermediates",
         &ch,
+        &ders,
         S,
     );
     case.presented.push(ders[0].clone());
-    let case = c.add(
+    let case = c.add_forged(
         "chain-extra-unrelated",
         "an unrelated certificate among the intermediates",
         &ch,
+        &ders,
         S,
     );
     case.presented.insert(1, other[1].clone());
-    let case = c.add(
+    let case = c.add_forged(
         "chain-leaf-repeated",
         "the client certificate presented again as an intermediate",
         &ch,
+        &ders,
         S,
     );
     let leaf = case.leaf.clone();
@@ -1645,10 +1662,11 @@ fn anchors_and_presentation(c: &mut Cases) {
     let mut impostor = Chain::new(2);
     impostor.root().key(KeyKind::EcdsaP256, 8);
     let imp = impostor.forge();
-    let case = c.add(
+    let case = c.add_forged(
         "anchor-same-name-other-key",
         "the trust file holds an impostor root of the same name before the real one",
         &ch,
+        &ders,
         S,
     );
     case.anchors.insert(0, imp[0].clone());
