@@ -1911,8 +1911,10 @@ fn openssl_verify(dir: &Path, at: Option<OffsetDateTime>) -> Result<(), String> 
         .filter(|l| l.starts_with("error ") && !l.ends_with("verification failed"))
         .collect();
     let text = if errors.is_empty() {
+        // Not even loaded: OpenSSL's own error lines, without their thread-id prefix.
         out.lines()
             .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split_once(":error:").map_or(l, |(_, rest)| rest))
             .collect::<Vec<_>>()
             .join("; ")
     } else {
