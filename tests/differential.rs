@@ -458,6 +458,9 @@ fn path_len(c: &mut Cases) {
 /// A change to one certificate of a chain.
 type Modify = dyn Fn(&mut Node);
 
+/// A change to a case (what it presents, what its trust file holds).
+type ChangeCase<'a> = dyn Fn(&mut Case) + 'a;
+
 /// basicConstraints and keyUsage of the CAs (intermediate and anchor).
 fn ca_constraints(c: &mut Cases) {
     for pos in ["intermediate", "root"] {
@@ -1615,61 +1618,50 @@ fn anchors_and_presentation(c: &mut Cases) {
         &f("unknown_ca"),
     );
     case.anchors = vec![other[0].clone()];
+    // The same good chain, presented (or trusted) in other ways.
     let ch = Chain::new(3);
     let ders = ch.forge();
-    let case = c.add_forged(
-        "chain-duplicate-intermediate",
-        "an intermediate presented twice",
-        &ch,
-        &ders,
-        S,
-    );
-    case.presented.push(ders[2].clone());
-    let case = c.add_forged(
-        "chain-reversed",
-        "intermediates presented root-side first",
-        &ch,
-        &ders,
-        S,
-    );
-    case.presented.reverse();
-    let case = c.add_forged(
-        "chain-with-root",
-        "the root presented after the intermediates",
-        &ch,
-        &ders,
-        S,
-    );
-    case.presented.push(ders[0].clone());
-    let case = c.add_forged(
-        "chain-extra-unrelated",
-        "an unrelated certificate among the intermediates",
-        &ch,
-        &ders,
-        S,
-    );
-    case.presented.insert(1, other[1].clone());
-    let case = c.add_forged(
-        "chain-leaf-repeated",
-        "the client certificate presented again as an intermediate",
-        &ch,
-        &ders,
-        S,
-    );
-    let leaf = case.leaf.clone();
-    case.presented.push(leaf);
-    // Two anchors with the same name, one the wrong key.
     let mut impostor = Chain::new(2);
     impostor.root().key(KeyKind::EcdsaP256, 8);
-    let imp = impostor.forge();
-    let case = c.add_forged(
-        "anchor-same-name-other-key",
-        "the trust file holds an impostor root of the same name before the real one",
-        &ch,
-        &ders,
-        S,
-    );
-    case.anchors.insert(0, imp[0].clone());
+    let impostor_root = impostor.forge().swap_remove(0);
+    let variants: Vec<(&str, &str, Box<ChangeCase<'_>>)> = vec![
+        (
+            "chain-duplicate-intermediate",
+            "an intermediate presented twice",
+            Box::new(|case| case.presented.push(ders[2].clone())),
+        ),
+        (
+            "chain-reversed",
+            "intermediates presented root-side first",
+            Box::new(|case| case.presented.reverse()),
+        ),
+        (
+            "chain-with-root",
+            "the root presented after the intermediates",
+            Box::new(|case| case.presented.push(ders[0].clone())),
+        ),
+        (
+            "chain-extra-unrelated",
+            "an unrelated certificate among the intermediates",
+            Box::new(|case| case.presented.insert(1, other[1].clone())),
+        ),
+        (
+            "chain-leaf-repeated",
+            "the client certificate presented again as an intermediate",
+            Box::new(|case| {
+                let leaf = case.leaf.clone();
+                case.presented.push(leaf);
+            }),
+        ),
+        (
+            "anchor-same-name-other-key",
+            "the trust file holds an impostor root of the same name before the real one",
+            Box::new(|case| case.anchors.insert(0, impostor_root.clone())),
+        ),
+    ];
+    for (class, desc, change) in variants {
+        change(c.add_forged(class, desc, &ch, &ders, S));
+    }
     // Missing AKI and an AKI that names another key.
     let mut ch = Chain::new(2);
     ch.leaf().aki = false;
