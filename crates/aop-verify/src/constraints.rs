@@ -72,6 +72,25 @@ pub(crate) fn check(
     {
         return Ok(());
     }
+    // Every name on the path must be read whole: x509-parser stops reading a Name at the
+    // first RDN it cannot parse (an empty SET) and silently drops the rest, and reads an
+    // attribute type OID without checking its encoding. A name read in part hides
+    // attributes (a CN, an emailAddress, an O) from the checks below while another reader
+    // (OpenSSL, Go, aop's own rendering) sees them; and two different names read in part
+    // alike would make a certificate look self-issued.
+    for (who, cert) in std::iter::once(("the client certificate", leaf))
+        .chain(issuers.iter().map(|c| ("a CA certificate", c)))
+    {
+        for (which, name) in [("subject", cert.subject()), ("issuer", cert.issuer())] {
+            if !name_is_whole(name) {
+                return Err(bad_encoding(format!(
+                    "{who} {}: its {which} name does not parse whole (an empty RDN, an \
+                     attribute without a value, or an attribute type that is not a DER OID)",
+                    rfc4514(cert.subject())
+                )));
+            }
+        }
+    }
     let mut budget = Budget(COMPARISON_LIMIT);
     // Top-down, as RFC 5280 processes a path: the anchor's constraints first.
     for (i, ca) in issuers.iter().enumerate().rev() {
@@ -484,6 +503,15 @@ impl Name {
                 let (local, host) = mailbox(email).ok_or_else(|| {
                     unusable("is not a mailbox, so email name constraints cannot be checked")
                 })?;
+                // A quoted or escaped local part ("eve"@example.com is eve@example.com
+                // to a mail system) cannot be compared with a mailbox subtree.
+                if matches!(base, EmailBase::Mailbox { .. })
+                    && (local.contains('"') || local.contains('\\'))
+                {
+                    return Err(unusable(
+                        "has a quoted local part, so email mailbox constraints cannot be checked",
+                    ));
+                }
                 email_within(local, &host, base, subtrees)
             }
             (Value::Uri(uri), Base::Uri(base)) => {
@@ -821,6 +849,9 @@ enum Canon {
 
 /// The name's RDNs, normalised; `None` when a string value does not decode.
 fn rdns(name: &X509Name<'_>) -> Option<Vec<Rdn>> {
+    if !name_is_whole(name) {
+        return None;
+    }
     name.iter()
         .map(|rdn| {
             let mut attrs = rdn
@@ -831,6 +862,61 @@ fn rdns(name: &X509Name<'_>) -> Option<Vec<Rdn>> {
             Some(attrs)
         })
         .collect()
+}
+
+/// Whether x509-parser read all of `name`. Its Name parser stops at the first RDN it
+/// cannot parse (an empty SET) and its RDN parser at the first attribute it cannot parse
+/// (one without a value), silently dropping the rest, and it reads an attribute type
+/// without checking that it is an OID. So the Name is walked here on its own — a
+/// SEQUENCE of non-empty SETs of `SEQUENCE { OID, value }`, the OIDs DER (not empty, no
+/// sub-identifier starting 0x80, the last octet without its high bit), nothing left
+/// over at any level — and must hold as many RDNs and attributes as x509-parser read.
+fn name_is_whole(name: &X509Name<'_>) -> bool {
+    fn walk(raw: &[u8]) -> Option<(usize, usize)> {
+        let (rest, seq) = Any::from_der(raw).ok()?;
+        if !rest.is_empty() || !is(&seq, Class::Universal, Tag::Sequence.0, true) {
+            return None;
+        }
+        let (mut rdns, mut attrs) = (0, 0);
+        let mut input = seq.data;
+        while !input.is_empty() {
+            let (rest, set) = Any::from_der(input).ok()?;
+            input = rest;
+            if !is(&set, Class::Universal, Tag::Set.0, true) || set.data.is_empty() {
+                return None;
+            }
+            rdns += 1;
+            let mut atvs = set.data;
+            while !atvs.is_empty() {
+                let (rest, atv) = Any::from_der(atvs).ok()?;
+                atvs = rest;
+                if !is(&atv, Class::Universal, Tag::Sequence.0, true) {
+                    return None;
+                }
+                let (rest, oid) = Any::from_der(atv.data).ok()?;
+                let (rest, _value) = Any::from_der(rest).ok()?;
+                let der_oid = |o: &[u8]| {
+                    o.last().is_some_and(|b| b & 0x80 == 0)
+                        && o.iter()
+                            .enumerate()
+                            .all(|(i, &b)| b != 0x80 || (i > 0 && o[i - 1] & 0x80 != 0))
+                };
+                if !rest.is_empty()
+                    || !is(&oid, Class::Universal, Tag::Oid.0, false)
+                    || !der_oid(oid.data)
+                {
+                    return None;
+                }
+                attrs += 1;
+            }
+        }
+        Some((rdns, attrs))
+    }
+    let read = (
+        name.iter().count(),
+        name.iter().map(|rdn| rdn.iter().count()).sum(),
+    );
+    walk(name.as_raw()) == Some(read)
 }
 
 fn canon(attr: &AttributeTypeAndValue<'_>) -> Option<Canon> {

@@ -13,6 +13,8 @@ use super::*;
 use crate::trust::{Trust, TrustSpec};
 use crate::verdict::Outcome;
 
+mod review;
+
 // ---- the matchers --------------------------------------------------------------------
 
 #[test]
