@@ -1056,6 +1056,14 @@ impl AllowSan {
     pub(crate) fn parse(entries: &[String]) -> Result<Self, String> {
         let mut allow = Self::default();
         for entry in entries {
+            // An IP address would read as a DNS name (10.0.0.1) or a URI (2001:db8::1) and
+            // never match an IP SAN: say so rather than allow nothing silently.
+            if entry.parse::<std::net::IpAddr>().is_ok() {
+                return Err(format!(
+                    "allow_san entry {entry:?} is an IP address; allow_san matches DNS names, \
+                     URIs and SPIFFE IDs, not IP SANs"
+                ));
+            }
             let Some((scheme, _)) = entry.split_once(':') else {
                 allow.dns.push(entry.to_ascii_lowercase());
                 continue;

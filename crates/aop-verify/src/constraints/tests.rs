@@ -1288,6 +1288,9 @@ fn allow_san_entries_parse_or_are_refused_by_name() {
         "spiffe://example.org/*/x",
         "spiffe://example.org/edge/**",
         "spiffe://*",
+        "10.0.0.1",
+        "2001:db8::1",
+        "::1",
     ] {
         let e = AllowSan::parse(&[bad.to_owned()]).unwrap_err();
         assert!(e.contains(&format!("{bad:?}")), "{e}");
