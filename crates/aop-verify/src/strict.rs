@@ -59,7 +59,8 @@ pub(crate) fn check_leaf(
     let who = Who::Client.of(leaf);
     // A CA presented as the client certificate is that before anything else (webpki
     // refuses it too; saying it first keeps its keyUsage from being the reason).
-    if basic_constraints(leaf, &who)?.is_some_and(|(_, bc)| bc.ca) {
+    let bc = basic_constraints(leaf, &who)?;
+    if bc.is_some_and(|(_, bc)| bc.ca) {
         return Err((
             Reason::NotALeaf,
             format!(
@@ -67,9 +68,26 @@ pub(crate) fn check_leaf(
             ),
         ));
     }
+    // RFC 5280 4.2.1.9: pathLenConstraint only with cA (OpenSSL -x509_strict: error 80).
+    if let Some(len) = bc.and_then(|(_, bc)| bc.path_len_constraint) {
+        return Err((
+            Reason::BadEncoding,
+            format!(
+                "{who}: basicConstraints has pathLenConstraint {len} without cA (RFC 5280 4.2.1.9)"
+            ),
+        ));
+    }
     names(leaf, &who, true)?;
     critical_extensions(leaf, &who)?;
     if let Some(ku) = key_usage(leaf, &who)? {
+        // RFC 5280 4.1.2.6: a CRL issuer (cRLSign) must name itself in the subject
+        // (OpenSSL -x509_strict: error 84).
+        if ku.crl_sign() && leaf.subject().iter_rdn().next().is_none() {
+            return Err((
+                Reason::BadEncoding,
+                format!("{who}: empty subject with keyUsage cRLSign (RFC 5280 4.1.2.6)"),
+            ));
+        }
         if !ku.digital_signature() {
             return Err((
                 Reason::BadKeyUsage,
@@ -116,7 +134,12 @@ pub(crate) fn check_path(
             Who::Intermediate
         }
         .of(ca);
-        let v1_anchor = i == last && ca.version() == X509Version::V1 && ca.extensions().is_empty();
+        // OpenSSL's V1_ROOT: v1 and self-issued; a v1 intermediate placed in the trust
+        // file says nothing of being a CA.
+        let v1_anchor = i == last
+            && ca.version() == X509Version::V1
+            && ca.extensions().is_empty()
+            && self_issued(ca);
         if !v1_anchor {
             // CAs between this one and the client's certificate; self-issued ones (a
             // re-keyed CA's link certificates) do not count (RFC 5280 6.1.4 (l)).
@@ -366,7 +389,17 @@ fn public_key(
     } else if id == alg_id::ECDSA_P521.as_ref() {
         &signature::ECDSA_P521_SHA512_ASN1
     } else if id == alg_id::ED25519.as_ref() {
+        // aws-lc-rs checks only the length; a y with no x on the curve never verifies.
+        if !key.try_into().is_ok_and(ed25519_point_decodes) {
+            return bad("the public key does not parse (not an Ed25519 point)".into());
+        }
         &signature::ED25519
+    } else if id == alg_id::ML_DSA_44.as_ref() {
+        &signature::ML_DSA_44
+    } else if id == alg_id::ML_DSA_65.as_ref() {
+        &signature::ML_DSA_65
+    } else if id == alg_id::ML_DSA_87.as_ref() {
+        &signature::ML_DSA_87
     } else {
         // A provider's algorithm aws-lc-rs does not name: that provider parses the key
         // at CertificateVerify; there is nothing more to check here.
@@ -376,6 +409,24 @@ fn public_key(
         Ok(_) => Ok(()),
         Err(e) => bad(format!("the public key does not parse ({e})")),
     }
+}
+
+/// Whether 32 bytes decode to an edwards25519 point as aws-lc's verifier decodes them
+/// (RFC 8032 5.1.3 step 2-3: x^2 = (y^2 - 1) / (d y^2 + 1) has a square root; y is
+/// taken mod p, as aws-lc does).
+fn ed25519_point_decodes(key: &[u8; 32]) -> bool {
+    use num_bigint::BigUint;
+    let p = (BigUint::from(1u8) << 255u32) - 19u8;
+    let inv = |x: &BigUint| x.modpow(&(&p - 2u8), &p);
+    let mut y = *key;
+    y[31] &= 0x7f;
+    let y = BigUint::from_bytes_le(&y) % &p;
+    let d = (&p - 121_665u32) * inv(&BigUint::from(121_666u32)) % &p;
+    let y2 = &y * &y % &p;
+    let u = (&y2 + &p - 1u8) % &p;
+    let v = (&d * &y2 + 1u8) % &p;
+    let x2 = u * inv(&v) % &p;
+    x2.bits() == 0 || x2.modpow(&((&p - 1u8) >> 1u32), &p) == BigUint::from(1u8)
 }
 
 /// The bit length of a big-endian unsigned integer (leading zero bytes allowed).

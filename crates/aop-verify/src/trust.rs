@@ -482,7 +482,7 @@ impl Trust {
         // aop's path checks too: a chain another rule's trust would refuse for a name
         // constraint (say) is not "valid for that rule".
         let aop_checks = |path: &VerifiedPath<'_>| {
-            self.check_verified_path(&leaf, path, &shown, &presented)
+            self.check_verified_path(&leaf, path, &shown, &presented, Some(offset_time(at)))
                 .map_err(|_| webpki::Error::UnknownIssuer)
         };
         ee.verify_for_usage(
@@ -524,9 +524,9 @@ impl Trust {
                 return None;
             };
             let bits = rsa.key_size();
-            (bits < 2048 && issuers.contains(&x.subject().as_raw())).then(|| {
+            (!(2048..=8192).contains(&bits) && issuers.contains(&x.subject().as_raw())).then(|| {
                 format!(
-                    "{} has an RSA key of {bits} bits; at least 2048 are required",
+                    "{} has an RSA key of {bits} bits; the origin verifies 2048 to 8192 bits",
                     x.subject()
                 )
             })
@@ -541,17 +541,21 @@ impl Trust {
         path: &VerifiedPath<'_>,
         shown: &Shown<'_>,
         presented: &[CertificateDer<'_>],
+        valid_at: Option<OffsetDateTime>,
     ) -> std::result::Result<(), strict::Refusal> {
         let anchor = path.anchor();
         // Every loaded certificate with the anchor's name and key (a root re-issued with
-        // the same key): the path stands if one of them passes.
+        // the same key): the path stands if one of them passes. Only copies valid at
+        // `valid_at` (the ones webpki was given): an expired or not-yet-valid copy must
+        // not lift the constraints of the current one.
         let copies: Vec<&CertificateDer<'static>> = self
             .anchors
             .iter()
             .zip(&self.anchor_info)
-            .filter(|(t, _)| {
+            .filter(|(t, a)| {
                 t.subject.as_ref() == anchor.subject.as_ref()
                     && t.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+                    && valid_at.is_none_or(|at| a.not_before <= at && at <= a.not_after)
             })
             .map(|(_, a)| &a.der)
             .collect();
@@ -650,7 +654,7 @@ impl Trust {
         // checks and failed one of aop's says more than webpki's error for another path.
         let refused: std::sync::Mutex<Option<strict::Refusal>> = std::sync::Mutex::new(None);
         let aop_checks = |path: &VerifiedPath<'_>| -> std::result::Result<(), webpki::Error> {
-            self.check_verified_path(leaf, path, &shown, intermediates)
+            self.check_verified_path(leaf, path, &shown, intermediates, Some(at_dt))
                 .map_err(|r| {
                     refused
                         .lock()
@@ -688,7 +692,7 @@ impl Trust {
                     .collect();
                 let tas: Vec<_> = stale.iter().map(|(t, _)| (*t).clone()).collect();
                 let stale_checks = |path: &VerifiedPath<'_>| {
-                    self.check_verified_path(leaf, path, &shown, intermediates)
+                    self.check_verified_path(leaf, path, &shown, intermediates, None)
                         .map_err(|_| webpki::Error::UnknownIssuer)
                 };
                 match ee.verify_for_usage(
