@@ -794,6 +794,15 @@ fn leaf_checks(c: &mut Cases) {
         S,
     );
     let mut ch = Chain::new(2);
+    ch.leaf()
+        .set_ext(Ext::basic_constraints(true, false, Some(0)));
+    c.add(
+        "leaf-bc-pathlen-without-ca",
+        "leaf with basicConstraints cA=false and pathLen 0 (RFC 5280: pathLen only with cA)",
+        &ch,
+        &f("bad_encoding"),
+    );
+    let mut ch = Chain::new(2);
     ch.leaf().set_ext(Ext::basic_constraints(true, true, None));
     ch.leaf().ski = true; // OpenSSL -x509_strict asks a CA for one
     c.add(
@@ -1173,6 +1182,15 @@ fn leaf_keys(c: &mut Cases) {
             "ed25519-short",
             "an Ed25519 key of 31 octets",
             spki(forge::seq([forge::oid("1.3.101.112")]), &ed_raw[..31]),
+            f("bad_encoding"),
+        ),
+        (
+            "ed25519-not-a-point",
+            "an Ed25519 key of 32 octets that decode to no curve point (y = 2)",
+            spki(
+                forge::seq([forge::oid("1.3.101.112")]),
+                &[[2].as_slice(), &[0; 31]].concat(),
+            ),
             f("bad_encoding"),
         ),
         (
@@ -2080,6 +2098,7 @@ async fn aop_and_openssl_judge_a_few_hundred_forged_client_chains() {
         .collect();
     // certtool is built before the threads race to build it.
     let _ = aop_e2e::bin("certtool");
+    let built = started.elapsed();
 
     // OpenSSL and certtool in threads; handshakes on the runtime meanwhile.
     type Job = (PathBuf, Option<OffsetDateTime>, bool);
@@ -2153,9 +2172,10 @@ async fn aop_and_openssl_judge_a_few_hundred_forged_client_chains() {
         }
     }
     let phases = format!(
-        "forged at {:.1}s, Trust::check done at {:.1}s, handshakes at {:.1}s, openssl and \
-         certtool at {:.1}s",
+        "forged at {:.1}s, certtool built at {:.1}s, Trust::check done at {:.1}s, handshakes \
+         at {:.1}s, openssl and certtool at {:.1}s",
         forged.as_secs_f64(),
+        built.as_secs_f64(),
         checked.as_secs_f64(),
         shaken.as_secs_f64(),
         started.elapsed().as_secs_f64()
