@@ -661,6 +661,16 @@ mod tests {
 
         fn sign(&self, by: &Key) -> CertificateDer<'static> {
             let now = OffsetDateTime::now_utc();
+            self.sign_at(by, now - Duration::hours(1), now + Duration::days(30))
+        }
+
+        /// Signed by `by`, valid from `not_before` to `not_after`.
+        fn sign_at(
+            &self,
+            by: &Key,
+            not_before: OffsetDateTime,
+            not_after: OffsetDateTime,
+        ) -> CertificateDer<'static> {
             let mut serial = [0u8; 8];
             aws_lc_rs::rand::fill(&mut serial).unwrap();
             serial[0] = serial[0] & 0x7f | 0x01;
@@ -681,10 +691,7 @@ mod tests {
                 &uint(&serial),
                 &sig_alg,
                 &self.issuer,
-                &seq(&[
-                    &utc_time(now - Duration::hours(1)),
-                    &utc_time(now + Duration::days(30)),
-                ]),
+                &seq(&[&utc_time(not_before), &utc_time(not_after)]),
                 &self.subject,
                 &self.spki,
                 &exts,
@@ -1341,4 +1348,6 @@ mod tests {
             k.inter(None).with(any_policy()),
         ));
     }
+
+    mod review;
 }
