@@ -323,8 +323,9 @@ fn key_usage<'a>(x: &'a X509Certificate<'_>, who: &str) -> Result<Option<&'a Key
 /// The client's public key is one the origin can verify a CertificateVerify with: its
 /// algorithm (OID and parameters, exactly) is one of the provider's, an RSA modulus is
 /// within [`RSA_BITS`], and the key parses (aws-lc-rs: an EC point on its curve, a
-/// well-formed RSA key, 32 bytes of Ed25519).
-fn public_key(
+/// well-formed RSA key, 32 bytes of Ed25519). Also asked of an issuer's key when webpki
+/// finds its signatures wrong, to say why.
+pub(crate) fn public_key(
     leaf: &X509Certificate<'_>,
     algs: &rustls::crypto::WebPkiSupportedAlgorithms,
     who: &str,

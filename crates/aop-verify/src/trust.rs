@@ -501,13 +501,14 @@ impl Trust {
         self.allow_san.allows(info)
     }
 
-    /// A candidate issuer in the chain with an RSA key shorter than the provider verifies
-    /// (2048 bits): webpki reports its signatures as wrong, but the key is the problem.
-    fn weak_rsa_issuer(
+    /// A candidate issuer in the chain whose key the origin cannot use (an RSA key outside
+    /// 2048–8192 bits, an EC point off its curve): webpki reports its signatures as wrong,
+    /// but the key is the problem.
+    fn unusable_issuer_key(
         &self,
         leaf: &X509Certificate<'_>,
         intermediates: &[CertificateDer<'_>],
-    ) -> Option<String> {
+    ) -> Option<strict::Refusal> {
         let parsed: Vec<_> = intermediates
             .iter()
             .filter_map(|c| X509Certificate::from_der(c.as_ref()).ok())
@@ -520,16 +521,11 @@ impl Trust {
         let anchors = self.anchor_info.iter().map(|a| a.der.as_ref());
         presented.chain(anchors).find_map(|der| {
             let (_, x) = X509Certificate::from_der(der).ok()?;
-            let x509_parser::public_key::PublicKey::RSA(rsa) = x.public_key().parsed().ok()? else {
+            if !issuers.contains(&x.subject().as_raw()) {
                 return None;
-            };
-            let bits = rsa.key_size();
-            (!(2048..=8192).contains(&bits) && issuers.contains(&x.subject().as_raw())).then(|| {
-                format!(
-                    "{} has an RSA key of {bits} bits; the origin verifies 2048 to 8192 bits",
-                    x.subject()
-                )
-            })
+            }
+            let who = format!("the issuer {}", aop_pki::rfc4514(x.subject()));
+            strict::public_key(&x, &self.algs, &who).err()
         })
     }
 
@@ -738,9 +734,9 @@ impl Trust {
                 }
             }
             Err(webpki::Error::InvalidSignatureForPublicKey)
-                if let Some(weak) = self.weak_rsa_issuer(leaf, intermediates) =>
+                if let Some((reason, detail)) = self.unusable_issuer_key(leaf, intermediates) =>
             {
-                Err((Reason::UnsupportedAlgorithm, Some(weak)))
+                Err((reason, Some(detail)))
             }
             Err(e) => Err(map_webpki_error(&e, info, intermediates, at_dt)),
         }

@@ -398,7 +398,6 @@ fn design_v1_copy_voids_the_v3_copys_constraints() {
 /// (bad_encoding, as for a client key; OpenSSL: "unable to decode issuer public key"),
 /// not the signature.
 #[test]
-#[ignore = "not fixed by 4b1ae04: an intermediate whose EC key is off its curve is still bad_signature (webpki's signature check), not bad_encoding"]
 fn finding_intermediate_key_that_does_not_parse_is_bad_signature() {
     let k = Keys::new();
     let root = k.root(None).sign(&k.root);
