@@ -78,6 +78,7 @@ pub(crate) fn check_leaf(
         ));
     }
     names(leaf, &who, true)?;
+    serial(leaf, &who)?;
     critical_extensions(leaf, &who)?;
     if let Some(ku) = key_usage(leaf, &who)? {
         // RFC 5280 4.1.2.6: a CRL issuer (cRLSign) must name itself in the subject
@@ -163,8 +164,44 @@ pub(crate) fn check_path(
         }
         critical_extensions(ca, &who)?;
         names(ca, &who, false)?;
+        serial(ca, &who)?;
+        // webpki reads the extendedKeyUsage of the intermediates, not the anchor's: an
+        // anchor whose EKU says it is for other purposes does not vouch for clients
+        // (OpenSSL: unsuitable certificate purpose).
+        if i == last {
+            anchor_purpose(ca, &who)?;
+        }
     }
     Ok(())
+}
+
+/// A serial number is a DER INTEGER: no redundant leading 00 or FF octet (OpenSSL's
+/// decoder refuses such a certificate; webpki and x509-parser read it).
+fn serial(x: &X509Certificate<'_>, who: &str) -> Result<(), Refusal> {
+    match x.raw_serial() {
+        [0x00, next, ..] if next & 0x80 == 0 => {}
+        [0xff, next, ..] if next & 0x80 != 0 => {}
+        [] => {}
+        _ => return Ok(()),
+    }
+    Err((
+        Reason::BadEncoding,
+        format!("{who}: the serial number is not a minimal DER INTEGER"),
+    ))
+}
+
+/// The anchor's extendedKeyUsage, when it has one, allows clientAuth (or any purpose).
+fn anchor_purpose(x: &X509Certificate<'_>, who: &str) -> Result<(), Refusal> {
+    let eku = x
+        .extended_key_usage()
+        .map_err(|e| (Reason::BadEncoding, format!("{who}: extendedKeyUsage: {e}")))?;
+    match eku {
+        Some(eku) if !(eku.value.client_auth || eku.value.any) => Err((
+            Reason::BadEku,
+            format!("{who}: its extendedKeyUsage does not include clientAuth"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Which certificate a refusal is about, for the words of its detail.
