@@ -149,6 +149,8 @@ pub mod authority;
 #[doc(hidden)]
 pub mod bench;
 mod constraints;
+#[cfg(test)]
+mod der;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod hyper;

@@ -496,52 +496,11 @@ mod tests {
     use rustls_pki_types::CertificateDer;
     use time::{Duration, OffsetDateTime};
 
-    // A small DER writer: enough X.509 for the certificates below.
+    use crate::der::{self, bit_string, oid, tlv, uint, utc_time};
 
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else if len < 0x100 {
-            out.extend([0x81, len as u8]);
-        } else {
-            out.extend([0x82, (len >> 8) as u8, len as u8]);
-        }
-        out.extend_from_slice(content);
-        out
-    }
-
+    /// [`der::seq`] of slices, so that a literal list may mix `&Vec<u8>` and `&[u8; N]`.
     fn seq(parts: &[&[u8]]) -> Vec<u8> {
-        tlv(0x30, &parts.concat())
-    }
-
-    fn oid(dotted: &str) -> Vec<u8> {
-        let arcs: Vec<u64> = dotted.split('.').map(|a| a.parse().unwrap()).collect();
-        let mut body = Vec::new();
-        for arc in std::iter::once(arcs[0] * 40 + arcs[1]).chain(arcs[2..].iter().copied()) {
-            let mut chunk = vec![(arc & 0x7f) as u8];
-            let mut rest = arc >> 7;
-            while rest > 0 {
-                chunk.push((rest & 0x7f) as u8 | 0x80);
-                rest >>= 7;
-            }
-            body.extend(chunk.iter().rev());
-        }
-        tlv(0x06, &body)
-    }
-
-    /// A non-negative INTEGER from big-endian bytes.
-    fn uint(bytes: &[u8]) -> Vec<u8> {
-        let mut b: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
-        if b.first().is_none_or(|b| b & 0x80 != 0) {
-            b.insert(0, 0);
-        }
-        tlv(0x02, &b)
-    }
-
-    fn bit_string(bytes: &[u8]) -> Vec<u8> {
-        tlv(0x03, &[&[0u8][..], bytes].concat())
+        der::seq(parts)
     }
 
     /// A name of one CN, or the empty name for "".
@@ -551,19 +510,6 @@ mod tests {
         }
         let atv = seq(&[&oid("2.5.4.3"), &tlv(0x0c, cn.as_bytes())]);
         seq(&[&tlv(0x31, &atv)])
-    }
-
-    fn utc_time(t: OffsetDateTime) -> Vec<u8> {
-        let s = format!(
-            "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-            t.year() % 100,
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
-        tlv(0x17, s.as_bytes())
     }
 
     fn ext(id: &str, critical: bool, value: &[u8]) -> (String, Vec<u8>) {

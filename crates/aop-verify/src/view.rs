@@ -155,7 +155,7 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// Encode one DER element.
-fn encode(tag: u8, contents: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(tag: u8, contents: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(contents.len() + 6);
     out.push(tag);
     let len = contents.len();

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::FromDer as _;
 
 use super::*;
+use crate::der::{seq, set, tlv};
 use crate::trust::{Trust, TrustSpec};
 use crate::verdict::Outcome;
 
@@ -374,24 +375,6 @@ fn sub_dns(s: &str) -> GeneralSubtree {
 
 // DER, for what rcgen does not write: URI subtrees, raw names, malformed extensions.
 
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else if len < 0x100 {
-        out.extend([0x81, len as u8]);
-    } else {
-        out.extend([0x82, (len >> 8) as u8, len as u8]);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
-fn seq(parts: &[Vec<u8>]) -> Vec<u8> {
-    tlv(0x30, &parts.concat())
-}
-
 /// `NameConstraints` with these GeneralName bases (each becomes one GeneralSubtree).
 fn nc(permitted: &[Vec<u8>], excluded: &[Vec<u8>]) -> Vec<u8> {
     let subtrees = |names: &[Vec<u8>]| -> Vec<u8> {
@@ -449,7 +432,7 @@ fn dn_der(rdns: &[&[(&[u8], u8, &str)]]) -> Vec<u8> {
                 .iter()
                 .map(|(oid, tag, v)| seq(&[tlv(0x06, oid), tlv(*tag, v.as_bytes())]))
                 .collect();
-            tlv(0x31, &attrs.concat())
+            set(&attrs)
         })
         .collect();
     seq(&rdns)
@@ -1028,7 +1011,7 @@ fn mutated_name_constraints_never_panic() {
 fn malformed_name_constraints_are_bad_encoding() {
     let subtree = |gn: Vec<u8>| seq(&[gn]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("empty SEQUENCE", seq(&[])),
+        ("empty SEQUENCE", seq::<Vec<u8>>(&[])),
         ("empty permitted", seq(&[tlv(0xa0, &[])])),
         ("empty excluded", seq(&[tlv(0xa1, &[])])),
         (

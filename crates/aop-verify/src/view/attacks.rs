@@ -4,11 +4,13 @@
 
 use rustls_pki_types::CertificateDer;
 
+use crate::der::{tlv, uint};
 use crate::view::for_webpki;
 
 // ---------- DER helpers ----------
 
-fn tlv(input: &[u8]) -> (u8, &[u8], &[u8]) {
+/// One element read back: (tag, contents, what follows). Panics on what it cannot read.
+fn parse_tlv(input: &[u8]) -> (u8, &[u8], &[u8]) {
     let tag = input[0];
     let first = input[1];
     let (len, rest) = if first < 0x80 {
@@ -23,28 +25,12 @@ fn tlv(input: &[u8]) -> (u8, &[u8], &[u8]) {
     (tag, &rest[..len], &rest[len..])
 }
 
-fn enc(tag: u8, contents: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = contents.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else if len < 0x100 {
-        out.extend([0x81, len as u8]);
-    } else if len < 0x10000 {
-        out.extend([0x82, (len >> 8) as u8, len as u8]);
-    } else {
-        out.extend([0x83, (len >> 16) as u8, (len >> 8) as u8, len as u8]);
-    }
-    out.extend_from_slice(contents);
-    out
-}
-
 /// (tbs whole, sigalg whole, signature BIT STRING whole)
 fn split_cert(der: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let (_, body, _) = tlv(der);
-    let (_, _, after_tbs) = tlv(body);
+    let (_, body, _) = parse_tlv(der);
+    let (_, _, after_tbs) = parse_tlv(body);
     let tbs = &body[..body.len() - after_tbs.len()];
-    let (_, _, after_alg) = tlv(after_tbs);
+    let (_, _, after_alg) = parse_tlv(after_tbs);
     let alg = &after_tbs[..after_tbs.len() - after_alg.len()];
     (tbs.to_vec(), alg.to_vec(), after_alg.to_vec())
 }
@@ -53,7 +39,7 @@ fn join_cert(tbs: &[u8], alg: &[u8], sig_bits: &[u8]) -> Vec<u8> {
     let mut body = tbs.to_vec();
     body.extend_from_slice(alg);
     body.extend_from_slice(sig_bits);
-    enc(0x30, &body)
+    tlv(0x30, &body)
 }
 
 /// P-256 group order.
@@ -62,27 +48,19 @@ const N: [u8; 32] = [
     0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
 ];
 
-fn int_bytes(v: &[u8]) -> Vec<u8> {
-    let mut v: Vec<u8> = v.iter().copied().skip_while(|&b| b == 0).collect();
-    if v.first().is_some_and(|&b| b & 0x80 != 0) || v.is_empty() {
-        v.insert(0, 0);
-    }
-    enc(0x02, &v)
-}
-
 /// The other valid ECDSA signature: (r, n - s). No private key needed.
 fn malleate_ecdsa(sig_bits: &[u8]) -> Vec<u8> {
-    let (0x03, bits, []) = tlv(sig_bits) else {
+    let (0x03, bits, []) = parse_tlv(sig_bits) else {
         panic!("bit string")
     };
     assert_eq!(bits[0], 0);
-    let (0x30, seq, []) = tlv(&bits[1..]) else {
+    let (0x30, seq, []) = parse_tlv(&bits[1..]) else {
         panic!("seq")
     };
-    let (0x02, r, rest) = tlv(seq) else {
+    let (0x02, r, rest) = parse_tlv(seq) else {
         panic!("r")
     };
-    let (0x02, s, []) = tlv(rest) else {
+    let (0x02, s, []) = parse_tlv(rest) else {
         panic!("s")
     };
     let s: Vec<u8> = s.iter().copied().skip_while(|&b| b == 0).collect();
@@ -100,11 +78,11 @@ fn malleate_ecdsa(sig_bits: &[u8]) -> Vec<u8> {
             borrow = 0;
         }
     }
-    let mut seq2 = int_bytes(r);
-    seq2.extend(int_bytes(&out));
+    let mut seq2 = uint(r);
+    seq2.extend(uint(&out));
     let mut bits2 = vec![0u8];
-    bits2.extend(enc(0x30, &seq2));
-    enc(0x03, &bits2)
+    bits2.extend(tlv(0x30, &seq2));
+    tlv(0x03, &bits2)
 }
 
 // ---------- certificates ----------
@@ -145,7 +123,7 @@ fn ca(name: &str, nc: Option<Vec<u8>>, by: Option<&Ca>) -> Ca {
 
 /// NameConstraints: permitted URI host.
 fn uri_nc(host: &[u8]) -> Vec<u8> {
-    enc(0x30, &enc(0xa0, &enc(0x30, &enc(0x86, host))))
+    tlv(0x30, &tlv(0xa0, &tlv(0x30, &tlv(0x86, host))))
 }
 
 fn client(
@@ -273,9 +251,9 @@ fn an_exact_twin_after_x_is_refused() {
 fn a_view_twin_does_not_lift_an_email_constraint_either() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = ca("operator root", None, None);
-    let nc = enc(
+    let nc = tlv(
         0x30,
-        &enc(0xa0, &enc(0x30, &enc(0x81, b"tenant-a.example"))),
+        &tlv(0xa0, &tlv(0x30, &tlv(0x81, b"tenant-a.example"))),
     );
     let x = ca("tenant-a sub-CA", Some(nc), Some(&root));
     let leaf = client("https://tenant-b.example/id", &x, |p| {
@@ -364,7 +342,7 @@ fn a_non_der_header_is_not_normalised_by_the_view() {
     let root = ca("operator root", None, None);
     let t = trust(dir.path(), &root, |_| {});
     let policies = |p: &mut rcgen::CertificateParams| {
-        let any = enc(0x30, &enc(0x30, &enc(0x06, &[0x55, 0x1d, 0x20, 0])));
+        let any = tlv(0x30, &tlv(0x30, &tlv(0x06, &[0x55, 0x1d, 0x20, 0])));
         let mut e = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 32], any);
         e.set_criticality(true);
         p.custom_extensions.push(e);
@@ -376,7 +354,7 @@ fn a_non_der_header_is_not_normalised_by_the_view() {
             client("spiffe://x.example/a", &root, |_| {})
         };
         let (tbs, alg, _) = split_cert(leaf.der());
-        let (_, tbs_body, _) = tlv(&tbs);
+        let (_, tbs_body, _) = parse_tlv(&tbs);
         // 0x84 + 4 length bytes: non-minimal.
         let mut bad_tbs = vec![0x30, 0x84];
         bad_tbs.extend((tbs_body.len() as u32).to_be_bytes());
@@ -384,7 +362,7 @@ fn a_non_der_header_is_not_normalised_by_the_view() {
         let sig = rcgen::SigningKey::sign(&root.key, &bad_tbs).expect("sign");
         let mut bits = vec![0u8];
         bits.extend(sig);
-        let cert = join_cert(&bad_tbs, &alg, &enc(0x03, &bits));
+        let cert = join_cert(&bad_tbs, &alg, &tlv(0x03, &bits));
         let parses = x509_parser::parse_x509_certificate(&cert).is_ok();
         let v = verdict(&t, &cert, &[]);
         assert!(
@@ -474,7 +452,7 @@ fn duplicate_extensions_are_not_dropped_from_the_view() {
     let t = trust(dir.path(), &root, |_| {});
     let leaf = client("spiffe://x.example/a", &root, |p| {
         for _ in 0..2 {
-            let any = enc(0x30, &enc(0x30, &enc(0x06, &[0x55, 0x1d, 0x20, 0])));
+            let any = tlv(0x30, &tlv(0x30, &tlv(0x06, &[0x55, 0x1d, 0x20, 0])));
             let mut e = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 32], any);
             e.set_criticality(true);
             p.custom_extensions.push(e);
@@ -502,31 +480,31 @@ fn a_ber_not_before_is_not_normalised_by_the_view() {
         p.not_before = time::OffsetDateTime::from_unix_timestamp(-10_000_000).expect("1969");
     });
     let (tbs, alg, _) = split_cert(leaf.der());
-    let (_, body, _) = tlv(&tbs);
+    let (_, body, _) = parse_tlv(&tbs);
     // fields: version, serial, sigalg, issuer, validity, ...
     let mut fields = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
-        let (_, _, next) = tlv(rest);
+        let (_, _, next) = parse_tlv(rest);
         fields.push(rest[..rest.len() - next.len()].to_vec());
         rest = next;
     }
     let validity_field = fields[4].clone();
-    let (_, validity, _) = tlv(&validity_field);
-    let (_, nb, not_after) = tlv(validity);
+    let (_, validity, _) = parse_tlv(&validity_field);
+    let (_, nb, not_after) = parse_tlv(validity);
     println!("original notBefore {:?}", String::from_utf8_lossy(nb));
     for (what, nb_new) in [
-        ("UTCTime without seconds", enc(0x17, b"6909010000Z")),
-        ("UTCTime with offset", enc(0x17, b"690901000000+0100")),
+        ("UTCTime without seconds", tlv(0x17, b"6909010000Z")),
+        ("UTCTime with offset", tlv(0x17, b"690901000000+0100")),
     ] {
         let mut v = nb_new.clone();
         v.extend_from_slice(not_after);
-        fields[4] = enc(0x30, &v);
-        let new_tbs = enc(0x30, &fields.concat());
+        fields[4] = tlv(0x30, &v);
+        let new_tbs = tlv(0x30, &fields.concat());
         let sig = rcgen::SigningKey::sign(&root.key, &new_tbs).expect("sign");
         let mut bits = vec![0u8];
         bits.extend(sig);
-        let cert = join_cert(&new_tbs, &alg, &enc(0x03, &bits));
+        let cert = join_cert(&new_tbs, &alg, &tlv(0x03, &bits));
         let parsed = x509_parser::parse_x509_certificate(&cert)
             .map(|(_, c)| c.validity().not_before.timestamp());
         let view = for_webpki(&cert).is_some();

@@ -7,39 +7,17 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use super::{CN, O, UTF8, g_dir, g_dns, g_email, g_uri, nc as nc_der};
+use crate::der::{seq, set, tlv, utc_time};
 use crate::trust::{Trust, TrustSpec};
 use crate::verdict::{Outcome, Reason};
 
-fn t(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
-fn sq(parts: &[Vec<u8>]) -> Vec<u8> {
-    t(0x30, &parts.concat())
-}
-fn set(parts: &[Vec<u8>]) -> Vec<u8> {
-    t(0x31, &parts.concat())
-}
 /// An attribute: raw OID content bytes, tag, raw value bytes.
 fn atv(oid: &[u8], tag: u8, v: &[u8]) -> Vec<u8> {
-    sq(&[t(0x06, oid), t(tag, v)])
+    seq(&[tlv(0x06, oid), tlv(tag, v)])
 }
 /// A Name of RDNs each a list of raw attributes.
 fn name(rdns: &[Vec<Vec<u8>>]) -> Vec<u8> {
-    sq(&rdns.iter().map(|r| set(r)).collect::<Vec<_>>())
+    seq(&rdns.iter().map(|r| set(r)).collect::<Vec<_>>())
 }
 fn cn_name(s: &str) -> Vec<u8> {
     name(&[vec![atv(CN, UTF8, s.as_bytes())]])
@@ -49,12 +27,12 @@ const EMAIL: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01];
 const IA5: u8 = 0x16;
 
 fn ext(oid: &[u8], critical: bool, value: Vec<u8>) -> Vec<u8> {
-    let mut parts = vec![t(0x06, oid)];
+    let mut parts = vec![tlv(0x06, oid)];
     if critical {
         parts.push(vec![0x01, 0x01, 0xff]);
     }
-    parts.push(t(0x04, &value));
-    sq(&parts)
+    parts.push(tlv(0x04, &value));
+    seq(&parts)
 }
 const BC: &[u8] = &[0x55, 0x1d, 0x13];
 const KU: &[u8] = &[0x55, 0x1d, 0x0f];
@@ -72,22 +50,6 @@ struct Ca {
 
 static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1000);
 
-fn utc(at: OffsetDateTime) -> Vec<u8> {
-    t(
-        0x17,
-        format!(
-            "{:02}{:02}{:02}{:02}{:02}{:02}Z",
-            at.year() % 100,
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        )
-        .as_bytes(),
-    )
-}
-
 /// Sign a TBS built from these parts with `signer` (issuer's key) for `key`'s SPKI.
 fn build(
     subject: &[u8],
@@ -98,27 +60,27 @@ fn build(
 ) -> Vec<u8> {
     let now = OffsetDateTime::now_utc();
     let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let alg = sq(&[t(0x06, ECDSA_SHA256)]);
+    let alg = seq(&[tlv(0x06, ECDSA_SHA256)]);
     let mut tbs_parts = vec![
-        t(0xa0, &t(0x02, &[2])),
-        t(0x02, &[&[0x01u8][..], &serial.to_be_bytes()[..]].concat()),
+        tlv(0xa0, &tlv(0x02, &[2])),
+        tlv(0x02, &[&[0x01u8][..], &serial.to_be_bytes()[..]].concat()),
         alg.clone(),
         issuer_name.to_vec(),
-        sq(&[
-            utc(now - time::Duration::days(1)),
-            utc(now + time::Duration::days(30)),
+        seq(&[
+            utc_time(now - time::Duration::days(1)),
+            utc_time(now + time::Duration::days(30)),
         ]),
         subject.to_vec(),
         spki.to_vec(),
     ];
     if !exts.is_empty() {
-        tbs_parts.push(t(0xa3, &sq(exts)));
+        tbs_parts.push(tlv(0xa3, &seq(exts)));
     }
-    let tbs = sq(&tbs_parts);
+    let tbs = seq(&tbs_parts);
     let sig = signer.sign(&tbs).unwrap();
     let mut bits = vec![0];
     bits.extend(sig);
-    sq(&[tbs, alg, t(0x03, &bits)])
+    seq(&[tbs, alg, tlv(0x03, &bits)])
 }
 
 fn keyid(k: &KeyPair) -> Vec<u8> {
@@ -128,10 +90,10 @@ fn keyid(k: &KeyPair) -> Vec<u8> {
 const SKI: &[u8] = &[0x55, 0x1d, 0x0e];
 const AKI: &[u8] = &[0x55, 0x1d, 0x23];
 fn ski(k: &KeyPair) -> Vec<u8> {
-    ext(SKI, false, t(0x04, &keyid(k)))
+    ext(SKI, false, tlv(0x04, &keyid(k)))
 }
 fn aki(k: &KeyPair) -> Vec<u8> {
-    ext(AKI, false, sq(&[t(0x80, &keyid(k))]))
+    ext(AKI, false, seq(&[tlv(0x80, &keyid(k))]))
 }
 fn key() -> KeyPair {
     KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
@@ -139,7 +101,7 @@ fn key() -> KeyPair {
 
 fn ca_exts(nc: Option<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut e = vec![
-        ext(BC, true, sq(&[vec![0x01, 0x01, 0xff]])),
+        ext(BC, true, seq(&[vec![0x01, 0x01, 0xff]])),
         ext(KU, true, vec![0x03, 0x02, 0x01, 0x06]),
     ];
     if let Some(nc) = nc {
@@ -189,7 +151,7 @@ fn leaf_exts(subject: Vec<u8>, more: Vec<Vec<u8>>, parent: &Ca) -> CertificateDe
     let k = key();
     let mut exts = vec![
         ext(KU, true, vec![0x03, 0x02, 0x07, 0x80]),
-        ext(EKU, false, sq(&[t(0x06, CLIENT_AUTH)])),
+        ext(EKU, false, seq(&[tlv(0x06, CLIENT_AUTH)])),
     ];
     exts.extend(more);
     exts.push(aki(&parent.key));
@@ -202,7 +164,7 @@ fn leaf_exts(subject: Vec<u8>, more: Vec<Vec<u8>>, parent: &Ca) -> CertificateDe
     ))
 }
 fn san(names: &[Vec<u8>]) -> Option<Vec<u8>> {
-    Some(sq(names))
+    Some(seq(names))
 }
 
 /// Run through Trust::check; also write root.pem / chain.pem / leaf.pem into /tmp/review-nc-certs/<case>/.
@@ -377,7 +339,7 @@ fn review_regressions() {
     let nm = |s: &[u8]| name(&[vec![atv(CN, UTF8, b"X")], vec![], vec![atv(CN, UTF8, s)]]);
     let i1 = ca(nm(b"bbbb"), None, Some(&tca));
     let mut exts = ca_exts(None);
-    exts.push(ext(SAN, false, sq(&[g_uri("spiffe://evil.org/ca")])));
+    exts.push(ext(SAN, false, seq(&[g_uri("spiffe://evil.org/ca")])));
     let i2 = ca_with(nm(b"aaaa"), None, exts, Some(&i1));
     let lf = leaf(cn_name("x"), san(&[g_uri("spiffe://example.org/x")]), &i2);
     refused(
