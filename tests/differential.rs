@@ -1236,6 +1236,18 @@ fn leaf_keys(c: &mut Cases) {
             f("unsupported_algorithm"),
         ),
     ];
+    // An issuer's key the origin cannot use.
+    let mut ch = Chain::new(2);
+    let mut bad = ch.int().cert.spki.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0x01;
+    ch.int().cert.spki = bad;
+    c.add(
+        "intermediate-key-ec-off-curve",
+        "the intermediate's EC point is not on P-256",
+        &ch,
+        &f("bad_encoding"),
+    );
     for (name, desc, spki, exp) in keys {
         let mut ch = Chain::new(2);
         ch.leaf().cert.spki = spki;
