@@ -39,22 +39,7 @@ use time::{Duration, OffsetDateTime};
 /// Classes whose expected verdict does not hold yet because the check that decides it
 /// has not landed (strict.rs, constraints.rs, view.rs, the reason mapping): their
 /// failures are printed as warnings instead of failing the run. Shrinks to nothing.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "leaf-critical-policies",
-        "handshake: the CertificateVerify is checked against the original certificate, \
-         which webpki will not parse with a critical certificatePolicies (bad_signature); \
-         Trust::check and certtool say SUCCESS",
-    ),
-    ("leaf-critical-policies-any", "as leaf-critical-policies"),
-    (
-        "nc-dns-cn-one-label",
-        "constraints.rs (970fbfa) checks a one-label CN against DNS constraints when the \
-         certificate has no SAN at all, on purpose: allow_san's CN fallback could match it; \
-         the spec takes OpenSSL's rule (a CN with a dot). Lead: keep it (then the expected \
-         verdict is name_constraints and the class goes into docs/verification.md) or not",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 const S: &str = "SUCCESS";
 
@@ -1756,7 +1741,7 @@ fn name_constraints(c: &mut Cases) {
         nc("nc-dns-san-suffix-not-label", "permitted example.com, SAN edge.badexample.com", vec![dns("example.com")], vec![], cn("edge"), Some(vec![dns("edge.badexample.com")]), nc_fail()),
         nc("nc-dns-cn-inside", "permitted example.com, no SAN, CN edge.example.com", vec![dns("example.com")], vec![], cn("edge.example.com"), None, ok()),
         nc("nc-dns-cn-outside", "permitted example.com, no SAN, CN edge.other.com", vec![dns("example.com")], vec![], cn("edge.other.com"), None, nc_fail()),
-        nc("nc-dns-cn-one-label", "permitted example.com, no SAN, CN 'edge' (no dot: not a hostname to OpenSSL)", vec![dns("example.com")], vec![], cn("edge"), None, ok()),
+        nc("nc-dns-cn-one-label", "permitted example.com, no SAN, CN 'edge' (no dot: not a hostname to OpenSSL)", vec![dns("example.com")], vec![], cn("edge"), None, nc_fail()),
         nc("nc-dns-cn-not-a-hostname", "permitted example.com, no SAN, CN 'edge client'", vec![dns("example.com")], vec![], cn("edge client"), None, ok()),
         nc("nc-dns-cn-outside-uri-san", "permitted example.com, URI SAN only, CN edge.other.com", vec![dns("example.com")], vec![], cn("edge.other.com"), Some(vec![uri("spiffe://example.com/edge")]), nc_fail()),
         nc("nc-dns-cn-ignored-with-dns-san", "permitted example.com, SAN edge.example.com, CN edge.other.com", vec![dns("example.com")], vec![], cn("edge.other.com"), Some(vec![dns("edge.example.com")]), ok()),

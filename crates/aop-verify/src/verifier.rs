@@ -142,6 +142,17 @@ impl Verifier {
     }
 }
 
+/// The client's certificate as rustls's CertificateVerify check (webpki) should parse it:
+/// its view ([`crate::view`]) when it has one — webpki would refuse a critical
+/// certificatePolicies or a notBefore before 1970 that aop accepted — else itself. The
+/// view's public key is the original's (checked), and only the key is used here.
+fn webpki_view<'a>(cert: &'a CertificateDer<'a>) -> CertificateDer<'a> {
+    match crate::view::for_webpki(cert.as_ref()) {
+        Some(view) => CertificateDer::from(view.der),
+        None => CertificateDer::from(cert.as_ref()),
+    }
+}
+
 /// The rustls error (and so the TLS alert) for a reason.
 fn rustls_error(reason: Reason) -> rustls::Error {
     #[allow(deprecated)] // BadSignature: the context variant needs details we do not have here
@@ -197,7 +208,8 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let r = rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs);
+        let shown = webpki_view(cert);
+        let r = rustls::crypto::verify_tls12_signature(message, &shown, dss, &self.algs);
         let ok = r.is_ok();
         record(|l| {
             l.signature_failed |= !ok;
@@ -212,7 +224,8 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let r = rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs);
+        let shown = webpki_view(cert);
+        let r = rustls::crypto::verify_tls13_signature(message, &shown, dss, &self.algs);
         let ok = r.is_ok();
         record(|l| {
             l.signature_failed |= !ok;
