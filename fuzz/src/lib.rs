@@ -286,3 +286,109 @@ pub fn wrap_client_hello(body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+/// `client_chain`: a presented client chain to aop-verify's `Trust::check` (strict.rs,
+/// the webpki views of view.rs, webpki's path building, constraints.rs), against a fixed
+/// trust: `client_chain_root.pem`, a root whose critical nameConstraints permit the URI
+/// host `example.org` and the DNS name `example.org`.
+///
+/// The input is up to [`CLIENT_CHAIN_MAX`] certificates, each behind a 2-byte big-endian
+/// length (one cut short takes what is left); the first is the client's certificate, the
+/// rest its intermediates, checked at a fixed time.
+///
+/// Never a panic; a second check of the same chain (which may now come from the cache of
+/// verified chains) gives the same outcome; and SUCCESS only for a leaf whose
+/// TBSCertificate is exactly that of one of the genuinely signed seed leaves expected to
+/// pass (`client_chain_leaves.pem`): no change keeps a signature valid, so SUCCESS for
+/// anything else is a forgery, or a constraint, getting through.
+pub fn client_chain(data: &[u8]) {
+    let _ = client_chain_outcome(data);
+}
+
+/// [`client_chain`]'s checks, returning the outcome (`None`: no certificate in `data`).
+pub fn client_chain_outcome(data: &[u8]) -> Option<aop_verify::Outcome> {
+    let certs = split_chain(data);
+    let (leaf, intermediates) = certs.split_first()?;
+    let fixed = client_chain_trust();
+    let first = fixed.trust.check(leaf, intermediates, now());
+    let second = fixed.trust.check(leaf, intermediates, now());
+    assert_eq!(
+        first.outcome, second.outcome,
+        "the same chain checked twice: {first:?} then {second:?}"
+    );
+    if first.outcome.is_success() {
+        let tbs = tbs_of(leaf);
+        assert!(
+            tbs.is_some_and(|t| fixed.passing_tbs.contains(&t)),
+            "SUCCESS for a leaf that is not a signed seed leaf expected to pass: {first:?}"
+        );
+    }
+    Some(first.outcome)
+}
+
+/// The most certificates [`client_chain`] reads from one input.
+pub const CLIENT_CHAIN_MAX: usize = 5;
+
+/// [`client_chain`]'s framing: up to [`CLIENT_CHAIN_MAX`] certificates, each behind a
+/// 2-byte big-endian length.
+pub fn split_chain(mut data: &[u8]) -> Vec<aop_pki::CertificateDer<'static>> {
+    let mut certs = Vec::new();
+    while certs.len() < CLIENT_CHAIN_MAX
+        && let [hi, lo, rest @ ..] = data
+    {
+        let (cert, next) =
+            rest.split_at(usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len()));
+        certs.push(aop_pki::CertificateDer::from(cert.to_vec()));
+        data = next;
+    }
+    certs
+}
+
+/// `certs` in [`client_chain`]'s framing (the inverse of [`split_chain`]).
+pub fn join_chain(certs: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for cert in certs {
+        out.extend_from_slice(&u16::try_from(cert.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(cert);
+    }
+    out
+}
+
+/// The fixed trust of [`client_chain`] and the TBSCertificates it may accept.
+struct ClientChainTrust {
+    trust: aop_verify::Trust,
+    passing_tbs: Vec<Vec<u8>>,
+}
+
+/// The root of [`client_chain`]'s trust (made by tests/fuzz_replay.rs's
+/// `client_chain_seeds`, with the corpus seeds and the leaves).
+pub const CLIENT_CHAIN_ROOT: &[u8] = include_bytes!("client_chain_root.pem");
+
+/// The seed leaves `Trust::check` accepts under [`CLIENT_CHAIN_ROOT`].
+pub const CLIENT_CHAIN_LEAVES: &[u8] = include_bytes!("client_chain_leaves.pem");
+
+fn client_chain_trust() -> &'static ClientChainTrust {
+    static TRUST: std::sync::OnceLock<ClientChainTrust> = std::sync::OnceLock::new();
+    TRUST.get_or_init(|| {
+        // Anchors are loaded from files, as aop loads them.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root.pem");
+        std::fs::write(&root, CLIENT_CHAIN_ROOT).unwrap();
+        let trust = aop_verify::Trust::load(&aop_verify::TrustSpec::new([&root])).unwrap();
+        let leaves =
+            aop_pki::parse_certificates(CLIENT_CHAIN_LEAVES, Path::new("client_chain_leaves.pem"))
+                .unwrap();
+        let passing_tbs = leaves
+            .iter()
+            .map(|l| tbs_of(l).expect("a seed leaf is a certificate"))
+            .collect();
+        ClientChainTrust { trust, passing_tbs }
+    })
+}
+
+/// The TBSCertificate (its whole DER) of `cert`, if x509-parser reads it as a certificate
+/// (aop-verify reads every certificate it accepts with x509-parser).
+pub fn tbs_of(cert: &[u8]) -> Option<Vec<u8>> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(parsed.tbs_certificate.as_ref().to_vec())
+}
