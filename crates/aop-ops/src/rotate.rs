@@ -119,7 +119,10 @@ pub struct CertRecord {
     /// End of validity.
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
-    /// The CA directory it was issued from.
+    /// The CA directory it was issued from: absolute where the operator gave an absolute
+    /// path, else relative to the rotation directory (so steps work from any working
+    /// directory). Read with [`Rotation::ca_dir_of`], which also resolves manifests
+    /// written before, whose relative paths were from the working directory of `init`.
     pub ca_dir: PathBuf,
 }
 
@@ -374,6 +377,57 @@ impl Rotation {
         self.dir.join("certs").join(&rec.id)
     }
 
+    /// Where `rec`'s CA directory is, as a path usable from the current working directory:
+    /// an absolute `ca_dir` as it is; a relative one under the rotation directory if a
+    /// `ca.pem` is there (how every step records it now), else as written, from the
+    /// working directory (how manifests written before recorded it: they keep working
+    /// from the directory they were made in, and the next certificate issued records
+    /// the path relative to the rotation directory).
+    pub fn ca_dir_of(&self, rec: &CertRecord) -> PathBuf {
+        if rec.ca_dir.is_absolute() {
+            return rec.ca_dir.clone();
+        }
+        let under = self.dir.join(&rec.ca_dir);
+        if under.join("ca.pem").is_file() || !rec.ca_dir.join("ca.pem").is_file() {
+            under
+        } else {
+            rec.ca_dir.clone()
+        }
+    }
+
+    /// How a record names `ca_dir` (a path from the working directory, just loaded):
+    /// absolute as given; a relative one as the way from the rotation directory to it,
+    /// between the two real (canonical) directories.
+    fn recorded_ca_dir(&self, ca_dir: &Path) -> Result<PathBuf> {
+        if ca_dir.is_absolute() {
+            return Ok(ca_dir.to_owned());
+        }
+        let real = |p: &Path| {
+            p.canonicalize().map_err(|error| {
+                Error::from(aop_pki::Error::Read {
+                    path: p.to_owned(),
+                    error,
+                })
+            })
+        };
+        let (from, to) = (real(&self.dir)?, real(ca_dir)?);
+        let common = from
+            .components()
+            .zip(to.components())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let mut rel: PathBuf = from
+            .components()
+            .skip(common)
+            .map(|_| std::path::Component::ParentDir)
+            .collect();
+        rel.extend(to.components().skip(common));
+        if rel.as_os_str().is_empty() {
+            rel.push(".");
+        }
+        Ok(rel)
+    }
+
     /// Read the manifest.
     pub fn manifest(&self) -> Result<Manifest> {
         let path = self.manifest_path();
@@ -417,6 +471,7 @@ impl Rotation {
         now: OffsetDateTime,
     ) -> Result<CertRecord> {
         let ca = Ca::load(ca_dir, now)?;
+        let recorded = self.recorded_ca_dir(ca_dir)?;
         let req = ClientRequest {
             common_name: m_cn.to_owned(),
             sans: Vec::new(),
@@ -465,7 +520,7 @@ impl Rotation {
             subject: info.subject,
             issuer: info.issuer,
             not_after: info.not_after,
-            ca_dir: ca_dir.to_owned(),
+            ca_dir: recorded,
         })
     }
 
@@ -678,7 +733,7 @@ impl Rotation {
             Begun::Done(r) => return Ok(r),
             Begun::Go(lock, m) => (lock, m),
         };
-        let ca_dir = new_ca.map_or_else(|| m.active.ca_dir.clone(), Path::to_owned);
+        let ca_dir = new_ca.map_or_else(|| self.ca_dir_of(&m.active), Path::to_owned);
         let rec = self.issue(&ca_dir, &m.common_name, m.days, m.key_type, now)?;
         let mut next = m.clone();
         next.phase = Phase::Staged;
