@@ -191,6 +191,7 @@ pub(crate) struct InventoryRow {
     pub(crate) label: Option<String>,
     pub(crate) places: Vec<String>,
     pub(crate) key: Option<String>,
+    pub(crate) third_party_anchor: bool,
 }
 
 #[derive(Deserialize)]

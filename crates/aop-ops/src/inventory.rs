@@ -65,7 +65,8 @@ pub fn known_label(sha256: &Sha256Fingerprint) -> Option<&'static str> {
 pub enum Status {
     /// Valid, and not yet at two thirds of its lifetime.
     Ok,
-    /// Past two thirds of its lifetime: renewal is due (as step-ca does it).
+    /// Past two thirds of its lifetime: renewal is due (as step-ca does it). Never a
+    /// third-party anchor's status ([`Row::third_party_anchor`]): its issuer renews it.
     RenewDue,
     /// Expires within the warning window.
     Expiring,
@@ -156,6 +157,11 @@ pub struct Row {
     pub places: Vec<String>,
     /// The private key file that belongs to it, if one was found.
     pub key: Option<PathBuf>,
+    /// Whether it is a third-party anchor: a well-known certificate
+    /// ([`KNOWN_CERTIFICATES`]), or a self-issued CA certificate whose private key is
+    /// nowhere in the inventory. The operator cannot renew it, so it is never
+    /// `renew-due`: `ok` until within the warning window (`expiring`), then `expired`.
+    pub third_party_anchor: bool,
     #[serde(skip)]
     info: CertInfo,
 }
@@ -427,6 +433,13 @@ pub fn scan(paths: &[PathBuf], sources: &[Source], opts: &Options) -> Inventory 
         }
         key_rows.push(KeyRow { path, certificate });
     }
+    for r in rows.values_mut() {
+        r.third_party_anchor =
+            r.label.is_some() || (r.info.is_ca && r.info.self_issued && r.key.is_none());
+        if r.third_party_anchor && r.status == Status::RenewDue {
+            r.status = Status::Ok;
+        }
+    }
     let mut list: Vec<Row> = rows.into_values().collect();
     list.sort_by(|a, b| {
         (a.not_after, &a.subject, a.sha256).cmp(&(b.not_after, &b.subject, b.sha256))
@@ -588,6 +601,7 @@ fn new_row(info: CertInfo, opts: &Options) -> Row {
         label,
         places: Vec::new(),
         key: None,
+        third_party_anchor: false,
         info,
     }
 }
