@@ -689,3 +689,147 @@ fn every_command_has_an_example_in_its_help() {
         assert!(out.contains("Exit codes:"), "{cmd:?}: {out}");
     }
 }
+
+/// Usage errors clap finds: exit 2, on stderr, with clap's whole message — the missing
+/// argument's name, the "similar argument" tip, the possible values — not its first line.
+#[test]
+fn usage_errors_print_clap_whole_message() {
+    let dir = tempdir().unwrap();
+    let out = dir.path().join("ca");
+    let create = |flag: &'static str, value: &'static str| {
+        vec!["ca", "create", flag, value, "--name", "x", "--out", p(&out)]
+    };
+    let cases = [
+        (
+            vec!["probe", "https://x", "--cacert", "f"],
+            [
+                "the following required arguments were not provided:",
+                "--expect <EXPECT>",
+            ],
+        ),
+        (
+            create("--dayz", "3"),
+            [
+                "unexpected argument '--dayz'",
+                "tip: a similar argument exists: '--days'",
+            ],
+        ),
+        (
+            create("--key-type", "rsa"),
+            [
+                "invalid value 'rsa' for '--key-type",
+                "[possible values: ecdsa-p256, ecdsa-p384, ed25519, rsa2048, rsa4096]",
+            ],
+        ),
+    ];
+    for (args, wants) in cases {
+        let o = certtool(&args);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{args:?}: {err}");
+        assert_eq!(stdout(&o), "", "{args:?}");
+        assert!(err.starts_with("certtool: "), "{args:?}: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+        }
+    }
+    assert!(!out.exists(), "a usage error wrote the CA");
+}
+
+#[test]
+fn ca_is_a_directory_or_a_certificate_with_ca_key() {
+    if !have_peer("openssl", "ca_is_a_directory_or_a_certificate_with_ca_key") {
+        return;
+    }
+    let dir = tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ok(&["ca", "create", "--name", "ca", "--out", p(&ca)]);
+    let (ca_pem, ca_key) = (ca.join("ca.pem"), ca.join("ca.key"));
+    let by_dir = ["--ca", p(&ca)];
+    let by_files = ["--ca", p(&ca_pem), "--ca-key", p(&ca_key)];
+
+    // Both forms issue client and origin certificates OpenSSL accepts against the CA,
+    // and CRLs it accepts as signed by the CA.
+    for (form, flags) in [("dir", &by_dir[..]), ("files", &by_files[..])] {
+        let edge = dir.path().join(form).join("edge");
+        let origin = dir.path().join(form).join("origin");
+        let crl = dir.path().join(form).join("crl.pem");
+        let with = |head: &[&'static str], tail: &[&str]| -> String {
+            let args: Vec<&str> = head
+                .iter()
+                .copied()
+                .chain(flags.iter().copied())
+                .chain(tail.iter().copied())
+                .collect();
+            ok(&args)
+        };
+        with(&["issue", "client"], &["--cn", "edge", "--out", p(&edge)]);
+        with(
+            &["issue", "origin"],
+            &["--hostname", "example.com", "--out", p(&origin)],
+        );
+        let cert = edge.join("cert.pem");
+        with(
+            &["crl", "create"],
+            &["--revoke", p(&cert), "--out", p(&crl)],
+        );
+        let (c, o) = openssl_verify(&ca_pem, "sslclient", &cert);
+        assert_eq!(c, 0, "{form}: {o}");
+        let (c, o) = openssl_verify(&ca_pem, "sslserver", &origin.join("cert.pem"));
+        assert_eq!(c, 0, "{form}: {o}");
+        let o = openssl(&["crl", "-in", p(&crl), "-noout", "-CAfile", p(&ca_pem)]);
+        assert_eq!(code(&o), 0, "{form}: {}", stderr(&o));
+        assert!(stderr(&o).contains("verify OK"), "{form}: {}", stderr(&o));
+    }
+
+    // The wrong combinations: exit 2, one line saying which form was expected, nothing
+    // written, and never the key's contents.
+    let out = dir.path().join("wrong");
+    let key_text = fs::read_to_string(&ca_key).unwrap();
+    let file_alone = format!(
+        "certtool: {}: --ca names a file, so --ca-key FILE (the CA's private key) is needed; \
+         or give --ca DIR holding ca.pem and ca.key\n",
+        ca_pem.display()
+    );
+    let dir_and_key = format!(
+        "certtool: {}: --ca names a directory (its ca.key is the key), so --ca-key is not \
+         expected; with --ca-key, --ca must be the CA certificate file\n",
+        ca.display()
+    );
+    let rotate_file = format!(
+        "certtool: {}: rotate --ca takes a CA directory (holding ca.pem and ca.key), not a file\n",
+        ca_pem.display()
+    );
+    let o_ = p(&out);
+    let client: &[&str] = &["issue", "client", "--cn", "e", "--out", o_];
+    let origin: &[&str] = &["issue", "origin", "--hostname", "a.example", "--out", o_];
+    let crl: &[&str] = &["crl", "create", "--out", o_];
+    let rotate: &[&str] = &["rotate", "init", "--dir", o_, "--cn", "e"];
+    let pem_alone: &[&str] = &["--ca", p(&ca_pem)];
+    let dir_key: &[&str] = &["--ca", p(&ca), "--ca-key", p(&ca_key)];
+    let pem_pem: &[&str] = &["--ca", p(&ca_pem), "--ca-key", p(&ca_pem)];
+    let key_key: &[&str] = &["--ca", p(&ca_key), "--ca-key", p(&ca_key)];
+    // (command, CA flags, the whole of stderr; None: aop-pki's own one-line error).
+    let cases = [
+        (client, pem_alone, Some(&file_alone)),
+        (origin, pem_alone, Some(&file_alone)),
+        (crl, pem_alone, Some(&file_alone)),
+        (client, dir_key, Some(&dir_and_key)),
+        (crl, dir_key, Some(&dir_and_key)),
+        (rotate, pem_alone, Some(&rotate_file)),
+        // --ca-key naming the certificate, --ca naming the key.
+        (client, pem_pem, None),
+        (client, key_key, None),
+    ];
+    for (command, ca_flags, want) in cases {
+        let args: Vec<&str> = command.iter().chain(ca_flags).copied().collect();
+        let o = certtool(&args);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{args:?}: {err}");
+        match want {
+            Some(want) => assert_eq!(&err, want, "{args:?}"),
+            None => assert_eq!(err.lines().count(), 1, "{args:?}: {err}"),
+        }
+        assert!(!err.contains(key_text.trim()), "{args:?} printed the key");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}

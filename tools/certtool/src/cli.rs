@@ -304,8 +304,8 @@ pub(crate) struct ProbeArgs {
 pub(crate) enum CrlCommand {
     /// Issue a CRL from a CA, revoking the given certificates.
     #[command(long_about = "\
-Issue a CRL signed by the CA in DIR (ca.pem, ca.key) that revokes each CERT (each must \
-have been issued by that CA). The CRL number is the issue time, so a newer CRL always has \
+Issue a CRL signed by the CA (--ca DIR holding ca.pem and ca.key, or --ca FILE --ca-key \
+FILE) that revokes each CERT (each must have been issued by that CA). The CRL number is the issue time, so a newer CRL always has \
 a larger number. Written atomically, 0644; never over an existing file without --force.
 
 Example:
@@ -354,11 +354,23 @@ pub(crate) struct VerifyArgs {
     pub(crate) json: bool,
 }
 
+/// The issuing CA: a directory as `certtool ca create` writes it, or two files (as step
+/// and openssl take them).
+#[derive(Debug, Args)]
+pub(crate) struct CaArgs {
+    /// The issuing CA: a directory holding ca.pem and ca.key (as `certtool ca create`
+    /// writes them), or the CA certificate file, with --ca-key.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub(crate) ca: PathBuf,
+    /// The CA's private key, when --ca names the certificate file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_key: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct CrlCreateArgs {
-    /// Directory of the issuing CA (ca.pem and ca.key).
-    #[arg(long)]
-    pub(crate) ca: PathBuf,
+    #[command(flatten)]
+    pub(crate) ca: CaArgs,
     /// A certificate to revoke. Repeat for several; none gives an empty CRL.
     #[arg(long = "revoke", value_name = "CERT")]
     pub(crate) revoke: Vec<PathBuf>,
@@ -421,7 +433,8 @@ digitalSignature, subject CN=NAME, optional SANs (DNS names, URIs such as spiffe
 addresses). Writes DIR/cert.pem (the certificate, then its CA) and DIR/key.pem (0600).
 
 Example:
-  certtool issue client --ca pki/ca --cn edge.example.net --san spiffe://example.net/edge --days 90 --out pki/edge",
+  certtool issue client --ca pki/ca --cn edge.example.net --san spiffe://example.net/edge --days 90 --out pki/edge
+  certtool issue client --ca pki/ca/ca.pem --ca-key pki/ca/ca.key --cn edge.example.net --out pki/edge",
         after_help = EXIT_CODES)]
     Client(IssueClientArgs),
     /// Issue an origin (server) certificate, as Cloudflare's Origin CA does: EKU serverAuth.
@@ -439,9 +452,8 @@ Example:
 
 #[derive(Debug, Args)]
 pub(crate) struct IssueClientArgs {
-    /// Directory of the issuing CA (ca.pem and ca.key, as `certtool ca create` writes them).
-    #[arg(long)]
-    pub(crate) ca: PathBuf,
+    #[command(flatten)]
+    pub(crate) ca: CaArgs,
     /// Common name of the edge certificate.
     #[arg(long)]
     pub(crate) cn: String,
@@ -457,9 +469,8 @@ pub(crate) struct IssueClientArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct IssueOriginArgs {
-    /// Directory of the issuing CA (ca.pem and ca.key).
-    #[arg(long)]
-    pub(crate) ca: PathBuf,
+    #[command(flatten)]
+    pub(crate) ca: CaArgs,
     /// A hostname the origin serves (exact, or *.zone). Repeat for several.
     #[arg(long = "hostname", value_name = "H", required = true)]
     pub(crate) hostnames: Vec<String>,

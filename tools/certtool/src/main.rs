@@ -16,16 +16,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // Usage errors: one line, as every other error (clap's own text, first line).
+            // Usage errors: clap's whole message (the missing arguments, the "similar
+            // argument" tip, the possible values), its first line prefixed as every error.
             let text = e.render().to_string();
             #[allow(clippy::print_stderr)] // the binary's one place for error output
             {
                 eprintln!(
                     "certtool: {}",
-                    text.lines()
-                        .next()
-                        .unwrap_or("usage error")
-                        .trim_start_matches("error: ")
+                    text.trim_end().trim_start_matches("error: ")
                 );
             }
             return ExitCode::from(2);

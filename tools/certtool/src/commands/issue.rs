@@ -8,8 +8,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::{
-    CaCreateArgs, CrlCreateArgs, IssueClientArgs, IssueOriginArgs, IssuedArgs, WriteArgs,
+    CaArgs, CaCreateArgs, CrlCreateArgs, IssueClientArgs, IssueOriginArgs, IssuedArgs, WriteArgs,
 };
+use crate::commands::UsageError;
 use crate::output::{Report, cert_block, emit};
 
 /// What an issuing command did. JSON: see docs/json.md, "issue".
@@ -67,7 +68,7 @@ pub(crate) fn ca_create(args: &CaCreateArgs, now: OffsetDateTime) -> anyhow::Res
 }
 
 pub(crate) fn client(args: &IssueClientArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
-    let ca = Ca::load(&args.ca, now)?;
+    let ca = load_ca(&args.ca, now)?;
     let req = ClientRequest {
         common_name: args.cn.clone(),
         sans: args.sans.clone(),
@@ -78,13 +79,38 @@ pub(crate) fn client(args: &IssueClientArgs, now: OffsetDateTime) -> anyhow::Res
 }
 
 pub(crate) fn origin(args: &IssueOriginArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
-    let ca = Ca::load(&args.ca, now)?;
+    let ca = load_ca(&args.ca, now)?;
     let req = OriginRequest {
         hostnames: args.hostnames.clone(),
         days: args.days,
         key_type: args.to.key.key_type,
     };
     finish_leaf("issue origin", &ca.issue_origin(&req, now)?, &args.to, now)
+}
+
+/// The issuing CA from `--ca DIR` (DIR/ca.pem, DIR/ca.key) or `--ca FILE --ca-key FILE`.
+/// The other two combinations are usage errors saying which form was expected.
+fn load_ca(args: &CaArgs, now: OffsetDateTime) -> anyhow::Result<Ca> {
+    let is_dir = args.ca.is_dir();
+    match &args.ca_key {
+        None if is_dir || !args.ca.exists() => Ok(Ca::load(&args.ca, now)?),
+        None => Err(UsageError(format!(
+            "{}: --ca names a file, so --ca-key FILE (the CA's private key) is needed; \
+             or give --ca DIR holding {} and {}",
+            args.ca.display(),
+            Ca::CERT_FILE,
+            Ca::KEY_FILE
+        ))
+        .into()),
+        Some(_) if is_dir => Err(UsageError(format!(
+            "{}: --ca names a directory (its {} is the key), so --ca-key is not expected; \
+             with --ca-key, --ca must be the CA certificate file",
+            args.ca.display(),
+            Ca::KEY_FILE
+        ))
+        .into()),
+        Some(key) => Ok(Ca::from_files(&args.ca, key, now)?),
+    }
 }
 
 /// [`finish`] for a leaf: `cert.pem` and `key.pem` in `--out`.
@@ -168,7 +194,7 @@ impl Report for CrlReport {
 }
 
 pub(crate) fn crl_create(args: &CrlCreateArgs, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
-    let ca = Ca::load(&args.ca, now)?;
+    let ca = load_ca(&args.ca, now)?;
     let mut certs = Vec::with_capacity(args.revoke.len());
     for path in &args.revoke {
         let first = aop_pki::load_certificates(path)?.swap_remove(0);

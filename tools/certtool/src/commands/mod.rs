@@ -43,6 +43,9 @@ pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         Some(_) => return ExitCode::from(1),
         None => {}
     }
+    if e.downcast_ref::<UsageError>().is_some() {
+        return ExitCode::from(2);
+    }
     match e.downcast_ref::<aop_pki::Error>() {
         Some(e) => pki(e),
         // aop-verify's load errors are all about unusable input files.
@@ -51,6 +54,19 @@ pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         None => ExitCode::from(1),
     }
 }
+
+/// A command line clap accepts but the command cannot use (which form of a flag goes with
+/// which): exit 2, the message on one line.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// A short hint appended to the error line, where there is an obvious next step.
 pub(crate) fn hint_for(e: &anyhow::Error) -> &'static str {

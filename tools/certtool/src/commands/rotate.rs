@@ -148,6 +148,23 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
             (&a.dir, a.json)
         }
     };
+    // The manifest records the CA's directory, so rotation takes no --ca FILE --ca-key FILE.
+    let ca = match &cmd {
+        RotateCommand::Init(a) => Some((&a.ca, "--ca")),
+        RotateCommand::Stage(a) => a.new_ca.as_ref().map(|ca| (ca, "--new-ca")),
+        _ => None,
+    };
+    if let Some((ca, flag)) = ca
+        && ca.is_file()
+    {
+        return Err(crate::commands::UsageError(format!(
+            "{}: rotate {flag} takes a CA directory (holding {} and {}), not a file",
+            ca.display(),
+            aop_pki::Ca::CERT_FILE,
+            aop_pki::Ca::KEY_FILE
+        ))
+        .into());
+    }
     let rot = Rotation::new(dir.clone());
     let done: StepReport = match &cmd {
         RotateCommand::Init(a) => rot.init(&a.ca, &a.cn, a.days, a.key.key_type, now)?,
