@@ -312,7 +312,7 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
     );
     assert_eq!(
         header(&body, "x-forwarded-for").as_deref(),
-        Some("198.51.100.7, 10.0.0.1")
+        Some("198.51.100.7, 10.0.0.1, 127.0.0.1")
     );
     assert_eq!(header(&body, "x-request-id").as_deref(), Some("edge-req-1"));
     assert_eq!(resp_headers.get("x-request-id").unwrap(), "edge-req-1");

@@ -841,6 +841,26 @@ fn apply_verdict_headers(headers: &mut HeaderMap, verdict_headers: &[(HeaderName
     }
 }
 
+/// Append the TCP peer's address (the edge's) to `X-Forwarded-For` as nginx's
+/// `$proxy_add_x_forwarded_for` does: the client's fields, joined with `, ` in order, then
+/// the peer's address; only the peer's address when the client sent none. The address is
+/// bare (IPv6 without brackets, no port; an IPv4-mapped one as IPv4). The client's part is
+/// passed on unjudged (it is bounded by the request-head limits); the last entry is the
+/// one the guard vouches for.
+fn add_forwarded_for(headers: &mut HeaderMap, peer: std::net::IpAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let mut joined = Vec::new();
+    for v in headers.get_all(&name).iter().filter(|v| !v.is_empty()) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(peer.to_canonical().to_string().as_bytes());
+    // Every piece is a field value already, so the whole is one.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(name, v);
+    }
+}
+
 pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(body.to_owned()))
@@ -989,6 +1009,7 @@ async fn answer(
     let grpc = crate::upstream::is_grpc(&parts.headers);
     let verdict_headers = ctx.headers_for(shared, verdict);
     apply_verdict_headers(&mut parts.headers, &verdict_headers);
+    add_forwarded_for(&mut parts.headers, ctx.peer.ip());
     // An absolute-form target names the host (RFC 9112 §3.2.2): the upstream gets that
     // name, already checked against the connection's site, as its Host.
     if let Some(authority) = parts.uri.authority()
@@ -1246,5 +1267,27 @@ async fn metrics_loop(
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_takes_the_peer_bare_as_nginx_writes_it() {
+        let xff = |sent: &[&str], peer: &str| {
+            let mut h = HeaderMap::new();
+            for v in sent {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            add_forwarded_for(&mut h, peer.parse().unwrap());
+            let all: Vec<_> = h.get_all("x-forwarded-for").iter().cloned().collect();
+            assert_eq!(all.len(), 1);
+            all[0].to_str().unwrap().to_owned()
+        };
+        assert_eq!(xff(&[], "2001:db8::7"), "2001:db8::7");
+        assert_eq!(xff(&[], "::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(xff(&["a", "", "b, c"], "192.0.2.1"), "a, b, c, 192.0.2.1");
     }
 }
