@@ -107,7 +107,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: &str) {
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal: escape codes in a file or a pipe are noise
+    // to every tool that reads the log.
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
         builder.json().init();
     } else {
