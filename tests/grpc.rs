@@ -242,7 +242,7 @@ fn sites(upstream: u16, extra: &str) -> String {
 
 /// What the server says it saw, for a call through the guard: the verdict, and the
 /// metadata keys (no `host`: h2c carries the name as `:authority` alone; the verdict
-/// headers; grpcio's own).
+/// headers; X-Forwarded-For; grpcio's own).
 fn saw(verdict: &str) -> String {
     let mut keys = vec![
         "user-agent",
@@ -253,6 +253,8 @@ fn saw(verdict: &str) -> String {
         "x-client-cert-subject",
         "x-client-verify",
         "x-forwarded-client-cert",
+        // The guard's peer, appended (tests/forwarded_for.rs).
+        "x-forwarded-for",
         "x-request-id",
     ];
     keys.sort_unstable();
