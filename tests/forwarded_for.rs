@@ -213,3 +213,38 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
     assert!(line.contains("verdict=NONE"), "{line}");
     assert!(!line.contains("192.0.2.66, 127.0.0.1"), "{line}");
 }
+
+/// The same over HTTP/2 from the edge (curl `--http2`, two fields): to an HTTP/1.1 and to
+/// an h2c upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_from_the_edge_too() {
+    if !aop_e2e::have_peer("curl", "over_http2_from_the_edge_too") {
+        return;
+    }
+    let certs = Certs::new(&["h1.example", "h2c.example"]);
+    let echo = Echo::start().await;
+    let (h2c, _h2c_task) = h2c_echo().await;
+    let sites = site("h1.example", echo.addr, "")
+        + &site("h2c.example", h2c, "upstream_protocol = \"h2c\"\n");
+    let g = Guard::start(certs.dir.path(), &sites);
+    for host in ["h1.example", "h2c.example"] {
+        let mut c = aop_e2e::curl(host, g.port, &certs.origin_ca.pem(), Some(&certs.edge));
+        c.args(["--http2", "-w", "version=%{http_version}\n"])
+            .args(["-H", "X-Forwarded-For: 203.0.113.1"])
+            .args(["-H", "X-Forwarded-For: 203.0.113.2, 10.0.0.1"]);
+        let o = tokio::task::block_in_place(|| aop_e2e::run(&mut c));
+        let out = aop_e2e::stdout(&o);
+        assert_eq!(aop_e2e::code(&o), 0, "{host}: {out}{}", aop_e2e::stderr(&o));
+        assert!(out.ends_with("version=2\n"), "{host}: {out}");
+        let xff: Vec<String> = headers(&out)
+            .into_iter()
+            .filter(|(k, _)| k == "x-forwarded-for")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            xff,
+            ["203.0.113.1, 203.0.113.2, 10.0.0.1, 127.0.0.1"],
+            "{host}: {out}"
+        );
+    }
+}
