@@ -68,9 +68,9 @@ async fn send(
     exchange(&mut tls, request.as_bytes()).await
 }
 
-/// Every x-forwarded-for field the upstream saw.
-fn seen_xff(reply: &Reply) -> Vec<String> {
-    headers(reply.body())
+/// Every x-forwarded-for field the upstream saw (its echoed `body`).
+fn seen_xff(body: &str) -> Vec<String> {
+    headers(body)
         .into_iter()
         .filter(|(k, _)| k == "x-forwarded-for")
         .map(|(_, v)| v)
@@ -92,7 +92,7 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
         // None sent: the peer's address alone.
         let r = send(&g, &certs, edge, host, "CF-Connecting-IP: 198.51.100.7\r\n").await;
         assert_eq!(r.status, 200, "{host}: {}", r.text);
-        assert_eq!(seen_xff(&r), ["127.0.0.1"], "{host}: {}", r.text);
+        assert_eq!(seen_xff(r.body()), ["127.0.0.1"], "{host}: {}", r.text);
         assert_eq!(
             header(r.body(), "cf-connecting-ip").as_deref(),
             Some("198.51.100.7"),
@@ -101,7 +101,7 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
         // One field: appended to.
         let r = send(&g, &certs, edge, host, "X-Forwarded-For: 203.0.113.1\r\n").await;
         assert_eq!(
-            seen_xff(&r),
+            seen_xff(r.body()),
             ["203.0.113.1, 127.0.0.1"],
             "{host}: {}",
             r.text
@@ -116,7 +116,7 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
         )
         .await;
         assert_eq!(
-            seen_xff(&r),
+            seen_xff(r.body()),
             ["203.0.113.1, 10.0.0.1, 2001:db8::1, 127.0.0.1, 127.0.0.1"],
             "{host}: {}",
             r.text
@@ -135,7 +135,7 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
         )
         .await;
         assert_eq!(r.status, 200, "{host}");
-        let xff = seen_xff(&r);
+        let xff = seen_xff(r.body());
         assert_eq!(xff.len(), 1, "{host}");
         let values: Vec<&str> = xff[0].split(", ").collect();
         assert_eq!(values.len(), 1001, "{host}");
@@ -172,7 +172,7 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(header(r.body(), "x-client-verify").as_deref(), Some("NONE"));
-    assert_eq!(seen_xff(&r), ["192.0.2.66, 127.0.0.1"], "{}", r.text);
+    assert_eq!(seen_xff(r.body()), ["192.0.2.66, 127.0.0.1"], "{}", r.text);
     // A Connection header naming the field makes it hop-by-hop: gone, the peer alone.
     let r = send(
         &g,
@@ -182,7 +182,7 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
         "Connection: x-forwarded-for\r\nX-Forwarded-For: 192.0.2.66\r\n",
     )
     .await;
-    assert_eq!(seen_xff(&r), ["127.0.0.1"], "{}", r.text);
+    assert_eq!(seen_xff(r.body()), ["127.0.0.1"], "{}", r.text);
 
     // The WebSocket path (prepare for the upgrade): the echo upstream refuses the
     // upgrade with a 200 that shows what it got.
@@ -202,7 +202,7 @@ async fn the_edge_address_is_appended_to_x_forwarded_for_on_every_upstream_path(
         r.text
     );
     assert_eq!(
-        seen_xff(&r),
+        seen_xff(r.body()),
         ["198.51.100.9, 198.51.100.10, 127.0.0.1"],
         "{}",
         r.text
@@ -236,13 +236,8 @@ async fn over_http2_from_the_edge_too() {
         let out = aop_e2e::stdout(&o);
         assert_eq!(aop_e2e::code(&o), 0, "{host}: {out}{}", aop_e2e::stderr(&o));
         assert!(out.ends_with("version=2\n"), "{host}: {out}");
-        let xff: Vec<String> = headers(&out)
-            .into_iter()
-            .filter(|(k, _)| k == "x-forwarded-for")
-            .map(|(_, v)| v)
-            .collect();
         assert_eq!(
-            xff,
+            seen_xff(&out),
             ["203.0.113.1, 203.0.113.2, 10.0.0.1, 127.0.0.1"],
             "{host}: {out}"
         );
