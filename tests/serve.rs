@@ -208,7 +208,12 @@ async fn serve(spec: &PolicySpec) -> Served {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let acceptor = Acceptor::new(PolicyHandle::load(spec).unwrap(), Limits::default());
+    // A long handshake timeout: a test's silent connection must still be "in handshake"
+    // when it shuts the server down, however loaded the machine (the default 10 s ran
+    // out once under a parallel test run).
+    let mut limits = Limits::default();
+    limits.handshake_timeout = Duration::from_secs(120);
+    let acceptor = Acceptor::new(PolicyHandle::load(spec).unwrap(), limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, started) = mpsc::unbounded_channel();
