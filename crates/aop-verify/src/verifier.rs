@@ -142,15 +142,26 @@ impl Verifier {
     }
 }
 
-/// The client's certificate as rustls's CertificateVerify check (webpki) should parse it:
-/// its view ([`crate::view`]) when it has one — webpki would refuse a critical
-/// certificatePolicies or a notBefore before 1970 that aop accepted — else itself. The
-/// view's public key is the original's (checked), and only the key is used here.
-fn webpki_view<'a>(cert: &'a CertificateDer<'a>) -> CertificateDer<'a> {
-    match crate::view::for_webpki(cert.as_ref()) {
-        Some(view) => CertificateDer::from(view.der),
-        None => CertificateDer::from(cert.as_ref()),
-    }
+/// rustls's CertificateVerify check (`verify`), which has webpki parse the client's
+/// certificate: when it fails and the certificate has a view ([`crate::view`]) — webpki
+/// refuses a critical certificatePolicies or a notBefore before 1970 that aop accepted —
+/// it is asked again with the view, whose public key is the original's (checked). The
+/// common case, a certificate webpki reads, costs nothing more; and every outcome is
+/// recorded for the verdict.
+fn check_signature(
+    cert: &CertificateDer<'_>,
+    verify: impl Fn(&CertificateDer<'_>) -> Result<HandshakeSignatureValid, rustls::Error>,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let r = verify(cert).or_else(|e| match crate::view::for_webpki(cert.as_ref()) {
+        Some(view) => verify(&CertificateDer::from(view.der)),
+        None => Err(e),
+    });
+    let ok = r.is_ok();
+    record(|l| {
+        l.signature_failed |= !ok;
+        l.signature_verified |= ok;
+    });
+    r
 }
 
 /// The rustls error (and so the TLS alert) for a reason.
@@ -208,14 +219,9 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let shown = webpki_view(cert);
-        let r = rustls::crypto::verify_tls12_signature(message, &shown, dss, &self.algs);
-        let ok = r.is_ok();
-        record(|l| {
-            l.signature_failed |= !ok;
-            l.signature_verified |= ok;
-        });
-        r
+        check_signature(cert, |c| {
+            rustls::crypto::verify_tls12_signature(message, c, dss, &self.algs)
+        })
     }
 
     fn verify_tls13_signature(
@@ -224,14 +230,9 @@ impl ClientCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let shown = webpki_view(cert);
-        let r = rustls::crypto::verify_tls13_signature(message, &shown, dss, &self.algs);
-        let ok = r.is_ok();
-        record(|l| {
-            l.signature_failed |= !ok;
-            l.signature_verified |= ok;
-        });
-        r
+        check_signature(cert, |c| {
+            rustls::crypto::verify_tls13_signature(message, c, dss, &self.algs)
+        })
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
