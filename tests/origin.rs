@@ -669,7 +669,10 @@ async fn an_upstream_that_is_down_gets_502_and_is_counted() {
     let (status, body, _) = get(&client, &format!("https://a.example:{}/", g.port), &[])
         .await
         .unwrap();
-    assert_eq!((status, body.as_str()), (502, "upstream unavailable\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (502, "upstream unavailable: connection refused\n")
+    );
     let metrics = g.metrics_text().await;
     assert_eq!(
         metric(&metrics, "aop_upstream_errors_total{site=\"a.example\"}"),

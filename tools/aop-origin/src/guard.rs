@@ -1003,6 +1003,7 @@ async fn answer(
     let (Some(authority), Some(client)) = (&ctx.upstream, &ctx.client) else {
         return text(StatusCode::BAD_GATEWAY, "no upstream for this site\n");
     };
+    let edge_version = req.version();
     let (mut parts, body) = req.into_parts();
     // Read before `te` goes with the other hop-by-hop headers (see SiteClient::prepare).
     let te_trailers = crate::upstream::te_trailers(&parts.headers);
@@ -1105,8 +1106,13 @@ async fn answer(
                 return closing(r);
             }
             ctx.metrics.upstream_error();
-            tracing::warn!(target: "aop::origin", site = %ctx.site, upstream = %authority, "upstream timed out");
-            text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
+            let timeout = crate::upstream::Failure::Timeout;
+            tracing::warn!(target: "aop::origin", request_id = id.to_str().unwrap_or("-"), site = %ctx.site,
+                upstream = %authority, upstream_error = timeout.name(),
+                cause = format!("no answer within {}s", shared.upstream_timeout.as_secs()).as_str(),
+                "upstream timed out");
+            let (status, body) = timeout.status_and_body();
+            text(status, body)
         }
         Ok(Err(e)) => {
             if let Some(r) = client_fault(&fault) {
@@ -1121,8 +1127,12 @@ async fn answer(
                     "too many upstream connections\n",
                 );
             }
-            tracing::warn!(target: "aop::origin", request_id = ?id, site = %ctx.site, upstream = %authority, error = %e, "upstream error");
-            text(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
+            // The class and the root cause, not hyper_util's "client error (Connect)".
+            let (failure, cause) = crate::upstream::Failure::of(&e);
+            tracing::warn!(target: "aop::origin", request_id = id.to_str().unwrap_or("-"), site = %ctx.site,
+                upstream = %authority, upstream_error = failure.name(), cause = cause.as_str(), "upstream error");
+            let (status, body) = failure.status_and_body();
+            text(status, body)
         }
         Ok(Ok(r)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
             // Not a WebSocket upgrade the guard forwarded (any other `Upgrade` is
@@ -1134,6 +1144,11 @@ async fn answer(
         Ok(Ok(r)) => {
             let (mut parts, body) = r.into_parts();
             crate::upstream::strip_response_hop_by_hop(&mut parts.headers);
+            // The guard answers in its own version, the edge's connection's (RFC 9110
+            // §2.5), not the upstream's: an HTTP/1.0 upstream's answer goes to an HTTP/1.1
+            // edge as HTTP/1.1, its connection kept alive (its `Connection: close` went
+            // with the hop-by-hop headers).
+            parts.version = edge_version;
             Response::from_parts(parts, body.boxed())
         }
     }

@@ -22,6 +22,7 @@ use hyper::Uri;
 use hyper::header::{HOST, HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::http::uri::Authority;
+use hyper_util::client::legacy::connect::dns::{GaiAddrs, GaiResolver, Name};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -257,6 +258,157 @@ pub(crate) fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Why the upstream gave no answer, as the guard names it: the `upstream_error` field of
+/// its log line and the end of the 502 body the edge gets (a timeout is a 504). The edge learns the class only; the upstream's address and
+/// the system's own message (the innermost error of the chain) go to the log alone: they
+/// are the operator's configuration, nothing a client of the site needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Nothing listens at the upstream's address (`ECONNREFUSED`).
+    Refused,
+    /// No answer in time: `upstream_timeout_secs` after the whole request, or the
+    /// system's connect timeout.
+    Timeout,
+    /// The upstream reset the connection (`ECONNRESET`, `ECONNABORTED`, `EPIPE`).
+    Reset,
+    /// The upstream's host name did not resolve.
+    Dns,
+    /// The upstream closed the connection before a whole response head.
+    Closed,
+    /// The upstream's answer is not HTTP the guard can read.
+    Invalid,
+    /// Anything else (the log has the message).
+    Other,
+}
+
+impl Failure {
+    /// The class of the first (outermost) error an upstream request failed with, and
+    /// the message of the innermost error in its source chain (the root cause).
+    pub(crate) fn of(e: &(dyn std::error::Error + 'static)) -> (Self, String) {
+        let mut class = Self::Other;
+        let mut innermost = e;
+        let mut next = Some(e);
+        while let Some(e) = next {
+            // The deepest error that names a class wins: hyper_util's "client error
+            // (Connect)" wraps "tcp connect error", which wraps the io::Error that says why.
+            if let Some(c) = Self::one(e) {
+                class = c;
+            }
+            innermost = e;
+            next = e.source();
+        }
+        (class, innermost.to_string())
+    }
+
+    /// The class one error of the chain names, if any.
+    fn one(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        use std::io::ErrorKind;
+        if e.is::<DnsFailed>() {
+            return Some(Self::Dns);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                ErrorKind::ConnectionRefused => Some(Self::Refused),
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => Some(Self::Reset),
+                ErrorKind::TimedOut => Some(Self::Timeout),
+                ErrorKind::UnexpectedEof => Some(Self::Closed),
+                _ => None,
+            };
+        }
+        let h = e.downcast_ref::<hyper::Error>()?;
+        if h.is_incomplete_message() || h.is_canceled() {
+            Some(Self::Closed)
+        } else if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+            Some(Self::Invalid)
+        } else if h.is_timeout() {
+            Some(Self::Timeout)
+        } else {
+            None
+        }
+    }
+
+    /// Its name in logs and metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Dns => "dns",
+            Self::Closed => "closed",
+            Self::Invalid => "invalid",
+            Self::Other => "other",
+        }
+    }
+
+    /// The answer the edge gets: 504 for a timeout, else 502, saying the class.
+    pub(crate) fn status_and_body(self) -> (hyper::StatusCode, &'static str) {
+        use hyper::StatusCode;
+        match self {
+            Self::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+            Self::Refused => (
+                StatusCode::BAD_GATEWAY,
+                "upstream unavailable: connection refused\n",
+            ),
+            Self::Reset => (
+                StatusCode::BAD_GATEWAY,
+                "upstream unavailable: connection reset\n",
+            ),
+            Self::Dns => (
+                StatusCode::BAD_GATEWAY,
+                "upstream unavailable: name not resolved\n",
+            ),
+            Self::Closed => (
+                StatusCode::BAD_GATEWAY,
+                "upstream unavailable: closed without answering\n",
+            ),
+            Self::Invalid => (
+                StatusCode::BAD_GATEWAY,
+                "upstream unavailable: invalid response\n",
+            ),
+            Self::Other => (StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
+        }
+    }
+}
+
+/// The upstream's host name did not resolve: the resolver's error, marked so that
+/// [`Failure::of`] can tell it from a connect error (hyper_util's says only "dns error").
+#[derive(Debug)]
+struct DnsFailed(std::io::Error);
+
+impl std::fmt::Display for DnsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream's name did not resolve")
+    }
+}
+
+impl std::error::Error for DnsFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The system resolver (getaddrinfo, on a blocking thread), its errors marked
+/// [`DnsFailed`].
+#[derive(Clone, Debug)]
+struct Resolver(GaiResolver);
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = GaiAddrs;
+    type Error = DnsFailed;
+    type Future = Pin<Box<dyn Future<Output = Result<GaiAddrs, DnsFailed>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DnsFailed>> {
+        self.0.poll_ready(cx).map_err(DnsFailed)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let resolving = self.0.call(name);
+        Box::pin(async move { resolving.await.map_err(DnsFailed) })
+    }
+}
+
 /// No upstream connection permit came free within [`PERMIT_WAIT`].
 #[derive(Debug)]
 struct Exhausted;
@@ -276,14 +428,14 @@ impl std::error::Error for Exhausted {}
 /// URI's authority).
 #[derive(Clone, Debug)]
 pub(crate) struct Dial {
-    http: HttpConnector,
+    http: HttpConnector<Resolver>,
     to: Option<Uri>,
     permits: Permits,
 }
 
 impl Dial {
     fn new(to: Option<Uri>, permits: &Permits) -> Self {
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(Resolver(GaiResolver::new()));
         http.set_nodelay(true);
         Self {
             http,
