@@ -170,6 +170,15 @@ pub trait Observer: Send + Sync {
     fn goaway(&self, why: GoAway) {
         let _ = why;
     }
+    /// A request was answered by the glue itself, without reaching the service:
+    /// `status` for `reason` — `host_outside_rule` (a name that belongs to another rule:
+    /// 421), `certificate_rejected` (the reloaded policy refuses the connection's
+    /// certificate: 421), `after_goaway` (an HTTP/2 stream opened after a GOAWAY: 421),
+    /// `bad_host` (400), `connect` (405). Told after the more specific method above, so
+    /// a caller may log every request the service never saw.
+    fn refused(&self, req: &Request<Incoming>, status: StatusCode, reason: &'static str) {
+        let _ = (req, status, reason);
+    }
 }
 
 impl Observer for () {}
@@ -1337,6 +1346,8 @@ where
         if !h1 && activity.refuse_late() {
             // HTTP/2: a stream opened after a fault's GOAWAY, or more than a client could
             // have sent before it saw a GOAWAY: retry on another connection.
+            self.observer
+                .refused(&req, StatusCode::MISDIRECTED_REQUEST, "after_goaway");
             return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
         }
         let connect = req.method() == hyper::Method::CONNECT;
@@ -1350,9 +1361,20 @@ where
             if !h1 {
                 activity.end(GoAway::Reload);
             }
+            self.observer.refused(
+                &req,
+                StatusCode::MISDIRECTED_REQUEST,
+                "certificate_rejected",
+            );
             return refuse(StatusCode::MISDIRECTED_REQUEST, true, busy);
         };
         if let Some(status) = self.refuse_names(&req, &policy, &verdict) {
+            let reason = if status == StatusCode::BAD_REQUEST {
+                "bad_host"
+            } else {
+                "host_outside_rule"
+            };
+            self.observer.refused(&req, status, reason);
             return refuse(status, last || status == StatusCode::BAD_REQUEST, busy);
         }
         // A plain CONNECT (no `:protocol`) asks for a tunnel to anywhere: only for an
@@ -1361,6 +1383,8 @@ where
             && !activity.plain_connect
             && req.extensions().get::<hyper::ext::Protocol>().is_none()
         {
+            self.observer
+                .refused(&req, StatusCode::METHOD_NOT_ALLOWED, "connect");
             return refuse(StatusCode::METHOD_NOT_ALLOWED, true, busy);
         }
         if last && h1 {

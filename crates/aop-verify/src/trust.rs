@@ -125,6 +125,8 @@ pub struct Trust {
     /// The earliest nextUpdate of the CRLs loaded (unix seconds): no cached result
     /// outlives it.
     crl_until: Option<i64>,
+    /// Each CRL loaded: its issuer, the SHA-256 of its DER and its nextUpdate.
+    crl_info: Vec<(String, Sha256Fingerprint, Option<OffsetDateTime>)>,
     anchors: Vec<TrustAnchor<'static>>,
     anchor_info: Vec<Anchor>,
     /// Subjects of the anchors (DER), sent as CertificateRequest hints.
@@ -229,6 +231,7 @@ impl Trust {
         }
         let mut crls = Vec::new();
         let mut crl_until: Option<i64> = None;
+        let mut crl_info = Vec::new();
         for path in &spec.crls {
             for der in aop_pki::load_crls(path)? {
                 if let Ok((_, parsed)) =
@@ -236,6 +239,11 @@ impl Trust {
                 {
                     let next = parsed.next_update().map_or(i64::MIN, |t| t.timestamp());
                     crl_until = Some(crl_until.map_or(next, |u| u.min(next)));
+                    crl_info.push((
+                        parsed.issuer().to_string(),
+                        Sha256Fingerprint::of(&der),
+                        parsed.next_update().map(|t| t.to_datetime()),
+                    ));
                 }
                 let crl = OwnedCertRevocationList::from_der(&der).map_err(|e| Error::BadCrl {
                     path: path.clone(),
@@ -260,6 +268,7 @@ impl Trust {
         Ok(Self {
             cache: VerifiedCache::default(),
             crl_until,
+            crl_info,
             anchors,
             anchor_info,
             subjects,
@@ -277,6 +286,24 @@ impl Trust {
     /// When the first of this rule's anchors expires.
     pub fn earliest_anchor_expiry(&self) -> Option<OffsetDateTime> {
         self.earliest_expiry
+    }
+
+    /// Each anchor loaded: its subject, the SHA-256 of its DER and its notAfter (for
+    /// expiry metrics).
+    pub fn anchor_expiries(
+        &self,
+    ) -> impl Iterator<Item = (&str, Sha256Fingerprint, OffsetDateTime)> {
+        self.anchor_info
+            .iter()
+            .map(|a| (a.subject.as_str(), Sha256Fingerprint::of(&a.der), a.not_after))
+    }
+
+    /// Each CRL loaded: its issuer, the SHA-256 of its DER and its nextUpdate, if it has
+    /// one (for expiry metrics).
+    pub fn crl_expiries(
+        &self,
+    ) -> impl Iterator<Item = (&str, Sha256Fingerprint, Option<OffsetDateTime>)> {
+        self.crl_info.iter().map(|(i, s, t)| (i.as_str(), *s, *t))
     }
 
     /// The provider's signature verification algorithms this trust checks with.
