@@ -71,6 +71,8 @@ pub(crate) struct Args {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,
+    #[command(flatten)]
+    _generate: crate::generate::Flag,
 }
 
 /// `NAME=CERT,KEY`.

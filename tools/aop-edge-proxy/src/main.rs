@@ -3,15 +3,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 mod body;
 mod cli;
+#[path = "../../generate.rs"] // `--generate`: the same in every binary
+mod generate;
 mod proxy;
 mod tunnel;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = generate::try_parse::<cli::Args>().unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::anyhow!("cannot start the runtime: {e}")),

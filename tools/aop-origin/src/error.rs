@@ -14,8 +14,9 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
-    /// A listener the configuration asks for cannot be bound.
-    #[error("{}: key `{key}`: cannot listen on {addr}: {source}", config.display())]
+    /// A listener the configuration asks for cannot be bound. A port below 1024 refused
+    /// for want of privilege says which capability the process needs.
+    #[error("{}: key `{key}`: {}", config.display(), listen_failure(*addr, source))]
     Listen {
         /// The configuration file.
         config: PathBuf,
@@ -35,4 +36,17 @@ pub enum Error {
     /// demo reports it and returns `false`).
     #[error("demo: {0}")]
     Demo(String),
+}
+
+/// What binding `addr` failed with, in words; a hint where the fix is a capability.
+fn listen_failure(addr: SocketAddr, source: &std::io::Error) -> String {
+    if source.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        format!(
+            "permission denied binding {addr} (a port below 1024 needs CAP_NET_BIND_SERVICE: \
+             AmbientCapabilities=CAP_NET_BIND_SERVICE in the unit, or setcap \
+             cap_net_bind_service=+ep)"
+        )
+    } else {
+        format!("cannot listen on {addr}: {source}")
+    }
 }

@@ -287,15 +287,21 @@ impl Signals {
         })
     }
 
-    /// Serve `guard` until SIGTERM or SIGINT; SIGHUP reloads.
+    /// Serve `guard` until SIGTERM or SIGINT; SIGHUP reloads. The service manager is
+    /// told each step (`crate::systemd`).
     pub(crate) async fn serve(mut self, guard: Guard) -> Result<(), Error> {
+        crate::systemd::ready(guard.listen_addrs());
         loop {
             tokio::select! {
-                _ = self.hup.recv() => { let _ = guard.reload(); }
+                _ = self.hup.recv() => {
+                    crate::systemd::reloading();
+                    crate::systemd::reloaded(guard.reload().err().as_ref());
+                }
                 _ = self.term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
             }
         }
+        crate::systemd::stopping();
         guard.shutdown(Duration::from_secs(30)).await;
         Ok(())
     }

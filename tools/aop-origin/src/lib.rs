@@ -53,6 +53,8 @@ mod guard;
 mod jsonlog;
 mod logwriter;
 mod metrics;
+#[cfg(unix)] // the service manager's socket is a Unix one
+mod systemd;
 mod upstream;
 mod websocket;
 

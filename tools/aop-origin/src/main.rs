@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[path = "../../generate.rs"] // `--generate`: the same in every binary
+mod generate;
+
 /// Put in front of an origin you cannot change: only your edge gets through.
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +43,8 @@ struct Cli {
     check: bool,
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    _generate: generate::Flag,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +54,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = generate::try_parse::<Cli>().unwrap_or_else(|e| e.exit());
     let done = match (cli.command, cli.config) {
         (Some(Command::Demo), _) => aop_origin::demo().map(|held| if held { 0 } else { 1 }),
         (None, Some(path)) if cli.check => aop_origin::Config::read(&path)

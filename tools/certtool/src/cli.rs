@@ -20,6 +20,8 @@ is wrong with it).";
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    #[command(flatten)]
+    _generate: crate::generate::Flag,
 }
 
 #[derive(Debug, Subcommand)]

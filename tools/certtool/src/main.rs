@@ -5,14 +5,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 mod cli;
 mod commands;
+#[path = "../../generate.rs"] // `--generate`: the same in every binary
+mod generate;
 mod output;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match generate::try_parse::<cli::Cli>() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
