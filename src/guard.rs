@@ -27,6 +27,8 @@ pub struct Guard {
     run: std::panic::AssertUnwindSafe<Run>,
     /// Its TLS port on 127.0.0.1.
     pub port: u16,
+    /// Every TLS port, in the configuration's order (the binary's: its first only).
+    pub ports: Vec<u16>,
     /// Its metrics port on 127.0.0.1.
     pub metrics: u16,
     log: Receiver<String>,
@@ -98,7 +100,14 @@ impl Guard {
     /// `rest`) and start the guard on it in this process, with a log of its own; returns
     /// once both listeners are up. Panics with the error if it cannot start.
     pub fn start(dir: &Path, rest: &str) -> Self {
-        let config = write_config(dir, rest);
+        Self::start_listening(dir, "\"127.0.0.1:0\"", rest)
+    }
+
+    /// As [`Guard::start`], with `listen` (a TOML value: `[{ addr = "127.0.0.1:0",
+    /// proxy_protocol = true }, "127.0.0.1:0"]`) instead of one loopback port. Every
+    /// listener's port is in [`Guard::ports`].
+    pub fn start_listening(dir: &Path, listen: &str, rest: &str) -> Self {
+        let config = write_config(dir, listen, rest);
         let loaded = aop_origin::Config::read(&config).unwrap_or_else(|e| panic!("{e}"));
         let (to, log) = std::sync::mpsc::channel();
         let sink = aop_origin::log_dispatch(loaded.log_format(), move || LogLines {
@@ -122,6 +131,7 @@ impl Guard {
             .unwrap_or_else(|e| panic!("the guard did not start: {e}"));
         Self {
             port: guard.listen_addr().port(),
+            ports: guard.listen_addrs().iter().map(SocketAddr::port).collect(),
             metrics: guard.metrics_addr().expect("metrics_listen is set").port(),
             run: std::panic::AssertUnwindSafe(Run::InProcess {
                 runtime: Some(runtime),
@@ -150,7 +160,7 @@ impl Guard {
     }
 
     fn spawn_process(dir: &Path, rest: &str, nofile: Option<(u64, u64)>) -> Self {
-        let config = write_config(dir, rest);
+        let config = write_config(dir, "\"127.0.0.1:0\"", rest);
         let guard = crate::bin("aop-origin");
         let (child, port, log) = match nofile {
             None => crate::spawn_listening(&guard, &["--config", config.to_str().unwrap()]),
@@ -168,6 +178,7 @@ impl Guard {
         let mut g = Self {
             run: std::panic::AssertUnwindSafe(Run::Process(child)),
             port,
+            ports: vec![port],
             metrics: 0,
             log,
             seen: std::sync::Mutex::new(Vec::new()),
@@ -310,12 +321,13 @@ impl Guard {
     }
 }
 
-/// Write `dir/origin.toml`: both listeners on port 0 of loopback, then `rest`.
-fn write_config(dir: &Path, rest: &str) -> PathBuf {
+/// Write `dir/origin.toml`: `listen` (a TOML value), metrics on port 0 of loopback, then
+/// `rest`.
+fn write_config(dir: &Path, listen: &str, rest: &str) -> PathBuf {
     let config = dir.join("origin.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{rest}"),
+        format!("listen = {listen}\nmetrics_listen = \"127.0.0.1:0\"\n{rest}"),
     )
     .unwrap();
     config

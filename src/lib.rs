@@ -11,6 +11,7 @@
 mod check;
 pub mod forge;
 pub mod guard;
+pub mod haproxy;
 pub mod nginx;
 pub mod origin;
 mod peer;

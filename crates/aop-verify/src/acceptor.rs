@@ -359,7 +359,20 @@ impl Acceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let peer = peer.into();
+        self.accept_via(io, peer.into(), None).await
+    }
+
+    /// As [`Acceptor::accept`], for a connection a proxy opened for `peer` (the address a
+    /// PROXY protocol header gave): `via` is the proxy's own address, the verdict's `via`.
+    pub async fn accept_via<IO>(
+        &self,
+        io: IO,
+        peer: Option<SocketAddr>,
+        via: Option<SocketAddr>,
+    ) -> Result<Accepted<IO>, Refused>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
         let policy = self.policy.current();
         let result =
             match tokio::time::timeout(self.limits.handshake_timeout, self.handshake(io, &policy))
@@ -380,6 +393,7 @@ impl Acceptor {
             Err(v) => (v, None),
         };
         verdict.peer = peer;
+        verdict.via = via;
         if self.limits.log_verdicts {
             verdict.log();
         }

@@ -133,6 +133,9 @@ pub enum NoneCause {
     /// The bytes on the port were not a TLS handshake, or the handshake failed before a
     /// certificate was presented (protocol error, no common cipher, client alert).
     HandshakeError,
+    /// On a listener that requires a PROXY protocol header, the connection did not start
+    /// with a valid one (no TLS was attempted).
+    ProxyHeader,
 }
 
 impl NoneCause {
@@ -144,6 +147,7 @@ impl NoneCause {
             Self::NoSni => "no_sni",
             Self::HandshakeTimeout => "handshake_timeout",
             Self::HandshakeError => "handshake_error",
+            Self::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -204,6 +208,9 @@ pub struct Verdict {
     pub sni: Option<String>,
     /// The peer's address.
     pub peer: Option<SocketAddr>,
+    /// The address of the proxy (a TCP load balancer) whose PROXY protocol header named
+    /// `peer`; `None` for a connection straight from the peer.
+    pub via: Option<SocketAddr>,
     /// `TLSv1.3` or `TLSv1.2`, once negotiated.
     pub tls_version: Option<&'static str>,
     /// Whether the session was resumed (the stored certificate was re-checked against
@@ -226,6 +233,7 @@ impl Verdict {
             rule: None,
             sni: None,
             peer: None,
+            via: None,
             tls_version: None,
             resumed: false,
             completed: false,
@@ -239,13 +247,14 @@ impl Verdict {
 
     /// Emit the verdict as one structured `tracing` event with target `aop::verdict`:
     /// `SUCCESS` at INFO, anything else at WARN. Fields: `verdict`, `reason`, `sni`,
-    /// `peer`, `subject`, `issuer`, `serial`, `sha256`, `not_after`, `rule`,
+    /// `peer`, `via`, `subject`, `issuer`, `serial`, `sha256`, `not_after`, `rule`,
     /// `tls_version`, `resumed`, `completed`, `detail`. Absent values are empty strings, so every
     /// line has the same fields.
     pub fn log(&self) {
         let c = self.client.as_deref();
         let sni = self.sni.as_deref().unwrap_or("");
         let peer = OrEmpty(self.peer.as_ref());
+        let via = OrEmpty(self.via.as_ref());
         let subject = c.map_or("", |c| c.subject.as_str());
         let issuer = c.map_or("", |c| c.issuer.as_str());
         let serial = c.map_or("", |c| c.serial.as_str());
@@ -264,6 +273,7 @@ impl Verdict {
                     reason,
                     sni,
                     peer = %peer,
+                    via = %via,
                     subject,
                     issuer,
                     serial,

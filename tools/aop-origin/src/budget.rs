@@ -77,7 +77,8 @@ enum Class {
 }
 
 struct Entry {
-    peer: IpAddr,
+    /// `None` until a PROXY protocol header names it (see [`Budget::admit_proxied`]).
+    peer: Option<IpAddr>,
     class: Class,
     /// The site of an authenticated connection.
     site: Option<Arc<str>>,
@@ -147,6 +148,11 @@ impl Budget {
         })
     }
 
+    /// The caps in force.
+    fn caps(&self) -> Caps {
+        self.caps
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -155,16 +161,23 @@ impl Budget {
     /// make room as the module docs say; `None` if every open connection is authenticated and the
     /// budget is full.
     pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr, start: Start) -> Option<Slot> {
-        let peer = peer_key(peer);
+        self.admit_as(Some(peer), start)
+    }
+
+    /// As [`Budget::admit`], for a connection on a PROXY protocol listener: its peer (the
+    /// load balancer's address, the same for every client) is not counted against the
+    /// per-peer caps; the client's address is, once its header names it
+    /// ([`Slot::identified`]). The overall caps hold from the start.
+    pub(crate) fn admit_proxied(self: &Arc<Self>, start: Start) -> Option<Slot> {
+        self.admit_as(None, start)
+    }
+
+    fn admit_as(self: &Arc<Self>, peer: Option<IpAddr>, start: Start) -> Option<Slot> {
+        let peer = peer.map(peer_key);
+        let caps = self.caps();
         let mut st = self.lock();
-        let caps = self.caps;
-        let peer_oldest = st
-            .peers
-            .get(&peer)
-            .filter(|p| p.handshakes.len() >= caps.per_peer_handshakes.max(1))
-            .and_then(|p| p.handshakes.first().copied());
-        if let Some(seq) = peer_oldest {
-            st.evict(seq, Evicted::PeerHandshakes);
+        if let Some(peer) = peer {
+            st.peer_handshake_room(peer, caps);
         }
         if st.handshakes.len() >= caps.max_handshakes.max(1)
             && let Some(seq) = st.oldest_silent().or(st.handshakes.first().copied())
@@ -209,7 +222,9 @@ impl Budget {
         if let Start::Silent(socket) = start {
             st.silent.insert(seq, socket);
         }
-        st.peers.entry(peer).or_default().handshakes.insert(seq);
+        if let Some(peer) = peer {
+            st.peers.entry(peer).or_default().handshakes.insert(seq);
+        }
         Some(Slot {
             budget: self.clone(),
             seq,
@@ -236,6 +251,18 @@ pub(crate) enum Start {
 }
 
 impl State {
+    /// `peer` opens a handshake: at its cap, its oldest handshake is closed.
+    fn peer_handshake_room(&mut self, peer: IpAddr, caps: Caps) {
+        let peer_oldest = self
+            .peers
+            .get(&peer)
+            .filter(|p| p.handshakes.len() >= caps.per_peer_handshakes.max(1))
+            .and_then(|p| p.handshakes.first().copied());
+        if let Some(seq) = peer_oldest {
+            self.evict(seq, Evicted::PeerHandshakes);
+        }
+    }
+
     /// The oldest handshake that is still silent, looking again at each candidate's
     /// socket: one whose bytes have arrived since is moved to talking, not closed.
     fn oldest_silent(&mut self) -> Option<u64> {
@@ -277,11 +304,13 @@ impl State {
                 self.sites.remove(site);
             }
         }
-        if let Some(p) = self.peers.get_mut(&e.peer) {
+        if let Some(peer) = e.peer
+            && let Some(p) = self.peers.get_mut(&peer)
+        {
             p.handshakes.remove(&seq);
             p.unauthenticated.remove(&seq);
             if p.handshakes.is_empty() && p.unauthenticated.is_empty() {
-                self.peers.remove(&e.peer);
+                self.peers.remove(&peer);
             }
         }
         Some(e)
@@ -296,19 +325,58 @@ impl Slot {
         self.budget.lock().silent.remove(&self.seq);
     }
 
+    /// A PROXY protocol header named the connection's client (or the proxy itself):
+    /// from now on the per-peer caps count it against `peer`, and if `peer` is at its
+    /// handshake cap its oldest handshake is closed, as for a new connection.
+    pub(crate) fn identified(&self, peer: IpAddr) {
+        let peer = peer_key(peer);
+        let caps = self.budget.caps();
+        let mut st = self.budget.lock();
+        if !st.entries.contains_key(&self.seq) {
+            return; // already evicted
+        }
+        st.peer_handshake_room(peer, caps);
+        if let Some(e) = st.entries.get_mut(&self.seq) {
+            e.peer = Some(peer);
+            st.peers
+                .entry(peer)
+                .or_default()
+                .handshakes
+                .insert(self.seq);
+        }
+    }
+
     /// The handshake completed: the connection is authenticated for `site` (its
     /// certificate passed) or not. An unauthenticated one past its peer's cap closes that
     /// peer's oldest.
     pub(crate) fn established(&self, authenticated: Option<Arc<str>>) {
-        let per_peer_cap = self.budget.caps.per_peer_unauthenticated;
+        let per_peer_cap = self.budget.caps().per_peer_unauthenticated;
         let mut st = self.budget.lock();
         let st = &mut *st;
         let Some(e) = st.entries.get_mut(&self.seq) else {
             return; // already evicted
         };
-        let peer = e.peer;
         st.handshakes.remove(&self.seq);
         st.silent.remove(&self.seq);
+        let Some(peer) = e.peer else {
+            // Never named by a header (the guard names every proxied connection before
+            // its handshake): counted by the overall caps only.
+            e.class = if authenticated.is_some() {
+                Class::Authenticated
+            } else {
+                Class::Unauthenticated
+            };
+            match authenticated {
+                Some(site) => {
+                    e.site = Some(site.clone());
+                    st.sites.entry(site).or_default().insert(self.seq);
+                }
+                None => {
+                    st.unauthenticated.insert(self.seq);
+                }
+            }
+            return;
+        };
         let p = st.peers.entry(peer).or_default();
         p.handshakes.remove(&self.seq);
         if let Some(site) = authenticated {
@@ -491,6 +559,44 @@ mod tests {
         let h3 = b.admit(ip(3), Start::Silent(None)).unwrap();
         assert_eq!(why(&h1), Some(Evicted::Handshakes));
         assert_eq!((why(&h2), why(&h3)), (None, None));
+    }
+
+    /// Behind a load balancer every connection has the balancer's address: the per-peer
+    /// caps count the address its header names, never the balancer's.
+    #[test]
+    fn proxied_connections_count_against_the_header_address() {
+        let b = Budget::new(caps(100, 100, 2, 1));
+        // Three clients through one balancer, none over its cap.
+        let slots: Vec<Slot> = (1..=3)
+            .map(|i| {
+                let s = b.admit_proxied(Start::Silent(None)).unwrap();
+                s.identified(ip(i));
+                s
+            })
+            .collect();
+        assert!(slots.iter().all(|s| why(s).is_none()));
+        // Waiting for its header, a connection is in no peer's count.
+        let unnamed = b.admit_proxied(Start::Silent(None)).unwrap();
+        assert_eq!(b.counts(), (4, 0, 0));
+        // One client over its handshake cap loses its own oldest, not another's.
+        let again = b.admit_proxied(Start::Silent(None)).unwrap();
+        again.identified(ip(1));
+        let third = b.admit_proxied(Start::Silent(None)).unwrap();
+        third.identified(ip(1));
+        assert_eq!(why(&slots[0]), Some(Evicted::PeerHandshakes));
+        assert_eq!(
+            (why(&slots[1]), why(&slots[2]), why(&again)),
+            (None, None, None)
+        );
+        // The unauthenticated cap too.
+        slots[1].established(None);
+        let next = b.admit_proxied(Start::Silent(None)).unwrap();
+        next.identified(ip(2));
+        next.established(None);
+        assert_eq!(why(&slots[1]), Some(Evicted::PeerUnauthenticated));
+        drop((slots, unnamed, again, third, next));
+        assert_eq!(b.counts(), (0, 0, 0));
+        assert!(b.lock().peers.is_empty());
     }
 
     #[test]

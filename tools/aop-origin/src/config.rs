@@ -2,6 +2,8 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:443"            # or ["0.0.0.0:443", "[::]:443"]
+//! # behind a TCP load balancer: a PROXY protocol header (v1 or v2) starts every connection
+//! # listen = [{ addr = "0.0.0.0:8443", proxy_protocol = true }, "[::]:443"]
 //! metrics_listen = "127.0.0.1:9090" # optional: /metrics and /healthz
 //! log_format = "text"               # or "json"
 //! handshake_timeout_secs = 10
@@ -51,7 +53,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub(crate) struct File {
     #[serde(deserialize_with = "one_or_many")]
-    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) listen: Vec<Listen>,
     #[serde(default)]
     pub(crate) metrics_listen: Option<SocketAddr>,
     #[serde(default)]
@@ -239,26 +241,111 @@ fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
     s.parse().map_err(serde::de::Error::custom)
 }
 
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+/// One `listen` entry: `"IP:PORT"`, or `{ addr = "IP:PORT", proxy_protocol = true }` for
+/// a listener behind a TCP load balancer whose every connection starts with a PROXY
+/// protocol header (v1 or v2): the address it names is then the connection's peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Listen {
+    /// Where to listen.
+    pub(crate) addr: SocketAddr,
+    /// `proxy_protocol`: a PROXY protocol header is required before the TLS handshake.
+    pub(crate) proxy_protocol: bool,
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = Listen;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an address (\"IP:PORT\") or a table { addr = \"IP:PORT\", proxy_protocol = true }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Listen, E> {
+                Ok(Listen {
+                    addr: address(s)?,
+                    proxy_protocol: false,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Listen, A::Error> {
+                use serde::de::Error as _;
+                let (mut addr, mut proxy_protocol) = (None, false);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "addr" => addr = Some(map.next_value::<Address>()?.0),
+                        "proxy_protocol" => proxy_protocol = map.next_value()?,
+                        other => {
+                            return Err(A::Error::unknown_field(
+                                other,
+                                &["addr", "proxy_protocol"],
+                            ));
+                        }
+                    }
+                }
+                let addr = addr.ok_or_else(|| A::Error::missing_field("addr"))?;
+                Ok(Listen {
+                    addr,
+                    proxy_protocol,
+                })
+            }
+        }
+        d.deserialize_any(Entry)
     }
-    let list = match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    };
-    if list.is_empty() {
-        return Err(serde::de::Error::custom("at least one address is needed"));
+}
+
+/// `IP:PORT`, or an error saying that is what was expected.
+fn address<E: serde::de::Error>(s: &str) -> Result<SocketAddr, E> {
+    s.parse()
+        .map_err(|_| E::custom(format!("{s:?} is not an address (IP:PORT)")))
+}
+
+/// A table's `addr`, parsed where it is read (so an error points at its own line).
+struct Address(SocketAddr);
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        address(&String::deserialize(d)?).map(Self)
     }
-    list.iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address (IP:PORT)")))
-        })
-        .collect()
+}
+
+/// `listen`: one entry, or an array of them (each error at its entry's line).
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Listen>, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Vec<Listen>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an address (\"IP:PORT\"), a table { addr = \"IP:PORT\", proxy_protocol = true }, or an array of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<Listen>, E> {
+            Listen::deserialize(serde::de::value::StrDeserializer::new(s)).map(|l| vec![l])
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<Listen>, A::Error> {
+            Listen::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|l| vec![l])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Listen>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(l) = seq.next_element()? {
+                list.push(l);
+            }
+            if list.is_empty() {
+                return Err(serde::de::Error::custom("at least one address is needed"));
+            }
+            Ok(list)
+        }
+    }
+    d.deserialize_any(List)
 }
 
 /// A configuration error, with where it is: `FILE:LINE: message`.
@@ -786,6 +873,69 @@ upstream = "http://127.0.0.1:8080"
             e.0.starts_with("/etc/aop/origin.toml:8: key `pins`: "),
             "{e}"
         );
+    }
+
+    /// `listen` takes an address, a table with `proxy_protocol`, or an array of either;
+    /// a bad entry is an error at its own line.
+    #[test]
+    fn listen_entries_and_proxy_protocol() {
+        let listen =
+            |value: &str| parse(&format!("listen = {value}\n{SITE}")).map(|c| c.file.listen);
+        let plain = |a: &str| Listen {
+            addr: a.parse().unwrap(),
+            proxy_protocol: false,
+        };
+        let proxied = |a: &str| Listen {
+            addr: a.parse().unwrap(),
+            proxy_protocol: true,
+        };
+        assert_eq!(listen("\"127.0.0.1:1\"").unwrap(), [plain("127.0.0.1:1")]);
+        assert_eq!(
+            listen("{ addr = \"127.0.0.1:2\", proxy_protocol = true }").unwrap(),
+            [proxied("127.0.0.1:2")]
+        );
+        assert_eq!(
+            listen("[\"[::1]:1\", { addr = \"127.0.0.1:2\", proxy_protocol = true }, { addr = \"127.0.0.1:3\" }]")
+                .unwrap(),
+            [plain("[::1]:1"), proxied("127.0.0.1:2"), plain("127.0.0.1:3")]
+        );
+        let l = parse(&format!(
+            "[[listen]]\naddr = \"127.0.0.1:4\"\nproxy_protocol = true\n{SITE}"
+        ))
+        .unwrap();
+        assert_eq!(l.file.listen, [proxied("127.0.0.1:4")]);
+        for (value, line, said) in [
+            (
+                "[\n\"127.0.0.1:1\",\n\"nowhere\"]",
+                3,
+                "\"nowhere\" is not an address",
+            ),
+            (
+                "[\"127.0.0.1:1\",\n{ addr = \"x:1\", proxy_protocol = true }]",
+                2,
+                "\"x:1\" is not an address",
+            ),
+            (
+                "{ addr = \"127.0.0.1:1\", proxy = true }",
+                1,
+                "unknown field `proxy`",
+            ),
+            ("{ proxy_protocol = true }", 1, "missing field `addr`"),
+            (
+                "{ addr = \"127.0.0.1:1\", proxy_protocol = \"yes\" }",
+                1,
+                "invalid type",
+            ),
+            ("[]", 1, "at least one address"),
+            ("1", 1, "an address (\"IP:PORT\")"),
+        ] {
+            let e = listen(value).unwrap_err();
+            assert!(
+                e.0.starts_with(&format!("/etc/aop/origin.toml:{line}: ")),
+                "{value}: {e}"
+            );
+            assert!(e.0.contains(said), "{value}: {e}");
+        }
     }
 
     /// `websocket` is on by default with an `http1` upstream, off with `h2c` (the upgrade

@@ -109,7 +109,7 @@ struct Shared {
     active: AtomicUsize,
     idle: Notify,
     config_path: std::path::PathBuf,
-    listen: Vec<SocketAddr>,
+    listen: Vec<crate::config::Listen>,
     /// This guard's own log, if it was given one; else the process's.
     log: Option<tracing::Dispatch>,
 }
@@ -427,10 +427,10 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
     let mut addrs = Vec::new();
     // Every listener is bound before any is served: an error leaves nothing running.
     let mut listeners = Vec::new();
-    for addr in &cfg.listen {
-        let listener = bind(&loaded.path, "listen", *addr).await?;
+    for entry in &cfg.listen {
+        let listener = bind(&loaded.path, "listen", entry.addr).await?;
         addrs.push(listener.local_addr()?);
-        listeners.push(listener);
+        listeners.push((listener, entry.proxy_protocol));
     }
     let metrics = match cfg.metrics_listen {
         Some(addr) => {
@@ -440,9 +440,14 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         None => None,
     };
     let mut tasks = Vec::new();
-    for (listener, local) in listeners.into_iter().zip(&addrs) {
-        tracing::info!(target: "aop::origin", addr = %local, "listening");
-        tasks.push(shared.spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone())));
+    for ((listener, proxy_protocol), local) in listeners.into_iter().zip(&addrs) {
+        tracing::info!(target: "aop::origin", addr = %local, proxy_protocol, "listening");
+        tasks.push(shared.spawn(accept_loop(
+            listener,
+            proxy_protocol,
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     let metrics_addr = metrics.map(|(local, listener)| {
         tracing::info!(target: "aop::origin", metrics = %local, "metrics listening");
@@ -478,8 +483,11 @@ async fn bind(
         })
 }
 
+/// Accept on `listener`; with `proxy_protocol`, each connection must start with a PROXY
+/// protocol header (see [`crate::proxy_protocol`]).
 async fn accept_loop(
     listener: TcpListener,
+    proxy_protocol: bool,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -501,7 +509,14 @@ async fn accept_loop(
         } else {
             Start::Silent(rustix::io::dup(&tcp).ok())
         };
-        let Some(slot) = shared.budget.admit(peer.ip(), start) else {
+        // Behind a load balancer the socket's peer is the balancer: per-peer caps wait
+        // for the address its header names.
+        let admitted = if proxy_protocol {
+            shared.budget.admit_proxied(start)
+        } else {
+            shared.budget.admit(peer.ip(), start)
+        };
+        let Some(slot) = admitted else {
             shared.metrics.site("").closed("max_connections");
             tracing::warn!(target: "aop::verdict", %peer, closed = "max_connections",
                 "connection refused: max_connections reached and no connection could make room");
@@ -512,7 +527,8 @@ async fn accept_loop(
         shared.active.fetch_add(1, Ordering::AcqRel);
         shared.spawn(async move {
             let shared = task_shared;
-            connection(&shared, tcp, peer, slot, talking, shutdown).await;
+            let proxied = proxy_protocol.then_some(Proxied);
+            connection(&shared, tcp, peer, slot, talking, proxied, shutdown).await;
             if shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
                 shared.idle.notify_waiters();
             }
@@ -551,14 +567,18 @@ async fn first_bytes(tcp: &tokio::net::TcpStream) {
     }
 }
 
-/// One client connection: the handshake, then serving, either cut short if the budget
-/// needs its slot.
+/// A connection on a `proxy_protocol` listener: its header comes before the handshake.
+struct Proxied;
+
+/// One client connection: the handshake (after the PROXY protocol header if `proxied`),
+/// then serving, either cut short if the budget needs its slot.
 async fn connection(
     shared: &Arc<Shared>,
-    tcp: tokio::net::TcpStream,
+    mut tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     slot: Slot,
     talking: bool,
+    proxied: Option<Proxied>,
     shutdown: watch::Receiver<bool>,
 ) {
     // The handshake future is large and boxed: a task keeps the size of its largest
@@ -566,6 +586,8 @@ async fn connection(
     // carries only what serving needs (see `serve`).
     // Silent until the first byte of a ClientHello: the budget closes silent connections
     // first, so a churn of bare TCP connections cannot push out a handshake under way.
+    // The header and the ClientHello's first byte share one handshake timeout.
+    let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
     let spoke = talking
         || tokio::select! {
             r = tokio::time::timeout(shared.handshake_timeout, first_bytes(&tcp)) => r.is_ok(),
@@ -588,8 +610,47 @@ async fn connection(
         return;
     }
     slot.talking();
+    // Through a load balancer, the client is who its header says; the balancer is `via`.
+    let (peer, via) = match proxied {
+        None => (peer, None),
+        Some(Proxied) => {
+            let header = tokio::select! {
+                h = tokio::time::timeout_at(deadline, crate::proxy_protocol::read(&mut tcp)) => h,
+                why = slot.evicted() => {
+                    closed_for_budget(shared, why, peer, None);
+                    return;
+                }
+            };
+            let source = match header {
+                Ok(Ok(source)) => source,
+                Ok(Err(detail)) => {
+                    refuse_unheaded(shared, peer, aop_verify::NoneCause::ProxyHeader, detail);
+                    return;
+                }
+                Err(_) => {
+                    let detail = format!(
+                        "no complete PROXY protocol header within {:?}",
+                        shared.handshake_timeout
+                    );
+                    refuse_unheaded(
+                        shared,
+                        peer,
+                        aop_verify::NoneCause::HandshakeTimeout,
+                        detail,
+                    );
+                    return;
+                }
+            };
+            let client = match source {
+                crate::proxy_protocol::Source::Client(client) => client,
+                crate::proxy_protocol::Source::Proxy => peer,
+            };
+            slot.identified(client.ip());
+            (client, Some(peer))
+        }
+    };
     let handshake = tokio::select! {
-        h = Box::pin(shared.acceptor.accept(tcp, peer)) => h,
+        h = Box::pin(shared.acceptor.accept_via(tcp, Some(peer), via)) => h,
         why = slot.evicted() => {
             closed_for_budget(shared, why, peer, None);
             return;
@@ -604,7 +665,7 @@ async fn connection(
         .ok()
         .filter(|c| c.verdict().is_success())
         .and(site.clone());
-    let Some(serve) = serve(shared, handshake, peer, shutdown) else {
+    let Some(serve) = serve(shared, handshake, peer, via, shutdown) else {
         return;
     };
     slot.established(authenticated);
@@ -619,6 +680,22 @@ async fn connection(
         }
         why = slot.evicted() => closed_for_budget(shared, why, peer, site.as_deref()),
     }
+}
+
+/// Log and count a connection on a `proxy_protocol` listener refused before TLS: no valid
+/// header (`proxy_header`), or none whole in time (`handshake_timeout`). Its peer is the
+/// socket's: nothing else is known.
+fn refuse_unheaded(
+    shared: &Shared,
+    peer: SocketAddr,
+    cause: aop_verify::NoneCause,
+    detail: String,
+) {
+    let mut v = Verdict::new(aop_verify::Outcome::None(cause));
+    v.peer = Some(peer);
+    v.detail = Some(detail);
+    v.log();
+    shared.metrics.site("").handshake(&v);
 }
 
 /// Log and count a connection the budget closed.
@@ -649,6 +726,7 @@ fn serve(
     shared: &Arc<Shared>,
     handshake: Result<aop_verify::Accepted, aop_verify::Refused>,
     peer: SocketAddr,
+    via: Option<SocketAddr>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<impl Future<Output = Result<(), hyper::Error>> + use<>> {
     let sites = shared.sites.load();
@@ -675,6 +753,7 @@ fn serve(
         metrics,
         site,
         peer,
+        via: crate::proxy_protocol::Via(via),
     });
     let tunnels = ctx.tunnels.clone();
     let service = {
@@ -712,7 +791,11 @@ struct ConnCtx {
     /// The client's certificate chain, kept (only where `websocket` is on) for its
     /// tunnels to re-check after a reload.
     chain: Option<Arc<[aop_pki::CertificateDer<'static>]>>,
+    /// The client's address: the TCP peer's, or on a `proxy_protocol` listener the one
+    /// its header gave.
     peer: SocketAddr,
+    /// The load balancer's address on a `proxy_protocol` listener (logged as `via`).
+    via: crate::proxy_protocol::Via,
     /// The verdict headers for the upstream (X-Client-*, XFCC), made on the first request
     /// (a connection that sends none costs nothing) and shared by every connection with
     /// the same verdict; made again if a reload gives the connection a new verdict.
@@ -932,6 +1015,7 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
         request_id = id.to_str().unwrap_or("-"),
         site = %ctx.site,
         peer = %ctx.peer,
+        via = %ctx.via,
         cf_connecting_ip = shown(&cf_ip).as_str(),
         x_forwarded_for = shown(&xff).as_str(),
         %method,

@@ -53,6 +53,7 @@ mod guard;
 mod jsonlog;
 mod logwriter;
 mod metrics;
+mod proxy_protocol;
 #[cfg(unix)] // the service manager's socket is a Unix one
 mod systemd;
 mod upstream;
