@@ -227,6 +227,9 @@ fn unit_copy(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf
     path
 }
 
+/// The units packaging/systemd holds.
+const UNITS: [&str; 2] = ["aop-origin.service", "aop-edge-proxy.service"];
+
 /// `systemd-analyze verify` on `unit`: its exit code and everything it printed. (Without
 /// man pages: the check must not depend on man-db being installed.)
 fn verify(unit: &Path) -> (i32, String) {
@@ -242,7 +245,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify_and_a_broken_copy_does_not() {
         return;
     }
     let dir = tempdir().unwrap();
-    for unit in ["aop-origin.service", "aop-edge-proxy.service"] {
+    for unit in UNITS {
         let good = unit_copy(dir.path(), unit, |t| t);
         assert_eq!(verify(&good), (0, String::new()), "{unit}");
 
@@ -265,6 +268,54 @@ fn the_systemd_unit_passes_systemd_analyze_verify_and_a_broken_copy_does_not() {
         let (code, said) = verify(&missing);
         assert_ne!(code, 0, "{said}");
         assert!(said.contains("/nonexistent/aop"), "{said}");
+    }
+}
+
+#[test]
+fn the_units_sandbox_keeps_systemds_exposure_rating_ok() {
+    if !have_peer("systemd-analyze", "systemd-analyze security") {
+        return;
+    }
+    // `--threshold=20`: an overall exposure above 2.0 (of 10) fails.
+    let security = |unit: &Path| {
+        let o = run(Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
+            .arg(unit));
+        (code(&o), format!("{}{}", stdout(&o), stderr(&o)))
+    };
+    for unit in UNITS {
+        let dir = tempdir().unwrap();
+        let (code, said) = security(&unit_copy(dir.path(), unit, |t| t));
+        assert_eq!(code, 0, "{unit}: {said}");
+        assert!(
+            said.contains(&format!("Overall exposure level for {unit}: 1.")),
+            "{said}"
+        );
+        // The same unit without its sandbox fails the check.
+        let sub = tempdir().unwrap();
+        let bare = unit_copy(sub.path(), unit, |t| {
+            t.lines()
+                .filter(|l| {
+                    ![
+                        "Protect",
+                        "Private",
+                        "Restrict",
+                        "SystemCall",
+                        "NoNewPrivileges",
+                        "CapabilityBoundingSet",
+                    ]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        });
+        let (code, said) = security(&bare);
+        assert_ne!(code, 0, "{unit} without a sandbox: {said}");
+        assert!(
+            said.contains("UNSAFE") || said.contains("EXPOSED"),
+            "{said}"
+        );
     }
 }
 
