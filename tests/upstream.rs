@@ -82,6 +82,7 @@ async fn each_upstream_failure_is_named_in_the_answer_the_log_and_the_count() {
         "slow.example",
         "dns.example",
         "garbage.example",
+        "h2c-refused.example",
     ];
     let certs = Certs::new(&hosts);
     let (_held, refused) = aop_e2e::refused_port();
@@ -93,16 +94,20 @@ async fn each_upstream_failure_is_named_in_the_answer_the_log_and_the_count() {
     // `.invalid` never resolves (RFC 6761 §6.4).
     let dns = "nonexistent.invalid:80".to_owned();
     let upstreams = [
-        refused,
+        refused.clone(),
         reset.to_string(),
         closed.to_string(),
         slow.to_string(),
         dns,
         garbage.to_string(),
+        refused,
     ];
     let mut config = "log_format = \"json\"\nupstream_timeout_secs = 1\n".to_owned();
     for (host, upstream) in hosts.iter().zip(&upstreams) {
         config += &site(host, upstream);
+        if host.starts_with("h2c-") {
+            config += "upstream_protocol = \"h2c\"\n";
+        }
     }
     let g = Guard::start(certs.dir.path(), &config);
     let tls = client_config(&certs.origin_ca.pem(), Some(&certs.edge));
@@ -144,6 +149,15 @@ async fn each_upstream_failure_is_named_in_the_answer_the_log_and_the_count() {
             "upstream unavailable: invalid response\n",
             "invalid",
             &["invalid HTTP version parsed"][..],
+        ),
+        // The h2c client's connect fails the same way. (Its later failures depend on
+        // where hyper's HTTP/2 handshake was when the upstream went: an RST may come
+        // back as "connection was not ready", closed.)
+        (
+            502,
+            "upstream unavailable: connection refused\n",
+            "refused",
+            &["Connection refused"][..],
         ),
     ];
     for ((host, upstream), (status, body, class, causes)) in
