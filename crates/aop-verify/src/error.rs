@@ -27,6 +27,27 @@ pub enum Error {
         detail: String,
     },
 
+    /// A trust file holds a certificate that is not a CA certificate and not
+    /// self-signed: a server or client certificate (alone, or first in a bundle with its
+    /// CA). As an anchor it would trust what that certificate's own issuer never
+    /// vouched for, and a bundle silently trusts its whole CA; what was meant is a pin.
+    /// (A self-signed client certificate trusted directly stays allowed.) Refused by
+    /// [`crate::TrustSpec::anchor_certificates`].
+    #[error(
+        "{}: certificate #{index} ({subject}) is not a CA certificate: a trust file holding a leaf trusts its whole issuer (or nothing useful); put only CA certificates in trust, and to accept exactly this certificate pin its SHA-256 {sha256} (aop-origin: pins = [\"{sha256}\"]; certtool verify: --pin {sha256})",
+        path.display()
+    )]
+    LeafAnchor {
+        /// The trust file.
+        path: PathBuf,
+        /// Position in the file, from 1.
+        index: usize,
+        /// The certificate's subject.
+        subject: String,
+        /// The certificate's SHA-256 (what a pin takes).
+        sha256: aop_pki::Sha256Fingerprint,
+    },
+
     /// A CRL file parses as PEM/DER but not as a CRL webpki can use.
     #[error("{}: unusable CRL: {detail}", path.display())]
     BadCrl {

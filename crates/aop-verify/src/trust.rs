@@ -93,6 +93,35 @@ impl TrustSpec {
             allow_missing_eku: false,
         }
     }
+
+    /// Every certificate of the anchor files, parsed (validity as of `now`), in order:
+    /// what a configuration check looks at (expired anchors). A certificate that is not
+    /// a CA certificate and not self-signed — a leaf, alone or in a leaf+CA bundle — is
+    /// refused with [`Error::LeafAnchor`]: `aop-origin --check`, its start and reload,
+    /// and `certtool verify` call this before [`Trust::load`]. (`Trust::load` itself
+    /// still accepts such a file, as webpki does.)
+    pub fn anchor_certificates(&self, now: OffsetDateTime) -> Result<Vec<(PathBuf, CertInfo)>> {
+        let mut out = Vec::new();
+        for path in &self.anchors {
+            for (i, der) in aop_pki::load_certificates(path)?.into_iter().enumerate() {
+                let info = CertInfo::from_der(&der, now).map_err(|detail| Error::BadAnchor {
+                    path: path.clone(),
+                    index: i + 1,
+                    detail,
+                })?;
+                if !info.is_ca && !info.self_issued {
+                    return Err(Error::LeafAnchor {
+                        path: path.clone(),
+                        index: i + 1,
+                        subject: info.subject,
+                        sha256: info.sha256,
+                    });
+                }
+                out.push((path.clone(), info));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// One trust anchor, with what we need to know about it beyond webpki's view.

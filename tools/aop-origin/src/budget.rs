@@ -129,7 +129,9 @@ pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
 
 /// The budget; shared by every listener.
 pub(crate) struct Budget {
-    caps: Caps,
+    /// Swapped by a reload ([`Budget::set_caps`]): connections admitted after it meet the
+    /// new caps; none is closed for the change itself.
+    caps: Mutex<Caps>,
     state: Mutex<State>,
 }
 
@@ -143,14 +145,20 @@ pub(crate) struct Slot {
 impl Budget {
     pub(crate) fn new(caps: Caps) -> Arc<Self> {
         Arc::new(Self {
-            caps,
+            caps: Mutex::new(caps),
             state: Mutex::new(State::default()),
         })
     }
 
     /// The caps in force.
-    fn caps(&self) -> Caps {
-        self.caps
+    pub(crate) fn caps(&self) -> Caps {
+        *self.caps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A reload's new caps (`max_connections` stays: it is bound to the descriptors
+    /// counted at start).
+    pub(crate) fn set_caps(&self, caps: Caps) {
+        *self.caps.lock().unwrap_or_else(PoisonError::into_inner) = caps;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

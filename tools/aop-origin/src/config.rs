@@ -392,12 +392,14 @@ impl Config {
         Ok(Self::parse_text(path, text.to_owned())?)
     }
 
-    /// Read every file the configuration names, as the guard will when it starts: `Ok`,
-    /// or the first file that is unusable, with the line and key that name it. What
-    /// `aop-origin --check` does.
-    pub fn check(&self) -> Result<(), crate::Error> {
-        self.load_policy()?;
-        Ok(())
+    /// Read every file the configuration names and check that it can work, as the guard
+    /// does when it starts and on every reload: the warnings (one line each, `FILE:LINE:
+    /// key `name`: what; what to do`), or the errors — the first file that is unusable,
+    /// or every problem that stops the configuration from working, one line each. What
+    /// `aop-origin --check` does. See [`Config::lint`] for the checks.
+    pub fn check(&self) -> Result<Vec<String>, crate::Error> {
+        let (_, warnings) = self.load_checked()?;
+        Ok(warnings)
     }
 
     /// The configuration file.
@@ -526,14 +528,147 @@ impl Config {
     /// Load the policy's files (certificates, keys, trust, CRLs), each read once: an error
     /// names the file, and the config line and key that refer to it.
     pub(crate) fn load_policy(&self) -> Result<aop_verify::Policy, ConfigError> {
-        aop_verify::Policy::load(&self.policy).map_err(|e| match self.place_of(&e) {
+        aop_verify::Policy::load(&self.policy).map_err(|e| self.placed(&e))
+    }
+
+    /// `e`, with the config line and key of the value it is about.
+    fn placed(&self, e: &aop_verify::Error) -> ConfigError {
+        match self.place_of(e) {
             Some((key, span)) => ConfigError(format!(
                 "{}:{}: key `{key}`: {e}",
                 self.path.display(),
                 line_at(&self.text, span.start)
             )),
             None => ConfigError(format!("{}: {e}", self.path.display())),
-        })
+        }
+    }
+
+    /// [`Config::load_policy`], then [`Config::lint`]: the policy and the warnings, or
+    /// every error, one line each. What start-up, SIGHUP and `--check` do.
+    pub(crate) fn load_checked(&self) -> Result<(aop_verify::Policy, Vec<String>), ConfigError> {
+        let policy = self.load_policy()?;
+        let (errors, warnings) = self.lint(time::OffsetDateTime::now_utc());
+        if !errors.is_empty() {
+            return Err(ConfigError(errors.join("\n")));
+        }
+        Ok((policy, warnings))
+    }
+
+    /// The checks for configurations that load but cannot work, as of `now`: (errors,
+    /// warnings), each one line naming `FILE:LINE`, the key, and what to do.
+    ///
+    /// - A site's trust files hold a leaf (not a CA certificate, not self-signed: alone
+    ///   or in a leaf+CA bundle, which trusts the whole CA): error (pin it instead).
+    /// - Every anchor of a site has expired: error (no client can pass); some have:
+    ///   a warning naming each.
+    /// - A site hostname its served certificate's DNS SANs do not cover (a wildcard SAN
+    ///   covers one left-most label, RFC 6125 §6.4.3): error (the edge's hostname check
+    ///   would fail).
+    /// - (Unix) a key file open to group or others (`mode & 0o077`, the symlink's
+    ///   target): a warning with the `chmod 600` that fixes it — not an error, so an
+    ///   upgrade does not take down an origin that ran this way.
+    pub(crate) fn lint(&self, now: time::OffsetDateTime) -> (Vec<String>, Vec<String>) {
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let at = |span: Range<usize>| {
+            format!(
+                "{}:{}",
+                self.path.display(),
+                line_at(&self.text, span.start)
+            )
+        };
+        for (site, (name, _)) in self
+            .file
+            .sites
+            .iter()
+            .map(Spanned::get_ref)
+            .zip(&self.upstreams)
+        {
+            // Trust: leaves, and expiry.
+            let mut expired = Vec::new();
+            let mut anchors = 0;
+            for file in site.trust.get_ref() {
+                let spec = TrustSpec::new([base.join(file.get_ref())]);
+                match spec.anchor_certificates(now) {
+                    Err(e) => errors.push(self.placed(&e).0),
+                    Ok(certs) => {
+                        anchors += certs.len();
+                        for (path, info) in certs.into_iter().filter(|(_, c)| c.not_after < now) {
+                            expired.push((file.span(), path, info));
+                        }
+                    }
+                }
+            }
+            if anchors > 0 && expired.len() == anchors {
+                let list: Vec<String> = expired
+                    .iter()
+                    .map(|(_, path, info)| {
+                        format!(
+                            "{} ({}, expired {})",
+                            info.subject,
+                            path.display(),
+                            aop_pki::rfc3339(info.not_after)
+                        )
+                    })
+                    .collect();
+                errors.push(format!(
+                    "{}: key `trust`: every trust anchor of site {name:?} has expired: {}; no client certificate can pass: add the edge's current CA certificate to `trust`",
+                    at(site.trust.span()),
+                    list.join("; ")
+                ));
+            } else {
+                for (span, path, info) in &expired {
+                    warnings.push(format!(
+                        "{}: key `trust`: {}: anchor {} expired {}: it verifies nothing; remove it from site {name:?}'s trust",
+                        at(span.clone()),
+                        path.display(),
+                        info.subject,
+                        aop_pki::rfc3339(info.not_after)
+                    ));
+                }
+            }
+            // Hostnames the served certificate does not name.
+            let cert = base.join(site.cert.get_ref());
+            let served = aop_pki::load_certificates(&cert)
+                .ok()
+                .and_then(|c| c.into_iter().next())
+                .and_then(|der| aop_pki::CertInfo::from_der(&der, now).ok());
+            if let Some(served) = served {
+                for host in &site.hostnames {
+                    if !served.san.dns.iter().any(|san| covers(san, host.get_ref())) {
+                        errors.push(format!(
+                            "{}: key `hostnames`: {:?} is not covered by the DNS names of {} ({}): the edge's hostname check would refuse the origin; serve a certificate that names it, or move it to a site whose certificate does",
+                            at(host.span()),
+                            host.get_ref(),
+                            cert.display(),
+                            if served.san.dns.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                served.san.dns.join(", ")
+                            }
+                        ));
+                    }
+                }
+            }
+            // Keys open to others.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let key = base.join(site.key.get_ref());
+                if let Ok(meta) = std::fs::metadata(&key)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    warnings.push(format!(
+                        "{}: key `key`: {} is open to group or others (mode {:04o}): whoever can read it can pose as this origin; run chmod 600 {}",
+                        at(site.key.span()),
+                        key.display(),
+                        meta.permissions().mode() & 0o7777,
+                        key.display()
+                    ));
+                }
+            }
+        }
+        (errors, warnings)
     }
 
     /// The key and the place in the file of the value a policy error is about. A file
@@ -568,7 +703,9 @@ impl Config {
                 Pki::NotACertificate { .. } | Pki::BadCertificate { .. } | Pki::NotPemOrDer { .. },
             ) => &["cert", "trust"],
             aop_verify::Error::ServerCert { .. } => &["cert"],
-            aop_verify::Error::BadAnchor { .. } => &["trust"],
+            aop_verify::Error::BadAnchor { .. } | aop_verify::Error::LeafAnchor { .. } => {
+                &["trust"]
+            }
             aop_verify::Error::Pki(Pki::NotACrl { .. }) | aop_verify::Error::BadCrl { .. } => {
                 &["crl"]
             }
@@ -635,6 +772,19 @@ fn websocket(site: &Site, at: &dyn Fn(Range<usize>) -> String) -> Result<bool, C
         ))),
         Some(w) => Ok(*w.get_ref()),
     }
+}
+
+/// Whether the certificate's DNS name `san` covers the site hostname `host` (both as
+/// written; ASCII case-insensitive). A wildcard SAN `*.zone` covers one left-most label
+/// (RFC 6125 §6.4.3), and a hostname pattern `*.zone` only if the SAN is `*.zone` too.
+fn covers(san: &str, host: &str) -> bool {
+    if san.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    let (Some(zone), Some((label, rest))) = (san.strip_prefix("*."), host.split_once('.')) else {
+        return false;
+    };
+    !label.is_empty() && label != "*" && rest.eq_ignore_ascii_case(zone)
 }
 
 /// 1-based line of byte `offset` in `text`.

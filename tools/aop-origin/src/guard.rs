@@ -87,12 +87,36 @@ impl Sites {
 struct Shared {
     headers: HeaderCache,
     policy: PolicyHandle,
-    acceptor: Acceptor,
+    /// The acceptor and the timeouts, as the last (re)load set them: a connection takes
+    /// them at accept, a request at its start (see [`Tuning`]).
+    tuning: ArcSwap<Tuning>,
     sites: ArcSwap<Sites>,
     /// The upstream clients, and the permits their connections hold.
     upstreams: Upstreams,
     metrics: Metrics,
     budget: Arc<Budget>,
+    /// WebSocket tunnels: their idle timeout, and their stop when a drain's grace ends.
+    tunnels: crate::websocket::Tunnels,
+    /// Client connections open now (a tunnel's included); `idle` is told when the count
+    /// falls to 0.
+    active: AtomicUsize,
+    idle: Notify,
+    config_path: std::path::PathBuf,
+    /// What a reload cannot change, as the guard started with it: a reload that finds
+    /// it changed logs "restart required for: …" and sets `aop_restart_required`.
+    fixed: Fixed,
+    /// This guard's own log, if it was given one; else the process's.
+    log: Option<tracing::Dispatch>,
+}
+
+/// What SIGHUP applies besides the policy: the limits and timeouts a new connection or
+/// request takes when it starts (one that started keeps what it took).
+struct Tuning {
+    /// The handshake limits and the HTTP timeouts (`handshake_timeout_secs`,
+    /// `max_handshakes`, `header_read_timeout_secs`, `keepalive_timeout_secs`,
+    /// `send_timeout_secs`); a connection keeps the acceptor's limits it was accepted
+    /// with.
+    acceptor: Acceptor,
     /// `handshake_timeout_secs`.
     handshake_timeout: Duration,
     /// `upstream_timeout_secs`: how long the upstream may take to start answering once
@@ -102,19 +126,173 @@ struct Shared {
     body_timeout: Duration,
     /// `grpc_body_timeout_secs`: the same, for a gRPC request's body.
     grpc_body_timeout: Duration,
-    /// WebSocket tunnels: their idle timeout, and their stop when a drain's grace ends.
-    tunnels: crate::websocket::Tunnels,
-    /// Client connections open now (a tunnel's included); `idle` is told when the count
-    /// falls to 0.
-    active: AtomicUsize,
-    idle: Notify,
-    config_path: std::path::PathBuf,
+    /// What made it, to tell a reload's changes.
+    settings: Settings,
+}
+
+/// The settings a reload applies without a restart, as the file gave them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Settings {
+    handshake_timeout_secs: u64,
+    max_handshakes: usize,
+    max_handshakes_per_peer: usize,
+    max_unauthenticated_per_peer: usize,
+    header_read_timeout_secs: u64,
+    keepalive_timeout_secs: u64,
+    request_body_timeout_secs: u64,
+    send_timeout_secs: u64,
+    upstream_timeout_secs: u64,
+    grpc_body_timeout_secs: u64,
+    tunnel_idle_timeout_secs: u64,
+}
+
+impl Settings {
+    fn of(f: &crate::config::File) -> Self {
+        Self {
+            handshake_timeout_secs: f.handshake_timeout_secs,
+            max_handshakes: f.max_handshakes,
+            max_handshakes_per_peer: f.max_handshakes_per_peer,
+            max_unauthenticated_per_peer: f.max_unauthenticated_per_peer,
+            header_read_timeout_secs: f.header_read_timeout_secs,
+            keepalive_timeout_secs: f.keepalive_timeout_secs,
+            request_body_timeout_secs: f.request_body_timeout_secs,
+            send_timeout_secs: f.send_timeout_secs,
+            upstream_timeout_secs: f.upstream_timeout_secs,
+            grpc_body_timeout_secs: f.grpc_body_timeout_secs,
+            tunnel_idle_timeout_secs: f.tunnel_idle_timeout_secs,
+        }
+    }
+
+    /// The names of the settings that differ from `old`, in the file's order.
+    fn changed(&self, old: &Self) -> Vec<&'static str> {
+        macro_rules! changed {
+            ($($field:ident),*) => {
+                [$((stringify!($field), self.$field != old.$field)),*]
+            };
+        }
+        let pairs = changed!(
+            handshake_timeout_secs,
+            max_handshakes,
+            max_handshakes_per_peer,
+            max_unauthenticated_per_peer,
+            header_read_timeout_secs,
+            keepalive_timeout_secs,
+            request_body_timeout_secs,
+            send_timeout_secs,
+            upstream_timeout_secs,
+            grpc_body_timeout_secs,
+            tunnel_idle_timeout_secs
+        );
+        pairs
+            .into_iter()
+            .filter(|(_, c)| *c)
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    /// Whether the acceptor's limits are the same as `old`'s.
+    fn limits_eq(&self, old: &Self) -> bool {
+        (
+            self.handshake_timeout_secs,
+            self.max_handshakes,
+            self.header_read_timeout_secs,
+            self.keepalive_timeout_secs,
+            self.send_timeout_secs,
+        ) == (
+            old.handshake_timeout_secs,
+            old.max_handshakes,
+            old.header_read_timeout_secs,
+            old.keepalive_timeout_secs,
+            old.send_timeout_secs,
+        )
+    }
+
+    /// The acceptor's limits.
+    fn limits(&self) -> Limits {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        let mut limits = Limits::default()
+            .with_handshake_timeout(secs(self.handshake_timeout_secs))
+            .with_max_handshakes(self.max_handshakes)
+            .with_header_read_timeout(secs(self.header_read_timeout_secs))
+            .with_keepalive_timeout(secs(self.keepalive_timeout_secs))
+            .with_send_timeout(secs(self.send_timeout_secs))
+            // The guard answers a plain CONNECT itself (405, counted as the client's
+            // error, after the Host check).
+            .with_plain_connect(true);
+        // Extended CONNECT (RFC 8441) for WebSockets over HTTP/2, whatever the sites say
+        // now: a reload may turn `websocket` on; a site with it off answers 501.
+        limits.http2.connect_protocol = true;
+        limits
+    }
+
+    /// The tuning these settings make, with `acceptor` if its limits are unchanged (so
+    /// the handshakes in progress and the new ones share one `max_handshakes`).
+    fn tuning(self, policy: &PolicyHandle, acceptor: Option<&Acceptor>) -> Tuning {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        Tuning {
+            acceptor: acceptor
+                .cloned()
+                .unwrap_or_else(|| Acceptor::new(policy.clone(), self.limits())),
+            handshake_timeout: secs(self.handshake_timeout_secs),
+            upstream_timeout: secs(self.upstream_timeout_secs),
+            body_timeout: secs(self.request_body_timeout_secs),
+            grpc_body_timeout: secs(self.grpc_body_timeout_secs),
+            settings: self,
+        }
+    }
+
+    /// The budget's caps, with `max_connections` (fixed at start).
+    fn caps(&self, max_connections: usize) -> Caps {
+        Caps {
+            max_connections,
+            max_handshakes: self.max_handshakes,
+            per_peer_handshakes: self.max_handshakes_per_peer,
+            per_peer_unauthenticated: self.max_unauthenticated_per_peer,
+        }
+    }
+}
+
+/// The settings a reload does not apply (a restart does): the listeners are bound, the
+/// log is set up and the descriptor budget counted at start.
+struct Fixed {
     listen: Vec<crate::config::Listen>,
-    /// This guard's own log, if it was given one; else the process's.
-    log: Option<tracing::Dispatch>,
+    metrics_listen: Option<SocketAddr>,
+    log_format: crate::LogFormat,
+    max_connections: usize,
+}
+
+impl Fixed {
+    /// The settings a restart applies, by name, in the file's order.
+    const NAMES: [&'static str; 4] = ["listen", "metrics_listen", "log_format", "max_connections"];
+
+    fn of(f: &crate::config::File) -> Self {
+        Self {
+            listen: f.listen.clone(),
+            metrics_listen: f.metrics_listen,
+            log_format: f.log_format,
+            max_connections: f.max_connections,
+        }
+    }
+
+    /// Each of [`Fixed::NAMES`], and whether `f` changes it (listen entries compared
+    /// whole).
+    fn changed(&self, f: &crate::config::File) -> [(&'static str, bool); 4] {
+        let [listen, metrics_listen, log_format, max_connections] = Self::NAMES;
+        [
+            (listen, f.listen != self.listen),
+            (metrics_listen, f.metrics_listen != self.metrics_listen),
+            (log_format, f.log_format != self.log_format),
+            (max_connections, f.max_connections != self.max_connections),
+        ]
+    }
 }
 
 impl Shared {
+    /// The acceptor and timeouts in force now.
+    fn tuning(&self) -> Arc<Tuning> {
+        self.tuning.load_full()
+    }
+
     /// Spawn `task` on the current runtime, under this guard's log.
     fn spawn<F>(&self, task: F) -> JoinHandle<()>
     where
@@ -181,6 +359,8 @@ pub struct Guard {
     shutdown: watch::Sender<bool>,
     /// The listeners' tasks: each ends, closing its listener, once told to shut down.
     listeners: Vec<JoinHandle<()>>,
+    /// The metrics listener's task: it serves through a drain, and ends with the guard.
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -196,6 +376,7 @@ impl std::fmt::Debug for Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        self.shared.metrics.stop();
     }
 }
 
@@ -229,7 +410,8 @@ impl Guard {
         &self.listen
     }
 
-    /// Where `/metrics` and `/healthz` are served, if `metrics_listen` is configured.
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if `metrics_listen` is
+    /// configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics
     }
@@ -250,6 +432,7 @@ impl Guard {
     pub async fn shutdown(mut self, grace: Duration) {
         self.shared
             .logging(|| tracing::info!(target: "aop::origin", "draining"));
+        self.shared.metrics.set_ready(false);
         let _ = self.shutdown.send(true);
         for listener in std::mem::take(&mut self.listeners) {
             let _ = listener.await;
@@ -262,6 +445,10 @@ impl Guard {
         }
         self.shared
             .logging(|| tracing::info!(target: "aop::origin", "stopped"));
+        self.shared.metrics.stop();
+        if let Some(task) = self.metrics_task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Serve until SIGTERM or SIGINT, reloading on SIGHUP; then [`Guard::shutdown`] with
@@ -307,31 +494,71 @@ impl Signals {
     }
 }
 
+/// SIGHUP's work: re-read and check the file; if it passes, swap in its policy (sites,
+/// certificates, trust, CRLs, upstreams) and the settings new connections and requests
+/// take ([`Settings`]), and say which; the ones only a restart applies ([`Fixed`]) are
+/// logged "restart required for: …" and set in `aop_restart_required`. An error keeps
+/// everything running as it was.
 fn reload(shared: &Shared) -> Result<(), ConfigError> {
+    let config = shared.config_path.display().to_string();
     let result = Config::read_file(&shared.config_path).and_then(|loaded| {
-        if loaded.file.listen != shared.listen {
-            tracing::warn!(target: "aop::origin", "`listen` changed; listeners change only on restart");
+        let (policy, warnings) = loaded.load_checked()?;
+        for warning in &warnings {
+            tracing::warn!(target: "aop::origin", config = config.as_str(), warning = warning.as_str(), "configuration check");
         }
-        let policy = loaded.load_policy()?;
+        let settings = Settings::of(&loaded.file);
+        let tuning = shared.tuning();
+        let changed = settings.changed(&tuning.settings);
+        if !changed.is_empty() {
+            let old = tuning.settings;
+            let keep = settings.limits_eq(&old).then_some(&tuning.acceptor);
+            shared
+                .tuning
+                .store(Arc::new(settings.tuning(&shared.policy, keep)));
+            shared
+                .budget
+                .set_caps(settings.caps(shared.budget.caps().max_connections));
+        }
         shared.policy.replace(policy);
         shared.sites.store(Arc::new(Sites::new(
             &loaded.upstreams,
             &shared.metrics,
             &shared.upstreams,
         )));
-        shared.tunnels.reloaded();
-        Ok(())
+        shared.tunnels.reloaded(Duration::from_secs(
+            settings.tunnel_idle_timeout_secs.max(1),
+        ));
+        let restart = shared.fixed.changed(&loaded.file);
+        shared.metrics.restart_required(&restart);
+        let restart: Vec<&str> = restart.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect();
+        Ok((changed, restart))
     });
     shared.metrics.reload(result.is_ok());
-    match &result {
-        Ok(()) => {
-            tracing::info!(target: "aop::origin", config = %shared.config_path.display(), "configuration reloaded");
+    match result {
+        Ok((changed, restart)) => {
+            let applied = ["sites", "certificates", "trust", "crl", "upstreams"]
+                .into_iter()
+                .chain(changed)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let restart = restart.join(", ");
+            if !restart.is_empty() {
+                tracing::warn!(target: "aop::origin", config = config.as_str(), restart_required = restart.as_str(),
+                    "restart required for: {restart} (the running values stay until then)");
+            }
+            tracing::info!(target: "aop::origin", config = config.as_str(), applied = applied.as_str(),
+                restart_required = restart.as_str(), "configuration reloaded");
+            Ok(())
         }
         Err(e) => {
-            tracing::error!(target: "aop::origin", error = %e, "reload refused; the running configuration stays");
+            // One line a problem.
+            for problem in e.0.lines() {
+                tracing::error!(target: "aop::origin", config = config.as_str(), error = problem,
+                    "reload refused; the running configuration stays");
+            }
+            Err(e)
         }
     }
-    result
 }
 
 /// File descriptors kept for listeners, logs, config and certificate reads.
@@ -377,42 +604,23 @@ fn connections_within_fd_limit(max_connections: usize) -> (usize, Permits, Optio
 
 /// Bind the listeners and start serving `loaded`; the tasks log to `log` if given.
 async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, Error> {
-    let policy = PolicyHandle::new(loaded.load_policy()?);
+    let (policy, warnings) = loaded.load_checked()?;
+    let policy = PolicyHandle::new(policy);
     let cfg = &loaded.file;
-    let limits = Limits::default()
-        .with_handshake_timeout(Duration::from_secs(cfg.handshake_timeout_secs.max(1)))
-        .with_max_handshakes(cfg.max_handshakes)
-        .with_header_read_timeout(Duration::from_secs(cfg.header_read_timeout_secs.max(1)))
-        .with_keepalive_timeout(Duration::from_secs(cfg.keepalive_timeout_secs.max(1)))
-        .with_send_timeout(Duration::from_secs(cfg.send_timeout_secs.max(1)))
-        // The guard answers a plain CONNECT itself (405, counted as the client's error,
-        // after the Host check).
-        .with_plain_connect(true);
-    // Extended CONNECT (RFC 8441) for WebSockets over HTTP/2, whatever the sites say now:
-    // a reload may turn `websocket` on; a site with it off answers 501.
-    let mut limits = limits;
-    limits.http2.connect_protocol = true;
+    let settings = Settings::of(cfg);
     let (max_connections, permits, lowered) = connections_within_fd_limit(cfg.max_connections);
-    let budget = Budget::new(Caps {
-        max_connections,
-        max_handshakes: cfg.max_handshakes,
-        per_peer_handshakes: cfg.max_handshakes_per_peer,
-        per_peer_unauthenticated: cfg.max_unauthenticated_per_peer,
-    });
+    let budget = Budget::new(settings.caps(max_connections));
     let upstreams = Upstreams::new(Exec(log.clone()), permits);
     let metrics = Metrics::default();
+    metrics.restart_required(&Fixed::NAMES.map(|n| (n, false)));
     let shared = Arc::new(Shared {
         headers: HeaderCache::default(),
-        acceptor: Acceptor::new(policy.clone(), limits),
+        tuning: ArcSwap::from_pointee(settings.tuning(&policy, None)),
         policy: policy.clone(),
         sites: ArcSwap::from_pointee(Sites::new(&loaded.upstreams, &metrics, &upstreams)),
         upstreams,
         metrics,
         budget,
-        handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs.max(1)),
-        body_timeout: Duration::from_secs(cfg.request_body_timeout_secs.max(1)),
-        grpc_body_timeout: Duration::from_secs(cfg.grpc_body_timeout_secs.max(1)),
-        upstream_timeout: Duration::from_secs(cfg.upstream_timeout_secs.max(1)),
         tunnels: crate::websocket::Tunnels::new(
             Duration::from_secs(cfg.tunnel_idle_timeout_secs.max(1)),
             policy,
@@ -420,7 +628,7 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         active: AtomicUsize::new(0),
         idle: Notify::new(),
         config_path: loaded.path.clone(),
-        listen: cfg.listen.clone(),
+        fixed: Fixed::of(cfg),
         log,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -449,11 +657,19 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
             shutdown_rx.clone(),
         )));
     }
+    // The configuration check's warnings, before "metrics listening": whoever waits for
+    // that line has them.
+    for warning in &warnings {
+        tracing::warn!(target: "aop::origin", config = %loaded.path.display(), warning = warning.as_str(), "configuration check");
+    }
+    let mut metrics_task = None;
     let metrics_addr = metrics.map(|(local, listener)| {
         tracing::info!(target: "aop::origin", metrics = %local, "metrics listening");
-        tasks.push(shared.spawn(metrics_loop(listener, shared.clone(), shutdown_rx.clone())));
+        metrics_task = Some(shared.spawn(metrics_loop(listener, shared.clone())));
         local
     });
+    // Every listener bound, the policy loaded: /readyz says 200.
+    shared.metrics.set_ready(true);
     if let Some((files, fits)) = lowered {
         tracing::warn!(target: "aop::origin", max_connections = cfg.max_connections, open_files_limit = files,
             lowered_to = fits, "max_connections does not fit the open-files limit (half of it for client connections, the rest for upstream connections); lowered");
@@ -464,6 +680,7 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         shared,
         shutdown,
         listeners: tasks,
+        metrics_task,
     })
 }
 
@@ -586,11 +803,15 @@ async fn connection(
     // carries only what serving needs (see `serve`).
     // Silent until the first byte of a ClientHello: the budget closes silent connections
     // first, so a churn of bare TCP connections cannot push out a handshake under way.
+    // The acceptor and timeouts in force at accept (a reload changes them for later
+    // connections).
+    let tuning = shared.tuning();
+    let mut state = shared.metrics.connection();
     // The header and the ClientHello's first byte share one handshake timeout.
-    let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + tuning.handshake_timeout;
     let spoke = talking
         || tokio::select! {
-            r = tokio::time::timeout(shared.handshake_timeout, first_bytes(&tcp)) => r.is_ok(),
+            r = tokio::time::timeout(tuning.handshake_timeout, first_bytes(&tcp)) => r.is_ok(),
             why = slot.evicted() => {
                 closed_for_budget(shared, why, peer, None);
                 return;
@@ -603,7 +824,7 @@ async fn connection(
         v.peer = Some(peer);
         v.detail = Some(format!(
             "no ClientHello within {:?}",
-            shared.handshake_timeout
+            tuning.handshake_timeout
         ));
         v.log();
         shared.metrics.site("").handshake(&v);
@@ -630,7 +851,7 @@ async fn connection(
                 Err(_) => {
                     let detail = format!(
                         "no complete PROXY protocol header within {:?}",
-                        shared.handshake_timeout
+                        tuning.handshake_timeout
                     );
                     refuse_unheaded(
                         shared,
@@ -649,13 +870,18 @@ async fn connection(
             (client, Some(peer))
         }
     };
+    let began = Instant::now();
     let handshake = tokio::select! {
-        h = Box::pin(shared.acceptor.accept_via(tcp, Some(peer), via)) => h,
+        h = Box::pin(tuning.acceptor.accept_via(tcp, Some(peer), via)) => h,
         why = slot.evicted() => {
             closed_for_budget(shared, why, peer, None);
             return;
         }
     };
+    shared
+        .metrics
+        .handshake_took(began.elapsed(), handshake.is_ok());
+    drop(tuning);
     let site = handshake
         .as_ref()
         .map(|c| c.verdict().rule.clone())
@@ -669,6 +895,7 @@ async fn connection(
         return;
     };
     slot.established(authenticated);
+    state.active();
     tokio::select! {
         served = serve => {
             // A malformed HTTP/2 frame, a flood hyper or h2 ended with GOAWAY, a request
@@ -679,6 +906,61 @@ async fn connection(
             }
         }
         why = slot.evicted() => closed_for_budget(shared, why, peer, site.as_deref()),
+    }
+}
+
+/// What aop-verify's hyper glue refuses or closes on a connection: counted against the
+/// connection's site, and each request it answers itself (400, 421) logged as an access
+/// line, so every request is in the access log and `aop_requests_total`.
+impl aop_verify::hyper::Observer for ConnCtx {
+    fn misdirected(&self) {
+        self.metrics.misdirected();
+    }
+    fn bad_request(&self) {
+        self.metrics.bad_request();
+    }
+    fn header_timeout(&self) {
+        self.metrics.closed("header_read_timeout");
+    }
+    fn keepalive_timeout(&self) {
+        self.metrics.closed("keepalive_timeout");
+    }
+    fn send_timeout(&self) {
+        self.metrics.closed("send_timeout");
+    }
+    fn refused(&self, req: &Request<Incoming>, status: StatusCode, reason: &'static str) {
+        self.metrics.request(status.as_u16());
+        let field = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        };
+        let host = req
+            .uri()
+            .authority()
+            .map_or_else(|| field("host"), |a| a.as_str());
+        let protocol = match req.version() {
+            hyper::Version::HTTP_2 => "HTTP/2",
+            hyper::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        tracing::info!(
+            target: "aop::access",
+            request_id = aop_http::request_id().as_str(),
+            site = %self.site,
+            peer = %self.peer,
+            via = %self.via,
+            cf_connecting_ip = field("cf-connecting-ip"),
+            x_forwarded_for = field("x-forwarded-for"),
+            method = %req.method(),
+            protocol,
+            host,
+            path = req.uri().path_and_query().map_or("/", |t| t.as_str()),
+            status = status.as_u16(),
+            reason,
+            "request"
+        );
     }
 }
 
@@ -739,7 +1021,6 @@ fn serve(
     let metrics = entry.map_or_else(|| shared.metrics.site(&site), |e| e.metrics.clone());
     metrics.handshake(verdict);
     let conn = handshake.ok()?;
-    let counters = metrics.conn.clone();
     let ctx = Arc::new(ConnCtx {
         upstream: entry.and_then(|e| e.upstream.clone()),
         client: entry.map(|e| e.client.clone()),
@@ -756,6 +1037,7 @@ fn serve(
         via: crate::proxy_protocol::Via(via),
     });
     let tunnels = ctx.tunnels.clone();
+    let observer: Arc<dyn aop_verify::hyper::Observer> = ctx.clone();
     let service = {
         let shared = shared.clone();
         service_fn(move |req| {
@@ -766,7 +1048,7 @@ fn serve(
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    let conn = aop_verify::hyper::serve_connection_until(conn, service, stop, counters);
+    let conn = aop_verify::hyper::serve_connection_until(conn, service, stop, observer);
     Some(async move {
         // A tunnel keeps the connection's place (its budget slot, its count in a drain)
         // after HTTP/1.1 has handed the connection over; dropped early (the budget
@@ -1137,9 +1419,9 @@ async fn answer(
         // only the edge's (a verified certificate) earns that: a client without one on an
         // optional site could otherwise hold an upstream permit for the long timer.
         timeout: if grpc && verdict.is_success() {
-            shared.grpc_body_timeout
+            shared.tuning().grpc_body_timeout
         } else {
-            shared.body_timeout
+            shared.tuning().body_timeout
         },
         sleep: None,
         fault: fault.clone(),
@@ -1150,7 +1432,7 @@ async fn answer(
     let request = client.request(Request::from_parts(parts, body));
     let deadline = async {
         let _ = body_sent.wait_for(|whole| *whole).await;
-        tokio::time::sleep(shared.upstream_timeout).await;
+        tokio::time::sleep(shared.tuning().upstream_timeout).await;
     };
     let sent = tokio::select! {
         r = request => Ok(r),
@@ -1199,7 +1481,7 @@ async fn answer(
             let timeout = crate::upstream::Failure::Timeout;
             tracing::warn!(target: "aop::origin", request_id = id.to_str().unwrap_or("-"), site = %ctx.site,
                 upstream = %authority, upstream_error = timeout.name(),
-                cause = format!("no answer within {}s", shared.upstream_timeout.as_secs()).as_str(),
+                cause = format!("no answer within {}s", shared.tuning().upstream_timeout.as_secs()).as_str(),
                 "upstream timed out");
             let (status, body) = timeout.status_and_body();
             text(status, body)
@@ -1210,7 +1492,7 @@ async fn answer(
             }
             ctx.metrics.upstream_error();
             if crate::upstream::exhausted(&e) {
-                tracing::warn!(target: "aop::origin", request_id = ?id, site = %ctx.site, upstream = %authority, error = %e,
+                tracing::warn!(target: "aop::origin", request_id = id.to_str().unwrap_or("-"), site = %ctx.site, upstream = %authority, error = %e,
                     "no upstream connection permit (open-files limit)");
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -1317,11 +1599,11 @@ impl hyper::body::Body for ClientBody {
     }
 }
 
-async fn metrics_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serve `/metrics`, `/healthz` and `/readyz` until the guard has stopped (through a
+/// drain: `/readyz` answers 503 from its start).
+async fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let stopped = shared.metrics.stopped();
+    let mut stopped = std::pin::pin!(stopped);
     // The metrics port answers a scraper, not the world: a few connections at once, each
     // closed unless a whole request head arrives within 10 s.
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
@@ -1334,7 +1616,7 @@ async fn metrics_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            () = &mut stopped => return,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue; // dropped: closed
@@ -1355,12 +1637,14 @@ async fn metrics_loop(
                             r.headers_mut().insert(
                                 hyper::header::CONTENT_TYPE,
                                 HeaderValue::from_static(
-                                    "text/plain; version=0.0.4; charset=utf-8",
+                                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
                                 ),
                             );
                             r
                         }
                         "/healthz" => text(StatusCode::OK, "ok\n"),
+                        "/readyz" if shared.metrics.ready() => text(StatusCode::OK, "ready\n"),
+                        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
                         _ => text(StatusCode::NOT_FOUND, "not found\n"),
                     };
                     Ok::<_, Infallible>(resp)

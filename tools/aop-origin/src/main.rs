@@ -59,9 +59,12 @@ fn main() -> ExitCode {
         (Some(Command::Demo), _) => aop_origin::demo().map(|held| if held { 0 } else { 1 }),
         (None, Some(path)) if cli.check => aop_origin::Config::read(&path)
             .and_then(|config| config.check())
-            .map(|()| {
-                #[allow(clippy::print_stdout)] // the result of --check
+            .map(|warnings| {
+                #[allow(clippy::print_stdout)] // the result of --check: ok, with its warnings
                 {
+                    for warning in &warnings {
+                        println!("warning: {warning}");
+                    }
                     println!("{}: ok", path.display());
                 }
                 0
@@ -80,7 +83,10 @@ fn main() -> ExitCode {
         Err(e) => {
             #[allow(clippy::print_stderr)] // the binary's one place for fatal errors
             {
-                eprintln!("aop-origin: {e}");
+                // One line a problem (a configuration check may find several).
+                for line in e.to_string().lines() {
+                    eprintln!("aop-origin: {line}");
+                }
             }
             // A configuration the operator must fix is a usage error; the rest are
             // runtime errors.

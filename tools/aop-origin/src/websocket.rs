@@ -47,8 +47,8 @@ const SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket
 /// The guard's tunnels: their idle timeout, the signal that ends them all when a
 /// shutdown's grace is over, and the one that has each re-checked after a reload.
 pub(crate) struct Tunnels {
-    /// `tunnel_idle_timeout_secs`.
-    idle: Duration,
+    /// `tunnel_idle_timeout_secs`, in seconds; a reload sets it for tunnels opened after.
+    idle: std::sync::atomic::AtomicU64,
     stop: watch::Sender<bool>,
     /// The policy in force, to re-check a tunnel's connection by after a reload.
     policy: PolicyHandle,
@@ -59,7 +59,7 @@ pub(crate) struct Tunnels {
 impl Tunnels {
     pub(crate) fn new(idle: Duration, policy: PolicyHandle) -> Self {
         Self {
-            idle,
+            idle: std::sync::atomic::AtomicU64::new(idle.as_secs()),
             stop: watch::Sender::new(false),
             policy,
             reloaded: watch::Sender::new(()),
@@ -69,7 +69,11 @@ impl Tunnels {
     /// A reload happened: every tunnel re-checks its connection's certificate against the
     /// new policy (as the glue does before a kept-alive connection's next request, which a
     /// tunnel never makes) and closes (`closed="revoked"`) if it no longer passes.
-    pub(crate) fn reloaded(&self) {
+    /// Tunnels opened from now on get `idle` (`tunnel_idle_timeout_secs`); open ones keep
+    /// theirs.
+    pub(crate) fn reloaded(&self, idle: Duration) {
+        self.idle
+            .store(idle.as_secs(), std::sync::atomic::Ordering::Relaxed);
         self.reloaded.send_replace(());
     }
 
@@ -253,14 +257,14 @@ impl Upgrade {
                 || (self.key.is_some() && status.is_success())
             {
                 t.metrics.upstream_error();
-                tracing::warn!(target: "aop::origin", site = %t.site, request_id = ?t.id, %status,
+                tracing::warn!(target: "aop::origin", site = %t.site, request_id = t.id.to_str().unwrap_or("-"), %status,
                     upgrade = ?resp.headers().get(UPGRADE), "upstream answered the WebSocket upgrade with no WebSocket");
                 return crate::guard::text(
                     StatusCode::BAD_GATEWAY,
                     "upstream did not switch to WebSocket\n",
                 );
             }
-            tracing::info!(target: "aop::origin", site = %t.site, request_id = ?t.id, %status, "upstream refused the WebSocket upgrade");
+            tracing::info!(target: "aop::origin", site = %t.site, request_id = t.id.to_str().unwrap_or("-"), %status, "upstream refused the WebSocket upgrade");
             let (mut parts, body) = resp.into_parts();
             aop_http::strip_hop_by_hop(&mut parts.headers);
             return Response::from_parts(parts, body.boxed());
@@ -308,7 +312,7 @@ fn run(
 ) -> impl Future<Output = ()> + Send + 'static {
     let (metrics, site, peer) = (t.metrics.clone(), t.site.clone(), t.peer);
     let id = t.id.to_str().unwrap_or("-").to_owned();
-    let idle = t.tunnels.idle;
+    let idle = Duration::from_secs(t.tunnels.idle.load(std::sync::atomic::Ordering::Relaxed));
     let mut stop = t.tunnels.stop.subscribe();
     let mut reloaded = t.tunnels.reloaded.subscribe();
     // Checked once at the start too: a reload between the upgrade request's check and

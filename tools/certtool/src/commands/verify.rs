@@ -59,6 +59,8 @@ pub(crate) fn run(args: &VerifyArgs, now: OffsetDateTime) -> anyhow::Result<Exit
     spec.crls = args.crls.clone();
     spec.max_depth = args.max_depth;
     spec.allow_missing_eku = args.allow_missing_eku;
+    // A leaf in a trust file (alone or in a leaf+CA bundle) is refused: a pin was meant.
+    spec.anchor_certificates(now)?;
     let trust = Trust::load(&spec)?;
     let chain = aop_pki::load_certificates(&args.chain)?;
     let (ee, intermediates) = chain
