@@ -12,6 +12,7 @@ mod check;
 pub mod forge;
 pub mod guard;
 pub mod haproxy;
+pub mod logfmt;
 pub mod nginx;
 pub mod origin;
 mod peer;

@@ -328,10 +328,10 @@ fn grpc_through_nginx_and_the_guard() {
     // Each call went through the guard over HTTP/2, and was logged with its status.
     let line = guard.wait_log("request");
     assert!(
-        line.contains("protocol=\"HTTP/2\"") && line.contains("site=a.example"),
+        line.contains("protocol=HTTP/2") && line.contains("site=a.example"),
         "{line}"
     );
-    assert!(line.contains("path=\"/aop.test.Echo/Unary\""), "{line}");
+    assert!(line.contains("path=/aop.test.Echo/Unary"), "{line}");
 }
 
 /// A grpcio client straight to the guard over TLS with the edge's certificate: the
@@ -379,7 +379,7 @@ fn grpc_straight_to_the_guard() {
     );
     let line = guard.wait_log("status=408");
     assert!(
-        line.contains("path=\"/aop.test.Echo/ClientStream\""),
+        line.contains("path=/aop.test.Echo/ClientStream"),
         "{line}"
     );
     let before = server.calls().len();

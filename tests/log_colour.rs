@@ -76,7 +76,7 @@ fn aop_edge_proxy_writes_no_ansi_escape_into_a_redirected_log() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.lines().count() >= 2, "{text}");
     assert!(!bytes.contains(&0x1b), "an escape in the log: {text:?}");
-    assert!(text.contains(" WARN "), "{text}");
+    assert!(text.contains(" level=warn "), "{text}");
 }
 
 /// `text` without its SGR sequences (`ESC [ … m`).

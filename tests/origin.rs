@@ -318,10 +318,10 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
     assert_eq!(resp_headers.get("x-request-id").unwrap(), "edge-req-1");
     let access = g.wait_log("aop::access");
     for want in [
-        "request_id=\"edge-req-1\"",
+        "request_id=edge-req-1",
         "verdict=SUCCESS",
         "status=200",
-        "cf_connecting_ip=\"198.51.100.7\"",
+        "cf_connecting_ip=198.51.100.7",
         "path=\"/path?q=1\"",
     ] {
         assert!(access.contains(want), "{want} in {access}");
@@ -348,9 +348,9 @@ async fn the_guard_forwards_with_the_real_verdict_and_strips_forged_headers() {
     let id = resp_headers.get("x-request-id").unwrap().to_str().unwrap();
     assert_ne!(id, "hop-id");
     assert_eq!(header(&body, "x-request-id").as_deref(), Some(id));
-    let access = g.wait_log("path=\"/hop\"");
+    let access = g.wait_log("path=/hop");
     assert!(!access.contains("203.0.113.9"), "{access}");
-    assert!(access.contains(&format!("request_id=\"{id}\"")), "{access}");
+    assert!(access.contains(&format!("request_id={id}")), "{access}");
     // A Host outside the connection's site: 421, never reaches the upstream.
     let before = echo.requests.load(std::sync::atomic::Ordering::Relaxed);
     let (status, _, _) = get(
@@ -738,14 +738,14 @@ async fn curl_as_the_edge_through_the_guard() {
             "anonymous",
             None,
             "verdict=NONE",
-            "reason=\"no_certificate\"",
+            "reason=no_certificate",
             "alert certificate required",
         ),
         (
             "foreign CA",
             Some(&foreign),
             "verdict=FAILED:unknown_ca",
-            "reason=\"unknown_ca\"",
+            "reason=unknown_ca",
             "alert unknown ca",
         ),
     ] {

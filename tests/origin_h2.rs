@@ -230,7 +230,7 @@ async fn curl_over_http2_and_http1_reaches_an_http1_upstream_alike() {
         );
         let line = g.wait_log("request");
         assert!(
-            line.contains(&format!("protocol=\"{protocol}\"")) && line.contains("status=200"),
+            line.contains(&format!("protocol={protocol}")) && line.contains("status=200"),
             "{line}"
         );
         let s = up.seen().pop().unwrap();

@@ -170,7 +170,7 @@ impl Bench {
         );
         if !reason.is_empty() {
             assert!(
-                fields.contains(&format!("reason=\"{reason}\"").as_str()),
+                fields.contains(&format!("reason={reason}").as_str()),
                 "{case}: {line}"
             );
         }

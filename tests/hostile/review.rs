@@ -541,7 +541,7 @@ async fn a_certificate_sent_without_proof_of_its_key_is_never_logged_success() {
     assert_eq!(lines.len(), 3, "{lines:#?}");
     for line in &lines {
         for want in [
-            "verdict=NONE reason=\"handshake_error\"",
+            "verdict=NONE reason=handshake_error",
             "subject=\"CN=edge\"",
             "the client never proved it holds its key (no CertificateVerify)",
         ] {
@@ -584,7 +584,7 @@ async fn client_header_values_cannot_forge_fields_of_the_access_log() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let line = s.guard.wait_log("path=\"/forged\"");
+    let line = s.guard.wait_log("path=/forged");
     // Split the line into fields as a logfmt reader does: on spaces outside quotes.
     let (mut fields, mut field, mut quoted, mut escaped) =
         (Vec::new(), String::new(), false, false);
@@ -770,7 +770,7 @@ async fn a_churn_of_fresh_connections_from_many_addresses_does_not_lock_the_edge
     attacker.await.unwrap();
     let evicted = s
         .guard
-        .lines_with("closed=\"max_handshakes\"")
+        .lines_with("closed=max_handshakes")
         .into_iter()
         .filter(|l| l.contains("peer=127.0.0.1:"))
         .count();

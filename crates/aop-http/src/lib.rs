@@ -15,6 +15,8 @@
 //! It knows the [`http`] crate's types and nothing else: no TLS, no sockets, no hyper.
 //! With the cargo feature `tunnel`, also tokio's IO traits: `tunnel::tunnel` copies
 //! the bytes of an upgraded connection (a WebSocket) both ways, with an idle timeout.
+//! With the cargo feature `log`, also tracing-subscriber: the module `log` holds the log line
+//! formats both proxies write (logfmt text and JSON).
 //!
 //! ## Getting started
 //!
@@ -40,6 +42,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, UPGRADE};
 
+#[cfg(feature = "log")]
+pub mod log;
 #[cfg(feature = "tunnel")]
 pub mod tunnel;
 

@@ -69,8 +69,7 @@ pub(crate) async fn run() -> anyhow::Result<bool> {
             "aop::verdict=info,aop::origin=warn",
         ))
         .with_writer(std::io::stdout)
-        .with_ansi(false)
-        .compact()
+        .event_format(aop_http::log::Logfmt)
         .try_init();
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();

@@ -50,7 +50,6 @@ mod config;
 mod demo;
 mod error;
 mod guard;
-mod jsonlog;
 mod logwriter;
 mod metrics;
 mod proxy_protocol;
@@ -99,9 +98,9 @@ pub fn parse_config(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// The `tracing` subscriber the binary logs through, writing to `writer`: `format`'s
-/// lines (text without colour, or JSON), at `info` unless `RUST_LOG` says otherwise. Give
-/// it to [`Guard::start_with_log`] for a guard with a log of its own, or install it as
-/// the process's default.
+/// lines (logfmt text without colour, or JSON: [`aop_http::log`]), at `info` unless
+/// `RUST_LOG` says otherwise. Give it to [`Guard::start_with_log`] for a guard with a log
+/// of its own, or install it as the process's default.
 pub fn log_dispatch<W>(format: LogFormat, writer: W) -> tracing::Dispatch
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -112,7 +111,7 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        LogFormat::Json => builder.event_format(jsonlog::Json).finish().into(),
-        LogFormat::Text => builder.with_ansi(false).finish().into(),
+        LogFormat::Json => builder.event_format(aop_http::log::Json).finish().into(),
+        LogFormat::Text => builder.event_format(aop_http::log::Logfmt).finish().into(),
     }
 }

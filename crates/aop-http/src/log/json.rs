@@ -1,4 +1,4 @@
-//! `log_format = "json"`: one JSON object per line, the same shape as
+//! `log_format = "json"` (aop-origin) and `--log-format json` (aop-edge-proxy): one JSON object per line, the same shape as
 //! tracing-subscriber's JSON format —
 //! `{"timestamp":"2026-12-01T10:19:55.255353Z","level":"INFO","fields":{"message":"…",…},"target":"aop::verdict"}` —
 //! written without serde.
@@ -21,8 +21,10 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The event formatter.
-pub(crate) struct Json;
+/// The JSON event formatter: give it to tracing-subscriber's
+/// `SubscriberBuilder::event_format`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Json;
 
 impl<S, N> FormatEvent<S, N> for Json
 where
@@ -107,7 +109,7 @@ impl Visit for Fields<'_, '_> {
         if self.result.is_ok() {
             self.result = self.key(field).and_then(|()| {
                 self.w.write_char('"')?;
-                write!(Escaped(self.w), "{value:?}")?;
+                write!(Escaped(self.w, false), "{value:?}")?;
                 self.w.write_char('"')
             });
         }
@@ -117,36 +119,53 @@ impl Visit for Fields<'_, '_> {
 /// A JSON string, quoted and escaped.
 fn string(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
-    Escaped(w).write_str(s)?;
+    Escaped(w, false).write_str(s)?;
     w.write_char('"')
 }
 
-/// Escapes what is written to it (the inside of a JSON string).
-struct Escaped<'a, W: ?Sized>(&'a mut W);
+/// Escapes what is written to it: the inside of a JSON string (`"`, `\`, and ASCII
+/// control characters as `\n`, `\r`, `\t` or `\u00XX`), and with `.1` set, the inside
+/// of a quoted logfmt value: also the characters that move or hide text on a reader's
+/// terminal (C1 controls such as U+009B, a one-character CSI; bidirectional overrides;
+/// line and paragraph separators), as `\uXXXX`.
+pub(super) struct Escaped<'a, W: ?Sized>(pub(super) &'a mut W, pub(super) bool);
 
 impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut start = 0;
         for (i, b) in s.bytes().enumerate() {
-            let esc = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..0x20 | 0x7f => "",
+            let (esc, len) = match b {
+                b'"' => ("\\\"", 1),
+                b'\\' => ("\\\\", 1),
+                b'\n' => ("\\n", 1),
+                b'\r' => ("\\r", 1),
+                b'\t' => ("\\t", 1),
+                0..0x20 | 0x7f => ("", 1),
+                // The first byte of a multi-byte character.
+                0xc0.. if self.1 => match s[i..].chars().next() {
+                    Some(c) if hides_text(c) => ("", c.len_utf8()),
+                    _ => continue,
+                },
                 _ => continue,
             };
             self.0.write_str(&s[start..i])?;
             if esc.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
+                let c = s[i..].chars().next().map_or(0, u32::from);
+                write!(self.0, "\\u{c:04x}")?;
             } else {
                 self.0.write_str(esc)?;
             }
-            start = i + 1;
+            start = i + len;
         }
         self.0.write_str(&s[start..])
     }
+}
+
+/// A character outside ASCII that moves, hides or reorders text where it is shown.
+fn hides_text(c: char) -> bool {
+    c.is_control() // C1
+        || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{feff}')
 }
 
 thread_local! {
@@ -156,7 +175,7 @@ thread_local! {
 }
 
 /// RFC 3339 UTC with microseconds, as tracing-subscriber's default timer writes it.
-fn timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+pub(super) fn timestamp(w: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     SECOND.with(|cell| {
