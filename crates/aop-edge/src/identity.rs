@@ -241,6 +241,15 @@ impl IdentityStore {
         self.shared.as_ref()
     }
 
+    /// Every identity: the shared one, then the zones', then the hostnames' (zones and
+    /// hostnames in no set order). For reports: what a reload changed, expiry metrics.
+    pub fn identities(&self) -> impl Iterator<Item = &Arc<Identity>> {
+        self.shared
+            .iter()
+            .chain(self.zones.values())
+            .chain(self.hostnames.values())
+    }
+
     /// A configuration with the same roots and no client certificate (for probes).
     pub fn anonymous(&self) -> &Arc<ClientConfig> {
         &self.anonymous

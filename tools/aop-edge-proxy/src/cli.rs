@@ -24,6 +24,11 @@ HTTP/1.1 connection and, after the origin's 101, is tunnelled until either side 
 --tunnel-idle-timeout passes without a byte. When the origin refuses the handshake the \
 proxy answers 502 with the reason in the body and the log.
 
+SIGHUP re-reads every certificate, key and --cacert file: all of them or none (a broken \
+file keeps the running set, logged and counted in aop_edge_reloads_total{result=\"error\"}); \
+new requests present the new certificates over new connections. SIGTERM or SIGINT stops \
+accepting, lets requests in flight finish (up to --drain-grace) and exits 0.
+
 Example:
   aop-edge-proxy --listen 127.0.0.1:8080 --origin https://example.com:8443 \\
       --resolve example.com:8443:127.0.0.1 --cacert origin-ca.pem \\
@@ -68,6 +73,13 @@ pub(crate) struct Args {
     /// its request body for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) request_body_timeout: u64,
+    /// On SIGTERM or SIGINT, stop accepting and give the requests (and WebSocket
+    /// tunnels) in flight this many seconds to finish before exiting (as aop-origin's 30).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub(crate) drain_grace: u64,
+    /// Serve `/metrics` (Prometheus) and `/healthz` on ADDR. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

@@ -7,7 +7,9 @@ mod body;
 mod cli;
 #[path = "../../generate.rs"] // `--generate`: the same in every binary
 mod generate;
+mod metrics;
 mod proxy;
+mod signals;
 mod tunnel;
 
 fn main() -> ExitCode {

@@ -17,8 +17,12 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
+use tokio::sync::watch;
+
 use crate::body::VisitorBody;
 use crate::cli::Args;
+use crate::metrics::{IdentityLabels, Metrics};
+use crate::signals::{Asked, Drain, Signals};
 use crate::tunnel::{self, Tunnels};
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -30,32 +34,19 @@ struct Proxy {
     tunnels: Arc<Tunnels>,
     tunnel_idle: std::time::Duration,
     body_idle: std::time::Duration,
+    /// Visitor connections and tunnels open: what a drain waits for.
+    drain: Drain,
+    metrics: Arc<Metrics>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&args.log_format);
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let origin: Target = args.origin.parse().context("--origin")?;
-    let mut spec = StoreSpec::new(args.cacert.iter().cloned());
-    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        spec.shared = Some(IdentitySpec::new(cert, key));
-    }
-    spec.zones = args
-        .zone_certs
-        .iter()
-        .map(|z| (z.name.clone(), IdentitySpec::new(&z.cert, &z.key)))
-        .collect();
-    spec.hostnames = args
-        .hostname_certs
-        .iter()
-        .map(|h| (h.name.clone(), IdentitySpec::new(&h.cert, &h.key)))
-        .collect();
-    let store = IdentityStore::load(&spec)?;
-    if store.select(&origin.host).is_none() {
-        anyhow::bail!(
-            "no client certificate applies to {}: give --cert/--key, or a --zone-cert or --hostname-cert for it",
-            origin.host
-        );
-    }
+    let spec = store_spec(&args);
+    let store = load(&spec, &origin.host)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_identities(&store);
     let authority = if origin.port == 443 {
         origin.host.clone()
     } else {
@@ -72,48 +63,189 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         tunnels: Arc::default(),
         tunnel_idle: std::time::Duration::from_secs(args.tunnel_idle_timeout),
         body_idle: std::time::Duration::from_secs(args.request_body_timeout),
+        drain: Drain::default(),
+        metrics: metrics.clone(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let scrape = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     tracing::info!(target: "aop::edge", addr = %listener.local_addr()?, origin = %proxy.origin.url, "edge proxy listening");
+    if let Some(scrape) = scrape {
+        tracing::info!(target: "aop::edge", metrics = %scrape.local_addr()?, "metrics listening");
+        tokio::spawn(crate::metrics::serve(scrape, metrics));
+    }
+    let (stop, stopped) = watch::channel(false);
+    let accepting = tokio::spawn(accept_loop(listener, proxy.clone(), stopped));
+    let signal = loop {
+        match signals.next().await {
+            Asked::Reload => reload(&proxy, &spec).await,
+            Asked::Stop(signal) => break signal,
+        }
+    };
+    let grace = std::time::Duration::from_secs(args.drain_grace);
+    tracing::info!(target: "aop::edge", signal, open = proxy.drain.open(), grace_secs = args.drain_grace, "draining");
+    let _ = stop.send(true);
+    // The listener is closed once its task has ended: new connections are refused.
+    let _ = accepting.await;
+    let drained = tokio::time::timeout(grace, proxy.drain.idle())
+        .await
+        .is_ok();
+    tracing::info!(target: "aop::edge", drained, unfinished = proxy.drain.open(), "stopped");
+    Ok(())
+}
+
+/// The files of every identity and root, as the flags name them.
+fn store_spec(args: &Args) -> StoreSpec {
+    let mut spec = StoreSpec::new(args.cacert.iter().cloned());
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        spec.shared = Some(IdentitySpec::new(cert, key));
+    }
+    spec.zones = args
+        .zone_certs
+        .iter()
+        .map(|z| (z.name.clone(), IdentitySpec::new(&z.cert, &z.key)))
+        .collect();
+    spec.hostnames = args
+        .hostname_certs
+        .iter()
+        .map(|h| (h.name.clone(), IdentitySpec::new(&h.cert, &h.key)))
+        .collect();
+    spec
+}
+
+/// Read every file of `spec`, and check an identity applies to the origin `host`.
+fn load(spec: &StoreSpec, host: &str) -> anyhow::Result<IdentityStore> {
+    let store = IdentityStore::load(spec)?;
+    if store.select(host).is_none() {
+        anyhow::bail!(
+            "no client certificate applies to {host}: give --cert/--key, or a --zone-cert or --hostname-cert for it",
+        );
+    }
+    Ok(store)
+}
+
+/// SIGHUP: read every certificate, key and root again, and swap the whole set in only if
+/// all of it loads (else the running set stays, and the error, naming the file, is
+/// logged and counted). New requests present the new identities over new connections:
+/// the old identities' pools are dropped, their requests in flight finish.
+async fn reload(proxy: &Proxy, spec: &StoreSpec) {
+    let (spec, host) = (spec.clone(), proxy.origin.host.clone());
+    let loaded = tokio::task::spawn_blocking(move || load(&spec, &host))
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the reload task failed: {e}")));
+    match loaded {
+        Ok(store) => {
+            let old = proxy.metrics.set_identities(&store);
+            let changed = changes(&old, &store);
+            proxy.client.reload(store);
+            // Logged before it is counted: whoever sees the count can find the line.
+            tracing::info!(target: "aop::edge", changed = %changed, "identities reloaded");
+            proxy.metrics.reloaded(true);
+        }
+        Err(e) => {
+            tracing::error!(target: "aop::edge", error = %format!("{e:#}"), "reload refused; the running identities stay");
+            proxy.metrics.reloaded(false);
+        }
+    }
+}
+
+/// What a reload changed, one `FLAVOUR:NAME:OLD->NEW` (SHA-256 fingerprints, `-` for an
+/// identity that was not there) per identity whose certificate differs, `;`-separated;
+/// `none` if every certificate is the same.
+fn changes(old: &[IdentityLabels], new: &IdentityStore) -> String {
+    let mut out: Vec<String> = new
+        .identities()
+        .filter_map(|i| {
+            let (flavour, name) = (i.flavour().to_string(), i.label());
+            let sha256 = i.certificate().sha256.to_string();
+            let before = old
+                .iter()
+                .find(|o| o.flavour == flavour && o.name == name)
+                .map_or("-", |o| o.sha256.as_str());
+            (before != sha256).then(|| format!("{flavour}:{name}:{before}->{sha256}"))
+        })
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        "none".to_owned()
+    } else {
+        out.join(";")
+    }
+}
+
+/// Accept visitors until told to stop; then return, closing the listener. Each
+/// connection finishes the request it is serving once told to stop, then closes.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors, say: back off instead of spinning.
-                tracing::warn!(target: "aop::edge", error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, say: back off instead of spinning.
+                    tracing::warn!(target: "aop::edge", error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
         };
+        let held = proxy.drain.hold();
         let proxy = proxy.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
+            let _held = held;
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.forward(req, peer).await) }
+                async move {
+                    let resp = proxy.forward(req, peer).await;
+                    proxy.metrics.answered(resp.status());
+                    Ok::<_, Infallible>(resp)
+                }
             });
             // A client must send a whole request head within 10 s of the connection going
             // idle (the first request included), or it is closed: no slow or silent
             // client holds a connection and its task for ever.
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades()
-                .await;
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            // Draining: an idle kept-alive connection closes now, one serving a request
+            // once its response is written.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         });
     }
 }
 
 fn init_logging(format: &str) {
-    // The same lines as aop-origin's: logfmt text or JSON, never colour (escape codes in
-    // a file or a pipe are noise to every tool that reads the log).
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal: escape codes in a file or a pipe are noise
+    // to every tool that reads the log.
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
-        builder.event_format(aop_http::log::Json).init();
+        builder.json().init();
     } else {
-        builder.event_format(aop_http::log::Logfmt).init();
+        builder.init();
     }
 }
 
@@ -203,13 +335,19 @@ impl Proxy {
                     let origin = hyper::upgrade::on(&mut resp);
                     tracing::info!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
                         status = 101, ?version, identity = %flavour, presented = %presented, upgrade = "websocket", "forwarded");
-                    tokio::spawn(tunnel::run(
+                    // A drain waits for the tunnel too (up to its grace).
+                    let held = self.drain.hold();
+                    let tunnel = tunnel::run(
                         self.tunnels.clone(),
                         visitor,
                         origin,
                         self.tunnel_idle,
                         id.clone(),
-                    ));
+                    );
+                    tokio::spawn(async move {
+                        tunnel.await;
+                        drop(held);
+                    });
                     let (mut parts, _) = resp.into_parts();
                     aop_http::strip_hop_by_hop(&mut parts.headers);
                     parts
