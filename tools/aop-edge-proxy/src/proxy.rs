@@ -236,16 +236,13 @@ async fn accept_loop(
 }
 
 fn init_logging(format: &str) {
-    use std::io::IsTerminal as _;
-    // Colour only for a person at a terminal: escape codes in a file or a pipe are noise
-    // to every tool that reads the log.
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    // The same lines as aop-origin's: logfmt text or JSON, never colour (escape codes in
+    // a file or a pipe are noise to every tool that reads the log).
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().init();
+        builder.event_format(aop_http::log::Json).init();
     } else {
-        builder.init();
+        builder.event_format(aop_http::log::Logfmt).init();
     }
 }
 
