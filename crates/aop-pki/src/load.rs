@@ -512,6 +512,7 @@ mod tests {
         assert!(matches!(e, Error::NotAKey { .. }), "{e}");
     }
 
+    #[cfg(unix)] // the tests that make devices, links and FIFOs
     fn not_a_file(e: &Error) -> &'static str {
         match e {
             Error::NotAFile { what, .. } => what,

@@ -93,12 +93,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// SIGTERM (how a service manager stops a server) or ctrl-c.
+/// SIGTERM (how a service manager stops a server on Unix) or ctrl-c.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install the SIGTERM handler");
+    #[cfg(unix)]
+    let term = async {
+        let kind = tokio::signal::unix::SignalKind::terminate();
+        let mut term = tokio::signal::unix::signal(kind).expect("install the SIGTERM handler");
+        term.recv().await;
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
     tokio::select! {
-        _ = term.recv() => {}
+        _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
 }
