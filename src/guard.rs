@@ -296,13 +296,26 @@ impl Guard {
         }
     }
 
-    /// The /metrics text.
+    /// The /metrics response (head and text).
     pub fn metrics_text(&self) -> String {
+        self.metrics_response("/metrics")
+    }
+
+    /// GET `path` (`/metrics`, `/healthz`, `/readyz`) on the metrics listener: the status
+    /// and the body.
+    pub fn metrics_get(&self, path: &str) -> (u16, String) {
+        let out = self.metrics_response(path);
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, body.to_owned())
+    }
+
+    fn metrics_response(&self, path: &str) -> String {
         use std::io::{Read as _, Write as _};
         let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).unwrap();
         write!(
             tcp,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut out = String::new();
