@@ -231,34 +231,18 @@ mod tests {
 
     #[test]
     fn a_line_is_the_same_json_as_tracing_subscribers() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let line = |ours: bool| {
-            let buf = Buf::default();
-            let b = buf.clone();
-            let builder = tracing_subscriber::fmt().with_writer(move || b.clone());
             let emit = || {
                 tracing::warn!(target: "aop::verdict", verdict = %"FAILED:unknown_ca",
                     subject = "CN=\"quoted\"\n", resumed = true, n = 7u64, i = -3i64,
                     share = 0.25f64, nan = f64::NAN, text = ?"debug \"text\"",
                     "client certificate verdict");
             };
-            if ours {
-                tracing::subscriber::with_default(builder.event_format(Json).finish(), emit);
+            let text = if ours {
+                super::super::capture::capture(|b| b.event_format(Json).finish(), emit)
             } else {
-                tracing::subscriber::with_default(builder.json().finish(), emit);
-            }
-            let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+                super::super::capture::capture(|b| b.json().finish(), emit)
+            };
             assert!(
                 text.ends_with('\n') && text.lines().count() == 1,
                 "{text:?}"

@@ -151,26 +151,7 @@ mod tests {
 
     /// The lines `emit` logs through [`Logfmt`], without their `ts=…` prefix.
     fn lines(emit: impl FnOnce()) -> Vec<String> {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let b = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || b.clone())
-            .event_format(Logfmt)
-            .finish();
-        tracing::subscriber::with_default(subscriber, emit);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let text = super::super::capture::capture(|b| b.event_format(Logfmt).finish(), emit);
         assert!(text.ends_with('\n'), "{text:?}");
         text.lines()
             .map(|l| {
