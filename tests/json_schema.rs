@@ -210,6 +210,24 @@ fn verify_crl_inventory_rotate_and_payload_match_the_documented_schema() {
         (staged.step.as_str(), staged.phase.as_str()),
         ("stage", "staged")
     );
+    // Stage rewrote trust.pem: the origins reload, each server with its command.
+    let reload: Vec<_> = staged
+        .reload
+        .iter()
+        .map(|r| (r.role.as_str(), r.program.as_str(), r.commands.join(" | ")))
+        .collect();
+    assert_eq!(
+        reload,
+        [
+            (
+                "origin",
+                "aop-origin",
+                "systemctl reload aop-origin | kill -HUP <pid>".to_owned()
+            ),
+            ("origin", "nginx", "nginx -s reload".to_owned()),
+        ]
+    );
+    assert_eq!(init.reload.len(), 4, "init: origins and edges");
     let next = staged.next.expect("a staged certificate");
     assert_ne!(next.sha256, staged.active.sha256);
 

@@ -235,3 +235,43 @@ fn a_ca_aop_made_is_renew_due_with_its_key_and_an_anchor_without_it() {
     assert_eq!(leaf_row["status"], "renew-due");
     assert_eq!(leaf_row["third_party_anchor"], false);
 }
+
+/// Each rotation step names the servers that must re-read the files it changed, with
+/// the command for each (issue 15 item 1): the origins after `stage` and `retire`
+/// (trust.pem), the edges after `activate` (edge/), in the human output as in `--json`.
+#[test]
+fn rotation_steps_print_each_servers_reload_command() {
+    let root = tempdir().unwrap();
+    pki::ca(root.path(), "ca");
+    let human = |args: &[&str]| {
+        let o = certtool_in(root.path(), args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let origins = "reload every origin (it reads trust.pem):\n  aop-origin      systemctl reload aop-origin   or: kill -HUP <pid>\n  nginx           nginx -s reload\n";
+    let edges = "reload every edge (it reads edge/cert.pem and edge/key.pem):\n  aop-edge-proxy  kill -HUP <pid>\n  nginx           nginx -s reload\n";
+    let init = human(&[
+        "rotate", "init", "--dir", "rot", "--ca", "ca", "--cn", "edge",
+    ]);
+    assert!(init.ends_with(&format!("{origins}{edges}")), "{init}");
+    let staged = human(&["rotate", "stage", "--dir", "rot"]);
+    assert!(
+        staged.ends_with(origins) && !staged.contains("aop-edge-proxy"),
+        "{staged}"
+    );
+    let activated = human(&["rotate", "activate", "--dir", "rot", "--force"]);
+    assert!(
+        activated.ends_with(edges) && !activated.contains("aop-origin"),
+        "{activated}"
+    );
+    let json = ok_json(root.path(), &["rotate", "status", "--dir", "rot"]);
+    assert_eq!(
+        json["reload"],
+        serde_json::json!([
+            {"role": "edge", "program": "aop-edge-proxy", "commands": ["kill -HUP <pid>"]},
+            {"role": "edge", "program": "nginx", "commands": ["nginx -s reload"]},
+        ])
+    );
+    let retired = human(&["rotate", "retire", "--dir", "rot"]);
+    assert!(retired.ends_with(origins), "{retired}");
+}

@@ -234,6 +234,15 @@ pub(crate) struct Rotate {
     pub(crate) edge_key: PathBuf,
     pub(crate) trust: PathBuf,
     pub(crate) next_step: String,
+    pub(crate) reload: Vec<RotateReload>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateReload {
+    pub(crate) role: String,
+    pub(crate) program: String,
+    pub(crate) commands: Vec<String>,
 }
 
 #[derive(Deserialize)]

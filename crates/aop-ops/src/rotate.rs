@@ -71,6 +71,68 @@ impl Step {
     }
 }
 
+impl Step {
+    /// Who must re-read their files after this step, and how: the origins after a step
+    /// that rewrote `trust.pem` (`stage`, `retire`), the edges after one that moved
+    /// `edge/` (`activate`), both after `init` and `rollback` (which may undo either).
+    pub fn reloads(self) -> Vec<Reload> {
+        let (origins, edges) = match self {
+            Self::Stage | Self::Retire => (true, false),
+            Self::Activate => (false, true),
+            Self::Init | Self::Rollback => (true, true),
+        };
+        let mut out = Vec::new();
+        if origins {
+            out.extend_from_slice(ORIGIN_RELOADS);
+        }
+        if edges {
+            out.extend_from_slice(EDGE_RELOADS);
+        }
+        out
+    }
+}
+
+/// How one kind of server re-reads the rotation's files, without a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Reload {
+    /// Whose files: `origin` (`trust.pem`) or `edge` (`edge/cert.pem`, `edge/key.pem`).
+    pub role: &'static str,
+    /// The server.
+    pub program: &'static str,
+    /// Commands that do it, the first preferred (`<pid>`: the server's process id).
+    pub commands: &'static [&'static str],
+}
+
+/// The origins: aop-origin (its systemd unit's reload is SIGHUP) and nginx
+/// (`ssl_client_certificate`).
+const ORIGIN_RELOADS: &[Reload] = &[
+    Reload {
+        role: "origin",
+        program: "aop-origin",
+        commands: &["systemctl reload aop-origin", "kill -HUP <pid>"],
+    },
+    Reload {
+        role: "origin",
+        program: "nginx",
+        commands: &["nginx -s reload"],
+    },
+];
+
+/// The edges: aop-edge-proxy and nginx (`proxy_ssl_certificate`).
+const EDGE_RELOADS: &[Reload] = &[
+    Reload {
+        role: "edge",
+        program: "aop-edge-proxy",
+        commands: &["kill -HUP <pid>"],
+    },
+    Reload {
+        role: "edge",
+        program: "nginx",
+        commands: &["nginx -s reload"],
+    },
+];
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

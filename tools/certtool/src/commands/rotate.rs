@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aop_edge::{IdentitySpec, IdentityStore, Resolve, StoreSpec, Target, Timeouts};
-use aop_ops::rotate::{CertRecord, Manifest, Phase, Rotation, Step, StepReport};
+use aop_ops::rotate::{CertRecord, Manifest, Phase, Reload, Rotation, Step, StepReport};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -34,6 +34,8 @@ struct RotateReport {
     edge_key: PathBuf,
     trust: PathBuf,
     next_step: &'static str,
+    /// Who re-reads which files after the last step, and the command for each server.
+    reload: Vec<Reload>,
 }
 
 #[derive(Serialize)]
@@ -95,6 +97,23 @@ impl Report for RotateReport {
             );
         }
         out.push_str(&format!("next: {}\n", self.next_step));
+        for role in ["origin", "edge"] {
+            let mut servers = self.reload.iter().filter(|r| r.role == role).peekable();
+            if servers.peek().is_none() {
+                continue;
+            }
+            out.push_str(match role {
+                "origin" => "reload every origin (it reads trust.pem):\n",
+                _ => "reload every edge (it reads edge/cert.pem and edge/key.pem):\n",
+            });
+            for r in servers {
+                out.push_str(&format!(
+                    "  {:<15} {}\n",
+                    r.program,
+                    r.commands.join("   or: ")
+                ));
+            }
+        }
     }
 }
 
@@ -136,6 +155,7 @@ fn report(
         edge_key: rot.edge_dir().join("key.pem"),
         trust: rot.trust_path(),
         next_step: m.phase.next_step(),
+        reload: m.last_step.reloads(),
     })
 }
 
