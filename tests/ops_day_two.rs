@@ -249,7 +249,7 @@ fn rotation_steps_print_each_servers_reload_command() {
         stdout(&o)
     };
     let origins = "reload every origin (it reads trust.pem):\n  aop-origin      systemctl reload aop-origin   or: kill -HUP <pid>\n  nginx           nginx -s reload\n";
-    let edges = "reload every edge (it reads edge/cert.pem and edge/key.pem):\n  aop-edge-proxy  kill -HUP <pid>\n  nginx           nginx -s reload\n";
+    let edges = "reload every edge (it reads edge/cert.pem and edge/key.pem):\n  aop-edge-proxy  systemctl reload aop-edge-proxy   or: kill -HUP <pid>\n  nginx           nginx -s reload\n";
     let init = human(&[
         "rotate", "init", "--dir", "rot", "--ca", "ca", "--cn", "edge",
     ]);
@@ -268,7 +268,7 @@ fn rotation_steps_print_each_servers_reload_command() {
     assert_eq!(
         json["reload"],
         serde_json::json!([
-            {"role": "edge", "program": "aop-edge-proxy", "commands": ["kill -HUP <pid>"]},
+            {"role": "edge", "program": "aop-edge-proxy", "commands": ["systemctl reload aop-edge-proxy", "kill -HUP <pid>"]},
             {"role": "edge", "program": "nginx", "commands": ["nginx -s reload"]},
         ])
     );

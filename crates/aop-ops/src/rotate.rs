@@ -119,12 +119,13 @@ const ORIGIN_RELOADS: &[Reload] = &[
     },
 ];
 
-/// The edges: aop-edge-proxy and nginx (`proxy_ssl_certificate`).
+/// The edges: aop-edge-proxy (its systemd unit's reload is SIGHUP) and nginx
+/// (`proxy_ssl_certificate`).
 const EDGE_RELOADS: &[Reload] = &[
     Reload {
         role: "edge",
         program: "aop-edge-proxy",
-        commands: &["kill -HUP <pid>"],
+        commands: &["systemctl reload aop-edge-proxy", "kill -HUP <pid>"],
     },
     Reload {
         role: "edge",
