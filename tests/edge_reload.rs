@@ -1,5 +1,6 @@
 //! aop-edge-proxy's life as a process: SIGHUP reloads its identities (all or nothing,
-//! under traffic, repeated), SIGTERM drains it, `--metrics-listen` counts both. The
+//! under traffic, repeated, after `certtool rotate activate` as it prints the step),
+//! SIGTERM drains it, `--metrics-listen` counts both (and holds off a crowd). The
 //! chain is the real one: the aop-edge-proxy binary → aop-origin's guard (in this
 //! process) → an echo upstream, which shows the certificate fingerprint the guard
 //! verified for each request.
@@ -26,20 +27,24 @@ struct Chain {
     w: World,
     _rt: tokio::runtime::Runtime,
     echo: Echo,
-    _guard: Guard,
+    guard: Guard,
     /// The guard's TLS port (where the proxy's --resolve points).
     port: u16,
     live: Leaf,
 }
 
 fn chain() -> Chain {
-    let w = World::new(&[HOST]);
+    chain_with(World::new(&[HOST]), "edge-ca/ca.pem")
+}
+
+/// [`chain`] in `w`, the guard trusting `trust` (relative to `w`'s directory).
+fn chain_with(w: World, trust: &str) -> Chain {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let echo = rt.block_on(Echo::start());
     let guard = Guard::start(
         w.path(),
         &format!(
-            "\n[[site]]\nhostnames = [\"{HOST}\"]\ncert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\ntrust = [\"edge-ca/ca.pem\"]\nupstream = \"http://{}\"\n",
+            "\n[[site]]\nhostnames = [\"{HOST}\"]\ncert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\ntrust = [\"{trust}\"]\nupstream = \"http://{}\"\n",
             echo.addr
         ),
     );
@@ -49,7 +54,7 @@ fn chain() -> Chain {
         w,
         _rt: rt,
         echo,
-        _guard: guard,
+        guard,
         live,
     }
 }
@@ -554,5 +559,92 @@ fn sighup_repeated_quickly_under_traffic_fails_nothing() {
     // One line per reload (the counter moves after its line is written).
     wait_until("a line per reload", Duration::from_secs(20), || {
         (p.lines_with("identities reloaded").len() as u64 == ok).then_some(())
+    });
+}
+
+/// The rotation as an operator runs it: `certtool rotate activate` moves `edge/` (a
+/// symbolic link, swapped by rename) and prints the edge's reload step; until that step
+/// the proxy presents what it loaded, after it the origin sees the next certificate.
+#[test]
+fn certtool_rotate_then_the_printed_reload_step_switches_the_edge() {
+    let w = World::new(&[HOST]);
+    let rot = w.path().join("rot");
+    let certtool = |args: &[&str]| {
+        let o = aop_e2e::certtool(args);
+        assert_eq!(aop_e2e::code(&o), 0, "{args:?}: {}", aop_e2e::stderr(&o));
+        aop_e2e::stdout(&o)
+    };
+    let ca = w.edge_ca.dir.clone();
+    certtool(&[
+        "rotate",
+        "init",
+        "--dir",
+        s(&rot),
+        "--ca",
+        s(&ca),
+        "--cn",
+        "edge",
+    ]);
+    let c = chain_with(w, "rot/trust.pem");
+    let edge = Leaf {
+        cert: rot.join("edge/cert.pem"),
+        key: rot.join("edge/key.pem"),
+    };
+    let mut p = EdgeProxy::start(&c, &["--cert", s(&edge.cert), "--key", s(&edge.key)]);
+    let old = sha256(&edge.cert);
+    assert_eq!(presented(p.port).as_deref(), Some(old.as_str()));
+
+    certtool(&["rotate", "stage", "--dir", s(&rot)]);
+    c.guard.reload(); // the origins' step
+    let activated = certtool(&["rotate", "activate", "--dir", s(&rot), "--force"]);
+    assert!(
+        activated.contains(
+            "\n  aop-edge-proxy  systemctl reload aop-edge-proxy   or: kill -HUP <pid>\n"
+        ),
+        "{activated}"
+    );
+    let new = sha256(&edge.cert);
+    assert_ne!(old, new);
+    assert_eq!(
+        presented(p.port).as_deref(),
+        Some(old.as_str()),
+        "not reloaded yet"
+    );
+    p.signal("-HUP");
+    let line = p.wait_log("identities reloaded");
+    assert!(
+        line.contains(&format!("changed=shared:*:{old}->{new}")),
+        "{line}"
+    );
+    assert_eq!(presented(p.port).as_deref(), Some(new.as_str()));
+}
+
+/// `--metrics-listen` answers `/metrics` and `/healthz` only, to a few scrapers at once:
+/// eight that send nothing hold every slot, a ninth is closed unanswered (and visitors
+/// are served all the same); once they are gone, scrapes are answered again.
+#[test]
+fn the_metrics_listener_answers_its_paths_to_a_few_scrapers_at_once() {
+    let c = chain();
+    let p = EdgeProxy::start(&c, &["--cert", s(&c.live.cert), "--key", s(&c.live.key)]);
+    let (status, head, body) = get(p.metrics, "/healthz").unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(head.contains("content-type: text/plain"), "{head}");
+    let (status, head, _) = get(p.metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert_eq!(get(p.metrics, "/metrics/x").map(|g| g.0), Some(404));
+    assert_eq!(get(p.metrics, "/").map(|g| g.0), Some(404));
+
+    let silent: Vec<_> = (0..8)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", p.metrics)).unwrap())
+        .collect();
+    assert_eq!(get(p.metrics, "/metrics"), None, "a ninth scraper");
+    assert!(presented(p.port).is_some(), "visitors are served");
+    drop(silent);
+    wait_until("a scrape answered again", Duration::from_secs(20), || {
+        get(p.metrics, "/metrics").filter(|g| g.0 == 200)
     });
 }
