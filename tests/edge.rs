@@ -1427,7 +1427,7 @@ async fn the_edge_proxy_tunnels_websockets_through_nginx_to_a_websockets_server(
     assert!(open.contains("tunnels_open=1 tunnels_total=1"), "{open}");
     let closed = log_line(&p, "websocket tunnel closed");
     assert!(
-        closed.contains("closed=\"closed\"") && closed.contains("tunnels_open=0 tunnels_total=1"),
+        closed.contains("closed=closed") && closed.contains("tunnels_open=0 tunnels_total=1"),
         "{closed}"
     );
 
