@@ -38,6 +38,11 @@
 //!
 //! A `[[site]]` with `default = true` (and no hostnames) serves every other SNI, and
 //! connections without SNI.
+//!
+//! Beyond parsing, `--check`, start-up and every reload run `Config::lint`: a leaf in a
+//! trust file, a site whose every anchor expired, a hostname its certificate does not
+//! name are errors; an expired anchor among current ones and a key open to group or
+//! others are warnings.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -1085,6 +1090,28 @@ upstream = "http://127.0.0.1:8080"
                 "{value}: {e}"
             );
             assert!(e.0.contains(said), "{value}: {e}");
+        }
+    }
+
+    /// A wildcard SAN covers exactly one left-most label (RFC 6125 §6.4.3); a hostname
+    /// pattern `*.zone` only a SAN `*.zone`; case does not matter.
+    #[test]
+    fn san_coverage_follows_rfc_6125() {
+        for (san, host, covered) in [
+            ("a.example", "a.example", true),
+            ("A.Example", "a.example", true),
+            ("*.a.example", "x.a.example", true),
+            ("*.a.example", "X.A.EXAMPLE", true),
+            ("*.a.example", "*.a.example", true),
+            ("*.a.example", "a.example", false),
+            ("*.a.example", "y.x.a.example", false),
+            ("*.a.example", ".a.example", false),
+            ("x.a.example", "*.a.example", false),
+            ("*.example", "*.a.example", false),
+            ("a.example", "b.example", false),
+            ("*", "a", false),
+        ] {
+            assert_eq!(covers(san, host), covered, "{san} covers {host}?");
         }
     }
 

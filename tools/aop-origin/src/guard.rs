@@ -416,11 +416,14 @@ impl Guard {
         self.metrics
     }
 
-    /// Re-read the configuration file and swap in its policy and upstreams (SIGHUP's
-    /// work). Connections keep going; each gets a new verdict under the new policy at its
-    /// next request. On error the running configuration stays, and the error (naming the
-    /// file, line and key) is logged and returned. Listeners change only on restart.
-    /// Blocking: it reads files.
+    /// Re-read and check the configuration file (as `--check` does) and swap in its
+    /// policy and upstreams, and its timeouts and limits for the connections and requests
+    /// that start from now on (SIGHUP's work). Connections keep going; each gets a new
+    /// verdict under the new policy at its next request. `listen`, `metrics_listen`,
+    /// `log_format` and `max_connections` change only on restart: a reload that finds
+    /// them changed logs "restart required for: …" and sets `aop_restart_required`. On
+    /// error the running configuration stays, and the errors (each naming the file, line
+    /// and key) are logged and returned. Blocking: it reads files.
     pub fn reload(&self) -> Result<(), Error> {
         Ok(self.shared.logging(|| reload(&self.shared))?)
     }
