@@ -454,3 +454,43 @@ fn a_hostile_certificate_subject_is_one_escaped_bounded_label() {
     assert!(subject.len() <= 128 + '…'.len_utf8(), "{}", subject.len());
     assert!(subject.ends_with('…'), "{subject:?}");
 }
+
+#[test]
+fn a_connection_closed_for_the_handshake_timeout_is_counted_and_logged_with_its_peer() {
+    let certs = Certs::new(&["a.test"]);
+    let rest = "handshake_timeout_secs = 1\n\n[[site]]\nhostnames = [\"a.test\"]\n\
+         cert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\n\
+         trust = [\"edge-ca/ca.pem\"]\nupstream = \"http://127.0.0.1:9\"\n";
+    let guard = Guard::start(certs.dir.path(), rest);
+    // Says nothing: closed once handshake_timeout_secs pass.
+    let mut silent = std::net::TcpStream::connect(guard.addr()).unwrap();
+    let local = silent.local_addr().unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(std::io::Read::read(&mut silent, &mut buf).unwrap_or(0), 0);
+    let line = guard.wait_log("handshake_timeout");
+    assert!(has_field(&line, "peer", &local.to_string()), "{line}");
+    let m = scrape(&guard);
+    assert_eq!(
+        value(
+            &m,
+            "aop_connections_closed_total",
+            &[("site", ""), ("limit", "handshake_timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "aop_handshakes_total",
+            &[
+                ("site", ""),
+                ("verdict", "NONE"),
+                ("reason", "handshake_timeout")
+            ]
+        ),
+        1.0
+    );
+}
