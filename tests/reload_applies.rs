@@ -171,6 +171,24 @@ async fn a_reload_to_only_expired_anchors_keeps_the_old_policy() {
     .unwrap();
     let echo = Echo::start().await;
     let guard = Guard::spawn_binary(d, &config("", echo.addr, "\"edge-ca/ca.pem\""));
+    // The expired anchor beside the current one: a warning, and the reload goes on.
+    rewrite(
+        &guard,
+        "\"127.0.0.1:0\"",
+        &config("", echo.addr, "\"edge-ca/ca.pem\", \"cf2015.pem\""),
+    );
+    guard.reload();
+    let warning = guard.wait_log("configuration check");
+    assert!(
+        warning.contains(&format!(
+            "{}:8: key `trust`: {}: anchor ",
+            guard.config.display(),
+            d.join("cf2015.pem").display()
+        )),
+        "{warning}"
+    );
+    guard.wait_log("configuration reloaded");
+    // Only the expired one: refused.
     rewrite(
         &guard,
         "\"127.0.0.1:0\"",
@@ -188,7 +206,8 @@ async fn a_reload_to_only_expired_anchors_keeps_the_old_policy() {
         )),
         "{line}"
     );
-    assert!(guard.lines_with("configuration reloaded").is_empty());
+    // Only the first reload was applied.
+    assert_eq!(guard.lines_with("configuration reloaded").len(), 1);
     assert_eq!(
         guard.metric("aop_config_reloads_total{result=\"failure\"}"),
         1
