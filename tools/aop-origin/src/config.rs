@@ -401,7 +401,9 @@ impl Config {
     /// does when it starts and on every reload: the warnings (one line each, `FILE:LINE:
     /// key `name`: what; what to do`), or the errors — the first file that is unusable,
     /// or every problem that stops the configuration from working, one line each. What
-    /// `aop-origin --check` does. See [`Config::lint`] for the checks.
+    /// `aop-origin --check` does. The checks: a leaf in a trust file, a site whose every
+    /// anchor expired, a hostname the site's certificate does not name (errors); an
+    /// expired anchor beside current ones, a key file open to group or others (warnings).
     pub fn check(&self) -> Result<Vec<String>, crate::Error> {
         let (_, warnings) = self.load_checked()?;
         Ok(warnings)
