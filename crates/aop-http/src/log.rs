@@ -5,7 +5,7 @@
 //!   way, whatever a client put into a value.
 //!
 //!   ```text
-//!   ts=2026-12-01T10:19:55.255353Z level=warn target=aop::verdict msg="client certificate verdict" verdict=FAILED:unknown_ca peer=192.0.2.7:50312 sni=a.example subject="CN=edge, O=\"Edge\"" …
+//!   ts=2026-12-01T10:19:55.255353Z level=info target=aop::access msg=request request_id=rid-1 peer=192.0.2.7:50312 cf_connecting_ip="1.2.3.4 verdict=SUCCESS\"\n" path=/p status=200 verdict=SUCCESS
 //!   ```
 //!
 //! - [`Json`]: one JSON object per line, the shape of tracing-subscriber's JSON format.
