@@ -22,14 +22,15 @@ fn config(top: &str, upstream: std::net::SocketAddr, trust: &str) -> String {
     )
 }
 
-/// Rewrite the guard's config file: `listen` and `metrics_listen` as the guard has them
-/// (so only what the test changes differs), then `rest`.
-fn rewrite(guard: &Guard, listen: &str, rest: &str) {
+/// Rewrite the guard's config file — `listen`, `metrics_listen` as the guard has it (so
+/// only what the test changes differs), then `rest` — and send SIGHUP.
+fn reload_with(guard: &Guard, listen: &str, rest: &str) {
     std::fs::write(
         &guard.config,
         format!("listen = {listen}\nmetrics_listen = \"127.0.0.1:0\"\n{rest}"),
     )
     .unwrap();
+    guard.reload();
 }
 
 /// The edge's request on a new connection gets 200.
@@ -58,12 +59,11 @@ async fn a_changed_timeout_applies_to_new_connections_and_old_ones_keep_theirs()
         .await
         .unwrap();
 
-    rewrite(
+    reload_with(
         &guard,
         "\"127.0.0.1:0\"",
         &config("keepalive_timeout_secs = 1", echo.addr, trust),
     );
-    guard.reload();
     let line = guard.wait_log("configuration reloaded");
     assert!(
         line.contains(
@@ -93,12 +93,11 @@ async fn a_lowered_per_peer_limit_applies_after_the_reload() {
     let echo = Echo::start().await;
     let trust = "\"edge-ca/ca.pem\"";
     let guard = Guard::spawn_binary(c.dir.path(), &config("", echo.addr, trust));
-    rewrite(
+    reload_with(
         &guard,
         "\"127.0.0.1:0\"",
         &config("max_handshakes_per_peer = 1", echo.addr, trust),
     );
-    guard.reload();
     let line = guard.wait_log("configuration reloaded");
     assert!(line.contains("max_handshakes_per_peer"), "{line}");
     let mut first = tokio::net::TcpStream::connect(guard.addr()).await.unwrap();
@@ -122,12 +121,11 @@ async fn a_changed_listen_needs_a_restart_and_the_old_listener_serves() {
         let text = guard.metrics_text();
         assert_eq!(aop_e2e::metric(&text, &series(setting)), Some(0), "{text}");
     }
-    rewrite(
+    reload_with(
         &guard,
         "[\"127.0.0.1:0\", \"127.0.0.1:0\"]",
         &config("max_connections = 7", echo.addr, trust),
     );
-    guard.reload();
     let warn = guard.wait_log("restart required for");
     assert!(
         warn.contains("restart required for: listen, max_connections"),
@@ -149,8 +147,7 @@ async fn a_changed_listen_needs_a_restart_and_the_old_listener_serves() {
     edge_is_served(&c, &guard).await;
 
     // Back as it runs: nothing to restart for.
-    rewrite(&guard, "\"127.0.0.1:0\"", &config("", echo.addr, trust));
-    guard.reload();
+    reload_with(&guard, "\"127.0.0.1:0\"", &config("", echo.addr, trust));
     let line = guard.wait_log("configuration reloaded");
     assert!(!line.contains("listen"), "{line}");
     assert!(guard.lines_with("restart required for").len() == 1);
@@ -172,12 +169,11 @@ async fn a_reload_to_only_expired_anchors_keeps_the_old_policy() {
     let echo = Echo::start().await;
     let guard = Guard::spawn_binary(d, &config("", echo.addr, "\"edge-ca/ca.pem\""));
     // The expired anchor beside the current one: a warning, and the reload goes on.
-    rewrite(
+    reload_with(
         &guard,
         "\"127.0.0.1:0\"",
         &config("", echo.addr, "\"edge-ca/ca.pem\", \"cf2015.pem\""),
     );
-    guard.reload();
     let warning = guard.wait_log("configuration check");
     assert!(
         warning.contains(&format!(
@@ -189,12 +185,11 @@ async fn a_reload_to_only_expired_anchors_keeps_the_old_policy() {
     );
     guard.wait_log("configuration reloaded");
     // Only the expired one: refused.
-    rewrite(
+    reload_with(
         &guard,
         "\"127.0.0.1:0\"",
         &config("", echo.addr, "\"cf2015.pem\""),
     );
-    guard.reload();
     let line = guard.wait_log("reload refused");
     assert!(
         line.contains(&format!(
