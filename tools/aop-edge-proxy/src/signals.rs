@@ -1,12 +1,15 @@
-//! What the process answers to signals (SIGHUP reloads, SIGTERM and SIGINT drain), and
-//! the count of work a drain waits for.
+//! What the process answers to signals (SIGHUP reloads, SIGTERM and SIGINT drain; where
+//! there are no Unix signals, ctrl-c drains and nothing reloads), and the count of work a
+//! drain waits for.
 
 use std::sync::Arc;
 
+#[cfg(unix)]
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 /// The signals the proxy answers, installed (so no longer fatal to the process).
+#[cfg(unix)]
 pub(crate) struct Signals {
     hup: Signal,
     term: Signal,
@@ -16,11 +19,13 @@ pub(crate) struct Signals {
 /// What a signal asks for.
 pub(crate) enum Asked {
     /// SIGHUP: reload the identities.
+    #[cfg_attr(not(unix), allow(dead_code))] // no SIGHUP there
     Reload,
     /// SIGTERM or SIGINT (named): stop accepting, drain, exit 0.
     Stop(&'static str),
 }
 
+#[cfg(unix)]
 impl Signals {
     /// Install the handlers. Before anything listens: a SIGHUP sent as soon as the proxy
     /// is reachable must not end it.
@@ -39,6 +44,26 @@ impl Signals {
             _ = self.hup.recv() => Asked::Reload,
             _ = self.term.recv() => Asked::Stop("SIGTERM"),
             _ = self.int.recv() => Asked::Stop("SIGINT"),
+        }
+    }
+}
+
+/// Without Unix signals: ctrl-c only.
+#[cfg(not(unix))]
+pub(crate) struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    /// Install the ctrl-c handler (when first awaited).
+    pub(crate) fn install() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    /// The next ctrl-c.
+    pub(crate) async fn next(&mut self) -> Asked {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => Asked::Stop("ctrl-c"),
+            Err(_) => std::future::pending().await,
         }
     }
 }
