@@ -1469,8 +1469,7 @@ async fn the_edge_proxy_tunnels_websockets_through_nginx_to_a_websockets_server(
     assert_eq!(idle, serde_json::json!({"closed": true}));
     let closed = log_line(&p, "websocket tunnel closed");
     assert!(
-        closed.contains("closed=tunnel_idle")
-            && closed.contains("tunnels_open=0 tunnels_total=1"),
+        closed.contains("closed=tunnel_idle") && closed.contains("tunnels_open=0 tunnels_total=1"),
         "{closed}"
     );
 }

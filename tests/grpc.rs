@@ -378,10 +378,7 @@ fn grpc_straight_to_the_guard() {
         "{out:?}"
     );
     let line = guard.wait_log("status=408");
-    assert!(
-        line.contains("path=/aop.test.Echo/ClientStream"),
-        "{line}"
-    );
+    assert!(line.contains("path=/aop.test.Echo/ClientStream"), "{line}");
     let before = server.calls().len();
 
     let authority_b = format!("b.example:{}", guard.port);
