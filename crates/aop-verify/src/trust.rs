@@ -322,9 +322,13 @@ impl Trust {
     pub fn anchor_expiries(
         &self,
     ) -> impl Iterator<Item = (&str, Sha256Fingerprint, OffsetDateTime)> {
-        self.anchor_info
-            .iter()
-            .map(|a| (a.subject.as_str(), Sha256Fingerprint::of(&a.der), a.not_after))
+        self.anchor_info.iter().map(|a| {
+            (
+                a.subject.as_str(),
+                Sha256Fingerprint::of(&a.der),
+                a.not_after,
+            )
+        })
     }
 
     /// Each CRL loaded: its issuer, the SHA-256 of its DER and its nextUpdate, if it has
