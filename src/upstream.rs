@@ -116,6 +116,15 @@ pub fn headers(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every value of one echoed header (a field sent several times is several lines).
+pub fn header_values(body: &str, name: &str) -> Vec<String> {
+    headers(body)
+        .into_iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .collect()
+}
+
 /// The value of one echoed header, if present.
 pub fn header(body: &str, name: &str) -> Option<String> {
     headers(body)

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use aop_e2e::guard::{Certs, Guard, Reply, client_config, connect, exchange};
 use aop_e2e::pki::Leaf;
-use aop_e2e::upstream::{Echo, header, headers};
+use aop_e2e::upstream::{Echo, header, header_values};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -70,11 +70,7 @@ async fn send(
 
 /// Every x-forwarded-for field the upstream saw (its echoed `body`).
 fn seen_xff(body: &str) -> Vec<String> {
-    headers(body)
-        .into_iter()
-        .filter(|(k, _)| k == "x-forwarded-for")
-        .map(|(_, v)| v)
-        .collect()
+    header_values(body, "x-forwarded-for")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

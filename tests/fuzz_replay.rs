@@ -57,6 +57,11 @@ fn authority() {
 }
 
 #[test]
+fn proxy_header() {
+    replay("proxy_header", checks::proxy_header);
+}
+
+#[test]
 fn probe_reply() {
     replay("probe_reply", checks::probe_reply);
 }

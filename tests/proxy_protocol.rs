@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aop_e2e::guard::{Certs, Guard, Reply, client_config, closed_within, exchange};
 use aop_e2e::haproxy::Haproxy;
-use aop_e2e::upstream::{Echo, headers};
+use aop_e2e::upstream::{Echo, header_values};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
@@ -54,13 +54,9 @@ fn field(event: &serde_json::Value, name: &str) -> String {
     }
 }
 
-/// Every x-forwarded-for value the upstream saw (its echoed `body`).
+/// Every x-forwarded-for field the upstream saw (its echoed `body`).
 fn seen_xff(body: &str) -> Vec<String> {
-    headers(body)
-        .into_iter()
-        .filter(|(k, _)| k == "x-forwarded-for")
-        .map(|(_, v)| v)
-        .collect()
+    header_values(body, "x-forwarded-for")
 }
 
 /// Connect to `addr`, write each of `pieces` as its own segment (a pause between them),
@@ -255,7 +251,7 @@ async fn connections_without_a_valid_header_are_refused_with_a_verdict() {
         (
             "bad address",
             &[b"PROXY TCP4 203.0.113.300 198.51.100.1 40004 443\r\n"],
-            "not a PROXY protocol header",
+            "not a valid PROXY protocol v1 header",
         ),
         (
             "huge v2",

@@ -104,6 +104,48 @@ pub fn authority(data: &[u8]) {
     }
 }
 
+/// The longest PROXY protocol header aop-origin reads (a v2 header with 2 KiB of
+/// addresses and TLVs).
+const PROXY_HEADER_MAX: usize = 16 + 2048;
+
+/// `proxy_header`: what a `proxy_protocol` listener of aop-origin makes of a connection's
+/// first bytes. Never a panic; an error is one line; a header is no longer than the input
+/// or [`PROXY_HEADER_MAX`], parses the same from its own bytes alone (the ClientHello
+/// after it is never part of it), and every shorter prefix of it waits for more (a header
+/// split across TCP segments is never refused); the wait ends before
+/// [`PROXY_HEADER_MAX`] bytes.
+pub fn proxy_header(data: &[u8]) {
+    let parsed = aop_origin::parse_proxy_header(data);
+    match &parsed {
+        Ok(Some((_, len))) => {
+            let len = *len;
+            assert!(
+                len > 0 && len <= data.len() && len <= PROXY_HEADER_MAX,
+                "a header of {len} bytes in {}",
+                data.len()
+            );
+            assert_eq!(
+                aop_origin::parse_proxy_header(&data[..len]),
+                parsed,
+                "the header parses differently without what follows it"
+            );
+            for cut in 0..len {
+                assert_eq!(
+                    aop_origin::parse_proxy_header(&data[..cut]),
+                    Ok(None),
+                    "the header's first {cut} bytes are not waited on"
+                );
+            }
+        }
+        Ok(None) => assert!(
+            data.len() < PROXY_HEADER_MAX,
+            "still waiting after {} bytes",
+            data.len()
+        ),
+        Err(e) => assert!(!e.contains('\n'), "error is not one line: {e:?}"),
+    }
+}
+
 /// `probe_reply`: `certtool probe`'s classifier of what an origin sent back after the
 /// handshake. Never a panic; and content served (a 2xx or 3xx status line) is never
 /// read as a refusal.

@@ -97,6 +97,28 @@ pub fn parse_config(path: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// What a `proxy_protocol` listener makes of the first `bytes` of a connection:
+/// `Ok(Some((client, len)))` for a whole PROXY protocol header of `len` bytes naming
+/// `client` (`None`: the proxy's own connection, whose socket address stands), `Ok(None)`
+/// while more bytes may make one, `Err` (what was wrong, one line) for no header. The
+/// fuzzer's entry (it must never panic, whatever the bytes).
+pub fn parse_proxy_header(
+    bytes: &[u8],
+) -> Result<Option<(Option<std::net::SocketAddr>, usize)>, String> {
+    use proxy_protocol::{Parsed, Source};
+    match proxy_protocol::parse(bytes) {
+        Parsed::Header { source, len } => {
+            let client = match source {
+                Source::Client(a) => Some(a),
+                Source::Proxy => None,
+            };
+            Ok(Some((client, len)))
+        }
+        Parsed::Incomplete => Ok(None),
+        Parsed::Invalid(why) => Err(why),
+    }
+}
+
 /// The `tracing` subscriber the binary logs through, writing to `writer`: `format`'s
 /// lines (logfmt text without colour, or JSON: [`aop_http::log`]), at `info` unless
 /// `RUST_LOG` says otherwise. Give it to [`Guard::start_with_log`] for a guard with a log

@@ -15,8 +15,8 @@
 
 use std::net::SocketAddr;
 
+use ppp::v1;
 use ppp::v2::{self, Command};
-use ppp::{HeaderResult, v1};
 use tokio::io::{AsyncReadExt as _, Interest};
 use tokio::net::TcpStream;
 
@@ -69,15 +69,8 @@ pub(crate) async fn read(tcp: &mut TcpStream) -> Result<Source, String> {
             .await
             .map_err(|e| format!("reading the PROXY protocol header: {e}"))?;
         let seen = &buf[..have];
-        if seen.len() >= V2_FIXED && seen.starts_with(v2::PROTOCOL_PREFIX) {
-            let length = usize::from(u16::from_be_bytes([seen[14], seen[15]]));
-            if V2_FIXED + length > V2_MAX {
-                return Err(format!(
-                    "a PROXY protocol v2 header of {} bytes: more than the {V2_MAX} accepted",
-                    V2_FIXED + length
-                ));
-            }
-            cap = V2_FIXED + length;
+        if let Some(total) = v2_total(seen) {
+            cap = total.min(V2_MAX);
         }
         let (source, len) = match parse(seen) {
             Parsed::Header { source, len } => (source, len),
@@ -108,40 +101,30 @@ pub(crate) enum Parsed {
     Invalid(String),
 }
 
+/// The whole length of the v2 header `bytes` start with, once its fixed part is in.
+fn v2_total(bytes: &[u8]) -> Option<usize> {
+    let fixed = bytes.get(..V2_FIXED)?;
+    let length = u16::from_be_bytes([fixed[14], fixed[15]]);
+    fixed
+        .starts_with(v2::PROTOCOL_PREFIX)
+        .then_some(V2_FIXED + usize::from(length))
+}
+
 /// Parse the start of a connection (a header, and perhaps what follows it).
 pub(crate) fn parse(bytes: &[u8]) -> Parsed {
     use ppp::PartialResult as _;
-    // A v1 line is judged whole: ppp reads a line cut after a space ("… 4321 ") as an
-    // empty port, though the next segment would complete it.
-    let start = &bytes[..bytes.len().min(6)];
-    let line_end = bytes.iter().position(|&b| b == b'\r' || b == b'\n');
-    if b"PROXY ".starts_with(start)
-        && bytes.len() < V1_MAX
-        && line_end.is_none_or(|i| i + 1 == bytes.len() && bytes[i] == b'\r')
+    if b"PROXY ".starts_with(&bytes[..bytes.len().min(6)]) {
+        return parse_v1(bytes);
+    }
+    if let Some(total) = v2_total(bytes)
+        && total > V2_MAX
     {
-        return Parsed::Incomplete;
+        return Parsed::Invalid(format!(
+            "a PROXY protocol v2 header of {total} bytes: more than the {V2_MAX} accepted"
+        ));
     }
-    let result = HeaderResult::parse(bytes);
-    if result.is_incomplete() {
-        return Parsed::Incomplete;
-    }
-    match result {
-        HeaderResult::V1(Ok(h)) => {
-            let source = match h.addresses {
-                v1::Addresses::Tcp4(a) => {
-                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
-                v1::Addresses::Tcp6(a) => {
-                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
-                }
-                v1::Addresses::Unknown => Source::Proxy,
-            };
-            Parsed::Header {
-                source,
-                len: h.header.len(),
-            }
-        }
-        HeaderResult::V2(Ok(h)) => {
+    match v2::Header::try_from(bytes) {
+        Ok(h) => {
             let source = match (h.command, h.protocol, h.addresses) {
                 (Command::Proxy, v2::Protocol::Stream, v2::Addresses::IPv4(a)) => {
                     Source::Client(SocketAddr::from((a.source_address, a.source_port)))
@@ -156,14 +139,75 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
                 len: h.len(),
             }
         }
-        // Not v2 (ppp then tries v1): v1's error says what the bytes lacked.
-        HeaderResult::V1(Err(e)) => {
-            Parsed::Invalid(format!("not a PROXY protocol header (v1: {e})"))
-        }
-        HeaderResult::V2(Err(e)) => {
-            Parsed::Invalid(format!("not a valid PROXY protocol v2 header: {e}"))
+        Err(e) if e.is_incomplete() => Parsed::Incomplete,
+        Err(v2::ParseError::Prefix) => Parsed::Invalid(
+            "not a PROXY protocol header (neither \"PROXY \" nor the v2 signature)".into(),
+        ),
+        Err(e) => Parsed::Invalid(format!(
+            "not a valid PROXY protocol v2 header: {}",
+            one_line(&e)
+        )),
+    }
+}
+
+/// A v1 header: the line up to the first CRLF, within [`V1_MAX`] bytes, judged whole
+/// (ppp reads a line cut after a space, "… 4321 ", as an empty port, and takes a bare LF
+/// for the end when no CR follows; the header's length must not depend on what comes
+/// after it).
+fn parse_v1(bytes: &[u8]) -> Parsed {
+    let window = &bytes[..bytes.len().min(V1_MAX)];
+    let Some(end) = window.iter().position(|&b| b == b'\r' || b == b'\n') else {
+        return if bytes.len() < V1_MAX {
+            Parsed::Incomplete
+        } else {
+            Parsed::Invalid(format!(
+                "no CRLF in the first {V1_MAX} bytes: not a PROXY protocol v1 header"
+            ))
+        };
+    };
+    if end + 2 > V1_MAX {
+        return Parsed::Invalid(format!(
+            "a PROXY protocol v1 header longer than {V1_MAX} bytes"
+        ));
+    }
+    match bytes.get(end..end + 2) {
+        Some(b"\r\n") => {}
+        None if bytes[end] == b'\r' => return Parsed::Incomplete,
+        _ => {
+            return Parsed::Invalid(
+                "a PROXY protocol v1 header must end in CRLF, and hold no other CR or LF".into(),
+            );
         }
     }
+    let line = &bytes[..end + 2];
+    match v1::Header::try_from(line) {
+        Ok(h) if h.header.len() == line.len() => {
+            let source = match h.addresses {
+                v1::Addresses::Tcp4(a) => {
+                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
+                }
+                v1::Addresses::Tcp6(a) => {
+                    Source::Client(SocketAddr::from((a.source_address, a.source_port)))
+                }
+                v1::Addresses::Unknown => Source::Proxy,
+            };
+            Parsed::Header {
+                source,
+                len: line.len(),
+            }
+        }
+        Ok(_) => Parsed::Invalid("a PROXY protocol v1 header that ppp read short".into()),
+        Err(e) => Parsed::Invalid(format!(
+            "not a valid PROXY protocol v1 header: {}",
+            one_line(&e)
+        )),
+    }
+}
+
+/// `e`'s message on one line: ppp's say "must end in '\r\n'" with the characters
+/// themselves.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().escape_debug().to_string()
 }
 
 /// Peek at what has arrived on `tcp` (up to `buf.len()` bytes), once more than `have`
