@@ -266,6 +266,15 @@ async fn graceful_shutdown_finishes_an_open_http2_stream_then_goaway() {
         .unwrap();
 
     s.stop.take().unwrap().send(()).unwrap();
+    // The shutdown is under way before the test connects to see the listener gone: a
+    // connection accepted before it would count in its `connections=` (it did once).
+    wait_until_async("the shutdown starts", Duration::from_secs(10), || {
+        s.log
+            .text()
+            .contains("shutting down: no new connections")
+            .then_some(())
+    })
+    .await;
     let addr = s.addr;
     wait_until_async("the listener closes", Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).is_err().then_some(())
