@@ -4,11 +4,15 @@
 //! names them. A value is written bare when it is a non-empty run of printable ASCII
 //! other than space, `"`, `=` and `\`; otherwise it is double-quoted, with `"`, `\` and
 //! control characters escaped as in JSON (`\"`, `\\`, `\n`, `\r`, `\t`, `\u00XX`) and
-//! the characters that move or hide text on a terminal (C1 controls, bidirectional
-//! overrides, line separators) as `\uXXXX`. So a value a client chose (a header, a
+//! the characters that move or hide text on a terminal (C1 controls, line separators,
+//! format characters such as bidirectional overrides, soft hyphens and tags, and the
+//! other default-ignorable characters) as `\uXXXX`. So a value a client chose (a header, a
 //! path, a certificate's subject) stays one value: it can neither end the line nor add
 //! a field (`x verdict=SUCCESS`) to it. Whether a value is quoted depends only on the
-//! value, never on how the event recorded it (`%`, `?` or a `&str`).
+//! value, never on how the event recorded it (`%`, `?` or a `&str`). A value longer
+//! than 1,024 bytes, escapes counted, is cut at a character and ends `…[+N bytes]`
+//! (N the bytes left out), so no line reaches journald's `LineMax` (see
+//! `json::MAX_VALUE`).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -20,7 +24,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::json::{Escaped, timestamp};
+use super::json::{MAX_VALUE, string, timestamp};
 
 /// The logfmt event formatter: give it to tracing-subscriber's
 /// `SubscriberBuilder::event_format`. It writes no colour.
@@ -72,15 +76,14 @@ fn level(level: &Level) -> &'static str {
 /// Writes `value` bare if it is safe so, else quoted and escaped.
 fn value(w: &mut impl fmt::Write, value: &str) -> fmt::Result {
     let bare = !value.is_empty()
+        && value.len() <= MAX_VALUE
         && value
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'=' | b'\\'));
     if bare {
         w.write_str(value)
     } else {
-        w.write_char('"')?;
-        Escaped(w, true).write_str(value)?;
-        w.write_char('"')
+        string(w, value)
     }
 }
 
@@ -196,6 +199,35 @@ mod tests {
             [
                 r#"level=info target=aop::access msg="line\nbreak" x="1.2.3.4 verdict=SUCCESS" y="a\"b\\c\nts=2026 level=info verdict=SUCCESS\r\t\u0001\u007f" z="é\u009b31m\u202e\u2028""#
             ]
+        );
+    }
+
+    #[test]
+    fn invisible_characters_are_escaped_and_long_values_cut() {
+        let long = format!("{}ts=2026 level=info verdict=SUCCESS", "A".repeat(50_000));
+        let got = lines(|| {
+            tracing::info!(target: "aop::verdict", subject = "ed\u{ad}ge\u{e0041}\u{180e}\u{fff9}x",
+                bare = "a".repeat(MAX_VALUE).as_str(), long = long.as_str(), "m");
+        });
+        assert_eq!(
+            got,
+            [format!(
+                "level=info target=aop::verdict msg=m subject=\"ed\\u00adge\\udb40\\udc41\\u180e\\ufff9x\" \
+                 bare={} long=\"{}…[+49010 bytes]\"",
+                "a".repeat(MAX_VALUE),
+                "A".repeat(MAX_VALUE)
+            )]
+        );
+        // One byte over the cap: quoted, cut, marked.
+        let got = lines(|| {
+            tracing::info!(target: "t", v = "a".repeat(MAX_VALUE + 1).as_str());
+        });
+        assert_eq!(
+            got,
+            [format!(
+                "level=info target=t v=\"{}…[+1 bytes]\"",
+                "a".repeat(MAX_VALUE)
+            )]
         );
     }
 
