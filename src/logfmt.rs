@@ -4,9 +4,9 @@
 /// The fields of one logfmt line, in order. Strict: keys are non-empty runs without
 /// space, `=`, `"` or control characters, each followed by `=`; a value is either bare
 /// (a non-empty run without space, `"`, `=` or `\`) or double-quoted with only the
-/// escapes `\"`, `\\`, `\n`, `\r`, `\t` and `\uXXXX`; one space between fields, none
-/// at either end; no control character anywhere in the line; no key twice (a second
-/// `verdict=` would be a forged field).
+/// escapes `\"`, `\\`, `\n`, `\r`, `\t` and `\uXXXX` (above U+FFFF a surrogate
+/// pair); one space between fields, none at either end; no control character anywhere
+/// in the line; no key twice (a second `verdict=` would be a forged field).
 pub fn parse(line: &str) -> Result<Vec<(String, String)>, String> {
     let err = |what: &str| Err(format!("{what} in {line:?}"));
     if let Some(c) = line.chars().find(|c| c.is_control()) {
@@ -37,13 +37,24 @@ pub fn parse(line: &str) -> Result<Vec<(String, String)>, String> {
                         Some('r') => value.push('\r'),
                         Some('t') => value.push('\t'),
                         Some('u') => {
-                            let hex: String = (0..4)
-                                .filter_map(|_| chars.next())
-                                .map(|(_, c)| c)
-                                .collect();
-                            match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                                Some(c) if hex.len() == 4 => value.push(c),
-                                _ => return err(&format!("a bad escape \\u{hex}")),
+                            let c = match hex4(&mut chars) {
+                                // Above U+FFFF: a surrogate pair, as in JSON.
+                                Ok(hi @ 0xd800..0xdc00) => match (chars.next(), chars.next()) {
+                                    (Some((_, '\\')), Some((_, 'u'))) => match hex4(&mut chars) {
+                                        Ok(lo @ 0xdc00..0xe000) => char::from_u32(
+                                            0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00),
+                                        )
+                                        .ok_or(format!("{hi:x}")),
+                                        _ => Err(format!("{hi:x} without its pair")),
+                                    },
+                                    _ => Err(format!("{hi:x} without its pair")),
+                                },
+                                Ok(c) => char::from_u32(c).ok_or(format!("{c:x}")),
+                                Err(hex) => Err(hex),
+                            };
+                            match c {
+                                Ok(c) => value.push(c),
+                                Err(hex) => return err(&format!("a bad escape \\u{hex}")),
                             }
                         }
                         other => return err(&format!("a bad escape {other:?}")),
@@ -74,6 +85,13 @@ pub fn parse(line: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
+/// Four hex digits, as a number (else what was read).
+fn hex4(chars: &mut impl Iterator<Item = (usize, char)>) -> Result<u32, String> {
+    let hex: String = chars.by_ref().take(4).map(|(_, c)| c).collect();
+    let n = u32::from_str_radix(&hex, 16).ok();
+    n.filter(|_| hex.len() == 4).ok_or(hex)
+}
+
 /// The value of `key` among `fields` (from [`parse`]).
 pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
     fields
@@ -91,6 +109,8 @@ mod tests {
         let f = parse(r#"ts=1 msg="a \"b\" \\ \n\u009b" x=y:z"#).unwrap();
         assert_eq!(field(&f, "msg"), Some("a \"b\" \\ \n\u{9b}"));
         assert_eq!(field(&f, "x"), Some("y:z"));
+        let f = parse(r#"a="\udb40\udc41x""#).unwrap();
+        assert_eq!(field(&f, "a"), Some("\u{e0041}x"));
     }
 
     #[test]
@@ -109,6 +129,8 @@ mod tests {
             "a=\"\\x\"",
             "a=\"\u{1b}[31m\"",
             "a=\"\\u12\"",
+            "a=\"\\udb40\"",
+            "a=\"\\udb40\\u0041\"",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
