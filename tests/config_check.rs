@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use aop_e2e::guard::Certs;
+use aop_e2e::pki::{Made, ca_params, client_params};
 use aop_e2e::{bin, code, run, stderr, stdout, workspace_root};
 
 /// The 2015 Cloudflare origin-pull CA: a real anchor, expired 2020-01-12.
@@ -364,5 +365,233 @@ fn start_up_logs_the_warnings_and_serves() {
         )),
         "{}",
         lines[0]
+    );
+}
+
+/// `hostnames` with a trailing dot (or in capitals): the policy reads `a.example.` as
+/// `a.example` (as SNI is matched), so the served certificate covers it; `--check` and
+/// start-up must not refuse a configuration that works (review 15b R2-2).
+#[test]
+fn a_trailing_dot_hostname_the_certificate_covers_passes() {
+    let c = certs();
+    for hosts in [
+        "\"a.example.\"",
+        "\"x.a.example.\"",
+        "\"*.a.example.\"",
+        "\"A.Example.\", \"X.A.EXAMPLE\"",
+    ] {
+        let config = write(c.dir.path(), hosts, KEY, "\"edge-ca/ca.pem\"");
+        let o = origin(&config, true);
+        assert_eq!(
+            (code(&o), stdout(&o), stderr(&o)),
+            (0, format!("{}: ok\n", config.display()), String::new()),
+            "hostnames = [{hosts}]"
+        );
+    }
+    // Still refused when the name is not covered, with or without its dot.
+    let config = write(
+        c.dir.path(),
+        "\"b.example.\", \"y.x.a.example.\"",
+        KEY,
+        "\"edge-ca/ca.pem\"",
+    );
+    let cert = c.dir.path().join("origin-ca/origin/cert.pem");
+    let line = |host: &str| {
+        format!(
+            "{}:4: key `hostnames`: \"{host}\" is not covered by the DNS names of {} (a.example, *.a.example): the edge's hostname check would refuse the origin; serve a certificate that names it, or move it to a site whose certificate does",
+            config.display(),
+            cert.display()
+        )
+    };
+    refused(&config, &[line("b.example."), line("y.x.a.example.")]);
+}
+
+/// A served certificate whose DNS names end in a dot (`b.example.`, `*.b.example.`)
+/// covers `b.example` and `x.b.example`, as the edge's hostname check reads them.
+#[cfg(unix)]
+#[test]
+fn a_certificate_naming_absolute_names_covers_the_hostnames() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let c = certs();
+    let d = c.dir.path();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["b.example.".to_owned(), "*.b.example.".to_owned()])
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "b.example");
+    let served = Made::new(params, None);
+    std::fs::write(d.join("abs-cert.pem"), &served.pem).unwrap();
+    std::fs::write(d.join("abs-key.pem"), &served.key).unwrap();
+    std::fs::set_permissions(
+        d.join("abs-key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let config = d.join("origin.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n\n[[site]]\nhostnames = [\"b.example\", \"x.b.example\", \"c.example\"]\n\
+         cert = \"abs-cert.pem\"\nkey = \"abs-key.pem\"\ntrust = [\"edge-ca/ca.pem\"]\nupstream = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    refused(
+        &config,
+        &[format!(
+            "{}:4: key `hostnames`: \"c.example\" is not covered by the DNS names of {} (b.example., *.b.example.): the edge's hostname check would refuse the origin; serve a certificate that names it, or move it to a site whose certificate does",
+            config.display(),
+            d.join("abs-cert.pem").display()
+        )],
+    );
+}
+
+/// The verdict on `client` under a trust of `anchor` alone, in-process (the handshake's
+/// check): its reason word.
+fn verdict_of(dir: &Path, anchor: &Path, client: &Made) -> String {
+    let trust = aop_verify::Trust::load(&aop_verify::TrustSpec::new([anchor])).unwrap();
+    let der = aop_pki::load_certificates(&client.write_anchor(dir, "client-under-test")).unwrap();
+    trust
+        .check(&der[0], &[], time::OffsetDateTime::now_utc())
+        .outcome
+        .to_string()
+}
+
+/// A CA anchor that can verify no client — its extendedKeyUsage says serverAuth only, or
+/// its keyUsage lacks keyCertSign — is an error at its `trust` line naming its number in
+/// the file and the verdict every client under it gets (the handshake's own check of an
+/// anchor); alone or beside a good CA. `certtool verify` gives that verdict and says the
+/// same on stderr (review 15b R2-3).
+#[test]
+fn a_ca_anchor_that_can_verify_no_client_is_an_error() {
+    let c = certs();
+    let d = c.dir.path();
+    let mut server_only = ca_params("server-only CA", None);
+    server_only.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let mut no_kcs = ca_params("no keyCertSign CA", None);
+    no_kcs.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    let cases = [
+        (
+            "server-only",
+            server_only,
+            "bad_eku",
+            "the trust anchor CN=server-only CA: its extendedKeyUsage does not include clientAuth",
+        ),
+        (
+            "no-kcs",
+            no_kcs,
+            "bad_key_usage",
+            "the trust anchor CN=no keyCertSign CA: keyUsage [Digital Signature] lacks keyCertSign",
+        ),
+    ];
+    let good_ca = std::fs::read_to_string(d.join("edge-ca/ca.pem")).unwrap();
+    for (name, params, reason, detail) in cases {
+        let ca = Made::new(params, None);
+        let client = Made::new(client_params("edge"), Some(&ca));
+        let file = ca.write_anchor(d, name);
+        // The handshake refuses every client under it, for this reason.
+        assert_eq!(verdict_of(d, &file, &client), format!("FAILED:{reason}"));
+        let said = |config: &Path, line: usize, file: &Path, index: usize| {
+            format!(
+                "{}:{line}: key `trust`: {}: certificate #{index} can verify no client (every chain under it would be FAILED:{reason}): {detail}; replace it with the edge's CA certificate as issued for client authentication, or remove it from trust",
+                config.display(),
+                file.display()
+            )
+        };
+        let config = write(d, HOSTS, KEY, &format!("\"{name}.pem\""));
+        refused(&config, &[said(&config, 7, &file, 1)]);
+        // Second in a bundle after a good CA, and in the list after a good file.
+        let bundle = d.join(format!("{name}-bundle.pem"));
+        std::fs::write(&bundle, format!("{good_ca}{}", ca.pem)).unwrap();
+        let config = write(
+            d,
+            HOSTS,
+            KEY,
+            &format!("\"edge-ca/ca.pem\",\n  \"{name}-bundle.pem\""),
+        );
+        refused(&config, &[said(&config, 8, &bundle, 2)]);
+        // certtool verify: the verdict, exit 1, and the warning in the same words.
+        let o = aop_e2e::certtool([
+            "verify",
+            "--trust",
+            file.to_str().unwrap(),
+            "--chain",
+            d.join("client-under-test.pem").to_str().unwrap(),
+        ]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert_eq!(
+            stdout(&o).lines().next(),
+            Some(format!("FAILED:{reason}").as_str())
+        );
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "certtool: warning: {}: certificate #1 can verify no client (every chain under it would be FAILED:{reason}): {detail}; replace it with the edge's CA certificate as issued for client authentication, or remove it from trust\n",
+                file.display()
+            )
+        );
+    }
+    // A self-signed client certificate trusted directly (not a CA) stays allowed.
+    let own = Made::new(client_params("self-signed edge"), None);
+    let file = own.write_anchor(d, "self-signed-edge");
+    assert_eq!(verdict_of(d, &file, &own), "SUCCESS");
+    let config = write(d, HOSTS, KEY, "\"self-signed-edge.pem\"");
+    let o = origin(&config, true);
+    assert_eq!(
+        (code(&o), stdout(&o), stderr(&o)),
+        (0, format!("{}: ok\n", config.display()), String::new())
+    );
+}
+
+/// The same leaf file in the trust of two sites: each site's error names its own `trust`
+/// line (review 15b R2-4).
+#[test]
+fn a_leaf_trusted_by_two_sites_is_reported_at_each_sites_line() {
+    let c = certs();
+    let site = |host: &str| {
+        format!(
+            "\n[[site]]\nhostnames = [\"{host}\"]\ncert = \"origin-ca/origin/cert.pem\"\n\
+             key = \"{KEY}\"\ntrust = [\"origin-ca/origin/cert.pem\"]\nupstream = \"http://127.0.0.1:9\"\n"
+        )
+    };
+    let config = c.dir.path().join("origin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n{}{}",
+            site("a.example"),
+            site("x.a.example")
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let trust_lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("trust"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(trust_lines, [7, 14]);
+    let cert = c.dir.path().join("origin-ca/origin/cert.pem");
+    let o = origin(&config, true);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    for (got, line) in lines.iter().zip([7, 14]) {
+        let want = format!(
+            "aop-origin: {}:{line}: key `trust`: {}: certificate #1 (",
+            config.display(),
+            cert.display()
+        );
+        assert!(got.starts_with(&want), "want {want:?}, got {got:?}");
+        assert!(got.contains(") is not a CA certificate: "), "{got}");
+    }
+    refused(
+        &config,
+        &lines
+            .iter()
+            .map(|l| l.strip_prefix("aop-origin: ").unwrap().to_owned())
+            .collect::<Vec<_>>(),
     );
 }

@@ -48,6 +48,26 @@ pub enum Error {
         sha256: aop_pki::Sha256Fingerprint,
     },
 
+    /// A CA certificate in a trust file that can verify no client: every path through
+    /// it fails the check the handshake makes of its anchor (not a CA by RFC 5280, no
+    /// keyCertSign, an unhandled critical extension, an extendedKeyUsage without
+    /// clientAuth…). `reason` is the verdict every client under it would get. Refused by
+    /// [`crate::TrustSpec::anchor_certificates`] (after any [`Error::LeafAnchor`]).
+    #[error(
+        "{}: certificate #{index} can verify no client (every chain under it would be FAILED:{reason}): {detail}; replace it with the edge's CA certificate as issued for client authentication, or remove it from trust",
+        path.display()
+    )]
+    UnusableAnchor {
+        /// The trust file.
+        path: PathBuf,
+        /// Position in the file, from 1.
+        index: usize,
+        /// The reason word of the verdict every client under it would get.
+        reason: crate::Reason,
+        /// Which certificate, and what is wrong with it.
+        detail: String,
+    },
+
     /// A CRL file parses as PEM/DER but not as a CRL webpki can use.
     #[error("{}: unusable CRL: {detail}", path.display())]
     BadCrl {

@@ -129,48 +129,59 @@ pub(crate) fn check_path(
     }
     let last = issuers.len().saturating_sub(1);
     for (i, ca) in issuers.iter().enumerate() {
-        let who = if i == last {
-            Who::Anchor
-        } else {
-            Who::Intermediate
-        }
-        .of(ca);
-        // OpenSSL's V1_ROOT: v1 and self-issued; a v1 intermediate placed in the trust
-        // file says nothing of being a CA.
-        let v1_anchor = i == last
-            && ca.version() == X509Version::V1
-            && ca.extensions().is_empty()
-            && self_issued(ca);
-        if !v1_anchor {
-            // CAs between this one and the client's certificate; self-issued ones (a
-            // re-keyed CA's link certificates) do not count (RFC 5280 6.1.4 (l)).
-            let below = issuers[..i].iter().filter(|c| !self_issued(c)).count();
-            is_a_ca(ca, &who, below)?;
-            match key_usage(ca, &who)? {
-                None => {
-                    return Err((
-                        Reason::BadKeyUsage,
-                        format!("{who} has no keyUsage extension; a CA needs keyCertSign"),
-                    ));
-                }
-                Some(ku) if !ku.key_cert_sign() => {
-                    return Err((
-                        Reason::BadKeyUsage,
-                        format!("{who}: keyUsage [{ku}] lacks keyCertSign"),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        critical_extensions(ca, &who)?;
-        names(ca, &who, false)?;
-        serial(ca, &who)?;
-        // webpki reads the extendedKeyUsage of the intermediates, not the anchor's: an
-        // anchor whose EKU says it is for other purposes does not vouch for clients
-        // (OpenSSL: unsuitable certificate purpose).
+        // CAs between this one and the client's certificate; self-issued ones (a
+        // re-keyed CA's link certificates) do not count (RFC 5280 6.1.4 (l)).
+        let below = issuers[..i].iter().filter(|c| !self_issued(c)).count();
         if i == last {
-            anchor_purpose(ca, &who)?;
+            check_anchor(ca, below)?;
+        } else {
+            issuer(ca, &Who::Intermediate.of(ca), below, false)?;
         }
+    }
+    Ok(())
+}
+
+/// What a CA certificate in a trust file must be to vouch for any client, with `below`
+/// CAs under it on the path (0 when judged alone, as `TrustSpec::anchor_certificates`
+/// does): the anchor's part of [`check_path`] — a CA (or a v1 root), keyUsage with
+/// keyCertSign, no unhandled critical extension, non-empty names, a DER serial, and an
+/// extendedKeyUsage, if any, that allows clientAuth.
+pub(crate) fn check_anchor(ca: &X509Certificate<'_>, below: usize) -> Result<(), Refusal> {
+    issuer(ca, &Who::Anchor.of(ca), below, true)
+}
+
+/// An issuer on a path (`anchor`: the trust anchor's certificate, at the top).
+fn issuer(ca: &X509Certificate<'_>, who: &str, below: usize, anchor: bool) -> Result<(), Refusal> {
+    // OpenSSL's V1_ROOT: v1 and self-issued; a v1 intermediate placed in the trust
+    // file says nothing of being a CA.
+    let v1_anchor =
+        anchor && ca.version() == X509Version::V1 && ca.extensions().is_empty() && self_issued(ca);
+    if !v1_anchor {
+        is_a_ca(ca, who, below)?;
+        match key_usage(ca, who)? {
+            None => {
+                return Err((
+                    Reason::BadKeyUsage,
+                    format!("{who} has no keyUsage extension; a CA needs keyCertSign"),
+                ));
+            }
+            Some(ku) if !ku.key_cert_sign() => {
+                return Err((
+                    Reason::BadKeyUsage,
+                    format!("{who}: keyUsage [{ku}] lacks keyCertSign"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    critical_extensions(ca, who)?;
+    names(ca, who, false)?;
+    serial(ca, who)?;
+    // webpki reads the extendedKeyUsage of the intermediates, not the anchor's: an
+    // anchor whose EKU says it is for other purposes does not vouch for clients
+    // (OpenSSL: unsuitable certificate purpose).
+    if anchor {
+        anchor_purpose(ca, who)?;
     }
     Ok(())
 }

@@ -97,11 +97,16 @@ impl TrustSpec {
     /// Every certificate of the anchor files, parsed (validity as of `now`), in order:
     /// what a configuration check looks at (expired anchors). A certificate that is not
     /// a CA certificate and not self-signed — a leaf, alone or in a leaf+CA bundle — is
-    /// refused with [`Error::LeafAnchor`]: `aop-origin --check`, its start and reload,
-    /// and `certtool verify` call this before [`Trust::load`]. (`Trust::load` itself
-    /// still accepts such a file, as webpki does.)
+    /// refused with [`Error::LeafAnchor`]; failing that, a CA certificate that can verify
+    /// no client (the check the handshake makes of its anchor, on a path of no other
+    /// CA: not a CA by RFC 5280, no keyCertSign, an extendedKeyUsage without clientAuth…)
+    /// with [`Error::UnusableAnchor`], the first such in order. A self-signed leaf
+    /// trusted directly stays allowed. `aop-origin --check`, its start and reload, and
+    /// `certtool verify` call this before [`Trust::load`]. (`Trust::load` itself still
+    /// accepts such files, as webpki does; its checks refuse the chains.)
     pub fn anchor_certificates(&self, now: OffsetDateTime) -> Result<Vec<(PathBuf, CertInfo)>> {
         let mut out = Vec::new();
+        let mut unusable = None;
         for path in &self.anchors {
             for (i, der) in aop_pki::load_certificates(path)?.into_iter().enumerate() {
                 let info = CertInfo::from_der(&der, now).map_err(|detail| Error::BadAnchor {
@@ -117,10 +122,25 @@ impl TrustSpec {
                         sha256: info.sha256,
                     });
                 }
+                if info.is_ca
+                    && unusable.is_none()
+                    && let Ok((_, x)) = X509Certificate::from_der(der.as_ref())
+                    && let Err((reason, detail)) = strict::check_anchor(&x, 0)
+                {
+                    unusable = Some(Error::UnusableAnchor {
+                        path: path.clone(),
+                        index: i + 1,
+                        reason,
+                        detail,
+                    });
+                }
                 out.push((path.clone(), info));
             }
         }
-        Ok(out)
+        match unusable {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 }
 

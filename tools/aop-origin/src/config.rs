@@ -40,9 +40,9 @@
 //! connections without SNI.
 //!
 //! Beyond parsing, `--check`, start-up and every reload run `Config::lint`: a leaf in a
-//! trust file, a site whose every anchor expired, a hostname its certificate does not
-//! name are errors; an expired anchor among current ones and a key open to group or
-//! others are warnings.
+//! trust file, a CA anchor that can verify no client, a site whose every anchor expired,
+//! a hostname its certificate does not name are errors; an expired anchor among current
+//! ones and a key open to group or others are warnings.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -401,8 +401,10 @@ impl Config {
     /// does when it starts and on every reload: the warnings (one line each, `FILE:LINE:
     /// key `name`: what; what to do`), or the errors — the first file that is unusable,
     /// or every problem that stops the configuration from working, one line each. What
-    /// `aop-origin --check` does. The checks: a leaf in a trust file, a site whose every
-    /// anchor expired, a hostname the site's certificate does not name (errors); an
+    /// `aop-origin --check` does. The checks: a leaf in a trust file, a CA anchor that
+    /// can verify no client (not a CA by RFC 5280, no keyCertSign, an extendedKeyUsage
+    /// without clientAuth…), a site whose every anchor expired, a hostname the site's
+    /// certificate does not name (errors); an
     /// expired anchor beside current ones, a key file open to group or others (warnings).
     pub fn check(&self) -> Result<Vec<String>, crate::Error> {
         let (_, warnings) = self.load_checked()?;
@@ -566,11 +568,17 @@ impl Config {
     ///
     /// - A site's trust files hold a leaf (not a CA certificate, not self-signed: alone
     ///   or in a leaf+CA bundle, which trusts the whole CA): error (pin it instead).
+    /// - A CA certificate in a trust file that can verify no client (the handshake's
+    ///   check of an anchor, `TrustSpec::anchor_certificates`: not a CA by RFC 5280, no
+    ///   keyCertSign, an unhandled critical extension, an extendedKeyUsage without
+    ///   clientAuth): error, naming the certificate's number in the file and the
+    ///   reason every client under it would be refused with.
     /// - Every anchor of a site has expired: error (no client can pass); some have:
     ///   a warning naming each.
     /// - A site hostname its served certificate's DNS SANs do not cover (a wildcard SAN
-    ///   covers one left-most label, RFC 6125 §6.4.3): error (the edge's hostname check
-    ///   would fail).
+    ///   covers one left-most label, RFC 6125 §6.4.3; both sides compared as the policy
+    ///   reads names: case and a trailing dot do not matter): error (the edge's hostname
+    ///   check would fail).
     /// - (Unix) a key file open to group or others (`mode & 0o077`, the symlink's
     ///   target): a warning with the `chmod 600` that fixes it — not an error, so an
     ///   upgrade does not take down an origin that ran this way.
@@ -597,7 +605,8 @@ impl Config {
             for file in site.trust.get_ref() {
                 let spec = TrustSpec::new([base.join(file.get_ref())]);
                 match spec.anchor_certificates(now) {
-                    Err(e) => errors.push(self.placed(&e).0),
+                    // This site's own `trust` line (the file may be in other sites' too).
+                    Err(e) => errors.push(format!("{}: key `trust`: {e}", at(file.span()))),
                     Ok(certs) => {
                         anchors += certs.len();
                         for (path, info) in certs.into_iter().filter(|(_, c)| c.not_after < now) {
@@ -642,7 +651,14 @@ impl Config {
                 .and_then(|der| aop_pki::CertInfo::from_der(&der, now).ok());
             if let Some(served) = served {
                 for host in &site.hostnames {
-                    if !served.san.dns.iter().any(|san| covers(san, host.get_ref())) {
+                    // As the policy reads both (case, a trailing dot: `a.example.`).
+                    let name = aop_pki::normalize_dns_name(host.get_ref());
+                    let covered = served
+                        .san
+                        .dns
+                        .iter()
+                        .any(|san| covers(&aop_pki::normalize_dns_name(san), &name));
+                    if !covered {
                         errors.push(format!(
                             "{}: key `hostnames`: {:?} is not covered by the DNS names of {} ({}): the edge's hostname check would refuse the origin; serve a certificate that names it, or move it to a site whose certificate does",
                             at(host.span()),
@@ -710,9 +726,9 @@ impl Config {
                 Pki::NotACertificate { .. } | Pki::BadCertificate { .. } | Pki::NotPemOrDer { .. },
             ) => &["cert", "trust"],
             aop_verify::Error::ServerCert { .. } => &["cert"],
-            aop_verify::Error::BadAnchor { .. } | aop_verify::Error::LeafAnchor { .. } => {
-                &["trust"]
-            }
+            aop_verify::Error::BadAnchor { .. }
+            | aop_verify::Error::LeafAnchor { .. }
+            | aop_verify::Error::UnusableAnchor { .. } => &["trust"],
             aop_verify::Error::Pki(Pki::NotACrl { .. }) | aop_verify::Error::BadCrl { .. } => {
                 &["crl"]
             }
@@ -781,9 +797,10 @@ fn websocket(site: &Site, at: &dyn Fn(Range<usize>) -> String) -> Result<bool, C
     }
 }
 
-/// Whether the certificate's DNS name `san` covers the site hostname `host` (both as
-/// written; ASCII case-insensitive). A wildcard SAN `*.zone` covers one left-most label
-/// (RFC 6125 §6.4.3), and a hostname pattern `*.zone` only if the SAN is `*.zone` too.
+/// Whether the certificate's DNS name `san` covers the site hostname `host` (ASCII
+/// case-insensitive; the caller strips trailing dots, `aop_pki::normalize_dns_name`). A
+/// wildcard SAN `*.zone` covers one left-most label (RFC 6125 §6.4.3), and a hostname
+/// pattern `*.zone` only if the SAN is `*.zone` too.
 fn covers(san: &str, host: &str) -> bool {
     if san.eq_ignore_ascii_case(host) {
         return true;

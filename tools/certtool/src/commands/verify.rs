@@ -60,7 +60,20 @@ pub(crate) fn run(args: &VerifyArgs, now: OffsetDateTime) -> anyhow::Result<Exit
     spec.max_depth = args.max_depth;
     spec.allow_missing_eku = args.allow_missing_eku;
     // A leaf in a trust file (alone or in a leaf+CA bundle) is refused: a pin was meant.
-    spec.anchor_certificates(now)?;
+    // A CA anchor that can verify no client is said on stderr, and the verdict (which
+    // refuses every chain under it for the same reason) is still given: `verify` judges
+    // chains, odd anchors included, as the origin would.
+    match spec.anchor_certificates(now) {
+        Err(e @ aop_verify::Error::UnusableAnchor { .. }) => {
+            #[allow(clippy::print_stderr)] // a diagnostic, one line, beside the verdict
+            {
+                eprintln!("certtool: warning: {e}");
+            }
+        }
+        other => {
+            other?;
+        }
+    }
     let trust = Trust::load(&spec)?;
     let chain = aop_pki::load_certificates(&args.chain)?;
     let (ee, intermediates) = chain
