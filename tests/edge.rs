@@ -162,6 +162,13 @@ async fn fetch(client: &EdgeClient<Empty<Bytes>>, url: &str) -> Result<Got, aop_
         .headers()
         .get("x-client-cert-sha256")
         .map(|v| v.to_str().unwrap().to_owned());
+    // The whole identity beside its id (what aop-edge-proxy logs as `presented=`): the
+    // certificate the origin saw, whatever the store says by now.
+    let whole = &resp.extensions().get::<aop_edge::Presented>().unwrap().0;
+    assert_eq!(whole.id(), presented);
+    if let Some(cert) = &cert {
+        assert_eq!(&whole.certificate().sha256.to_string(), cert);
+    }
     let (version, status) = (resp.version(), resp.status().as_u16());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Ok(Got {

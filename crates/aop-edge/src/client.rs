@@ -41,6 +41,12 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PresentedIdentity(pub u64);
 
+/// The identity a response's connection presented, whole (its flavour, name and
+/// certificate), in the response's extensions beside [`PresentedIdentity`]: what to log
+/// for the request, even if a reload has retired that identity since it was sent.
+#[derive(Clone, Debug)]
+pub struct Presented(pub Arc<Identity>);
+
 /// How often an HTTP/2 connection with requests in flight is PINGed, and how long the
 /// origin has to answer before the connection is closed (and its requests fail): a
 /// connection that died silently under a long response is found within 50 s. Idle
@@ -191,14 +197,16 @@ impl EdgeConnector {
 #[derive(Debug)]
 pub struct EdgeStream {
     io: TokioIo<TlsStream<TcpStream>>,
-    identity: u64,
+    identity: Arc<Identity>,
     h2: bool,
     live: Live,
 }
 
 impl Connection for EdgeStream {
     fn connected(&self) -> Connected {
-        let connected = Connected::new().extra(PresentedIdentity(self.identity));
+        let connected = Connected::new()
+            .extra(PresentedIdentity(self.identity.id()))
+            .extra(Presented(self.identity.clone()));
         // hyper-util then speaks HTTP/2 on it, and shares it between requests.
         if self.h2 {
             connected.negotiated_h2()
@@ -283,7 +291,7 @@ impl tower_service::Service<Uri> for EdgeConnector {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(EdgeStream {
                 io: TokioIo::new(tls),
-                identity: this.identity.id(),
+                identity: this.identity.clone(),
                 h2,
                 live: Live::new(origin(&this.origins, &uri)),
             })
@@ -368,7 +376,8 @@ where
 
     /// Send `req` (its URI must be absolute `https://…`) presenting the right identity,
     /// over HTTP/2 where the origin chose it by ALPN, else HTTP/1.1. The response's
-    /// [`PresentedIdentity`] extension says which identity its connection presented.
+    /// [`PresentedIdentity`] and [`Presented`] extensions say which identity its
+    /// connection presented.
     /// Leave `Host` out: the URI's authority is sent as `Host` over HTTP/1.1 and as
     /// `:authority` over HTTP/2 (nginx answers 400 to an HTTP/2 request with both).
     pub async fn request(&self, req: Request<B>) -> Result<Response<Incoming>> {
@@ -414,42 +423,47 @@ where
         }
     }
 
+    /// The pool of the identity `host` takes now, made if need be. The identity is chosen
+    /// under the pools' lock, which [`reload`](Self::reload) holds across its swap and
+    /// clear: a pool is never made for an identity a reload has already retired.
+    fn pool(&self, host: &str, http1_only: bool) -> Result<Pool<B>> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let identity = self.identity_for(host).ok_or_else(|| Error::NoIdentity {
+            host: host.to_owned(),
+        })?;
+        Ok(clients
+            .entry((identity.id(), http1_only))
+            .or_insert_with(|| {
+                let connector =
+                    EdgeConnector::new(identity.clone(), self.resolve.clone(), self.timeouts);
+                let connector = if http1_only {
+                    connector.http1_only()
+                } else {
+                    connector
+                };
+                let origins = connector.origins.clone();
+                let (interval, timeout) = H2_KEEP_ALIVE;
+                let client = Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .http2_keep_alive_interval(interval)
+                    .http2_keep_alive_timeout(timeout)
+                    .http2_keep_alive_while_idle(false)
+                    .http2_adaptive_window(false)
+                    .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+                    .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+                    .build(connector);
+                (client, origins)
+            })
+            .clone())
+    }
+
     async fn send_once(&self, mut req: Request<B>, http1_only: bool) -> Result<Response<Incoming>> {
         let host = host_of(&req);
-        let identity = self
-            .identity_for(&host)
-            .ok_or_else(|| Error::NoIdentity { host: host.clone() })?;
-        let (client, origins) = {
-            let mut clients = self
-                .clients
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            clients
-                .entry((identity.id(), http1_only))
-                .or_insert_with(|| {
-                    let connector =
-                        EdgeConnector::new(identity.clone(), self.resolve.clone(), self.timeouts);
-                    let connector = if http1_only {
-                        connector.http1_only()
-                    } else {
-                        connector
-                    };
-                    let origins = connector.origins.clone();
-                    let (interval, timeout) = H2_KEEP_ALIVE;
-                    let client = Client::builder(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .pool_timer(TokioTimer::new())
-                        .http2_keep_alive_interval(interval)
-                        .http2_keep_alive_timeout(timeout)
-                        .http2_keep_alive_while_idle(false)
-                        .http2_adaptive_window(false)
-                        .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-                        .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-                        .build(connector);
-                    (client, origins)
-                })
-                .clone()
-        };
+        let (client, origins) = self.pool(&host, http1_only)?;
         let origin = origin(&origins, req.uri());
         let started = Instant::now();
         let failed = |e: hyper_util::client::legacy::Error| {
@@ -494,11 +508,77 @@ where
     /// Present the identities of `store` from the next request on. Pools of identities
     /// that are gone are dropped; requests in flight on them complete.
     pub fn reload(&self, store: IdentityStore) {
-        self.store.store(Arc::new(store));
+        // One step under the pools' lock: a request choosing its identity (under the
+        // same lock) sees either the old store and its pool is cleared here, or the new
+        // one.
         let mut clients = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.store.store(Arc::new(store));
         clients.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IdentitySpec;
+    use crate::identity::StoreSpec;
+
+    /// A store whose shared identity is a new certificate from a new CA (files in `dir`).
+    fn store(dir: &std::path::Path, name: &str) -> IdentityStore {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![format!("{name}.edge.test")])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let file = |ext: &str, text: String| {
+            let path = dir.join(format!("{name}.{ext}"));
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let mut spec = StoreSpec::new([file("ca.pem", ca_cert.pem())]);
+        spec.shared = Some(IdentitySpec::new(
+            file("pem", cert.pem()),
+            file("key", key.serialize_pem()),
+        ));
+        IdentityStore::load(&spec).unwrap()
+    }
+
+    fn pools(client: &EdgeClient<String>) -> Vec<(u64, bool)> {
+        let mut keys: Vec<_> = client.clients.lock().unwrap().keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// A reload leaves no pool behind, and a request after it makes its pool for the new
+    /// identity only: the identity is chosen under the lock the reload holds across its
+    /// swap and clear, so a request that read the old store cannot re-create the old
+    /// identity's pool after the clear (it either chose before the reload, and its pool
+    /// went with the clear, or chooses after it).
+    #[tokio::test]
+    async fn a_reload_leaves_only_pools_of_the_identities_it_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (store(dir.path(), "old"), store(dir.path(), "new"));
+        let client: EdgeClient<String> =
+            EdgeClient::new(old, Resolve::default(), Timeouts::default());
+        let old_id = client.identity_for("origin.test").unwrap().id();
+        let _ = client.pool("origin.test", false).unwrap();
+        let _ = client.pool("origin.test", true).unwrap();
+        assert_eq!(pools(&client), [(old_id, false), (old_id, true)]);
+
+        client.reload(new);
+        assert_eq!(pools(&client), []);
+        let new_id = client.identity_for("origin.test").unwrap().id();
+        assert_ne!(new_id, old_id);
+        let _ = client.pool("origin.test", false).unwrap();
+        assert_eq!(pools(&client), [(new_id, false)]);
     }
 }

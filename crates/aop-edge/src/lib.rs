@@ -67,7 +67,7 @@ mod identity;
 pub mod probe;
 
 #[cfg(feature = "hyper")]
-pub use client::{EdgeClient, EdgeConnector, EdgeStream, PresentedIdentity};
+pub use client::{EdgeClient, EdgeConnector, EdgeStream, Presented, PresentedIdentity};
 pub use connect::{
     Failure, Resolve, ResolveEntry, Timeouts, address, alert_name, classify, connect_tls,
     rustls_error,

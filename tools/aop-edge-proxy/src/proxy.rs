@@ -301,11 +301,6 @@ impl Proxy {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         }
-        let identity = self.client.identity_for(&self.origin.host);
-        let (flavour, presented) = identity
-            .as_ref()
-            .map(|i| (i.flavour().to_string(), i.certificate().sha256.to_string()))
-            .unwrap_or_default();
         let (req, body_idle) = {
             let (parts, body) = req.into_parts();
             let (body, idle) = VisitorBody::new(body, self.body_idle);
@@ -317,6 +312,10 @@ impl Proxy {
         };
         match sent {
             Ok(mut resp) => {
+                // What the response's connection presented: a reload between choosing
+                // and sending changes what `identity_for` says, not what was sent.
+                let (flavour, presented) =
+                    named(resp.extensions().get::<aop_edge::Presented>().map(|p| &p.0));
                 let status = resp.status();
                 let version = resp.version();
                 if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -391,6 +390,10 @@ impl Proxy {
                     }
                     _ => format!("{e}"),
                 };
+                // No response says what was presented: the identity the request took (or
+                // would have), as the store has it now.
+                let (flavour, presented) =
+                    named(self.client.identity_for(&self.origin.host).as_ref());
                 tracing::warn!(target: "aop::edge", request_id = %id, client = %client_ip, %method, %path,
                     status = status.as_u16(), identity = %flavour, presented = %presented, error = %why, "origin pull failed");
                 self.error(&id, status, &why)
@@ -431,6 +434,13 @@ impl Proxy {
         set(resp.headers_mut(), "x-request-id", id);
         resp
     }
+}
+
+/// An identity as the log names it: (flavour, SHA-256 of its certificate); empty if none.
+fn named(identity: Option<&Arc<aop_edge::Identity>>) -> (String, String) {
+    identity
+        .map(|i| (i.flavour().to_string(), i.certificate().sha256.to_string()))
+        .unwrap_or_default()
 }
 
 fn empty() -> Body {
