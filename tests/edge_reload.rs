@@ -641,3 +641,21 @@ fn the_metrics_listener_answers_its_paths_to_a_few_scrapers_at_once() {
         get(p.metrics, "/metrics").filter(|g| g.0 == 200)
     });
 }
+
+/// An identity's subject is at most 128 bytes in `aop_edge_identity_expiry_seconds`, then
+/// `…`, as aop-origin bounds its certificates' subjects: a certificate cannot make every
+/// scrape carry kilobytes of its name.
+#[test]
+fn a_long_identity_subject_is_bounded_in_its_expiry_series() {
+    use aop_e2e::pki::{Made, ca_params, client_params, write_chain};
+    let c = chain();
+    let ca = Made::new(ca_params("long-subject-ca", None), None);
+    let leaf = Made::new(client_params(&"x".repeat(300)), Some(&ca));
+    let long = write_chain(c.w.path(), "long-subject", &[&leaf]);
+    let p = EdgeProxy::start(&c, &["--cert", s(&long.cert), "--key", s(&long.key)]);
+    let text = p.metrics_text();
+    // "CN=" and 125 x: 128 bytes, then the ellipsis.
+    let bounded = format!("subject=\"CN={}…\"}}", "x".repeat(125));
+    assert!(text.contains(&bounded), "{text}");
+    assert!(!text.contains(&"x".repeat(126)), "{text}");
+}

@@ -494,3 +494,125 @@ fn a_connection_closed_for_the_handshake_timeout_is_counted_and_logged_with_its_
         1.0
     );
 }
+
+/// Scrapers that pipeline `GET /metrics` and never read the answers (review 15b): each
+/// metrics listener answers one request a connection and closes it (and bounds a
+/// connection's whole life at 15 s), so such a scraper cannot keep its slot: with as many
+/// of them open as there are slots, /healthz is still answered.
+mod pipelined_scrapers {
+    use std::io::{ErrorKind, Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use aop_e2e::guard::{Certs, Guard};
+    use aop_e2e::{bin, spawn_listening, wait_until};
+
+    /// One GET over a connection of its own: the status, `None` if unanswered.
+    fn status(port: u16, path: &str) -> Option<u16> {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).ok()?;
+        out.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// `n` connections, each sending as many pipelined `GET /metrics` as the socket takes
+    /// (40,000 at most) until the server closes it or stops reading, never reading an
+    /// answer. Returned open (those the server has not closed), silent from now on.
+    fn pipelining_scrapers(port: u16, n: usize) -> Vec<TcpStream> {
+        let one = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let burst: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * 40_000)
+            .collect();
+        (0..n)
+            .map(|_| {
+                let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                tcp.set_nonblocking(true).unwrap();
+                let (mut sent, mut stalls) = (0, 0);
+                while sent < burst.len() && stalls < 100 {
+                    match tcp.write(&burst[sent..]) {
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            stalls += 1;
+                            // Paces the writer while the server reads; waits for nothing.
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        // Closed by the server after its one answer: what it should do.
+                        Err(_) => break,
+                    }
+                }
+                tcp
+            })
+            .collect()
+    }
+
+    /// Every slot taken by a pipelining scraper that stays open: /healthz is answered
+    /// well before the 15 s deadline (one answer a connection frees the slot at once).
+    fn still_answered(port: u16, slots: usize) {
+        let held = pipelining_scrapers(port, slots);
+        wait_until(
+            "/healthz answered while the pipelining scrapers stay open",
+            Duration::from_secs(10),
+            || (status(port, "/healthz") == Some(200)).then_some(()),
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn aop_origin_metrics_slots_are_not_held_by_unread_pipelined_scrapes() {
+        let c = Certs::new(&["a.example"]);
+        let guard = Guard::start(
+            c.dir.path(),
+            "[[site]]\nhostnames = [\"a.example\"]\ncert = \"origin-ca/origin/cert.pem\"\n\
+             key = \"origin-ca/origin/key.pem\"\ntrust = [\"edge-ca/ca.pem\"]\nupstream = \"http://127.0.0.1:9\"\n",
+        );
+        assert_eq!(status(guard.metrics, "/readyz"), Some(200));
+        still_answered(guard.metrics, 16); // METRICS_CONNECTIONS
+        assert_eq!(status(guard.metrics, "/readyz"), Some(200));
+    }
+
+    #[test]
+    fn aop_edge_proxy_metrics_slots_are_not_held_by_unread_pipelined_scrapes() {
+        let c = Certs::new(&["a.example"]);
+        let ca = c.origin_ca.pem();
+        let args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--origin",
+            "https://a.example:9",
+            "--resolve",
+            "a.example:9:127.0.0.1",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--cert",
+            c.edge.cert.to_str().unwrap(),
+            "--key",
+            c.edge.key.to_str().unwrap(),
+        ];
+        let (mut child, _, log) = spawn_listening(&bin("aop-edge-proxy"), &args);
+        let metrics: u16 = loop {
+            let line = log.recv_timeout(Duration::from_secs(30)).unwrap();
+            if let Some(addr) = line.split("metrics=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap();
+                break addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        };
+        assert_eq!(status(metrics, "/healthz"), Some(200));
+        let result = std::panic::catch_unwind(|| still_answered(metrics, 8)); // CONNECTIONS
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+}

@@ -136,11 +136,48 @@ pub fn request_id() -> String {
     )
 }
 
+/// The most bytes of a certificate's name (its subject) either proxy puts in a metric
+/// label, before `…`: a certificate cannot make every scrape carry kilobytes of its name.
+pub const LABEL_MAX: usize = 128;
+
+/// `value` as a metric label: cut to [`LABEL_MAX`] bytes on a character boundary, then
+/// `…`; as it is if it fits.
+pub fn bounded_label(value: &str) -> String {
+    if value.len() <= LABEL_MAX {
+        return value.to_owned();
+    }
+    let mut end = LABEL_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use http::{HeaderMap, HeaderValue};
 
-    use super::{HOP_BY_HOP, is_websocket_upgrade, request_id, strip_hop_by_hop};
+    use super::{
+        HOP_BY_HOP, LABEL_MAX, bounded_label, is_websocket_upgrade, request_id, strip_hop_by_hop,
+    };
+
+    #[test]
+    fn labels_are_bounded_on_a_character_boundary() {
+        assert_eq!(bounded_label("CN=a"), "CN=a");
+        let fits = "x".repeat(LABEL_MAX);
+        assert_eq!(bounded_label(&fits), fits);
+        assert_eq!(
+            bounded_label(&"x".repeat(LABEL_MAX + 1)),
+            format!("{}…", "x".repeat(LABEL_MAX))
+        );
+        // 'é' is two bytes: 64 of them fill 128 bytes, the 65th is cut whole.
+        assert_eq!(
+            bounded_label(&"é".repeat(100)),
+            format!("{}…", "é".repeat(64))
+        );
+        let odd = format!("x{}", "é".repeat(100));
+        assert_eq!(bounded_label(&odd), format!("x{}…", "é".repeat(63)));
+    }
 
     /// Headers from `(name, value)` pairs, names as written on the wire (any case), after
     /// [`strip_hop_by_hop`]: what is left, as sorted `name: value` lines.

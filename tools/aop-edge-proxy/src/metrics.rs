@@ -40,7 +40,7 @@ pub(crate) struct IdentityLabels {
     pub(crate) name: String,
     /// The certificate's SHA-256, hex.
     pub(crate) sha256: String,
-    /// Its subject.
+    /// Its subject, at most [`aop_http::LABEL_MAX`] bytes (then `…`).
     pub(crate) subject: String,
 }
 
@@ -116,7 +116,8 @@ impl Metrics {
                     flavour: i.flavour().to_string(),
                     name: i.label().to_owned(),
                     sha256: cert.sha256.to_string(),
-                    subject: cert.subject.clone(),
+                    // Bounded as aop-origin bounds its certificates' subjects.
+                    subject: aop_http::bounded_label(&cert.subject),
                 };
                 (labels, cert.not_after.unix_timestamp())
             })
@@ -150,6 +151,9 @@ impl Metrics {
 /// At most this many scrapers at once; more are closed unanswered.
 const CONNECTIONS: usize = 8;
 
+/// How long a scraper's connection may last, its one request and answer included.
+const DEADLINE: Duration = Duration::from_secs(15);
+
 /// Serve `/metrics` and `/healthz` on `listener` for as long as the process runs.
 pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
@@ -168,12 +172,17 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metric
                 let metrics = metrics.clone();
                 async move { Ok::<_, Infallible>(answer(&metrics, req.uri().path())) }
             });
-            // A scraper sends its request head within 10 s, or is closed.
-            let _ = hyper::server::conn::http1::Builder::new()
+            // A scraper sends its request head within 10 s, or is closed; it gets one answer
+            // a connection, all within DEADLINE: one that pipelines requests and never
+            // reads the answers would block hyper's write (where no timer runs) and keep
+            // its slot for as long as it stays open. (aop-origin's metrics listener does
+            // the same; aop-http, which both share, has no hyper to hold it once.)
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(DEADLINE, conn).await;
         });
     }
 }

@@ -49,6 +49,9 @@ pub(crate) const VERDICT_HEADERS: [&str; 7] = [
 /// Connections the metrics listener serves at once (more are closed at accept).
 const METRICS_CONNECTIONS: usize = 16;
 
+/// How long a metrics connection may last, its one request and answer included.
+const METRICS_DEADLINE: Duration = Duration::from_secs(15);
+
 /// Site name → upstream, as loaded with the policy.
 #[derive(Debug)]
 struct Sites(HashMap<String, SiteEntry>);
@@ -1608,7 +1611,8 @@ async fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
     let stopped = shared.metrics.stopped();
     let mut stopped = std::pin::pin!(stopped);
     // The metrics port answers a scraper, not the world: a few connections at once, each
-    // closed unless a whole request head arrives within 10 s.
+    // closed unless a whole request head arrives within 10 s, and after one answer (or
+    // METRICS_DEADLINE, whichever is first).
     let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let tcp = tokio::select! {
@@ -1653,11 +1657,16 @@ async fn metrics_loop(listener: TcpListener, shared: Arc<Shared>) {
                     Ok::<_, Infallible>(resp)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            // One request a connection, and the whole of it within METRICS_DEADLINE: a
+            // scraper that pipelines requests and never reads the answers would block
+            // hyper's write (where no timer runs) and keep its slot for as long as it stays
+            // open.
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(METRICS_DEADLINE, conn).await;
         });
     }
 }

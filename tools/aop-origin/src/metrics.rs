@@ -92,10 +92,6 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// A certificate subject as a label value: at most this many bytes (then `…`), so a
-/// certificate cannot make every scrape carry kilobytes of its name.
-const SUBJECT_MAX: usize = 128;
-
 /// `aop_handshake_duration_seconds`' buckets: a loopback handshake takes a millisecond,
 /// one across the world a few hundred, one that times out `handshake_timeout_secs`.
 const HANDSHAKE_BUCKETS: [f64; 12] = [
@@ -642,16 +638,11 @@ impl Metrics {
     }
 }
 
-/// `subject` cut to [`SUBJECT_MAX`] bytes (on a character boundary, then `…`).
+/// A certificate subject as a label value: cut to [`aop_http::LABEL_MAX`] bytes (on a
+/// character boundary, then `…`), so a certificate cannot make every scrape carry
+/// kilobytes of its name. aop-edge-proxy bounds its identities' subjects the same way.
 fn bounded(subject: &str) -> String {
-    if subject.len() <= SUBJECT_MAX {
-        return subject.to_owned();
-    }
-    let mut end = SUBJECT_MAX;
-    while !subject.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &subject[..end])
+    aop_http::bounded_label(subject)
 }
 
 /// The process's own figures, under the names every Prometheus client library uses,
@@ -749,7 +740,7 @@ mod tests {
         assert_eq!(bounded("CN=a"), "CN=a");
         let long = "é".repeat(100);
         let b = bounded(&long);
-        assert!(b.len() <= SUBJECT_MAX + '…'.len_utf8(), "{b}");
+        assert!(b.len() <= aop_http::LABEL_MAX + '…'.len_utf8(), "{b}");
         assert!(b.ends_with('…'));
     }
 
