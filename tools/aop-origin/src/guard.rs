@@ -1028,14 +1028,10 @@ fn serve(
     metrics.handshake(verdict);
     let conn = handshake.ok()?;
     let ctx = Arc::new(ConnCtx {
-        upstream: entry.and_then(|e| e.upstream.clone()),
-        client: entry.map(|e| e.client.clone()),
-        websocket: entry.is_some_and(|e| e.websocket),
         tunnels: Arc::default(),
-        chain: entry
-            .filter(|e| e.websocket)
-            .and_then(|_| conn.stream().get_ref().1.peer_certificates())
-            .map(Arc::from),
+        // Kept whatever the site says now: a reload may turn `websocket` on, and this
+        // connection's next upgrade must be re-checked against the policy then.
+        chain: conn.stream().get_ref().1.peer_certificates().map(Arc::from),
         verdict: std::sync::Mutex::new(None),
         metrics,
         site,
@@ -1066,18 +1062,16 @@ fn serve(
     })
 }
 
-/// What every request on one connection shares, computed once at accept.
+/// What every request on one connection shares, computed once at accept. The site's
+/// route (its upstream, upstream client, `websocket`) is not here: each request looks it
+/// up in [`Shared::sites`], so a reload's upstreams reach kept-alive connections at
+/// their next request.
 struct ConnCtx {
     site: Arc<str>,
-    upstream: Option<hyper::http::uri::Authority>,
-    /// The site's upstream client (as loaded when the connection was accepted).
-    client: Option<SiteClient>,
-    /// The site's `websocket`.
-    websocket: bool,
     /// The connection's WebSocket tunnels.
     tunnels: Arc<crate::websocket::Held>,
-    /// The client's certificate chain, kept (only where `websocket` is on) for its
-    /// tunnels to re-check after a reload.
+    /// The client's certificate chain, kept for its tunnels to re-check after a reload
+    /// (whatever `websocket` says at accept: a reload may turn it on).
     chain: Option<Arc<[aop_pki::CertificateDer<'static>]>>,
     /// The client's address: the TCP peer's, or on a `proxy_protocol` listener the one
     /// its header gave.
@@ -1320,6 +1314,13 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
     resp
 }
 
+/// A site's route, as one request takes it from [`Shared::sites`].
+struct Route {
+    upstream: Option<hyper::http::uri::Authority>,
+    client: SiteClient,
+    websocket: bool,
+}
+
 /// Refuse what must not reach the upstream, else forward the request and stream the
 /// answer back.
 async fn answer(
@@ -1330,7 +1331,15 @@ async fn answer(
     id: &HeaderValue,
 ) -> Response<Body> {
     use crate::websocket::{Asked, Upgrade};
-    let websocket = match Upgrade::of(&mut req, ctx.websocket, &ctx.site) {
+    // The site's route as the last (re)load left it: a kept-alive connection follows a
+    // reload at its next request.
+    let route = shared.sites.load().0.get(ctx.site.as_ref()).map(|e| Route {
+        upstream: e.upstream.clone(),
+        client: e.client.clone(),
+        websocket: e.websocket,
+    });
+    let websocket_on = route.as_ref().is_some_and(|r| r.websocket);
+    let websocket = match Upgrade::of(&mut req, websocket_on, &ctx.site) {
         Asked::No => None,
         Asked::WebSocket(w) => Some(w),
         Asked::Refused(r) => {
@@ -1378,7 +1387,12 @@ async fn answer(
             .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
-    let (Some(authority), Some(client)) = (&ctx.upstream, &ctx.client) else {
+    let Some(Route {
+        upstream: Some(authority),
+        client,
+        ..
+    }) = &route
+    else {
         return text(StatusCode::BAD_GATEWAY, "no upstream for this site\n");
     };
     let edge_version = req.version();
