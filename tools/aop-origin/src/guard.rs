@@ -4,6 +4,7 @@
 //! Every task a guard spawns (listeners, connections, the upstream client's connections)
 //! goes through [`Shared::spawn`], which runs it under the guard's own log if it has one.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -936,16 +937,11 @@ impl aop_verify::hyper::Observer for ConnCtx {
     }
     fn refused(&self, req: &Request<Incoming>, status: StatusCode, reason: &'static str) {
         self.metrics.request(status.as_u16());
-        let field = |name| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-        };
+        let field = |name| logged(req.headers().get(name));
         let host = req
             .uri()
             .authority()
-            .map_or_else(|| field("host"), |a| a.as_str());
+            .map_or_else(|| field("host"), |a| Cow::Borrowed(a.as_str()));
         let protocol = match req.version() {
             hyper::Version::HTTP_2 => "HTTP/2",
             hyper::Version::HTTP_10 => "HTTP/1.0",
@@ -957,17 +953,24 @@ impl aop_verify::hyper::Observer for ConnCtx {
             site = %self.site,
             peer = %self.peer,
             via = %self.via,
-            cf_connecting_ip = field("cf-connecting-ip"),
-            x_forwarded_for = field("x-forwarded-for"),
+            cf_connecting_ip = &*field("cf-connecting-ip"),
+            x_forwarded_for = &*field("x-forwarded-for"),
             method = %req.method(),
             protocol,
-            host,
+            host = &*host,
             path = req.uri().path_and_query().map_or("/", |t| t.as_str()),
             status = status.as_u16(),
             reason,
             "request"
         );
     }
+}
+
+/// A header's value as the access line logs it (empty if absent): lossily, so a value
+/// with a byte outside UTF-8 (obs-text, which hyper takes and the upstream gets) is
+/// still logged, that byte as U+FFFD.
+fn logged(v: Option<&HeaderValue>) -> Cow<'_, str> {
+    v.map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes()))
 }
 
 /// Log and count a connection on a `proxy_protocol` listener refused before TLS: no valid
@@ -1284,12 +1287,6 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
     let resp = answer(shared, ctx, req, &verdict, &id).await;
     let status = resp.status().as_u16();
     ctx.metrics.request(status);
-    let shown = |v: &Option<HeaderValue>| {
-        v.as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
     tracing::info!(
         target: "aop::access",
         // What the client chose is logged as quoted strings, never bare: a value with
@@ -1298,8 +1295,8 @@ async fn forward(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Resp
         site = %ctx.site,
         peer = %ctx.peer,
         via = %ctx.via,
-        cf_connecting_ip = shown(&cf_ip).as_str(),
-        x_forwarded_for = shown(&xff).as_str(),
+        cf_connecting_ip = &*logged(cf_ip.as_ref()),
+        x_forwarded_for = &*logged(xff.as_ref()),
         %method,
         protocol,
         path = target.as_ref().map_or("/", |t| t.as_str()),
