@@ -139,7 +139,8 @@ pub(super) fn string(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
 /// quotes and separators, so a line of k values (the message counted) is at most
 /// k × 1,088 + 100 bytes, below journald's `LineMax` (48 KiB by default, past which it
 /// splits a line into a second record that starts with text the client chose) for
-/// k ≤ 45. The widest event aop logs, the verdict line, has 16: at most 17.5 KiB.
+/// k ≤ 45. The widest event aop logs, the verdict line, has 16 (15 fields and the
+/// message): at most 17,508 bytes.
 pub(super) const MAX_VALUE: usize = 1024;
 
 /// Escapes what is written to it, for the inside of a JSON string or a quoted logfmt
