@@ -210,46 +210,73 @@ async fn a_reload_to_only_expired_anchors_keeps_the_old_policy() {
     edge_is_served(&c, &guard).await;
 }
 
+/// A guard whose site starts on the `old` upstream and a reload moves to `new`.
+struct Moving {
+    c: Certs,
+    old: Echo,
+    new: Echo,
+    guard: Guard,
+}
+
+impl Moving {
+    async fn start() -> Self {
+        let c = Certs::new(&["a.example"]);
+        let (old, new) = (Echo::start().await, Echo::start().await);
+        let guard = Guard::start(c.dir.path(), &config("", old.addr, TRUST));
+        Self { c, old, new, guard }
+    }
+
+    /// The edge's client configuration.
+    fn tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        client_config(&self.c.origin_ca.pem(), Some(&self.c.edge))
+    }
+
+    /// Move the site to `new` (SIGHUP), and wait for the reload's line.
+    fn reload(&self) {
+        reload_with(
+            &self.guard,
+            "\"127.0.0.1:0\"",
+            &config("", self.new.addr, TRUST),
+        );
+        let line = self.guard.wait_log("configuration reloaded");
+        assert!(line.contains("upstreams"), "{line}");
+    }
+
+    /// Requests (old upstream, new upstream) got.
+    fn got(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.old.requests.load(SeqCst),
+            self.new.requests.load(SeqCst),
+        )
+    }
+}
+
+const TRUST: &str = "\"edge-ca/ca.pem\"";
+
 /// A reload that moves the site to another upstream reaches the edge's kept-alive
 /// connection at its next request (an edge's pool, nginx's `keepalive`, a CDN's, never
 /// idles long enough to close): the route is looked up per request, not kept from the
 /// accept. A new connection goes there too; nothing more reaches the old upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_upstream_reaches_the_next_request_on_a_kept_alive_connection() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let c = Certs::new(&["a.example"]);
-    let (old, new) = (Echo::start().await, Echo::start().await);
-    let trust = "\"edge-ca/ca.pem\"";
-    let guard = Guard::start(c.dir.path(), &config("", old.addr, trust));
-    let tls = client_config(&c.origin_ca.pem(), Some(&c.edge));
-    let mut kept = connect(guard.addr(), "a.example", true, &tls)
+    let m = Moving::start().await;
+    let tls = m.tls();
+    let mut kept = connect(m.guard.addr(), "a.example", true, &tls)
         .await
         .unwrap();
     assert_eq!(round_trip(&mut kept, GET).await.unwrap().status, 200);
-    assert_eq!(
-        (old.requests.load(SeqCst), new.requests.load(SeqCst)),
-        (1, 0)
-    );
+    assert_eq!(m.got(), (1, 0));
 
-    reload_with(&guard, "\"127.0.0.1:0\"", &config("", new.addr, trust));
-    let line = guard.wait_log("configuration reloaded");
-    assert!(line.contains("upstreams"), "{line}");
-
-    let mut fresh = connect(guard.addr(), "a.example", true, &tls)
+    m.reload();
+    let mut fresh = connect(m.guard.addr(), "a.example", true, &tls)
         .await
         .unwrap();
     assert_eq!(round_trip(&mut fresh, GET).await.unwrap().status, 200);
-    assert_eq!(
-        (old.requests.load(SeqCst), new.requests.load(SeqCst)),
-        (1, 1)
-    );
+    assert_eq!(m.got(), (1, 1));
     // The same connection as before the reload: its next request takes the new route.
     assert_eq!(round_trip(&mut kept, GET).await.unwrap().status, 200);
-    assert_eq!(
-        (old.requests.load(SeqCst), new.requests.load(SeqCst)),
-        (1, 2),
-        "(old upstream, new upstream) requests after the reload"
-    );
+    assert_eq!(m.got(), (1, 2), "(old upstream, new upstream) requests");
 }
 
 /// The same over HTTP/2: one h2 connection (aop-edge-proxy's pool shares one per
@@ -259,14 +286,12 @@ async fn a_reloaded_upstream_reaches_the_next_request_on_a_kept_alive_connection
 async fn a_reloaded_upstream_reaches_the_next_stream_on_a_kept_http2_connection() {
     use http_body_util::Empty;
     use hyper::body::Bytes;
-    use std::sync::atomic::Ordering::SeqCst;
-    let c = Certs::new(&["a.example"]);
-    let (old, new) = (Echo::start().await, Echo::start().await);
-    let trust = "\"edge-ca/ca.pem\"";
-    let guard = Guard::start(c.dir.path(), &config("", old.addr, trust));
-    let mut tls = (*client_config(&c.origin_ca.pem(), Some(&c.edge))).clone();
+    let m = Moving::start().await;
+    let mut tls = (*m.tls()).clone();
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(guard.addr()).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(m.guard.addr())
+        .await
+        .unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
         .connect(
             rustls::pki_types::ServerName::try_from("a.example").unwrap(),
@@ -292,21 +317,11 @@ async fn a_reloaded_upstream_reaches_the_next_stream_on_a_kept_http2_connection(
             .unwrap()
     };
     assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
-    assert_eq!(
-        (old.requests.load(SeqCst), new.requests.load(SeqCst)),
-        (1, 0)
-    );
+    assert_eq!(m.got(), (1, 0));
 
-    reload_with(&guard, "\"127.0.0.1:0\"", &config("", new.addr, trust));
-    let line = guard.wait_log("configuration reloaded");
-    assert!(line.contains("upstreams"), "{line}");
-
+    m.reload();
     assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
-    assert_eq!(
-        (old.requests.load(SeqCst), new.requests.load(SeqCst)),
-        (1, 1),
-        "(old upstream, new upstream) requests after the reload"
-    );
+    assert_eq!(m.got(), (1, 1), "(old upstream, new upstream) requests");
     // Both on the one connection: it never closed in between.
     assert!(ended.try_recv().is_err(), "the HTTP/2 connection closed");
 }
