@@ -1056,6 +1056,33 @@ mod tests {
         );
     }
 
+    /// `check_anchor` (what `TrustSpec::anchor_certificates` asks of a CA anchor, with
+    /// no CA below it) is the anchor's part of `check_path`: a root and a v1 root pass; a
+    /// root without keyCertSign, with an EKU lacking clientAuth, or with a
+    /// basicConstraints that is not critical is refused, with the verdict's reason.
+    #[test]
+    fn check_anchor_judges_an_anchor_alone_as_a_path_would() {
+        let k = Keys::new();
+        let judge = |t: Tbs| check_anchor(&parsed(&t.sign(&k.root)), 0).map_err(|(r, _)| r);
+        assert_eq!(judge(k.root(Some(0))), Ok(()));
+        assert_eq!(judge(k.root(None).with(client_auth())), Ok(()));
+        let mut v1 = k.root(None);
+        v1.v1 = true;
+        v1.exts.clear();
+        assert_eq!(judge(v1), Ok(()));
+        // digitalSignature only.
+        assert_eq!(
+            judge(k.root(None).with(key_usage(0x80))),
+            Err(Reason::BadKeyUsage)
+        );
+        let server_auth = ext("2.5.29.37", false, &seq(&[&oid("1.3.6.1.5.5.7.3.1")]));
+        assert_eq!(judge(k.root(None).with(server_auth)), Err(Reason::BadEku));
+        assert_eq!(
+            judge(k.root(None).with(basic_constraints(false, true, None))),
+            Err(Reason::NotACa)
+        );
+    }
+
     #[test]
     fn a_v1_root_is_a_ca_and_a_v1_intermediate_is_refused() {
         let k = Keys::new();

@@ -15,7 +15,7 @@
 //! more is `chain_too_long`.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aop_pki::{CertInfo, Sha256Fingerprint, rfc3339};
@@ -108,33 +108,13 @@ impl TrustSpec {
         let mut out = Vec::new();
         let mut unusable = None;
         for path in &self.anchors {
-            for (i, der) in aop_pki::load_certificates(path)?.into_iter().enumerate() {
-                let info = CertInfo::from_der(&der, now).map_err(|detail| Error::BadAnchor {
-                    path: path.clone(),
-                    index: i + 1,
-                    detail,
-                })?;
-                if !info.is_ca && !info.self_issued {
-                    return Err(Error::LeafAnchor {
-                        path: path.clone(),
-                        index: i + 1,
-                        subject: info.subject,
-                        sha256: info.sha256,
-                    });
+            let ders = aop_pki::load_certificates(path)?;
+            match judge_anchor_file(path, ders.iter(), now) {
+                Ok(certs) => out.extend(certs),
+                Err(e @ Error::UnusableAnchor { .. }) => {
+                    unusable.get_or_insert(e);
                 }
-                if info.is_ca
-                    && unusable.is_none()
-                    && let Ok((_, x)) = X509Certificate::from_der(der.as_ref())
-                    && let Err((reason, detail)) = strict::check_anchor(&x, 0)
-                {
-                    unusable = Some(Error::UnusableAnchor {
-                        path: path.clone(),
-                        index: i + 1,
-                        reason,
-                        detail,
-                    });
-                }
-                out.push((path.clone(), info));
+                Err(e) => return Err(e),
             }
         }
         match unusable {
@@ -144,12 +124,58 @@ impl TrustSpec {
     }
 }
 
+/// The certificates of one anchor file (`ders`, in order), judged as
+/// [`TrustSpec::anchor_certificates`] judges them: a leaf first ([`Error::LeafAnchor`]),
+/// then the first CA that can verify no client ([`Error::UnusableAnchor`]).
+fn judge_anchor_file<'a>(
+    path: &Path,
+    ders: impl Iterator<Item = &'a CertificateDer<'static>>,
+    now: OffsetDateTime,
+) -> Result<Vec<(PathBuf, CertInfo)>> {
+    let mut out = Vec::new();
+    let mut unusable = None;
+    for (i, der) in ders.enumerate() {
+        let info = CertInfo::from_der(der, now).map_err(|detail| Error::BadAnchor {
+            path: path.to_owned(),
+            index: i + 1,
+            detail,
+        })?;
+        if !info.is_ca && !info.self_issued {
+            return Err(Error::LeafAnchor {
+                path: path.to_owned(),
+                index: i + 1,
+                subject: info.subject,
+                sha256: info.sha256,
+            });
+        }
+        if info.is_ca
+            && unusable.is_none()
+            && let Ok((_, x)) = X509Certificate::from_der(der.as_ref())
+            && let Err((reason, detail)) = strict::check_anchor(&x, 0)
+        {
+            unusable = Some(Error::UnusableAnchor {
+                path: path.to_owned(),
+                index: i + 1,
+                reason,
+                detail,
+            });
+        }
+        out.push((path.to_owned(), info));
+    }
+    match unusable {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
 /// One trust anchor, with what we need to know about it beyond webpki's view.
 #[derive(Debug)]
 struct Anchor {
     /// The anchor's certificate, for aop's checks of the anchor as the top of a path
     /// (its pathLenConstraint, keyUsage, critical extensions, name constraints).
     der: CertificateDer<'static>,
+    /// Which of the spec's anchor files it came from (an index into `anchor_files`).
+    file: usize,
     subject: String,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -178,6 +204,8 @@ pub struct Trust {
     crl_info: Vec<(String, Sha256Fingerprint, Option<OffsetDateTime>)>,
     anchors: Vec<TrustAnchor<'static>>,
     anchor_info: Vec<Anchor>,
+    /// The spec's anchor files, in order.
+    anchor_files: Vec<PathBuf>,
     /// Subjects of the anchors (DER), sent as CertificateRequest hints.
     pub(crate) subjects: Vec<rustls::DistinguishedName>,
     crls: Vec<CertRevocationList<'static>>,
@@ -249,7 +277,7 @@ impl Trust {
         let now = OffsetDateTime::now_utc();
         let mut anchors = Vec::new();
         let mut anchor_info = Vec::new();
-        for path in &spec.anchors {
+        for (file, path) in spec.anchors.iter().enumerate() {
             for (i, der) in aop_pki::load_certificates(path)?.into_iter().enumerate() {
                 let bad = |detail: String| Error::BadAnchor {
                     path: path.clone(),
@@ -272,6 +300,7 @@ impl Trust {
                 anchors.push(ta);
                 anchor_info.push(Anchor {
                     der: der.clone().into_owned(),
+                    file,
                     subject: info.subject,
                     not_before: info.not_before,
                     not_after: info.not_after,
@@ -320,6 +349,7 @@ impl Trust {
             crl_info,
             anchors,
             anchor_info,
+            anchor_files: spec.anchors.clone(),
             subjects,
             crls,
             pins: spec.pins.clone(),
@@ -330,6 +360,25 @@ impl Trust {
             earliest_expiry,
             algs: provider.signature_verification_algorithms,
         })
+    }
+
+    /// Each anchor file of the spec, in order, judged from the certificates loaded (not
+    /// read again) as [`TrustSpec::anchor_certificates`] judges a file: its certificates
+    /// (validity as of `now`), or why it is refused. What `aop-origin`'s configuration
+    /// check looks at after loading, so a file replaced meanwhile is checked as loaded.
+    pub fn anchor_files(&self, now: OffsetDateTime) -> Vec<Result<Vec<(PathBuf, CertInfo)>>> {
+        self.anchor_files
+            .iter()
+            .enumerate()
+            .map(|(file, path)| {
+                let ders = self
+                    .anchor_info
+                    .iter()
+                    .filter(|a| a.file == file)
+                    .map(|a| &a.der);
+                judge_anchor_file(path, ders, now)
+            })
+            .collect()
     }
 
     /// When the first of this rule's anchors expires.
@@ -1306,7 +1355,7 @@ pub(crate) mod tests {
     use aop_pki::{Ca, CaRequest, ClientRequest, KeyType};
 
     fn setup(
-        dir: &std::path::Path,
+        dir: &Path,
         leaf_days: u32,
     ) -> (Trust, Vec<CertificateDer<'static>>, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
@@ -1333,7 +1382,7 @@ pub(crate) mod tests {
     /// A CA named `name` (one CN) with path length `path_len`, written to `dir/sub`;
     /// returns that directory (ca.pem, ca.key).
     pub(crate) fn ca_named(
-        dir: &std::path::Path,
+        dir: &Path,
         sub: &str,
         name: &str,
         path_len: u8,
@@ -1352,7 +1401,7 @@ pub(crate) mod tests {
 
     /// A client certificate (CN `cn`) issued by the CA in `ca_dir`.
     pub(crate) fn client_of(
-        ca_dir: &std::path::Path,
+        ca_dir: &Path,
         cn: &str,
         now: OffsetDateTime,
     ) -> CertificateDer<'static> {
@@ -1375,7 +1424,7 @@ pub(crate) mod tests {
     /// and a client certificate issued by the first: the leaf and the impostors, as a
     /// client would present them.
     pub(crate) fn impostors(
-        dir: &std::path::Path,
+        dir: &Path,
         name: &str,
         n: usize,
         now: OffsetDateTime,

@@ -556,7 +556,7 @@ impl Config {
     /// every error, one line each. What start-up, SIGHUP and `--check` do.
     pub(crate) fn load_checked(&self) -> Result<(aop_verify::Policy, Vec<String>), ConfigError> {
         let policy = self.load_policy()?;
-        let (errors, warnings) = self.lint(time::OffsetDateTime::now_utc());
+        let (errors, warnings) = self.lint(&policy, time::OffsetDateTime::now_utc());
         if !errors.is_empty() {
             return Err(ConfigError(errors.join("\n")));
         }
@@ -564,7 +564,9 @@ impl Config {
     }
 
     /// The checks for configurations that load but cannot work, as of `now`: (errors,
-    /// warnings), each one line naming `FILE:LINE`, the key, and what to do.
+    /// warnings), each one line naming `FILE:LINE`, the key, and what to do. The
+    /// certificates judged are those `policy` loaded from this configuration (not read
+    /// again: a file replaced since, mid-rotation, is checked as it was loaded).
     ///
     /// - A site's trust files hold a leaf (not a CA certificate, not self-signed: alone
     ///   or in a leaf+CA bundle, which trusts the whole CA): error (pin it instead).
@@ -582,7 +584,11 @@ impl Config {
     /// - (Unix) a key file open to group or others (`mode & 0o077`, the symlink's
     ///   target): a warning with the `chmod 600` that fixes it — not an error, so an
     ///   upgrade does not take down an origin that ran this way.
-    pub(crate) fn lint(&self, now: time::OffsetDateTime) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn lint(
+        &self,
+        policy: &aop_verify::Policy,
+        now: time::OffsetDateTime,
+    ) -> (Vec<String>, Vec<String>) {
         let (mut errors, mut warnings) = (Vec::new(), Vec::new());
         let base = self.path.parent().unwrap_or(Path::new("."));
         let at = |span: Range<usize>| {
@@ -602,9 +608,15 @@ impl Config {
             // Trust: leaves, and expiry.
             let mut expired = Vec::new();
             let mut anchors = 0;
-            for file in site.trust.get_ref() {
-                let spec = TrustSpec::new([base.join(file.get_ref())]);
-                match spec.anchor_certificates(now) {
+            // The rule the policy loaded for this site (same name; the policy refuses two
+            // rules of one name).
+            let Some(rule) = policy.rules().find(|r| **r.name() == **name) else {
+                continue;
+            };
+            // One judgement per entry of `trust`, in order.
+            let judged = rule.trust().anchor_files(now).into_iter();
+            for (file, judged) in site.trust.get_ref().iter().zip(judged) {
+                match judged {
                     // This site's own `trust` line (the file may be in other sites' too).
                     Err(e) => errors.push(format!("{}: key `trust`: {e}", at(file.span()))),
                     Ok(certs) => {
@@ -645,32 +657,27 @@ impl Config {
             }
             // Hostnames the served certificate does not name.
             let cert = base.join(site.cert.get_ref());
-            let served = aop_pki::load_certificates(&cert)
-                .ok()
-                .and_then(|c| c.into_iter().next())
-                .and_then(|der| aop_pki::CertInfo::from_der(&der, now).ok());
-            if let Some(served) = served {
-                for host in &site.hostnames {
-                    // As the policy reads both (case, a trailing dot: `a.example.`).
-                    let name = aop_pki::normalize_dns_name(host.get_ref());
-                    let covered = served
-                        .san
-                        .dns
-                        .iter()
-                        .any(|san| covers(&aop_pki::normalize_dns_name(san), &name));
-                    if !covered {
-                        errors.push(format!(
-                            "{}: key `hostnames`: {:?} is not covered by the DNS names of {} ({}): the edge's hostname check would refuse the origin; serve a certificate that names it, or move it to a site whose certificate does",
-                            at(host.span()),
-                            host.get_ref(),
-                            cert.display(),
-                            if served.san.dns.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                served.san.dns.join(", ")
-                            }
-                        ));
-                    }
+            let served = rule.server_certificate();
+            for host in &site.hostnames {
+                // As the policy reads both (case, a trailing dot: `a.example.`).
+                let host_name = aop_pki::normalize_dns_name(host.get_ref());
+                let covered = served
+                    .san
+                    .dns
+                    .iter()
+                    .any(|san| covers(&aop_pki::normalize_dns_name(san), &host_name));
+                if !covered {
+                    errors.push(format!(
+                        "{}: key `hostnames`: {:?} is not covered by the DNS names of {} ({}): the edge's hostname check would refuse the origin; serve a certificate that names it, or move it to a site whose certificate does",
+                        at(host.span()),
+                        host.get_ref(),
+                        cert.display(),
+                        if served.san.dns.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            served.san.dns.join(", ")
+                        }
+                    ));
                 }
             }
             // Keys open to others.
@@ -1110,6 +1117,61 @@ upstream = "http://127.0.0.1:8080"
             );
             assert!(e.0.contains(said), "{value}: {e}");
         }
+    }
+
+    /// The checks judge the certificates the policy loaded: a trust file or served
+    /// certificate replaced after the load (mid-rotation) is not read again; the next
+    /// load sees the new bytes.
+    #[test]
+    fn lint_judges_what_the_policy_loaded() {
+        let now = time::OffsetDateTime::now_utc();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        aop_pki::CaRequest::new("edge")
+            .create_in(&d.join("edge"), now)
+            .unwrap();
+        let origin = aop_pki::CaRequest::new("origin")
+            .create_in(&d.join("origin"), now)
+            .unwrap();
+        let req = |host: &str| aop_pki::OriginRequest {
+            hostnames: vec![host.to_owned()],
+            days: aop_pki::ORIGIN_VALIDITY_DAYS[0],
+            key_type: aop_pki::KeyType::EcdsaP256,
+        };
+        let write = |issued: &aop_pki::Issued| {
+            aop_pki::write_issued(
+                issued,
+                &d.join("c.pem"),
+                &d.join("k.pem"),
+                aop_pki::Overwrite::Replace,
+            )
+            .unwrap();
+        };
+        write(&origin.issue_origin(&req("example.com"), now).unwrap());
+        std::fs::copy(d.join("edge/ca.pem"), d.join("ca.pem")).unwrap();
+        let path = d.join("origin.toml");
+        let config =
+            Config::parse_text(&path, format!("listen = \"127.0.0.1:1\"\n{SITE}")).unwrap();
+        let policy = config.load_policy().unwrap();
+        // Replaced after the load: a leaf as the trust file, a certificate for another name.
+        std::fs::copy(d.join("c.pem"), d.join("ca.pem")).unwrap();
+        write(&origin.issue_origin(&req("other.example"), now).unwrap());
+        assert_eq!(config.lint(&policy, now), (vec![], vec![]));
+        let errors = config.load_checked().unwrap_err().0;
+        let lines: Vec<&str> = errors.lines().collect();
+        assert_eq!(lines.len(), 2, "{errors}");
+        assert!(
+            lines[0].starts_with(&format!("{}:7: key `trust`: ", path.display()))
+                && lines[0].contains("is not a CA certificate"),
+            "{errors}"
+        );
+        assert!(
+            lines[1].starts_with(&format!(
+                "{}:4: key `hostnames`: \"example.com\" is not covered",
+                path.display()
+            )),
+            "{errors}"
+        );
     }
 
     /// A wildcard SAN covers exactly one left-most label (RFC 6125 §6.4.3); a hostname
