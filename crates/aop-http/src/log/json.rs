@@ -199,9 +199,13 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
         }
         let bytes = s.as_bytes();
         let (mut start, mut i) = (0, 0);
-        while i < bytes.len() {
-            let b = bytes[i];
-            let (esc, len) = match b {
+        // To the next byte that may need an escape (a scan the compiler vectorizes).
+        while let Some(skip) = bytes[i..]
+            .iter()
+            .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+        {
+            i += skip;
+            let (esc, len) = match bytes[i] {
                 b'"' => ("\\\"", 1),
                 b'\\' => ("\\\\", 1),
                 b'\n' => ("\\n", 1),
@@ -209,7 +213,7 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
                 b'\t' => ("\\t", 1),
                 0..0x20 | 0x7f => ("", 1),
                 // The first byte of a multi-byte character.
-                0xc0.. => match s[i..].chars().next() {
+                _ => match s[i..].chars().next() {
                     Some(c) if hides_text(c) => ("", c.len_utf8()),
                     Some(c) => {
                         i += c.len_utf8();
@@ -217,10 +221,6 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
                     }
                     None => break,
                 },
-                _ => {
-                    i += 1;
-                    continue;
-                }
             };
             if !self.run(s, start, i)? {
                 return Ok(());
