@@ -104,7 +104,7 @@ impl Guard {
     }
 
     /// As [`Guard::start`], with `listen` (a TOML value: `[{ addr = "127.0.0.1:0",
-    /// proxy_protocol = true }, "127.0.0.1:0"]`) instead of one loopback port. Every
+    /// proxy_protocol = true, from = ["127.0.0.3"] }, "127.0.0.1:0"]`) instead of one loopback port. Every
     /// listener's port is in [`Guard::ports`].
     pub fn start_listening(dir: &Path, listen: &str, rest: &str) -> Self {
         let config = write_config(dir, listen, rest);

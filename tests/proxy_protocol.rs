@@ -21,8 +21,9 @@ use tokio::net::TcpStream;
 
 const HOST: &str = "pp.example";
 
-/// A guard logging JSON with a PROXY protocol listener (`ports[0]`) and a plain one
-/// (`ports[1]`), in front of `echo`.
+/// A guard logging JSON with a PROXY protocol listener (`ports[0]`, its balancers: this
+/// test's direct connections from 127.0.0.1 and HAProxy's from 127.0.0.3) and a plain
+/// one (`ports[1]`), in front of `echo`.
 fn guard(certs: &Certs, echo: &Echo, extra: &str) -> Guard {
     let site = format!(
         "log_format = \"json\"\n{extra}\n[[site]]\nhostnames = [\"{HOST}\"]\ncert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\ntrust = [\"edge-ca/ca.pem\"]\nupstream = \"http://{}\"\n",
@@ -30,7 +31,7 @@ fn guard(certs: &Certs, echo: &Echo, extra: &str) -> Guard {
     );
     Guard::start_listening(
         certs.dir.path(),
-        "[{ addr = \"127.0.0.1:0\", proxy_protocol = true }, \"127.0.0.1:0\"]",
+        "[{ addr = \"127.0.0.1:0\", proxy_protocol = true, from = [\"127.0.0.1\", \"127.0.0.3/32\"] }, \"127.0.0.1:0\"]",
         &site,
     )
 }

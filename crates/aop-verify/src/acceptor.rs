@@ -359,35 +359,38 @@ impl Acceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        self.accept_via(io, peer.into(), None).await
+        self.accept_via(io, peer.into(), None, tokio::time::Instant::now())
+            .await
     }
 
     /// As [`Acceptor::accept`], for a connection a proxy opened for `peer` (the address a
     /// PROXY protocol header gave): `via` is the proxy's own address, the verdict's `via`.
+    /// `accepted` is when the connection was accepted: [`Limits::handshake_timeout`]
+    /// counts from then, so time the caller spent before the handshake (waiting for the
+    /// first byte, reading a PROXY protocol header) is not given again.
     pub async fn accept_via<IO>(
         &self,
         io: IO,
         peer: Option<SocketAddr>,
         via: Option<SocketAddr>,
+        accepted: tokio::time::Instant,
     ) -> Result<Accepted<IO>, Refused>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let policy = self.policy.current();
-        let result =
-            match tokio::time::timeout(self.limits.handshake_timeout, self.handshake(io, &policy))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    let mut v = Verdict::new(Outcome::None(NoneCause::HandshakeTimeout));
-                    v.detail = Some(format!(
-                        "no complete handshake within {:?}",
-                        self.limits.handshake_timeout
-                    ));
-                    Err(v)
-                }
-            };
+        let deadline = accepted + self.limits.handshake_timeout;
+        let result = match tokio::time::timeout_at(deadline, self.handshake(io, &policy)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let mut v = Verdict::new(Outcome::None(NoneCause::HandshakeTimeout));
+                v.detail = Some(format!(
+                    "no complete handshake within {:?}",
+                    self.limits.handshake_timeout
+                ));
+                Err(v)
+            }
+        };
         let (mut verdict, stream) = match result {
             Ok((v, s)) => (v, Some(s)),
             Err(v) => (v, None),

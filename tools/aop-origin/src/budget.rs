@@ -104,13 +104,47 @@ struct State {
     entries: HashMap<u64, Entry>,
     /// Oldest first (sequence numbers grow with admission time).
     handshakes: BTreeSet<u64>,
-    /// The handshakes that had not sent a byte when last looked at (a subset of
-    /// `handshakes`), with a duplicate of the socket to look again before closing one.
-    silent: BTreeMap<u64, Option<OwnedFd>>,
+    /// The handshakes that had not sent a byte of a ClientHello when last looked at (a
+    /// subset of `handshakes`), with a duplicate of the socket to look again before
+    /// closing one.
+    silent: BTreeMap<u64, Quiet>,
     unauthenticated: BTreeSet<u64>,
     /// Authenticated connections by site.
     sites: HashMap<Arc<str>, BTreeSet<u64>>,
     peers: HashMap<IpAddr, PeerCount>,
+}
+
+/// A silent connection, as the budget looks at it again before closing it.
+struct Quiet {
+    /// A duplicate of the socket (`None` if it could not be made: taken as silent).
+    socket: Option<OwnedFd>,
+    /// On a PROXY protocol listener, its header not yet read: the bytes waiting are the
+    /// header's until a whole one is there with more after it.
+    header: bool,
+}
+
+impl Quiet {
+    /// Whether a byte of a ClientHello is waiting (peeked, not taken).
+    fn spoke(&self) -> bool {
+        use rustix::net::RecvFlags;
+        let Some(fd) = &self.socket else {
+            return false;
+        };
+        let mut buf = [0u8; crate::proxy_protocol::V2_MAX + 1];
+        let want = if self.header { buf.len() } else { 1 };
+        let Ok((_, n)) =
+            rustix::net::recv(fd, &mut buf[..want], RecvFlags::PEEK | RecvFlags::DONTWAIT)
+        else {
+            return false;
+        };
+        if !self.header {
+            return n > 0;
+        }
+        // A balancer sends its header the moment its client connects: only what follows
+        // a whole header is the client's.
+        matches!(crate::proxy_protocol::parse(&buf[..n]),
+            crate::proxy_protocol::Parsed::Header { len, .. } if n > len)
+    }
 }
 
 /// The peer a cap counts: an IPv4 address, or the /64 an IPv6 address is in (one host
@@ -169,25 +203,33 @@ impl Budget {
     /// make room as the module docs say; `None` if every open connection is authenticated and the
     /// budget is full.
     pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr, start: Start) -> Option<Slot> {
-        self.admit_as(Some(peer), start)
+        self.admit_as(Some(peer), start, false)
     }
 
     /// As [`Budget::admit`], for a connection on a PROXY protocol listener: its peer (the
     /// load balancer's address, the same for every client) is not counted against the
     /// per-peer caps; the client's address is, once its header names it
-    /// ([`Slot::identified`]). The overall caps hold from the start.
+    /// ([`Slot::identified`]). The overall caps hold from the start. It is silent until a
+    /// byte of its ClientHello follows the header (the header alone is sent by the
+    /// balancer, whatever its client does): pass [`Start::Silent`] whatever has arrived.
     pub(crate) fn admit_proxied(self: &Arc<Self>, start: Start) -> Option<Slot> {
-        self.admit_as(None, start)
+        self.admit_as(None, start, true)
     }
 
-    fn admit_as(self: &Arc<Self>, peer: Option<IpAddr>, start: Start) -> Option<Slot> {
+    fn admit_as(
+        self: &Arc<Self>,
+        peer: Option<IpAddr>,
+        start: Start,
+        header: bool,
+    ) -> Option<Slot> {
         let peer = peer.map(peer_key);
         let caps = self.caps();
         let mut st = self.lock();
         if let Some(peer) = peer {
             st.peer_handshake_room(peer, caps);
         }
-        if st.handshakes.len() >= caps.max_handshakes.max(1)
+        // `while`: after a reload lowers the cap, one admission brings the count under it.
+        while st.handshakes.len() >= caps.max_handshakes.max(1)
             && let Some(seq) = st.oldest_silent().or(st.handshakes.first().copied())
         {
             st.evict(seq, Evicted::Handshakes);
@@ -228,7 +270,7 @@ impl Budget {
         );
         st.handshakes.insert(seq);
         if let Start::Silent(socket) = start {
-            st.silent.insert(seq, socket);
+            st.silent.insert(seq, Quiet { socket, header });
         }
         if let Some(peer) = peer {
             st.peers.entry(peer).or_default().handshakes.insert(seq);
@@ -259,14 +301,15 @@ pub(crate) enum Start {
 }
 
 impl State {
-    /// `peer` opens a handshake: at its cap, its oldest handshake is closed.
+    /// `peer` opens a handshake: at its cap, its oldest handshakes are closed until it is
+    /// under it (more than one after a reload lowered the cap).
     fn peer_handshake_room(&mut self, peer: IpAddr, caps: Caps) {
-        let peer_oldest = self
+        while let Some(seq) = self
             .peers
             .get(&peer)
             .filter(|p| p.handshakes.len() >= caps.per_peer_handshakes.max(1))
-            .and_then(|p| p.handshakes.first().copied());
-        if let Some(seq) = peer_oldest {
+            .and_then(|p| p.handshakes.first().copied())
+        {
             self.evict(seq, Evicted::PeerHandshakes);
         }
     }
@@ -274,17 +317,9 @@ impl State {
     /// The oldest handshake that is still silent, looking again at each candidate's
     /// socket: one whose bytes have arrived since is moved to talking, not closed.
     fn oldest_silent(&mut self) -> Option<u64> {
-        use rustix::net::RecvFlags;
         loop {
-            let (&seq, socket) = self.silent.first_key_value()?;
-            let spoke = socket.as_ref().is_some_and(|fd| {
-                let mut byte = [0u8; 1];
-                matches!(
-                    rustix::net::recv(fd, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT),
-                    Ok((_, n)) if n > 0
-                )
-            });
-            if !spoke {
+            let (&seq, quiet) = self.silent.first_key_value()?;
+            if !quiet.spoke() {
                 return Some(seq);
             }
             self.silent.remove(&seq);
@@ -331,6 +366,23 @@ impl Slot {
     /// The first bytes of the ClientHello arrived: no longer silent.
     pub(crate) fn talking(&self) {
         self.budget.lock().silent.remove(&self.seq);
+    }
+
+    /// Still silent with its PROXY protocol header read (all its balancer sent so far):
+    /// until the first byte of a ClientHello it gives way first, like a bare TCP
+    /// connection. `socket` is a duplicate to look at again before closing it, now
+    /// without the header (see [`Start::Silent`]).
+    pub(crate) fn silent(&self, socket: Option<OwnedFd>) {
+        let mut st = self.budget.lock();
+        if st.handshakes.contains(&self.seq) {
+            st.silent.insert(
+                self.seq,
+                Quiet {
+                    socket,
+                    header: false,
+                },
+            );
+        }
     }
 
     /// A PROXY protocol header named the connection's client (or the proxy itself):
@@ -397,12 +449,12 @@ impl Slot {
             return;
         }
         e.class = Class::Unauthenticated;
-        let oldest = (p.unauthenticated.len() >= per_peer_cap.max(1))
-            .then(|| p.unauthenticated.first().copied())
-            .flatten();
+        // Over the cap (by more than one after a reload lowered it): the oldest go.
+        let excess = (p.unauthenticated.len() + 1).saturating_sub(per_peer_cap.max(1));
+        let oldest: Vec<u64> = p.unauthenticated.iter().take(excess).copied().collect();
         p.unauthenticated.insert(self.seq);
         st.unauthenticated.insert(self.seq);
-        if let Some(seq) = oldest {
+        for seq in oldest {
             st.evict(seq, Evicted::PeerUnauthenticated);
         }
     }
@@ -621,5 +673,86 @@ mod tests {
         drop(slots);
         assert_eq!(b.counts(), (0, 0, 0));
         assert!(b.lock().peers.is_empty());
+    }
+
+    /// A reload that lowers a cap: the next admission (or establishment) brings the count
+    /// under it, closing as many of the oldest as it takes, not one.
+    #[test]
+    fn lowered_caps_converge_at_the_next_admission() {
+        let b = Budget::new(caps(100, 100, 100, 100));
+        let hs: Vec<Slot> = (0..5)
+            .map(|_| b.admit(ip(1), Start::Silent(None)).unwrap())
+            .collect();
+        b.set_caps(caps(100, 100, 2, 100));
+        let newer = b.admit(ip(1), Start::Silent(None)).unwrap();
+        let closed = |v: &[Slot], why_: Evicted| v.iter().filter(|s| why(s) == Some(why_)).count();
+        assert_eq!(closed(&hs, Evicted::PeerHandshakes), 4);
+        assert_eq!((why(&hs[4]), why(&newer)), (None, None));
+        drop((hs, newer));
+
+        let all: Vec<Slot> = (1..=5)
+            .map(|i| b.admit(ip(i), Start::Silent(None)).unwrap())
+            .collect();
+        b.set_caps(caps(100, 2, 100, 100));
+        let newer = b.admit(ip(9), Start::Silent(None)).unwrap();
+        assert_eq!(closed(&all, Evicted::Handshakes), 4);
+        assert_eq!(b.counts(), (2, 0, 0));
+        drop((all, newer));
+
+        b.set_caps(caps(100, 100, 100, 100));
+        let idle: Vec<Slot> = (0..5)
+            .map(|_| b.admit(ip(1), Start::Silent(None)).unwrap())
+            .collect();
+        for s in &idle[..4] {
+            s.established(None);
+        }
+        b.set_caps(caps(100, 100, 100, 2));
+        idle[4].established(None);
+        assert_eq!(closed(&idle, Evicted::PeerUnauthenticated), 3);
+        assert_eq!(b.counts(), (0, 2, 0));
+    }
+
+    /// A proxied connection's waiting bytes are its balancer's header until a whole one
+    /// has more after it: only then has its client spoken.
+    #[test]
+    fn a_pending_header_is_not_a_client_speaking() {
+        use std::io::Write as _;
+        let header = b"PROXY TCP4 198.51.100.1 198.51.100.2 40001 443\r\n";
+        for (sent, header_pending, spoke) in [
+            (&b""[..], true, false),
+            (&header[..10], true, false),
+            (&header[..], true, false),
+            (
+                &b"PROXY TCP4 198.51.100.1 198.51.100.2 40001 443\r\n\x16"[..],
+                true,
+                true,
+            ),
+            (&b"garbage"[..], true, false),
+            (&b"\x16"[..], false, true),
+            (&b""[..], false, false),
+        ] {
+            let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.write_all(sent).unwrap();
+            let quiet = Quiet {
+                socket: Some(OwnedFd::from(theirs)),
+                header: header_pending,
+            };
+            assert_eq!(quiet.spoke(), spoke, "{sent:?} header={header_pending}");
+        }
+    }
+
+    /// A proxied connection whose header is in but no ClientHello byte yet is silent
+    /// again: a new connection at `max_handshakes` closes it, not a handshake under way.
+    #[test]
+    fn a_header_only_connection_is_silent_again() {
+        let b = Budget::new(caps(100, 2, 100, 100));
+        let real = b.admit_proxied(Start::Silent(None)).unwrap();
+        real.identified(ip(1));
+        real.talking();
+        let bare = b.admit_proxied(Start::Silent(None)).unwrap();
+        bare.identified(ip(2));
+        bare.silent(None);
+        let _next = b.admit_proxied(Start::Talking).unwrap();
+        assert_eq!((why(&real), why(&bare)), (None, Some(Evicted::Handshakes)));
     }
 }

@@ -3,7 +3,8 @@
 //! ```toml
 //! listen = "0.0.0.0:443"            # or ["0.0.0.0:443", "[::]:443"]
 //! # behind a TCP load balancer: a PROXY protocol header (v1 or v2) starts every connection
-//! # listen = [{ addr = "0.0.0.0:8443", proxy_protocol = true }, "[::]:443"]
+//! # (only from the balancers' addresses, `from`):
+//! # listen = [{ addr = "0.0.0.0:8443", proxy_protocol = true, from = ["10.0.0.0/24"] }, "[::]:443"]
 //! metrics_listen = "127.0.0.1:9090" # optional: /metrics and /healthz
 //! log_format = "text"               # or "json"
 //! handshake_timeout_secs = 10
@@ -44,7 +45,7 @@
 //! a hostname its certificate does not name are errors; an expired anchor among current
 //! ones and a key open to group or others are warnings.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -246,15 +247,94 @@ fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
     s.parse().map_err(serde::de::Error::custom)
 }
 
-/// One `listen` entry: `"IP:PORT"`, or `{ addr = "IP:PORT", proxy_protocol = true }` for
-/// a listener behind a TCP load balancer whose every connection starts with a PROXY
-/// protocol header (v1 or v2): the address it names is then the connection's peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One `listen` entry: `"IP:PORT"`, or `{ addr = "IP:PORT", proxy_protocol = true,
+/// from = ["CIDR", ...] }` for a listener behind a TCP load balancer whose every
+/// connection starts with a PROXY protocol header (v1 or v2): the address it names is
+/// then the connection's peer. Only the balancers in `from` may send one.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Listen {
     /// Where to listen.
     pub(crate) addr: SocketAddr,
     /// `proxy_protocol`: a PROXY protocol header is required before the TLS handshake.
     pub(crate) proxy_protocol: bool,
+    /// `from`: the balancers' addresses, the only peers whose header is read (required
+    /// with `proxy_protocol`; empty without).
+    pub(crate) from: Vec<Cidr>,
+}
+
+/// An address block, `IP/LEN` or a bare `IP` (every bit); IPv4-mapped IPv6 is taken
+/// as the IPv4 it maps, on both sides, so a dual-stack socket's peers match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cidr {
+    net: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this block.
+    pub(crate) fn contains(self, ip: IpAddr) -> bool {
+        let mask = |bits: u32, len: u8| u128::MAX.checked_shl(bits - u32::from(len)).unwrap_or(0);
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let m = mask(32, self.len);
+                u128::from(u32::from(net)) & m == u128::from(u32::from(ip)) & m
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let m = mask(128, self.len);
+                u128::from(net) & m == u128::from(ip) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an address block (IP/LEN, or IP)");
+        let (ip, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (s, None),
+        };
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let bits: u8 = if ip.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => bits,
+            // Digits only: `u8::from_str` would also take a `+`.
+            Some(l) if l.bytes().all(|b| b.is_ascii_digit()) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= bits)
+                .ok_or_else(bad)?,
+            Some(_) => return Err(bad()),
+        };
+        // `::ffff:10.0.0.0/104` is `10.0.0.0/8`.
+        let (net, len) = match ip {
+            IpAddr::V6(v6) if len >= 96 && v6.to_ipv4_mapped().is_some() => {
+                (ip.to_canonical(), len - 96)
+            }
+            _ => (ip, len),
+        };
+        let cidr = Self { net, len };
+        if !cidr.contains_exactly_its_network() {
+            return Err(format!(
+                "{s:?} has bits set past its prefix length (the block is written with its first address)"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+impl Cidr {
+    /// Whether `net` has no bit set past `len` (so `10.0.0.1/8` is refused, not guessed).
+    fn contains_exactly_its_network(self) -> bool {
+        let host = match self.net {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
+            IpAddr::V6(v6) => u128::from(v6),
+        };
+        host.checked_shl(u32::from(self.len)).unwrap_or(0) == 0
+    }
 }
 
 impl<'de> Deserialize<'de> for Listen {
@@ -264,13 +344,14 @@ impl<'de> Deserialize<'de> for Listen {
             type Value = Listen;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an address (\"IP:PORT\") or a table { addr = \"IP:PORT\", proxy_protocol = true }")
+                f.write_str("an address (\"IP:PORT\") or a table { addr = \"IP:PORT\", proxy_protocol = true, from = [\"CIDR\"] }")
             }
 
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Listen, E> {
                 Ok(Listen {
                     addr: address(s)?,
                     proxy_protocol: false,
+                    from: Vec::new(),
                 })
             }
 
@@ -279,23 +360,43 @@ impl<'de> Deserialize<'de> for Listen {
                 mut map: A,
             ) -> Result<Listen, A::Error> {
                 use serde::de::Error as _;
-                let (mut addr, mut proxy_protocol) = (None, false);
+                let (mut addr, mut proxy_protocol, mut from) = (None, false, Vec::new());
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "addr" => addr = Some(map.next_value::<Address>()?.0),
                         "proxy_protocol" => proxy_protocol = map.next_value()?,
+                        "from" => {
+                            from = map
+                                .next_value::<Vec<String>>()?
+                                .iter()
+                                .map(|s| s.parse())
+                                .collect::<Result<_, String>>()
+                                .map_err(A::Error::custom)?;
+                        }
                         other => {
                             return Err(A::Error::unknown_field(
                                 other,
-                                &["addr", "proxy_protocol"],
+                                &["addr", "proxy_protocol", "from"],
                             ));
                         }
                     }
                 }
                 let addr = addr.ok_or_else(|| A::Error::missing_field("addr"))?;
+                // Without `from`, anyone who reaches the port could name any address.
+                if proxy_protocol && from.is_empty() {
+                    return Err(A::Error::custom(
+                        "proxy_protocol = true needs from = [...], the balancers' addresses",
+                    ));
+                }
+                if !proxy_protocol && !from.is_empty() {
+                    return Err(A::Error::custom(
+                        "from = [...] is for a proxy_protocol = true listener",
+                    ));
+                }
                 Ok(Listen {
                     addr,
                     proxy_protocol,
+                    from,
                 })
             }
         }
@@ -325,7 +426,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Listen>, D::Error>
         type Value = Vec<Listen>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an address (\"IP:PORT\"), a table { addr = \"IP:PORT\", proxy_protocol = true }, or an array of them")
+            f.write_str("an address (\"IP:PORT\"), a table { addr = \"IP:PORT\", proxy_protocol = true, from = [\"CIDR\"] }, or an array of them")
         }
 
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<Listen>, E> {
@@ -1065,23 +1166,26 @@ upstream = "http://127.0.0.1:8080"
         let plain = |a: &str| Listen {
             addr: a.parse().unwrap(),
             proxy_protocol: false,
+            from: Vec::new(),
         };
         let proxied = |a: &str| Listen {
             addr: a.parse().unwrap(),
             proxy_protocol: true,
+            from: vec!["10.0.0.0/8".parse().unwrap()],
         };
         assert_eq!(listen("\"127.0.0.1:1\"").unwrap(), [plain("127.0.0.1:1")]);
         assert_eq!(
-            listen("{ addr = \"127.0.0.1:2\", proxy_protocol = true }").unwrap(),
+            listen("{ addr = \"127.0.0.1:2\", proxy_protocol = true, from = [\"10.0.0.0/8\"] }")
+                .unwrap(),
             [proxied("127.0.0.1:2")]
         );
         assert_eq!(
-            listen("[\"[::1]:1\", { addr = \"127.0.0.1:2\", proxy_protocol = true }, { addr = \"127.0.0.1:3\" }]")
+            listen("[\"[::1]:1\", { addr = \"127.0.0.1:2\", proxy_protocol = true, from = [\"10.0.0.0/8\"] }, { addr = \"127.0.0.1:3\" }]")
                 .unwrap(),
             [plain("[::1]:1"), proxied("127.0.0.1:2"), plain("127.0.0.1:3")]
         );
         let l = parse(&format!(
-            "[[listen]]\naddr = \"127.0.0.1:4\"\nproxy_protocol = true\n{SITE}"
+            "[[listen]]\naddr = \"127.0.0.1:4\"\nproxy_protocol = true\nfrom = [\"10.0.0.0/8\"]\n{SITE}"
         ))
         .unwrap();
         assert_eq!(l.file.listen, [proxied("127.0.0.1:4")]);
@@ -1109,6 +1213,31 @@ upstream = "http://127.0.0.1:8080"
             ),
             ("[]", 1, "at least one address"),
             ("1", 1, "an address (\"IP:PORT\")"),
+            (
+                "[\"127.0.0.1:1\",\n{ addr = \"127.0.0.1:2\", proxy_protocol = true }]",
+                2,
+                "proxy_protocol = true needs from = [...], the balancers' addresses",
+            ),
+            (
+                "{ addr = \"127.0.0.1:2\", proxy_protocol = true, from = [] }",
+                1,
+                "proxy_protocol = true needs from = [...]",
+            ),
+            (
+                "{ addr = \"127.0.0.1:2\", from = [\"10.0.0.0/8\"] }",
+                1,
+                "from = [...] is for a proxy_protocol = true listener",
+            ),
+            (
+                "{ addr = \"127.0.0.1:2\", proxy_protocol = true, from = [\"10.0.0.1/8\"] }",
+                1,
+                "\"10.0.0.1/8\" has bits set past its prefix length",
+            ),
+            (
+                "{ addr = \"127.0.0.1:2\", proxy_protocol = true, from = [\"lb.example\"] }",
+                1,
+                "\"lb.example\" is not an address block",
+            ),
         ] {
             let e = listen(value).unwrap_err();
             assert!(
@@ -1116,6 +1245,43 @@ upstream = "http://127.0.0.1:8080"
                 "{value}: {e}"
             );
             assert!(e.0.contains(said), "{value}: {e}");
+        }
+    }
+
+    /// `from`'s blocks: `IP/LEN` or a bare IP; IPv4-mapped IPv6 matches its IPv4 either way.
+    #[test]
+    fn cidr_blocks() {
+        let c = |s: &str| s.parse::<Cidr>();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (block, inside, outside) in [
+            ("10.0.0.0/8", "10.255.1.2", "11.0.0.0"),
+            ("10.0.0.0/8", "::ffff:10.1.1.1", "::ffff:11.1.1.1"),
+            ("192.0.2.7", "192.0.2.7", "192.0.2.8"),
+            ("192.0.2.7/32", "::ffff:192.0.2.7", "192.0.2.6"),
+            ("0.0.0.0/0", "203.0.113.1", "::1"),
+            ("::ffff:10.0.0.0/104", "10.9.9.9", "11.0.0.0"),
+            ("2001:db8::/32", "2001:db8:ffff::1", "2001:db9::"),
+            ("::1", "::1", "127.0.0.1"),
+            ("::/0", "2001:db8::1", "10.0.0.1"),
+        ] {
+            let b = c(block).unwrap();
+            assert!(b.contains(ip(inside)), "{block} {inside}");
+            assert!(!b.contains(ip(outside)), "{block} {outside}");
+        }
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/+8",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0/8",
+            "/8",
+            "::/129",
+            "10.0.0.1/8",
+            "2001:db8::1/32",
+            " 10.0.0.0/8",
+            "10.0.0.0/08x",
+        ] {
+            assert!(c(bad).is_err(), "{bad}");
         }
     }
 

@@ -645,7 +645,10 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
     for entry in &cfg.listen {
         let listener = bind(&loaded.path, "listen", entry.addr).await?;
         addrs.push(listener.local_addr()?);
-        listeners.push((listener, entry.proxy_protocol));
+        // A `proxy_protocol` listener's balancers (`from`): the peers whose header is read.
+        let balancers: Option<Arc<[crate::config::Cidr]>> =
+            entry.proxy_protocol.then(|| entry.from.as_slice().into());
+        listeners.push((listener, balancers));
     }
     let metrics = match cfg.metrics_listen {
         Some(addr) => {
@@ -655,11 +658,12 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         None => None,
     };
     let mut tasks = Vec::new();
-    for ((listener, proxy_protocol), local) in listeners.into_iter().zip(&addrs) {
+    for ((listener, balancers), local) in listeners.into_iter().zip(&addrs) {
+        let proxy_protocol = balancers.is_some();
         tracing::info!(target: "aop::origin", addr = %local, proxy_protocol, "listening");
         tasks.push(shared.spawn(accept_loop(
             listener,
-            proxy_protocol,
+            balancers,
             shared.clone(),
             shutdown_rx.clone(),
         )));
@@ -707,11 +711,12 @@ async fn bind(
         })
 }
 
-/// Accept on `listener`; with `proxy_protocol`, each connection must start with a PROXY
-/// protocol header (see [`crate::proxy_protocol`]).
+/// Accept on `listener`; with `balancers` (a `proxy_protocol` listener's `from`), each
+/// connection from one of them must start with a PROXY protocol header (see
+/// [`crate::proxy_protocol`]), and one from anywhere else is refused unread.
 async fn accept_loop(
     listener: TcpListener,
-    proxy_protocol: bool,
+    balancers: Option<Arc<[crate::config::Cidr]>>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -728,17 +733,27 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         let talking = has_bytes(&tcp);
-        let start = if talking {
-            Start::Talking
-        } else {
-            Start::Silent(rustix::io::dup(&tcp).ok())
+        let start = |talking| {
+            if talking {
+                Start::Talking
+            } else {
+                Start::Silent(rustix::io::dup(&tcp).ok())
+            }
         };
+        // Only a balancer named in `from` may name the client: anyone else could claim
+        // any address (another client's, to close its handshakes by its per-peer cap).
+        let peer_ip = peer.ip().to_canonical();
+        let proxy_protocol = balancers.is_some();
+        let balancer = balancers
+            .as_deref()
+            .is_some_and(|from| from.iter().any(|block| block.contains(peer_ip)));
         // Behind a load balancer the socket's peer is the balancer: per-peer caps wait
-        // for the address its header names.
-        let admitted = if proxy_protocol {
-            shared.budget.admit_proxied(start)
+        // for the address its header names. Anyone else is a peer as on a plain listener.
+        // A balancer's connection is silent until a ClientHello byte follows its header.
+        let admitted = if balancer {
+            shared.budget.admit_proxied(start(false))
         } else {
-            shared.budget.admit(peer.ip(), start)
+            shared.budget.admit(peer.ip(), start(talking))
         };
         let Some(slot) = admitted else {
             shared.metrics.site("").closed("max_connections");
@@ -746,12 +761,20 @@ async fn accept_loop(
                 "connection refused: max_connections reached and no connection could make room");
             continue;
         };
+        if proxy_protocol && !balancer {
+            let detail = format!(
+                "{peer_ip} may not send a PROXY protocol header (not in this listener's from)"
+            );
+            refuse_unheaded(&shared, peer, aop_verify::NoneCause::ProxyHeader, detail);
+            drop((slot, tcp));
+            continue;
+        }
         let task_shared = shared.clone();
         let shutdown = shutdown.clone();
         shared.active.fetch_add(1, Ordering::AcqRel);
         shared.spawn(async move {
             let shared = task_shared;
-            let proxied = proxy_protocol.then_some(Proxied);
+            let proxied = balancer.then_some(Proxied);
             connection(&shared, tcp, peer, slot, talking, proxied, shutdown).await;
             if shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
                 shared.idle.notify_waiters();
@@ -794,6 +817,42 @@ async fn first_bytes(tcp: &tokio::net::TcpStream) {
 /// A connection on a `proxy_protocol` listener: its header comes before the handshake.
 struct Proxied;
 
+/// Wait, silent (the budget closes silent connections first, so a churn of bare TCP
+/// connections cannot push out a handshake under way), until the client sends its first
+/// bytes (the caller then marks it talking, or reads a PROXY protocol header first).
+/// False if the budget closed it or `deadline` passed first (both logged and counted):
+/// the caller drops the connection.
+async fn until_first_bytes(
+    shared: &Shared,
+    tcp: &tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: &Slot,
+    deadline: tokio::time::Instant,
+    tuning: &Tuning,
+) -> bool {
+    let spoke = tokio::select! {
+        r = tokio::time::timeout_at(deadline, first_bytes(tcp)) => r.is_ok(),
+        why = slot.evicted() => {
+            closed_for_budget(shared, why, peer, None);
+            return false;
+        }
+    };
+    if !spoke {
+        let mut v = Verdict::new(aop_verify::Outcome::None(
+            aop_verify::NoneCause::HandshakeTimeout,
+        ));
+        v.peer = Some(peer);
+        v.detail = Some(format!(
+            "no ClientHello within {:?}",
+            tuning.handshake_timeout
+        ));
+        v.log();
+        shared.metrics.site("").handshake(&v);
+        return false;
+    }
+    true
+}
+
 /// One client connection: the handshake (after the PROXY protocol header if `proxied`),
 /// then serving, either cut short if the budget needs its slot.
 async fn connection(
@@ -814,30 +873,16 @@ async fn connection(
     // connections).
     let tuning = shared.tuning();
     let mut state = shared.metrics.connection();
-    // The header and the ClientHello's first byte share one handshake timeout.
-    let deadline = tokio::time::Instant::now() + tuning.handshake_timeout;
-    let spoke = talking
-        || tokio::select! {
-            r = tokio::time::timeout(tuning.handshake_timeout, first_bytes(&tcp)) => r.is_ok(),
-            why = slot.evicted() => {
-                closed_for_budget(shared, why, peer, None);
-                return;
-            }
-        };
-    if !spoke {
-        let mut v = Verdict::new(aop_verify::Outcome::None(
-            aop_verify::NoneCause::HandshakeTimeout,
-        ));
-        v.peer = Some(peer);
-        v.detail = Some(format!(
-            "no ClientHello within {:?}",
-            tuning.handshake_timeout
-        ));
-        v.log();
-        shared.metrics.site("").handshake(&v);
+    // The header, the ClientHello's first byte and the handshake share one handshake
+    // timeout, counted from accept.
+    let accepted = tokio::time::Instant::now();
+    let deadline = accepted + tuning.handshake_timeout;
+    if !talking && !until_first_bytes(shared, &tcp, peer, &slot, deadline, &tuning).await {
         return;
     }
-    slot.talking();
+    if proxied.is_none() {
+        slot.talking();
+    }
     // Through a load balancer, the client is who its header says; the balancer is `via`.
     let (peer, via) = match proxied {
         None => (peer, None),
@@ -874,12 +919,22 @@ async fn connection(
                 crate::proxy_protocol::Source::Proxy => peer,
             };
             slot.identified(client.ip());
+            // A balancer sends the header the moment its client connects: until a byte of
+            // the ClientHello follows, the connection is as silent as a bare one (a churn
+            // of bare connections through the balancer cannot push out a handshake).
+            if !has_bytes(&tcp) {
+                slot.silent(rustix::io::dup(&tcp).ok());
+                if !until_first_bytes(shared, &tcp, client, &slot, deadline, &tuning).await {
+                    return;
+                }
+            }
+            slot.talking();
             (client, Some(peer))
         }
     };
     let began = Instant::now();
     let handshake = tokio::select! {
-        h = Box::pin(tuning.acceptor.accept_via(tcp, Some(peer), via)) => h,
+        h = Box::pin(tuning.acceptor.accept_via(tcp, Some(peer), via, accepted)) => h,
         why = slot.evicted() => {
             closed_for_budget(shared, why, peer, None);
             return;

@@ -31,7 +31,7 @@ const V2_FIXED: usize = 16;
 /// UNIX paths) and TLVs. Load balancers send a few dozen bytes of TLVs (AWS's VPC
 /// endpoint id, HAProxy's unique id or TLS details); 2 KiB leaves room for them while a
 /// header claiming 64 KiB is refused unread.
-const V2_MAX: usize = V2_FIXED + 2048;
+pub(crate) const V2_MAX: usize = V2_FIXED + 2048;
 
 /// What the header said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
