@@ -480,7 +480,9 @@ async fn a_root_with_path_len_zero_above_an_intermediate_is_not_a_ca() {
 
 /// A critical extension aop does not process refuses the chain, on the client's
 /// certificate or on the trust anchor itself; the same extension not critical is
-/// ignored.
+/// ignored. An anchor with one verifies nothing, so the origin refuses it at load (its
+/// configuration check; tests/config_check.rs has the line) and the handshake never sees
+/// it: `certtool verify` gives the verdict every chain under it would get.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_critical_extension_is_unhandled_critical_extension() {
     let b = Bench::new().await;
@@ -488,10 +490,8 @@ async fn an_unknown_critical_extension_is_unhandled_critical_extension() {
     let mut odd_root = ca_params("Odd Root", None);
     odd_root.custom_extensions = vec![unknown_extension(true)];
     let odd_root = Made::new(odd_root, None);
-    let trust = [
-        root_ca.write_anchor(b.path(), "extension-root"),
-        odd_root.write_anchor(b.path(), "odd-root"),
-    ];
+    let odd_anchor = odd_root.write_anchor(b.path(), "odd-root");
+    let trust = [root_ca.write_anchor(b.path(), "extension-root")];
     let trust: Vec<&Path> = trust.iter().map(PathBuf::as_path).collect();
     let with_extension = |name: &str, critical: bool| {
         let mut p = client_params(name);
@@ -516,16 +516,39 @@ async fn an_unknown_critical_extension_is_unhandled_critical_extension() {
     b.table(
         &g,
         &trust,
-        &[
-            ("unknown extension, not critical", &plain, Served),
-            (
-                "anchor with a critical unknown extension",
-                &under_odd,
-                unhandled,
-            ),
-        ],
+        &[("unknown extension, not critical", &plain, Served)],
     )
     .await;
+    let config = b.path().join("odd-root.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n[[site]]\nhostnames = [\"strict.test\"]\n\
+             cert = \"origin-ca/origin/cert.pem\"\nkey = \"origin-ca/origin/key.pem\"\n\
+             trust = [{odd_anchor:?}]\nupstream = \"http://127.0.0.1:9\"\n"
+        ),
+    )
+    .unwrap();
+    let refused = aop_origin::Config::read(&config)
+        .unwrap()
+        .check()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(": certificate #1 can verify no client (every chain under it would be FAILED:unhandled_critical_extension)"),
+        "{refused}"
+    );
+    let o = certtool([
+        "verify",
+        "--trust",
+        odd_anchor.to_str().unwrap(),
+        "--chain",
+        under_odd.cert.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["verdict"], "FAILED:unhandled_critical_extension", "{j}");
     let case = "unknown extension, critical";
     b.verdicts(&g, "strict.test", &trust, &[], case, &critical, unhandled)
         .await;
