@@ -1354,10 +1354,7 @@ pub(crate) mod tests {
     use super::*;
     use aop_pki::{Ca, CaRequest, ClientRequest, KeyType};
 
-    fn setup(
-        dir: &Path,
-        leaf_days: u32,
-    ) -> (Trust, Vec<CertificateDer<'static>>, OffsetDateTime) {
+    fn setup(dir: &Path, leaf_days: u32) -> (Trust, Vec<CertificateDer<'static>>, OffsetDateTime) {
         let now = OffsetDateTime::now_utc();
         let req = CaRequest {
             days: 365,
