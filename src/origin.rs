@@ -217,6 +217,21 @@ impl TestClient {
         )
     }
 
+    /// As [`TestClient::new`], keeping its sessions in `store` (a test's own
+    /// [`rustls::client::ClientSessionStore`]).
+    pub fn with_store(
+        roots: &Path,
+        identity: Option<&Leaf>,
+        store: Arc<dyn rustls::client::ClientSessionStore>,
+    ) -> Self {
+        let base = Self::new(roots, identity);
+        let mut config = (*base.config).clone();
+        config.resumption = rustls::client::Resumption::store(store);
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
     /// Its rustls config, for a connection a test drives itself.
     pub fn config(&self) -> Arc<ClientConfig> {
         self.config.clone()

@@ -86,6 +86,16 @@ pub enum Error {
         detail: String,
     },
 
+    /// A session ticket key file is unusable: unreadable, not a regular file, not 80 or
+    /// 48 bytes, or (Unix) open to group or others. See [`crate::TicketKeys::load`].
+    #[error("{}: session ticket key: {detail}", path.display())]
+    TicketKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+
     /// A hostname pattern is not an exact DNS name or `*.zone`.
     #[error("invalid hostname pattern {pattern:?}: {reason}")]
     Pattern {

@@ -159,6 +159,7 @@ mod reload;
 #[cfg(feature = "hyper")]
 mod serve;
 mod strict;
+mod tickets;
 mod trust;
 mod verdict;
 mod verifier;
@@ -166,9 +167,10 @@ mod view;
 
 pub use acceptor::{Accepted, Acceptor, Http2Limits, Limits, Refused};
 pub use error::{Error, Result};
-pub use policy::{Mode, Policy, PolicySpec, Rule, RuleSpec};
+pub use policy::{DEFAULT_TICKET_LIFETIME, Mode, Policy, PolicySpec, Rule, RuleSpec};
 pub use reload::PolicyHandle;
 #[cfg(feature = "hyper")]
 pub use serve::{Serve, ServeFuture, serve};
+pub use tickets::TicketKeys;
 pub use trust::{Checked, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
 pub use verdict::{NoneCause, Outcome, Reason, Verdict};

@@ -4,7 +4,10 @@
 //! rustls's client-certificate verifier is not told the SNI, so per-SNI trust means one
 //! `ServerConfig` per rule, chosen from the ClientHello before the handshake goes on
 //! (see [`crate::Acceptor`]). Each config has its own session cache, so a session made
-//! under one rule cannot be resumed under another.
+//! under one rule cannot be resumed under another. With session ticket keys
+//! ([`PolicySpec::session_ticket_keys`]) each rule has its own ticket key instead, derived
+//! from the files' keys, its name and its policy fingerprint (see [`crate::TicketKeys`]):
+//! origins sharing the files resume each other's sessions, rule by rule.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -123,7 +126,20 @@ pub struct PolicySpec {
     /// [`aop_pki::default_provider`] (the process default if one is installed, else
     /// aws-lc-rs). Set it to use a FIPS build or a provider with fewer algorithms.
     pub provider: Arc<CryptoProvider>,
+    /// Session ticket key files (nginx's format: 80 or 48 random bytes each, mode 0600),
+    /// the first to encrypt new tickets, every one to decrypt: origins given the same
+    /// files resume each other's sessions. Empty (the default): no tickets, each rule's
+    /// own in-memory session cache, emptied by every reload. Read by every
+    /// [`Policy::load`], so a rotation is replacing the files and reloading. See
+    /// [`crate::TicketKeys`].
+    pub session_ticket_keys: Vec<PathBuf>,
+    /// How long a ticket made with [`PolicySpec::session_ticket_keys`] resumes (the
+    /// lifetime the client is told, and checked when a ticket comes back). Default 1 hour.
+    pub session_ticket_lifetime: std::time::Duration,
 }
+
+/// [`PolicySpec::session_ticket_lifetime`]'s default.
+pub const DEFAULT_TICKET_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl PolicySpec {
     /// A policy of these rules and no default rule, on the default crypto provider.
@@ -133,6 +149,8 @@ impl PolicySpec {
             default: None,
             alpn: default_alpn(),
             provider: aop_pki::default_provider(),
+            session_ticket_keys: Vec::new(),
+            session_ticket_lifetime: DEFAULT_TICKET_LIFETIME,
         }
     }
 
@@ -166,6 +184,8 @@ impl Default for PolicySpec {
             default: None,
             alpn: default_alpn(),
             provider: aop_pki::default_provider(),
+            session_ticket_keys: Vec::new(),
+            session_ticket_lifetime: DEFAULT_TICKET_LIFETIME,
         }
     }
 }
@@ -284,6 +304,11 @@ impl Policy {
             .map(|r| Trust::load_with_provider(&r.trust, &spec.provider).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let provider = tuned_provider(&spec.provider);
+        let tickets = if spec.session_ticket_keys.is_empty() {
+            None
+        } else {
+            Some(crate::TicketKeys::load(&spec.session_ticket_keys)?)
+        };
         let mut rules = Vec::with_capacity(specs.len());
         for (i, r) in specs.iter().enumerate() {
             let name: Arc<str> = Arc::from(r.name.as_str());
@@ -301,7 +326,16 @@ impl Policy {
                 r.mode,
             ));
             let alpn = r.alpn.as_ref().unwrap_or(&spec.alpn);
-            let (config, server_cert) = server_config(r, verifier.clone(), alpn, &provider)?;
+            let ticketer = match &tickets {
+                Some(keys) => Some(keys.for_site(
+                    &r.name,
+                    &fingerprint(r, &trusts[i]),
+                    spec.session_ticket_lifetime,
+                )?),
+                None => None,
+            };
+            let (config, server_cert) =
+                server_config(r, verifier.clone(), alpn, &provider, ticketer)?;
             rules.push(Rule {
                 name,
                 server_cert,
@@ -435,6 +469,7 @@ fn server_config(
     verifier: Arc<Verifier>,
     alpn: &[Vec<u8>],
     provider: &Arc<CryptoProvider>,
+    ticketer: Option<crate::tickets::SiteTicketer>,
 ) -> Result<(Arc<ServerConfig>, aop_pki::CertInfo)> {
     let aop_pki::KeyPairFiles { chain, key } = aop_pki::load_key_pair(&r.cert, &r.key, provider)?;
     let info =
@@ -461,8 +496,68 @@ fn server_config(
     // can never resume under another, nor under a policy that replaced it. Stateless
     // tickets and a larger cache both cost more server CPU per resumption, as measured
     // with aop-bench (figures in the README; rustls removes a used TLS 1.3 session with
-    // a linear scan of the cache).
+    // a linear scan of the cache). With session ticket keys, `Policy::load` sets a
+    // ticketer bound to the rule and its policy fingerprint (`crate::tickets`).
+    if let Some(t) = ticketer {
+        config.ticketer = Arc::new(t);
+    }
     Ok((Arc::new(config), info))
+}
+
+/// The policy fingerprint a rule's ticket key is derived from: SHA-256 over its name,
+/// hostnames (as the policy reads them, sorted), mode, and trust — the anchors' DER
+/// (sorted, so the trust files' order and paths do not matter), certificate and SPKI
+/// pins, name allowlist, `max_depth` and `allow_missing_eku`. Origins whose rule agrees on
+/// these resume each other's tickets; a change to any of them refuses every earlier
+/// ticket. CRLs, the served certificate and ALPN are left out: revocation is judged again
+/// on every resumption (the acceptor re-checks the chain a ticket carries), and neither of
+/// the others changes what a client certificate may reach.
+fn fingerprint(r: &RuleSpec, trust: &Trust) -> [u8; 32] {
+    use aws_lc_rs::digest;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut field = |tag: &[u8], value: &[u8]| {
+        for part in [tag, value] {
+            ctx.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+            ctx.update(part);
+        }
+    };
+    field(b"name", r.name.as_bytes());
+    let mut hosts: Vec<String> = r
+        .hostnames
+        .iter()
+        .map(|h| aop_pki::normalize_dns_name(h))
+        .collect();
+    hosts.sort();
+    for h in &hosts {
+        field(b"hostname", h.as_bytes());
+    }
+    field(b"mode", r.mode.to_string().as_bytes());
+    let mut anchors: Vec<&[u8]> = trust.anchor_ders().collect();
+    anchors.sort_unstable();
+    for a in anchors {
+        field(b"anchor", a);
+    }
+    let sorted = |v: &[aop_pki::Sha256Fingerprint]| {
+        let mut v: Vec<String> = v.iter().map(ToString::to_string).collect();
+        v.sort();
+        v
+    };
+    for p in sorted(&r.trust.pins) {
+        field(b"pin", p.as_bytes());
+    }
+    for p in sorted(&r.trust.spki_pins) {
+        field(b"spki_pin", p.as_bytes());
+    }
+    let mut san = r.trust.allow_san.clone();
+    san.sort();
+    for n in &san {
+        field(b"allow_san", n.as_bytes());
+    }
+    field(b"max_depth", &(r.trust.max_depth as u64).to_be_bytes());
+    field(b"allow_missing_eku", &[u8::from(r.trust.allow_missing_eku)]);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// `provider` with AES-128-GCM first: AES-128-GCM, then AES-256-GCM, then the rest in

@@ -261,6 +261,12 @@ fn offset_time(t: UnixTime) -> OffsetDateTime {
 }
 
 impl Trust {
+    /// The anchors' certificates (DER), in load order: the trust part of a rule's policy
+    /// fingerprint (session tickets).
+    pub(crate) fn anchor_ders(&self) -> impl Iterator<Item = &[u8]> {
+        self.anchor_info.iter().map(|a| a.der.as_ref())
+    }
+
     /// Read every anchor and CRL file. Errors name the file. Signatures are verified with
     /// the process's default crypto provider ([`aop_pki::default_provider`]); a
     /// [`crate::Policy`] loads its rules' trust with [`crate::PolicySpec::provider`].

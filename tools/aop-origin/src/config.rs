@@ -19,6 +19,10 @@
 //! upstream_timeout_secs = 60        # the upstream's time to answer, once it has the request
 //! grpc_body_timeout_secs = 300      # as request_body_timeout_secs, for a verified client's gRPC streams
 //! tunnel_idle_timeout_secs = 300    # a WebSocket tunnel with no byte either way is closed
+//! # optional: TLS session tickets shared by a fleet (nginx's ssl_session_ticket_key files,
+//! # 80 or 48 random bytes, mode 0600); the first encrypts, all decrypt:
+//! # session_ticket_keys = ["tickets/current.key", "tickets/previous.key"]
+//! # session_ticket_lifetime_secs = 3600
 //!
 //! [[site]]
 //! hostnames = ["example.com", "*.example.com"]
@@ -96,6 +100,12 @@ pub(crate) struct File {
     /// A WebSocket tunnel that carries no byte either way for this long is closed.
     #[serde(default = "default_tunnel_idle_timeout")]
     pub(crate) tunnel_idle_timeout_secs: u64,
+    /// Session ticket key files, the first to encrypt (see `aop_verify::TicketKeys`).
+    #[serde(default)]
+    pub(crate) session_ticket_keys: Option<Spanned<Vec<Spanned<PathBuf>>>>,
+    /// How long a ticket resumes.
+    #[serde(default)]
+    pub(crate) session_ticket_lifetime_secs: Option<Spanned<u64>>,
     #[serde(rename = "site", default)]
     pub(crate) sites: Vec<Spanned<Site>>,
 }
@@ -625,6 +635,36 @@ impl Config {
         }
         let mut policy = PolicySpec::new(rules);
         policy.default = default_rule;
+        if let Some(keys) = &file.session_ticket_keys {
+            if keys.get_ref().is_empty() {
+                return Err(ConfigError(format!(
+                    "{}: key `session_ticket_keys`: name at least one key file (80 random bytes: openssl rand 80), or leave the key out for no session tickets",
+                    at(keys.span())
+                )));
+            }
+            policy.session_ticket_keys = keys
+                .get_ref()
+                .iter()
+                .map(|p| base.join(p.get_ref()))
+                .collect();
+        }
+        if let Some(life) = &file.session_ticket_lifetime_secs {
+            // A week at most (RFC 8446 §4.6.1), a second at least.
+            if !(1..=604_800).contains(life.get_ref()) {
+                return Err(ConfigError(format!(
+                    "{}: key `session_ticket_lifetime_secs`: {} is out of range: 1 to 604800 (a week, TLS 1.3's limit)",
+                    at(life.span()),
+                    life.get_ref()
+                )));
+            }
+            if file.session_ticket_keys.is_none() {
+                return Err(ConfigError(format!(
+                    "{}: key `session_ticket_lifetime_secs`: is for session tickets; set session_ticket_keys too",
+                    at(life.span())
+                )));
+            }
+            policy.session_ticket_lifetime = std::time::Duration::from_secs(*life.get_ref());
+        }
         let loaded = Self {
             path: path.to_owned(),
             file,
@@ -816,6 +856,16 @@ impl Config {
                     .flat_map(|s| &s.hostnames)
                     .rfind(|h| h.get_ref() == pattern)
                     .map(|h| ("hostnames", h.span()));
+            }
+            aop_verify::Error::TicketKey { path, .. } => {
+                let base = self.path.parent().unwrap_or(Path::new("."));
+                return self
+                    .file
+                    .session_ticket_keys
+                    .iter()
+                    .flat_map(|k| k.get_ref())
+                    .find(|k| base.join(k.get_ref()) == *path)
+                    .map(|k| ("session_ticket_keys", k.span()));
             }
             aop_verify::Error::NoAnchors => {
                 return sites

@@ -1,0 +1,321 @@
+//! Session tickets shared by a fleet: origins given the same ticket key files resume each
+//! other's TLS sessions (as nginx's `ssl_session_ticket_key`), and a ticket stays bound
+//! to the site and the policy that issued it.
+//!
+//! A key file is nginx's: 80 bytes (`openssl rand 80`: a 16-byte name, a 32-byte AES key
+//! and a 32-byte HMAC key) or 48 bytes (16 + 16 + 16), read whole as a secret. The first
+//! file encrypts new tickets; every file decrypts. Rotate by putting a new key first and
+//! keeping the old one second for a ticket lifetime, then reloading.
+//!
+//! No file key encrypts a ticket itself. Each site derives its own key with HKDF-SHA256
+//! from the file's 48 or 80 bytes and, as the info, the site's name and
+//! [`crate::Rule`]'s policy fingerprint (its hostnames, mode, trust anchors, pins, name
+//! allowlist, depth and EKU setting: see `Policy::load`). A ticket from another site, or
+//! from the same site before its trust changed, names a key this site does not have and
+//! is refused unread (a full handshake follows); another origin with the same key file
+//! and the same policy derives the same key and resumes it. CRLs are not in the
+//! fingerprint: revocation is judged again on every resumption (the acceptor checks the
+//! stored chain against the policy in force), so a CRL refresh does not cost the fleet its
+//! sessions.
+//!
+//! A ticket is `key id (16) ‖ issued at (8, big-endian Unix seconds) ‖ nonce (12) ‖
+//! AES-256-GCM(state) ‖ tag (16)`, the first 24 bytes authenticated as associated data.
+//! The nonce is random. A ticket older than the lifetime, or issued more than
+//! five minutes in the future, is refused before decryption.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hkdf;
+
+use crate::{Error, Result};
+
+/// The lengths of a ticket key file nginx accepts, and so do we.
+pub(crate) const KEY_FILE_LENGTHS: [usize; 2] = [80, 48];
+
+/// How far in the future a ticket's issue time may be (the fleet's clocks differ).
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// Key id, issue time, nonce: the ticket's header.
+const ID_LEN: usize = 16;
+const HEADER_LEN: usize = ID_LEN + 8;
+const TAG_LEN: usize = 16;
+
+/// The ticket key files, read: each file's bytes, the encrypting one first. What a
+/// [`crate::PolicySpec`] names in `session_ticket_keys`; [`crate::Policy::load`] reads
+/// them with [`TicketKeys::load`].
+pub struct TicketKeys {
+    secrets: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TicketKeys {
+    /// Never the keys: only how many.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketKeys")
+            .field("keys", &self.secrets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TicketKeys {
+    /// Read `paths`, the first to encrypt. Each must be a regular file (a symbolic link
+    /// to one is followed) of exactly 80 or 48 bytes, and (Unix) open to its owner only:
+    /// a ticket key readable by group or others is refused as a private key would be,
+    /// since whoever reads it can decrypt every recorded session it protected.
+    /// Errors: [`Error::TicketKey`], naming the file.
+    pub fn load(paths: &[PathBuf]) -> Result<Self> {
+        let secrets = paths
+            .iter()
+            .map(|p| read_key(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { secrets })
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// The ticketer of one site: keys derived from each file's for `site` and its
+    /// policy `fingerprint`; tickets live `lifetime`.
+    pub(crate) fn for_site(
+        &self,
+        site: &str,
+        fingerprint: &[u8; 32],
+        lifetime: Duration,
+    ) -> Result<SiteTicketer> {
+        let keys = self
+            .secrets
+            .iter()
+            .map(|s| SiteKey::derive(s, site, fingerprint))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SiteTicketer {
+            keys,
+            lifetime: u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+fn read_key(path: &Path) -> Result<Vec<u8>> {
+    let bad = |detail: String| Error::TicketKey {
+        path: path.to_owned(),
+        detail,
+    };
+    let bytes = aop_pki::read_file_limited(path, 4096).map_err(|e| {
+        // The error names the file first; say the rest.
+        let text = e.to_string();
+        let prefix = format!("{}: ", path.display());
+        bad(text.strip_prefix(&prefix).unwrap_or(&text).to_owned())
+    })?;
+    if !KEY_FILE_LENGTHS.contains(&bytes.len()) {
+        return Err(bad(format!(
+            "{} bytes; a session ticket key file holds exactly 80 (or 48) random bytes, as nginx's ssl_session_ticket_key: make one with `openssl rand 80 > FILE` and chmod 600 it",
+            bytes.len()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| bad(e.to_string()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(bad(format!(
+                "open to group or others (mode {:04o}): whoever reads it can decrypt every session it protected; run chmod 600 {} (Kubernetes: defaultMode 0400)",
+                mode & 0o7777,
+                path.display()
+            )));
+        }
+    }
+    Ok(bytes)
+}
+
+/// One file key as one site uses it.
+struct SiteKey {
+    id: [u8; ID_LEN],
+    key: LessSafeKey,
+}
+
+/// HKDF's output length, as aws-lc-rs asks for it.
+struct Len(usize);
+
+impl hkdf::KeyType for Len {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+impl SiteKey {
+    fn derive(secret: &[u8], site: &str, fingerprint: &[u8; 32]) -> Result<Self> {
+        let failed = || Error::Config("session ticket key derivation failed".into());
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"aop session ticket key v1").extract(secret);
+        let site_len = u64::try_from(site.len()).unwrap_or(u64::MAX).to_be_bytes();
+        let info: [&[u8]; 4] = [b"aop site", &site_len, site.as_bytes(), fingerprint];
+        let mut okm = [0u8; ID_LEN + 32];
+        prk.expand(&info, Len(okm.len()))
+            .and_then(|o| o.fill(&mut okm))
+            .map_err(|_| failed())?;
+        let (id, key) = okm.split_at(ID_LEN);
+        let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| failed())?;
+        let mut out = Self {
+            id: [0; ID_LEN],
+            key: LessSafeKey::new(key),
+        };
+        out.id.copy_from_slice(id);
+        Ok(out)
+    }
+}
+
+/// A site's [`rustls::server::ProducesTickets`]: encrypts with its first key, decrypts
+/// with the key the ticket names.
+pub(crate) struct SiteTicketer {
+    keys: Vec<SiteKey>,
+    lifetime: u32,
+}
+
+impl std::fmt::Debug for SiteTicketer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteTicketer")
+            .field("keys", &self.keys.len())
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl SiteTicketer {
+    fn seal(&self, plain: &[u8], issued: u64) -> Option<Vec<u8>> {
+        let key = self.keys.first()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
+        let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plain.len() + TAG_LEN);
+        out.extend_from_slice(&key.id);
+        out.extend_from_slice(&issued.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        let mut body = plain.to_vec();
+        key.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&out[..HEADER_LEN]),
+                &mut body,
+            )
+            .ok()?;
+        out.extend_from_slice(&body);
+        Some(out)
+    }
+
+    fn open(&self, ticket: &[u8], now: u64) -> Option<Vec<u8>> {
+        if ticket.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (header, rest) = ticket.split_at(HEADER_LEN);
+        let (id, issued) = header.split_at(ID_LEN);
+        let key = self.keys.iter().find(|k| k.id == id)?;
+        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        let fresh = issued <= now.saturating_add(CLOCK_SKEW.as_secs())
+            && now.saturating_sub(issued) <= u64::from(self.lifetime);
+        if !fresh {
+            return None;
+        }
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = sealed.to_vec();
+        let plain = key
+            .key
+            .open_in_place(nonce, Aad::from(header), &mut body)
+            .ok()?;
+        let n = plain.len();
+        body.truncate(n);
+        Some(body)
+    }
+}
+
+impl rustls::server::ProducesTickets for SiteTicketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.lifetime
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.seal(plain, now_secs())
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.open(cipher, now_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(secrets: &[&[u8]]) -> TicketKeys {
+        TicketKeys {
+            secrets: secrets.iter().map(|s| s.to_vec()).collect(),
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn bound_to_site_policy_and_key() {
+        let (a, b) = ([1u8; 80], [2u8; 80]);
+        let fp = [7u8; 32];
+        let site = keys(&[&a]).for_site("api", &fp, HOUR).unwrap();
+        let ticket = site.seal(b"state", 1000).unwrap();
+        // The same key file, site and policy elsewhere: decrypts.
+        let twin = keys(&[&a]).for_site("api", &fp, HOUR).unwrap();
+        assert_eq!(twin.open(&ticket, 1000).unwrap(), b"state");
+        // After rotation, the old key second: still decrypts; new tickets use the new key.
+        let rotated = keys(&[&b, &a]).for_site("api", &fp, HOUR).unwrap();
+        assert_eq!(rotated.open(&ticket, 1000).unwrap(), b"state");
+        assert!(
+            site.open(&rotated.seal(b"x", 1000).unwrap(), 1000)
+                .is_none()
+        );
+        // Another key file, another site, another policy, the key removed: refused.
+        for other in [
+            keys(&[&b]).for_site("api", &fp, HOUR),
+            keys(&[&a]).for_site("www", &fp, HOUR),
+            keys(&[&a]).for_site("api", &[8u8; 32], HOUR),
+        ] {
+            assert!(other.unwrap().open(&ticket, 1000).is_none());
+        }
+        // Expired, from the future beyond the skew, within the skew.
+        assert!(site.open(&ticket, 1000 + 3601).is_none());
+        assert!(site.open(&ticket, 1000 - 301).is_none());
+        assert!(site.open(&ticket, 1000 - 299).is_some());
+        // Random nonces: two tickets of one state differ.
+        assert_ne!(site.seal(b"state", 1000), site.seal(b"state", 1000));
+    }
+
+    #[test]
+    fn tampered_or_short_tickets_are_refused() {
+        let site = keys(&[&[3u8; 48]]).for_site("api", &[0; 32], HOUR).unwrap();
+        let ticket = site.seal(b"some session state", 50).unwrap();
+        for i in 0..ticket.len() {
+            let mut t = ticket.clone();
+            t[i] ^= 0x01;
+            assert!(site.open(&t, 50).is_none(), "byte {i} flipped");
+        }
+        for n in 0..ticket.len() {
+            assert!(site.open(&ticket[..n], 50).is_none(), "cut at {n}");
+        }
+        assert!(site.open(&[], 50).is_none());
+    }
+}
