@@ -119,6 +119,56 @@ pub(crate) async fn handshakes(
     .await
 }
 
+/// As [`handshakes`], each task alternating between two origins, `addrs[0]` then
+/// `addrs[1]`, with a session store of its own (`config` with an empty in-memory store
+/// per task): every resumption it tries presents the ticket the *other* origin issued.
+/// What an edge sees behind a balancer that spreads its connections over a fleet.
+pub(crate) async fn alternating(
+    config: Arc<ClientConfig>,
+    addrs: [SocketAddr; 2],
+    concurrency: usize,
+    duration: Duration,
+    max: u64,
+) -> Stats {
+    phase(concurrency, duration, max, |bound| {
+        let mut own = (*config).clone();
+        own.resumption = rustls::client::Resumption::in_memory_sessions(64);
+        let config = Arc::new(own);
+        async move {
+            let mut s = Stats::default();
+            let mut next = 0;
+            while bound.another() {
+                let addr = addrs[next];
+                next = 1 - next;
+                let t = Instant::now();
+                let r = async {
+                    let mut stream = tls(&config, addr).await?;
+                    let resumed =
+                        stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                    // Read until the server closes: its NewSessionTicket arrives first.
+                    stream.shutdown().await?;
+                    let mut sink = Vec::new();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sink))
+                            .await;
+                    Ok::<_, anyhow::Error>(resumed)
+                }
+                .await;
+                match r {
+                    Ok(resumed) => {
+                        s.ops += 1;
+                        s.resumed += u64::from(resumed);
+                        s.latencies.push(t.elapsed());
+                    }
+                    Err(_) => s.errors += 1,
+                }
+            }
+            s
+        }
+    })
+    .await
+}
+
 /// `connections` keep-alive connections, each sending GET / back to back. A connection
 /// the server closes after serving requests (its request cap, as nginx's
 /// keepalive_requests and aop's max_requests_per_connection) is replaced while the phase

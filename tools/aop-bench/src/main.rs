@@ -29,12 +29,16 @@ the bench on loopback and measured in the same run. For each: full mTLS handshak
 second (a new TCP + TLS connection each time), resumed handshakes, keep-alive requests \
 through the server to a trivial upstream over HTTP/1.1 and over HTTP/2 (--connections × \
 --streams at once; nginx with `listen … ssl http2`), memory per idle connection, and the server's \
-CPU time per operation (from /proc). Ratios are baseline CPU ÷ aop CPU (higher is better).
+CPU time per operation (from /proc). Ratios are baseline CPU ÷ aop CPU (higher is better). \
+--phases fleet (not in the default run) measures resumption across two aop-origins that \
+clients alternate between: the stateful session cache, one session ticket key file shared by \
+both, and a key file each, with ratios against the stateful cache.
 
 Example:
   cargo run --release -p aop-bench
   cargo run --release -p aop-bench -- --seconds 5 --concurrency 16 --only aop,rustls
-  cargo run --release -p aop-bench -- --phases h2 --connections 8 --streams 10 --only aop,nginx"
+  cargo run --release -p aop-bench -- --phases h2 --connections 8 --streams 10 --only aop,nginx
+  cargo run --release -p aop-bench -- --phases fleet --rounds 3"
 )]
 struct Cli {
     #[command(subcommand)]

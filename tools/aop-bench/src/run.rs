@@ -73,6 +73,12 @@ enum Phase {
     H2,
     /// Memory per idle connection.
     Idle,
+    /// Resumption across a fleet (not in the default run): two aop-origins, each client
+    /// alternating between them with a session store of its own, measured three ways —
+    /// the stateful session cache (no ticket keys), one ticket key file shared by both,
+    /// and a key file each — for the resumed fraction, handshakes per second and the two
+    /// origins' CPU per handshake.
+    Fleet,
 }
 
 struct Certs {
@@ -404,9 +410,36 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     let resuming = client_config(&certs, true, b"http/1.1")?;
     let h2 = client_config(&certs, false, b"h2")?;
     let mut all: Vec<(&'static str, Vec<Row>)> = Vec::new();
+    let per_server = opts.phases.iter().any(|p| *p != Phase::Fleet);
+    let mut fleet: Vec<(Fleet, Vec<FleetRow>)> = Vec::new();
     for round in 0..opts.rounds.max(1) {
         println!("round {}/{}", round + 1, opts.rounds.max(1));
-        for name in &opts.only {
+        if opts.phases.contains(&Phase::Fleet) {
+            for mode in [Fleet::Stateful, Fleet::OneKeyFile, Fleet::TwoKeyFiles] {
+                let row = measure_fleet(
+                    &rt,
+                    mode,
+                    tmp.path(),
+                    &certs,
+                    upstream_port,
+                    server_cpu,
+                    &resuming,
+                    &opts,
+                )?;
+                println!(
+                    "  fleet {:<13} done: {} handshakes ({} errors), {} resumed",
+                    mode.name(),
+                    row.stats.ops,
+                    row.stats.errors,
+                    row.stats.resumed
+                );
+                match fleet.iter_mut().find(|(m, _)| *m == mode) {
+                    Some((_, v)) => v.push(row),
+                    None => fleet.push((mode, vec![row])),
+                }
+            }
+        }
+        for name in opts.only.iter().filter(|_| per_server) {
             let name: &'static str = match name.as_str() {
                 "aop" => "aop",
                 "aop-nolog" => "aop-nolog",
@@ -510,8 +543,185 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
     let rows: Vec<Row> = all.into_iter().map(|(_, v)| median(v)).collect();
     let _ = upstream.kill();
     let _ = upstream.wait();
-    report(&rows, &floor);
+    if per_server {
+        report(&rows, &floor);
+    }
+    if !fleet.is_empty() {
+        report_fleet(&fleet);
+    }
     Ok(())
+}
+
+/// How the two origins of the fleet phase resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fleet {
+    /// No ticket keys: each origin's stateful session cache (the baseline).
+    Stateful,
+    /// `session_ticket_keys` naming one key file, the same for both.
+    OneKeyFile,
+    /// A key file each.
+    TwoKeyFiles,
+}
+
+impl Fleet {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stateful => "stateful",
+            Self::OneKeyFile => "one-key-file",
+            Self::TwoKeyFiles => "two-key-files",
+        }
+    }
+}
+
+struct FleetRow {
+    stats: Stats,
+    /// Both origins' CPU per handshake, µs.
+    cpu_us: f64,
+}
+
+/// A ticket key file of 80 random bytes, 0600 (nginx's format).
+fn ticket_key(path: &Path) -> anyhow::Result<()> {
+    let mut bytes = [0u8; 80];
+    aop_pki::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+    aop_pki::write_atomic(path, &bytes, aop_pki::FileMode::Secret, Overwrite::Replace)?;
+    Ok(())
+}
+
+/// Start two aop-origins resuming as `mode` says, warm them up, and measure clients
+/// alternating between them for a phase.
+#[allow(clippy::too_many_arguments)] // one call site, every argument a different thing
+fn measure_fleet(
+    rt: &tokio::runtime::Runtime,
+    mode: Fleet,
+    dir: &Path,
+    certs: &Certs,
+    upstream: u16,
+    cpu: Option<usize>,
+    client: &Arc<ClientConfig>,
+    opts: &Options,
+) -> anyhow::Result<FleetRow> {
+    let d = dir.join("fleet").join(mode.name());
+    std::fs::create_dir_all(&d)?;
+    let keys = match mode {
+        Fleet::Stateful => [None, None],
+        Fleet::OneKeyFile => {
+            ticket_key(&d.join("shared.key"))?;
+            [Some(d.join("shared.key")), Some(d.join("shared.key"))]
+        }
+        Fleet::TwoKeyFiles => {
+            ticket_key(&d.join("a.key"))?;
+            ticket_key(&d.join("b.key"))?;
+            [Some(d.join("a.key")), Some(d.join("b.key"))]
+        }
+    };
+    let mut origins = Vec::new();
+    for (name, key) in ["A", "B"].into_iter().zip(keys) {
+        let od = d.join(name);
+        std::fs::create_dir_all(&od)?;
+        let port = free_port()?;
+        let config = od.join("origin.toml");
+        let tickets = key.map_or(String::new(), |k| {
+            format!("session_ticket_keys = [{:?}]\n", k.display().to_string())
+        });
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nlog_format = \"json\"\n{tickets}\n[[site]]\nhostnames = [\"{}\"]\ncert = \"{}\"\nkey = \"{}\"\ntrust = [\"{}\"]\nupstream = \"http://127.0.0.1:{upstream}\"\n",
+                load::SNI,
+                certs.origin.0.display(),
+                certs.origin.1.display(),
+                certs.edge_ca.display()
+            ),
+        )?;
+        let log = std::fs::File::create(od.join("verdicts.log"))?;
+        let mut cmd = pinned(cpu, &aop_origin_binary()?);
+        cmd.args(["--config", config.to_str().unwrap_or_default()]);
+        cmd.env("RUST_LOG", "info");
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn()?;
+        let server = Server {
+            name: "aop",
+            child,
+            port,
+        };
+        wait_port(port).with_context(|| format!("fleet origin {name} did not start"))?;
+        origins.push(server);
+    }
+    let addrs: [SocketAddr; 2] = [
+        ([127, 0, 0, 1], origins[0].port).into(),
+        ([127, 0, 0, 1], origins[1].port).into(),
+    ];
+    let run = |time, max| load::alternating(client.clone(), addrs, opts.concurrency, time, max);
+    rt.block_on(run(Duration::from_secs(1), 500));
+    let before: f64 = origins.iter().map(|o| procfs::cpu_seconds(o.pid())).sum();
+    let stats = rt.block_on(run(Duration::from_secs(opts.seconds), opts.max_ops));
+    let cpu: f64 = origins
+        .iter()
+        .map(|o| procfs::cpu_seconds(o.pid()))
+        .sum::<f64>()
+        - before;
+    let cpu_us = if stats.ops == 0 {
+        0.0
+    } else {
+        cpu * 1e6 / stats.ops as f64
+    };
+    drop(origins);
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(FleetRow { stats, cpu_us })
+}
+
+/// The fleet table (the median round of each mode, by CPU per handshake) and its ratios
+/// against the stateful cache measured in the same run.
+fn report_fleet(fleet: &[(Fleet, Vec<FleetRow>)]) {
+    let median = |rows: &[FleetRow]| -> (f64, f64, f64, usize) {
+        let mut i: Vec<usize> = (0..rows.len()).collect();
+        i.sort_by(|a, b| rows[*a].cpu_us.total_cmp(&rows[*b].cpu_us));
+        let r = &rows[i[i.len() / 2]];
+        let resumed = r.stats.resumed as f64 / (r.stats.ops.max(1)) as f64;
+        (resumed, r.stats.per_sec(), r.cpu_us, i[i.len() / 2])
+    };
+    println!();
+    println!(
+        "{:<15} | {:>9} {:>9} {:>7} {:>7} {:>9} | {:>12} {:>12}",
+        "fleet (2 aop)",
+        "resumed",
+        "hs/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/hs",
+        "hs/s ratio",
+        "CPU ratio"
+    );
+    let base = fleet
+        .iter()
+        .find(|(m, _)| *m == Fleet::Stateful)
+        .map(|(_, rows)| median(rows));
+    for (mode, rows) in fleet {
+        let (resumed, rate, cpu, at) = median(rows);
+        let r = &rows[at];
+        let (rate_ratio, cpu_ratio) = match base {
+            Some((_, brate, bcpu, _)) if brate > 0.0 && cpu > 0.0 => {
+                (format!("{:.2}", rate / brate), format!("{:.2}", bcpu / cpu))
+            }
+            _ => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<15} | {:>8.1}% {:>9.0} {:>7.2} {:>7.2} {:>9.0} | {:>12} {:>12}",
+            mode.name(),
+            100.0 * resumed,
+            rate,
+            ms(r.stats.percentile(0.5)),
+            ms(r.stats.percentile(0.99)),
+            cpu,
+            rate_ratio,
+            cpu_ratio
+        );
+    }
+    println!(
+        "FLEET clients alternate between two aop-origins, each with a session store of its own; ratios against the stateful cache in this run (hs/s: higher is better; CPU: stateful CPU per handshake ÷ this mode's)"
+    );
 }
 
 /// The median round of a server: each CPU figure is the median of its rounds; throughput
