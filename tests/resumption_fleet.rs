@@ -171,6 +171,38 @@ async fn a_ticket_from_one_origin_resumes_at_another_with_the_same_key_file() {
     );
 }
 
+/// TLS 1.2 session tickets (RFC 5077) cross the fleet the same way: a session from A
+/// resumes at B, not at C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls12_tickets_resume_across_the_fleet_too() {
+    let c = Certs::new();
+    let echo = Echo::start().await;
+    let shared = key_file(c.dir.path(), "shared.key");
+    let other = key_file(c.dir.path(), "other.key");
+    let a = origin(&c, "A", &config(&c, echo.addr, &[&shared], None, None));
+    let b = origin(&c, "B", &config(&c, echo.addr, &[&shared], None, None));
+    let cc = origin(&c, "C", &config(&c, echo.addr, &[&other], None, None));
+    let client = TestClient::with_versions(
+        &c.origin_ca.pem(),
+        Some(&c.edge),
+        &[&rustls::version::TLS12],
+    );
+    assert!(!get(&client, &a, "a.example").await.resumed);
+    assert!(
+        get(&client, &b, "a.example").await.resumed,
+        "A's ticket at B"
+    );
+    let line = b.wait_log("rule=a");
+    assert!(
+        line.contains("tls_version=TLSv1.2") && line.contains("resumed=true"),
+        "{line}"
+    );
+    assert!(
+        !get(&client, &cc, "a.example").await.resumed,
+        "B's ticket at C"
+    );
+}
+
 /// The same origin, the same key file: a ticket made for site `a` presented at site `b`
 /// (a client store that ignores the server name) makes a full handshake under `b`; after
 /// B's trust for `a` changes (a second anchor added), a ticket made before does not
@@ -345,6 +377,63 @@ async fn bad_key_files_are_refused_at_start_and_at_reload() {
             }
         }
     }
+
+    // The configuration's own mistakes, at their line.
+    let body = config(&c, echo.addr, &[], None, None);
+    for (top, says) in [
+        (
+            "session_ticket_keys = []\n".to_owned(),
+            "key `session_ticket_keys`: name at least one key file",
+        ),
+        (
+            format!(
+                "session_ticket_keys = [{:?}]\nsession_ticket_lifetime_secs = 0\n",
+                good.display().to_string()
+            ),
+            "key `session_ticket_lifetime_secs`: 0 is out of range: 1 to 604800",
+        ),
+        (
+            "session_ticket_lifetime_secs = 60\n".to_owned(),
+            "key `session_ticket_lifetime_secs`: is for session tickets; set session_ticket_keys too",
+        ),
+    ] {
+        std::fs::write(&toml, format!("listen = \"127.0.0.1:0\"\n{top}{body}")).unwrap();
+        let line = if top.contains("lifetime_secs = 0") {
+            3
+        } else {
+            2
+        };
+        let o = aop_e2e::run(
+            Command::new(aop_e2e::bin("aop-origin"))
+                .arg("--config")
+                .arg(&toml)
+                .arg("--check"),
+        );
+        let err = aop_e2e::stderr(&o);
+        assert_eq!(aop_e2e::code(&o), 2, "{err}");
+        assert!(
+            err.contains(&format!("{}:{line}: {says}", toml.display())),
+            "{err}"
+        );
+    }
+
+    // A 48-byte key (nginx's older format) is a key.
+    let k48 = write_key(dir, "k48.key", &secret[..48], 0o600);
+    std::fs::write(
+        &toml,
+        format!(
+            "listen = \"127.0.0.1:0\"\n{}",
+            config(&c, echo.addr, &[&k48, &good], None, None)
+        ),
+    )
+    .unwrap();
+    let o = aop_e2e::run(
+        Command::new(aop_e2e::bin("aop-origin"))
+            .arg("--config")
+            .arg(&toml)
+            .arg("--check"),
+    );
+    assert_eq!(aop_e2e::code(&o), 0, "{}", aop_e2e::stderr(&o));
 
     // At reload: refused, and the running keys stay.
     let a = origin(&c, "A", &config(&c, echo.addr, &[&good], None, None));
