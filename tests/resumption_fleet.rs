@@ -153,6 +153,8 @@ async fn a_ticket_from_one_origin_resumes_at_another_with_the_same_key_file() {
         "A's ticket at B"
     );
     assert_eq!(verdict(&b, "a"), (true, "SUCCESS".to_owned()));
+    assert_eq!(b.metric("aop_handshakes_resumed_total{site=\"a\"}"), 1);
+    assert_eq!(a.metric("aop_handshakes_resumed_total{site=\"a\"}"), 0);
     // And back: B's new ticket resumes at A.
     assert!(
         get(&client, &a, "a.example").await.resumed,
@@ -273,6 +275,11 @@ async fn a_resumed_certificate_revoked_after_a_reload_is_refused() {
     let refused = client.get(b.addr(), "a.example").await;
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(verdict(&b, "a"), (true, "FAILED:revoked".to_owned()));
+    assert_eq!(b.metric("aop_handshakes_resumed_total{site=\"a\"}"), 1);
+    assert_eq!(
+        b.metric("aop_handshakes_total{site=\"a\",verdict=\"FAILED\",reason=\"revoked\"}"),
+        1
+    );
     assert_eq!(
         echo.requests.load(std::sync::atomic::Ordering::SeqCst),
         served,

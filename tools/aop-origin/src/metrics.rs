@@ -112,6 +112,7 @@ struct Families {
     bad_requests: Family<SiteLabel, Counter>,
     client_errors: Family<SiteLabel, Counter>,
     incomplete: Family<SiteLabel, Counter>,
+    resumed: Family<SiteLabel, Counter>,
     closed: Family<ClosedLabels, Counter>,
     tunnels_open: Family<SiteLabel, Gauge>,
     tunnels: Family<TunnelLabels, Counter>,
@@ -199,6 +200,11 @@ impl Default for Metrics {
             f.incomplete.clone(),
         );
         r.register(
+            "aop_handshakes_resumed",
+            "Handshakes that resumed a TLS session (a ticket from this origin, or from another with the same session_ticket_keys), counted in aop_handshakes_total too with the verdict of the certificate's re-check",
+            f.resumed.clone(),
+        );
+        r.register(
             "aop_connections_closed",
             "Connections closed for a limit, by site (empty before the handshake) and limit",
             f.closed.clone(),
@@ -270,6 +276,8 @@ pub(crate) struct SiteMetrics {
     client_errors: Counter,
     /// Handshakes whose certificate passed but which did not complete.
     incomplete: Counter,
+    /// Handshakes that resumed a session.
+    resumed: Counter,
     misdirected: Counter,
     bad_requests: Counter,
     tunnels_open: Gauge,
@@ -329,6 +337,9 @@ impl SiteMetrics {
             .inc();
         if !v.completed && v.is_success() {
             self.incomplete.inc();
+        }
+        if v.resumed {
+            self.resumed.inc();
         }
         // A limit like the others: the connection is closed for it.
         if matches!(
@@ -444,6 +455,7 @@ impl Metrics {
             upstream_errors: f.upstream_errors.get_or_create(&label).clone(),
             client_errors: f.client_errors.get_or_create(&label).clone(),
             incomplete: f.incomplete.get_or_create(&label).clone(),
+            resumed: f.resumed.get_or_create(&label).clone(),
             misdirected: f.misdirected.get_or_create(&label).clone(),
             bad_requests: f.bad_requests.get_or_create(&label).clone(),
             tunnels_open: f.tunnels_open.get_or_create(&label).clone(),
