@@ -4,7 +4,8 @@
 //! workspace's binaries, temporary directories, running outside peers (openssl, curl,
 //! nginx) with a deadline, and the rule for a missing peer: the test fails, unless
 //! `AOP_ALLOW_SKIP=1` asks for it to be skipped (then it prints a `SKIPPED` line and
-//! returns).
+//! returns; never under `CI=true`). [`netns`] makes several hosts on one machine (network
+//! namespaces) for the fleet test.
 
 #![allow(clippy::unwrap_used)] // test support: a panic is how a broken test setup is reported
 
@@ -13,6 +14,8 @@ pub mod forge;
 pub mod guard;
 pub mod haproxy;
 pub mod logfmt;
+#[cfg(target_os = "linux")]
+pub mod netns;
 pub mod nginx;
 pub mod origin;
 mod peer;

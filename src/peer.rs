@@ -30,9 +30,18 @@ pub fn find_peer(program: &str) -> Option<PathBuf> {
 /// Whether the peer `program` is installed. A missing peer panics (the test fails,
 /// saying how to install it) unless `AOP_ALLOW_SKIP=1`: then it prints a `SKIPPED`
 /// line (shown by `cargo test -- --nocapture`) and returns false, and the test returns.
+/// Under `CI=true` (.ci/run) a missing peer fails whatever `AOP_ALLOW_SKIP` says.
 pub fn have_peer(program: &str, test: &str) -> bool {
+    find_peer(program).is_some() || unavailable(&format!("{program} not found"), test)
+}
+
+/// The rule for a missing peer, also for what is not a program (network namespaces, the
+/// Python with the PyPI peers): panics with `problem` (`openssl not found`), unless
+/// `AOP_ALLOW_SKIP=1` (and not `CI=true`), which prints `SKIPPED` and returns false.
+pub(crate) fn unavailable(problem: &str, test: &str) -> bool {
     let allow_skip = std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1");
-    find_peer(program).is_some() || skip_missing(program, test, allow_skip)
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    skip_missing(problem, test, allow_skip && !ci)
 }
 
 /// The Python with the PyPI peers (grpcio, grpcio-tools, websockets, h2) that
@@ -45,11 +54,9 @@ pub fn python(test: &str) -> Option<PathBuf> {
         .or_else(|| Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".peers/venv/bin/python")))
         .filter(|p| p.is_file());
     if found.is_none() {
-        let allow_skip = std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1");
-        skip_missing(
-            "Python with the PyPI peers (bash .ci/peers)",
+        unavailable(
+            "Python with the PyPI peers (bash .ci/peers) not found",
             test,
-            allow_skip,
         );
     }
     found
@@ -57,12 +64,12 @@ pub fn python(test: &str) -> Option<PathBuf> {
 
 /// The rule for a missing peer: panic, or with `allow_skip` say SKIPPED and return false.
 #[allow(clippy::print_stderr)] // the SKIPPED notice belongs in the test output
-fn skip_missing(program: &str, test: &str, allow_skip: bool) -> bool {
+fn skip_missing(problem: &str, test: &str, allow_skip: bool) -> bool {
     assert!(
         allow_skip,
-        "{test}: {program} not found; install it (see .ci/run) or set {ALLOW_SKIP}=1 to skip"
+        "{test}: {problem}; install it (see .ci/run) or set {ALLOW_SKIP}=1 to skip"
     );
-    eprintln!("\n*** SKIPPED {test}: {program} not found ({ALLOW_SKIP}=1) ***\n");
+    eprintln!("\n*** SKIPPED {test}: {problem} ({ALLOW_SKIP}=1) ***\n");
     false
 }
 
@@ -264,12 +271,12 @@ mod tests {
     )]
     fn a_missing_peer_fails_the_test() {
         assert!(find_peer("aop-no-such-peer").is_none());
-        skip_missing("aop-no-such-peer", "t", false);
+        skip_missing("aop-no-such-peer not found", "t", false);
     }
 
     #[test]
     fn a_missing_peer_is_skipped_only_when_asked() {
-        assert!(!skip_missing("aop-no-such-peer", "t", true));
+        assert!(!skip_missing("aop-no-such-peer not found", "t", true));
     }
 
     #[test]
