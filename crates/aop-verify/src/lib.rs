@@ -33,7 +33,11 @@
 //! Per-SNI policy needs one rustls `ServerConfig` per rule, because rustls does not tell
 //! a client-certificate verifier the SNI; the [`Acceptor`] reads the ClientHello first
 //! and picks the config. Each config has its own session cache, and a resumed session's
-//! stored certificate is re-checked against the policy in force.
+//! stored certificate is re-checked against the policy in force. With
+//! [`PolicySpec::session_ticket_keys`] (nginx's `ssl_session_ticket_key` files) each config
+//! has a session ticket key of its own instead, derived from the files, the rule's name and
+//! its policy: origins sharing the files resume each other's sessions, rule by rule (see
+//! [`TicketKeys`]).
 //!
 //! Every configuration is built on one crypto provider, [`PolicySpec::provider`]:
 //! by default [`aop_pki::default_provider`] (the process default if one is installed,
