@@ -484,10 +484,10 @@ fn openssl_resumes_across_origins_and_a_tampered_ticket_gets_a_full_handshake() 
     let b = origin(&c, "B", &config(&c, echo.addr, &[&shared], None, None));
     let dir = c.dir.path();
     let sess = dir.join("sess.pem");
-    let s_client = |guard: &Guard, args: &[&str]| -> String {
+    let s_client = |addr: SocketAddr, args: &[&str]| -> String {
         let mut cmd = Command::new("openssl");
         cmd.args(["s_client", "-connect"])
-            .arg(guard.addr().to_string())
+            .arg(addr.to_string())
             .args(["-servername", "a.example", "-cert"])
             .arg(&c.edge.cert)
             .arg("-key")
@@ -510,23 +510,49 @@ fn openssl_resumes_across_origins_and_a_tampered_ticket_gets_a_full_handshake() 
         out
     };
     let sess_s = sess.to_str().unwrap();
-    let first = s_client(&a, &["-sess_out", sess_s]);
+    let first = s_client(a.addr(), &["-sess_out", sess_s]);
     assert!(first.contains("\nNew, TLSv1.3"), "{first}");
-    let at_b = s_client(&b, &["-sess_in", sess_s]);
+    let at_b = s_client(b.addr(), &["-sess_in", sess_s]);
     assert!(at_b.contains("\nReused, TLSv1.3"), "{at_b}");
 
     // The same session file, its ticket's bytes flipped.
-    s_client(&a, &["-sess_out", sess_s]);
+    s_client(a.addr(), &["-sess_out", sess_s]);
     let tampered = dir.join("tampered.pem");
     for (i, at) in [0usize, 20, 40, 80, usize::MAX].into_iter().enumerate() {
         std::fs::write(&tampered, flip_ticket(&std::fs::read(&sess).unwrap(), at)).unwrap();
-        for g in [&a, &b] {
+        for g in [a.addr(), b.addr()] {
             let out = s_client(g, &["-sess_in", tampered.to_str().unwrap()]);
             assert!(out.contains("\nNew, TLSv1.3"), "flip {i}: {out}");
         }
     }
-    // Untampered, still resumes.
-    assert!(s_client(&b, &["-sess_in", sess_s]).contains("\nReused, TLSv1.3"));
+    // Untampered, still resumes; and replayed by 8 clients at once, at both origins:
+    // every one resumes (a ticket is not single-use; each resumption is a fresh key
+    // exchange, psk_dhe_ke) and each is re-checked (8 SUCCESS resumed=true lines at B).
+    assert!(s_client(b.addr(), &["-sess_in", sess_s]).contains("\nReused, TLSv1.3"));
+    let before = b.lines_with("resumed=true").len();
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..8)
+            .map(|i| {
+                let g = if i % 2 == 0 { a.addr() } else { b.addr() };
+                let s_client = &s_client;
+                scope.spawn(move || s_client(g, &["-sess_in", sess_s]))
+            })
+            .collect();
+        for r in runs {
+            let out = r.join().unwrap();
+            assert!(out.contains("\nReused, TLSv1.3"), "{out}");
+        }
+    });
+    aop_e2e::wait_until(
+        "4 more resumed verdicts at B",
+        Duration::from_secs(10),
+        || (b.lines_with("resumed=true").len() >= before + 4).then_some(()),
+    );
+    assert!(
+        b.lines_with("resumed=true")
+            .iter()
+            .all(|l| l.contains("verdict=SUCCESS"))
+    );
 }
 
 /// An OpenSSL session file (PEM `SSL SESSION PARAMETERS`) with one byte of its ticket
