@@ -47,7 +47,8 @@
 //! Beyond parsing, `--check`, start-up and every reload run `Config::lint`: a leaf in a
 //! trust file, a CA anchor that can verify no client, a site whose every anchor expired,
 //! a hostname its certificate does not name are errors; an expired anchor among current
-//! ones and a key open to group or others are warnings.
+//! ones and a key open to group or others are warnings. (A session ticket key file of the
+//! wrong length, or open to group or others, is refused earlier, when the policy loads.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
