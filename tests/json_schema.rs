@@ -135,6 +135,101 @@ fn s(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `rotate activate`: refused (exit 1, the origins that did not accept), then forced (the
+/// rotation report, the same rows under `probes`), from the real binary. The origin is a
+/// closed port: refused at connect, at once.
+#[test]
+fn rotate_activate_refusal_and_forced_match_the_documented_schema() {
+    let dir = tempdir().unwrap();
+    let root = dir.path();
+    let ca = aop_e2e::pki::ca(root, "ca");
+    let rot = root.join("rot");
+    let init = [
+        "rotate",
+        "init",
+        "--dir",
+        s(&rot),
+        "--ca",
+        s(&ca.dir),
+        "--cn",
+        "edge",
+    ];
+    assert_eq!(code(&certtool(init)), 0);
+    assert_eq!(code(&certtool(["rotate", "stage", "--dir", s(&rot)])), 0);
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let origins = root.join("origins.txt");
+    std::fs::write(
+        &origins,
+        format!("https://a.example:{port}/ a.example:{port}:127.0.0.1\n"),
+    )
+    .unwrap();
+    let args = |force: bool| {
+        let mut a = vec![
+            "rotate".to_owned(),
+            "activate".into(),
+            "--dir".into(),
+            s(&rot).into(),
+            "--origins".into(),
+            s(&origins).into(),
+            "--cacert".into(),
+            s(&ca.pem()).into(),
+            "--json".into(),
+        ];
+        if force {
+            a.push("--force".into());
+        }
+        a
+    };
+    let refused: RotateRefusal = json(
+        &args(false).iter().map(String::as_str).collect::<Vec<_>>(),
+        1,
+    );
+    assert_eq!(
+        (
+            refused.step.as_str(),
+            refused.activated,
+            refused.probed,
+            refused.concurrency
+        ),
+        ("activate", false, 1, 1)
+    );
+    assert_eq!(refused.dir, rot);
+    let row = &refused.refused[0];
+    assert_eq!(
+        (
+            row.url.clone(),
+            row.address.clone(),
+            row.outcome.as_str(),
+            row.alert.clone()
+        ),
+        (
+            format!("https://a.example:{port}/"),
+            Some(format!("127.0.0.1:{port}")),
+            "unreachable",
+            None
+        )
+    );
+    assert!(row.said.contains("Connection refused"), "{}", row.said);
+    let forced: Rotate = json(
+        &args(true).iter().map(String::as_str).collect::<Vec<_>>(),
+        0,
+    );
+    assert_eq!(
+        (forced.step.as_str(), forced.phase.as_str()),
+        ("activate", "activated")
+    );
+    let probes = forced.probes.expect("activate's probes");
+    assert_eq!((probes.probed, probes.refused.len()), (1, 1));
+    assert_eq!(probes.refused[0].outcome, "unreachable");
+    let status: Rotate = json(&["rotate", "status", "--dir", s(&rot), "--json"], 0);
+    assert!(status.probes.is_none());
+}
+
 /// verify (SUCCESS and FAILED), crl create, inventory, rotate (init, stage) and the
 /// Cloudflare payload, each from the real binary.
 #[test]

@@ -500,7 +500,11 @@ async fn the_whole_rotation_cycle_against_a_real_origin_refuses_no_edge_request(
     // Without any --probe (and without --force), activate refuses too.
     let o = activate(&rot.dir, &[]).await;
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("no --probe given"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no --probe or --origins given"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(
         std::fs::read(rot.dir.join("manifest.json")).unwrap(),
         before
@@ -508,7 +512,7 @@ async fn the_whole_rotation_cycle_against_a_real_origin_refuses_no_edge_request(
     let o = activate(&rot.dir, &probe).await;
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     assert!(
-        stderr(&o).contains("does not accept the next certificate")
+        stderr(&o).contains("1 of 1 origins do not accept the next certificate")
             && stderr(&o).contains("nothing changed"),
         "{}",
         stderr(&o)
@@ -893,4 +897,359 @@ fn two_rotation_steps_at_once_are_refused_not_mixed() {
     );
     held.unlock().unwrap();
     rot.ok(&["stage"]);
+}
+
+// ---- rotate activate across a fleet ----
+
+/// `certtool rotate activate --dir DIR ARGS…` as a blocking child, off the runtime the
+/// origins run on.
+async fn activate_with(dir: &Path, args: Vec<String>) -> std::process::Output {
+    let mut all = vec![
+        "rotate".to_owned(),
+        "activate".to_owned(),
+        "--dir".to_owned(),
+        dir.display().to_string(),
+    ];
+    all.extend(args);
+    tokio::task::spawn_blocking(move || certtool(all))
+        .await
+        .unwrap()
+}
+
+/// The bytes of every file a refused activate must leave alone.
+fn rotation_bytes(rot: &Rot) -> Vec<Vec<u8>> {
+    [
+        "manifest.json",
+        "trust.pem",
+        "edge/cert.pem",
+        "edge/key.pem",
+    ]
+    .iter()
+    .map(|f| std::fs::read(rot.dir.join(f)).unwrap())
+    .collect()
+}
+
+/// 20 real origins (aop-verify, each its own hostname and port) listed in an origins
+/// file; two trust only the current CA. Activate refuses: the table names exactly those
+/// two with the alert they sent, exit 1, not a byte of the rotation changed. Once they
+/// reload the new trust.pem, the same file activates. Every origin is probed once a run.
+#[tokio::test]
+async fn activate_probes_an_origins_file_and_names_exactly_the_origins_that_refuse() {
+    const N: usize = 20;
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    let names: Vec<String> = (0..N).map(|i| format!("o{i}.fleet.example")).collect();
+    let server = origin_ca.origin(
+        "origin",
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let ca1 = pki::ca(dir.path(), "edge-ca-1");
+    let ca2 = pki::ca(dir.path(), "edge-ca-2");
+    let rot = Rot {
+        dir: dir.path().join("rot"),
+    };
+    assert_eq!(code(&rotate_init(&rot.dir, &ca1.dir)), 0);
+    rot.ok(&["stage", "--new-ca", s(&ca2.dir)]);
+
+    // Origins 3 and 17 have not reloaded: they trust the current CA only.
+    let lagging = [3, 17];
+    let spec = |i: usize, trust: PathBuf| {
+        PolicySpec::new(vec![RuleSpec::new(
+            "fleet",
+            [names[i].as_str()],
+            &server.cert,
+            &server.key,
+            TrustSpec::new([trust]),
+        )])
+    };
+    let mut origins = Vec::new();
+    for i in 0..N {
+        let trust = if lagging.contains(&i) {
+            ca1.pem()
+        } else {
+            rot.trust()
+        };
+        origins.push(TestOrigin::start(&spec(i, trust), Limits::default()).await);
+    }
+    let ports: Vec<u16> = origins.iter().map(|o| o.addr.port()).collect();
+    let url = |i: usize| format!("https://{}:{}/", names[i], ports[i]);
+    let mut file = String::from("# the fleet\n\n");
+    for (i, o) in origins.iter().enumerate() {
+        file.push_str(&format!(
+            "{}   {}   # origin {i}\n",
+            url(i),
+            o.resolve(&names[i])
+        ));
+    }
+    let list = dir.path().join("origins.txt");
+    std::fs::write(&list, &file).unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "--origins".to_owned(),
+            s(&list).to_owned(),
+            "--cacert".to_owned(),
+            s(&origin_ca.pem()).to_owned(),
+        ];
+        a.extend(extra.iter().map(|e| (*e).to_owned()));
+        a
+    };
+    let accepted = |origins: &[TestOrigin]| -> Vec<u64> {
+        origins
+            .iter()
+            .map(|o| o.accepted.load(std::sync::atomic::Ordering::SeqCst))
+            .collect()
+    };
+
+    let before = rotation_bytes(&rot);
+    let o = activate_with(&rot.dir, args(&["--concurrency", "4"])).await;
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "rotate activate: REFUSED: 2 of 20 origins do not accept the next certificate; nothing changed"
+    );
+    let rows: Vec<Vec<&str>> = lines[2..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["ORIGIN", "ADDRESS", "OUTCOME", "SAID"]
+    );
+    let want: Vec<Vec<String>> = lagging
+        .iter()
+        .map(|&i| {
+            vec![
+                url(i),
+                origins[i].addr.to_string(),
+                "refused_tls".into(),
+                "unknown_ca".into(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, want, "{out}");
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "certtool: {}: not activating: 2 of 20 origins do not accept the next certificate (the table is on stdout); nothing changed",
+            rot.dir.display()
+        )
+    );
+    assert_eq!(rotation_bytes(&rot), before, "nothing changed");
+    assert_eq!(accepted(&origins), vec![1; N], "every origin probed once");
+    for (i, o) in origins.iter_mut().enumerate() {
+        let v = o.verdict().await.to_string();
+        let want = if lagging.contains(&i) {
+            "FAILED:unknown_ca"
+        } else {
+            "SUCCESS"
+        };
+        assert_eq!(v, want, "origin {i}");
+    }
+
+    // The same rows in --json, default concurrency.
+    let o = activate_with(&rot.dir, args(&["--json"])).await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (&v["step"], &v["activated"], &v["probed"], &v["concurrency"]),
+        (
+            &Value::from("activate"),
+            &Value::from(false),
+            &Value::from(N),
+            &Value::from(N)
+        )
+    );
+    let json_rows: Vec<(String, String, String, String)> = v["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["url"].as_str().unwrap().to_owned(),
+                r["address"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["alert"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<_> = lagging
+        .iter()
+        .map(|&i| {
+            (
+                url(i),
+                origins[i].addr.to_string(),
+                "refused_tls".to_owned(),
+                "unknown_ca".to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(json_rows, want);
+    assert_eq!(rotation_bytes(&rot), before, "nothing changed");
+    assert_eq!(accepted(&origins), vec![2; N]);
+
+    // The two reload the new trust.pem: all 20 accept, and the edge switches.
+    for &i in &lagging {
+        origins[i].policy.reload(&spec(i, rot.trust())).unwrap();
+    }
+    let o = activate_with(&rot.dir, args(&[])).await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("rotate activate: done\n  20 origins accept the next certificate\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(rot.status()["phase"], "activated");
+    assert_eq!(accepted(&origins), vec![3; N]);
+    assert_ne!(rotation_bytes(&rot), before);
+}
+
+/// A bad origins file is one line naming FILE:LINE (or FILE), exit 2, and no origin is
+/// probed: each attack against the real binary, with a live origin listed first.
+#[tokio::test]
+async fn a_bad_origins_file_is_refused_at_its_line_and_nothing_is_probed() {
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    let server = origin_ca.origin("origin", &["a.example"]);
+    let ca = pki::ca(dir.path(), "edge-ca");
+    let rot = Rot {
+        dir: dir.path().join("rot"),
+    };
+    assert_eq!(code(&rotate_init(&rot.dir, &ca.dir)), 0);
+    rot.ok(&["stage"]);
+    let spec = PolicySpec::new(vec![RuleSpec::new(
+        "a",
+        ["a.example"],
+        &server.cert,
+        &server.key,
+        TrustSpec::new([rot.trust()]),
+    )]);
+    let origin = TestOrigin::start(&spec, Limits::default()).await;
+    let good = format!(
+        "https://a.example:{}/ {}\n",
+        origin.addr.port(),
+        origin.resolve("a.example")
+    );
+    let before = rotation_bytes(&rot);
+    let path = |name: &str| dir.path().join(name);
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            "garbage.txt",
+            format!("{good}garbage\n").into_bytes(),
+            ":2: \"garbage\": only https:// URLs can be probed".into(),
+        ),
+        (
+            "fields.txt",
+            format!("{good}https://a.example/ a.example:443:127.0.0.1 extra\n").into_bytes(),
+            ":2: expected `URL [HOST:PORT:ADDR]`, found 3 fields".into(),
+        ),
+        (
+            "plain.txt",
+            format!("{good}http://a.example/\n").into_bytes(),
+            ":2: \"http://a.example/\": only https:// URLs can be probed".into(),
+        ),
+        (
+            "dup.txt",
+            format!("{good}# again\n{good}").into_bytes(),
+            ":3: the same origin as line 1".into(),
+        ),
+        (
+            "binary.txt",
+            [good.as_bytes(), b"https://a.example/\xff\n"].concat(),
+            ":2: not UTF-8 text (byte 19 of the line)".into(),
+        ),
+        (
+            "escape.txt",
+            format!("{good}https://a.example/\x1b]0;owned\x07\n").into_bytes(),
+            ":2: a control character (U+001B)".into(),
+        ),
+        (
+            "longline.txt",
+            format!("{good}https://a.example/{}\n", "a".repeat(5000)).into_bytes(),
+            ":2: line longer than 4096 bytes".into(),
+        ),
+        (
+            "pin.txt",
+            format!(
+                "https://a.example:{}/ b.example:1:127.0.0.1\n",
+                origin.addr.port()
+            )
+            .into_bytes(),
+            format!(
+                ":1: the pin is for b.example:1, the URL for a.example:{}",
+                origin.addr.port()
+            ),
+        ),
+        (
+            "empty.txt",
+            Vec::new(),
+            ": no origins (one `URL [HOST:PORT:ADDR]` a line)".into(),
+        ),
+        (
+            "comments.txt",
+            b"# nothing yet\n\n".to_vec(),
+            ": no origins (one `URL [HOST:PORT:ADDR]` a line)".into(),
+        ),
+        (
+            "huge.txt",
+            good.repeat(2 << 20 >> 6).into_bytes(),
+            ": too large: over".into(),
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (name, bytes, want) in &cases {
+        std::fs::write(path(name), bytes).unwrap();
+        runs.push((path(name), format!("{}{want}", path(name).display())));
+    }
+    std::fs::create_dir(path("a-dir")).unwrap();
+    runs.push((path("a-dir"), format!("{}: ", path("a-dir").display())));
+    let fifo = path("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    runs.push((fifo.clone(), format!("{}: ", fifo.display())));
+    for (file, want) in runs {
+        let o = activate_with(
+            &rot.dir,
+            vec![
+                "--origins".into(),
+                s(&file).into(),
+                "--cacert".into(),
+                s(&origin_ca.pem()).into(),
+            ],
+        )
+        .await;
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{}: {err}", file.display());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("certtool: {want}")),
+            "want certtool: {want}…\n got {err}"
+        );
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    }
+    assert_eq!(
+        origin.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing probed"
+    );
+    assert_eq!(rotation_bytes(&rot), before);
+    // The good line alone activates.
+    std::fs::write(path("good.txt"), &good).unwrap();
+    let o = activate_with(
+        &rot.dir,
+        vec![
+            "--origins".into(),
+            s(&path("good.txt")).into(),
+            "--cacert".into(),
+            s(&origin_ca.pem()).into(),
+        ],
+    )
+    .await;
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
 }

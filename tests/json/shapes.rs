@@ -235,6 +235,37 @@ pub(crate) struct Rotate {
     pub(crate) trust: PathBuf,
     pub(crate) next_step: String,
     pub(crate) reload: Vec<RotateReload>,
+    pub(crate) probes: Option<RotateProbes>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateProbes {
+    pub(crate) probed: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) refused: Vec<RefusedOrigin>,
+}
+
+/// `rotate activate` refused (exit 1): the origins that do not accept the next certificate.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateRefusal {
+    pub(crate) dir: PathBuf,
+    pub(crate) step: String,
+    pub(crate) activated: bool,
+    pub(crate) probed: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) refused: Vec<RefusedOrigin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefusedOrigin {
+    pub(crate) url: String,
+    pub(crate) address: Option<String>,
+    pub(crate) outcome: String,
+    pub(crate) alert: Option<String>,
+    pub(crate) said: String,
 }
 
 #[derive(Deserialize)]

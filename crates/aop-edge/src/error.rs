@@ -70,6 +70,18 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// An origins file (see [`crate::fleet`]) has a line that is not `URL
+    /// [HOST:PORT:ADDR]`, or no origin at all (`line` is `None`).
+    #[error("{}: {reason}", crate::fleet::place(path, *line))]
+    OriginsFile {
+        /// The file.
+        path: PathBuf,
+        /// The line (from 1), if the problem is one line's.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// No identity applies to this origin hostname (no per-hostname, per-zone or shared
     /// certificate): the request is not sent.
     #[error(

@@ -11,6 +11,9 @@
 //! - **probes** an origin ([`probe()`]): the negative test that proves its back door is
 //!   shut — or shows that it is open. Content served means open; the decision table, and
 //!   the pure reply classifier [`probe::classify_reply`], are in [`probe`](mod@probe);
+//! - probes a **fleet** ([`fleet::probe_all`]): many origins at once, at most a given
+//!   number in flight, each under its own timeouts, results in input order; and reads the
+//!   origins file that lists one (`URL [HOST:PORT:ADDR]` a line, [`fleet::read_origins`]);
 //! - with the `hyper` feature, gives hyper-util's pooled client a connector and keeps
 //!   **one pool per identity** (`EdgeClient`), so a connection made with one certificate
 //!   never carries a request that needs another. It offers `h2` then `http/1.1` by ALPN
@@ -63,6 +66,7 @@ mod client;
 mod connect;
 pub mod danger;
 mod error;
+pub mod fleet;
 mod identity;
 pub mod probe;
 
@@ -73,5 +77,6 @@ pub use connect::{
     rustls_error,
 };
 pub use error::{Error, Result};
+pub use fleet::{Origin, probe_all};
 pub use identity::{Flavour, Identity, IdentitySpec, IdentityStore, StoreSpec, load_roots};
 pub use probe::{Conclusion, Expectation, Judgement, Observed, ProbeResult, Target, probe};

@@ -161,6 +161,21 @@ CA from DIR/trust.pem. `status` says where you are; `rollback` undoes the last s
 write is atomic; a step killed part way is completed by running it again, or undone by \
 `rollback`.";
 
+const ROTATE_ACTIVATE: &str = "\
+The safe order: `stage`, reload the origins, `activate`, reload the edges, `retire`.
+
+`activate` probes every origin (--probe URL, and the lines of --origins FILE: one `URL \
+[HOST:PORT:ADDR]` a line, the pin being curl --resolve's for that line only, `#` comments) \
+presenting the next certificate, --concurrency at once (default 256), each under its own \
+--timeout. Only when every origin served it (HTTP 2xx/3xx, X-Client-Verify absent or \
+SUCCESS) does DIR/edge switch to it. Otherwise it prints a table of the origins that did \
+not (the URL, the address tried, what happened: the TLS alert such as unknown_ca, the \
+HTTP status, the connect error or timeout), exits 1 and changes nothing. A malformed \
+--origins line is `FILE:LINE: …`, exit 2, and nothing is probed.
+
+Exit codes: 0 activated (or already); 1 refused (an origin did not accept, or the step \
+cannot be taken now); 2 usage error or unreadable input.";
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum RotateCommand {
     /// Start: the first edge certificate (DIR/edge/), the origins' trust (DIR/trust.pem).
@@ -170,7 +185,7 @@ pub(crate) enum RotateCommand {
     #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate stage --dir rot [--new-ca pki/edge-ca-2027]")]
     Stage(RotateStageArgs),
     /// Switch the edge to the next certificate, once every origin accepts it.
-    #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate activate --dir rot --probe https://example.com/ --resolve example.com:443:203.0.113.7 --cacert origin-ca.pem")]
+    #[command(long_about = ROTATE_ACTIVATE, after_help = "Example:\n  certtool rotate activate --dir rot --probe https://example.com/ --resolve example.com:443:203.0.113.7 --cacert origin-ca.pem\n  certtool rotate activate --dir rot --origins origins.txt --cacert origin-ca.pem --concurrency 256 --json")]
     Activate(RotateActivateArgs),
     /// Drop the old certificate's CA from trust.pem.
     #[command(long_about = ROTATE_ORDER, after_help = "Example:\n  certtool rotate retire --dir rot")]
@@ -226,15 +241,39 @@ pub(crate) struct RotateActivateArgs {
     /// An origin that must accept the next certificate. Repeat for every origin.
     #[arg(long = "probe", value_name = "URL")]
     pub(crate) probes: Vec<String>,
-    /// Connect to ADDR for HOST:PORT.
+    /// A file listing origins, one `URL [HOST:PORT:ADDR]` a line (`#` comments); with
+    /// any --probe.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) origins: Option<PathBuf>,
+    /// Connect to ADDR for HOST:PORT (a pin on an --origins line wins for its line).
     #[arg(long, value_name = "HOST:PORT:ADDR")]
     pub(crate) resolve: Vec<aop_edge::ResolveEntry>,
     /// Roots the origins' certificates must chain to.
     #[arg(long, value_name = "FILE")]
     pub(crate) cacert: Vec<PathBuf>,
+    /// Origins probed at once (1: one after another), each under its own timeouts.
+    #[arg(
+        long,
+        visible_alias = "jobs",
+        value_name = "N",
+        default_value_t = aop_edge::fleet::DEFAULT_CONCURRENCY,
+        value_parser = concurrency,
+    )]
+    pub(crate) concurrency: usize,
+    /// Seconds for each origin's TCP connect, TLS handshake and reply.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub(crate) timeout: u64,
     /// Activate even if a probe fails (or none is given). You own the 525s.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+fn concurrency(s: &str) -> Result<usize, String> {
+    let max = aop_edge::fleet::MAX_CONCURRENCY;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number from 1 to {max}")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +295,14 @@ pub(crate) struct InventoryArgs {
     /// Threads reading files (default: the machine's parallelism).
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
+    /// Endpoints (--probe) probed at once, each under its own timeouts.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = aop_edge::fleet::DEFAULT_CONCURRENCY,
+        value_parser = concurrency,
+    )]
+    pub(crate) concurrency: usize,
     /// Compute statuses as of this time (RFC 3339) instead of now.
     #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
     pub(crate) at: Option<time::OffsetDateTime>,

@@ -94,8 +94,9 @@ pub(crate) fn run(args: &InventoryArgs, now: OffsetDateTime) -> anyhow::Result<E
     Ok(ExitCode::from(inv.exit_code()))
 }
 
-/// The chain each probed endpoint presents. An endpoint that cannot be reached is
-/// reported as an unreadable source (a row of its own), not a fatal error.
+/// The chain each probed endpoint presents, `--concurrency` endpoints at once, in the
+/// order given. An endpoint that cannot be reached is reported as an unreadable source (a
+/// row of its own), not a fatal error.
 fn probe_chains(args: &InventoryArgs) -> anyhow::Result<Vec<Source>> {
     if args.probes.is_empty() {
         return Ok(Vec::new());
@@ -111,37 +112,41 @@ fn probe_chains(args: &InventoryArgs) -> anyhow::Result<Vec<Source>> {
         identity.as_ref(),
         aop_pki::default_provider(),
     )?);
-    let resolve = Resolve::new(args.resolve.iter().cloned());
+    let resolve = Arc::new(Resolve::new(args.resolve.iter().cloned()));
+    let limit = super::within_open_files(args.concurrency.min(targets.len()));
     let runtime = super::runtime()?;
-    Ok(runtime.block_on(async {
-        let mut out = Vec::new();
-        for t in &targets {
-            let place = format!("{} (presented)", t.url);
-            let chain = async {
-                let addr = aop_edge::address(&t.host, t.port, &resolve).await?;
-                let tls = aop_edge::connect_tls(config.clone(), &t.host, addr, Timeouts::default())
-                    .await?;
-                Ok::<_, aop_edge::Error>(
-                    tls.get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(<[_]>::to_vec)
-                        .unwrap_or_default(),
-                )
-            };
-            match chain.await {
-                Ok(certs) => out.push(Source {
-                    place,
-                    certs,
-                    error: None,
-                }),
-                Err(e) => out.push(Source {
-                    place,
-                    certs: Vec::new(),
-                    error: Some(format!("unreachable: {e}")),
-                }),
+    Ok(runtime.block_on(aop_edge::fleet::concurrently(
+        targets,
+        limit,
+        move |t: Target| {
+            let (config, resolve) = (config.clone(), resolve.clone());
+            async move {
+                let place = format!("{} (presented)", t.url);
+                let chain = async {
+                    let addr = aop_edge::address(&t.host, t.port, &resolve).await?;
+                    let tls =
+                        aop_edge::connect_tls(config, &t.host, addr, Timeouts::default()).await?;
+                    Ok::<_, aop_edge::Error>(
+                        tls.get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(<[_]>::to_vec)
+                            .unwrap_or_default(),
+                    )
+                };
+                match chain.await {
+                    Ok(certs) => Source {
+                        place,
+                        certs,
+                        error: None,
+                    },
+                    Err(e) => Source {
+                        place,
+                        certs: Vec::new(),
+                        error: Some(format!("unreachable: {e}")),
+                    },
+                }
             }
-        }
-        out
-    }))
+        },
+    )))
 }

@@ -91,3 +91,39 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .context("cannot start the runtime")
 }
+
+/// Descriptors kept free for everything but the probes' sockets (the runtime, files,
+/// stdio).
+const FD_RESERVE: u64 = 64;
+
+/// `wanted` probes at once, or as many as the open-files limit allows: the soft limit is
+/// first raised to the hard one (each probe holds one socket). Lowering says so on
+/// stderr.
+pub(crate) fn within_open_files(wanted: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = raised;
+        }
+    }
+    let Some(files) = limit.current else {
+        return wanted; // unlimited
+    };
+    let fits = usize::try_from(files.saturating_sub(FD_RESERVE))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if wanted > fits {
+        #[allow(clippy::print_stderr)] // a note beside the result, not the result
+        {
+            eprintln!(
+                "certtool: note: probing {fits} at once, not {wanted}: the open-files limit is {files}"
+            );
+        }
+    }
+    wanted.min(fits)
+}

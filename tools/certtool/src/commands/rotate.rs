@@ -1,14 +1,19 @@
 //! `rotate init|stage|activate|retire|status|rollback`, and `cloudflare payload`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use aop_edge::{IdentitySpec, IdentityStore, Resolve, StoreSpec, Target, Timeouts};
+use aop_edge::{
+    IdentitySpec, IdentityStore, Observed, Origin, ProbeResult, Resolve, StoreSpec, Target,
+    Timeouts,
+};
 use aop_ops::rotate::{CertRecord, Manifest, Phase, Reload, Rotation, Step, StepReport};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::cli::{PayloadArgs, RotateCommand};
+use crate::cli::{PayloadArgs, RotateActivateArgs, RotateCommand};
 use crate::output::{Report, emit};
 
 /// JSON: see docs/json.md, "rotate".
@@ -36,6 +41,137 @@ struct RotateReport {
     next_step: &'static str,
     /// Who re-reads which files after the last step, and the command for each server.
     reload: Vec<Reload>,
+    /// `activate`'s probes (null for the other steps, and for an activate that only
+    /// completed an interrupted run or was forced with nothing to probe).
+    probes: Option<Probes>,
+}
+
+/// What `activate` probed: how many origins, how many at once, and those that did not
+/// accept the next certificate (only ever listed here under --force).
+#[derive(Serialize)]
+struct Probes {
+    probed: usize,
+    concurrency: usize,
+    refused: Vec<RefusedOrigin>,
+}
+
+/// One origin that did not accept the next certificate: a row of the refusal table.
+#[derive(Serialize)]
+struct RefusedOrigin {
+    url: String,
+    /// The address connected to (null: it did not resolve).
+    address: Option<SocketAddr>,
+    /// What the origin did: aop_edge::Observed::word (`refused_tls`, `unreachable`, …).
+    outcome: &'static str,
+    /// The TLS alert it sent, if any (`unknown_ca`, `certificate_required`, …).
+    alert: Option<String>,
+    /// What it said, in a few words: the alert, the HTTP status, the connect error.
+    said: String,
+}
+
+impl RefusedOrigin {
+    fn new(r: &ProbeResult) -> Self {
+        let (alert, said) = match &r.observed {
+            Observed::RefusedTls { alert } => (Some(alert.clone()), alert.clone()),
+            Observed::AlertBeforeCertificate { alert } => (
+                Some(alert.clone()),
+                format!("{alert} (before the certificate was sent)"),
+            ),
+            Observed::RefusedHttp { status, nginx_page } => (
+                None,
+                match nginx_page {
+                    Some(page) => format!("HTTP {status} ({page})"),
+                    None => format!("HTTP {status}"),
+                },
+            ),
+            Observed::Answered { status } => (None, format!("HTTP {status}")),
+            Observed::Accepted { status, verdict } => (
+                None,
+                format!(
+                    "HTTP {status}, X-Client-Verify: {}",
+                    verdict.as_deref().unwrap_or("-")
+                ),
+            ),
+            Observed::NotHttp { start } => (None, format!("not HTTP: {start}")),
+            Observed::ClosedInHandshake { .. } => {
+                (None, "closed the connection in the TLS handshake".into())
+            }
+            Observed::Closed => (None, "closed the connection without a reply".into()),
+            Observed::NoReply { after } => (None, format!("no reply in {} s", after.as_secs_f32())),
+            Observed::ServerUntrusted { detail } => {
+                (None, format!("its certificate did not verify: {detail}"))
+            }
+            Observed::Unreachable { detail } | Observed::Error { detail } => (None, detail.clone()),
+            other => (None, other.word().to_owned()),
+        };
+        Self {
+            url: r.target.url.clone(),
+            address: r.addr,
+            outcome: r.observed.word(),
+            alert,
+            said,
+        }
+    }
+}
+
+/// The refusal table, one row per origin, columns as wide as their widest cell.
+fn refused_table(rows: &[RefusedOrigin], out: &mut String) {
+    // Text a terminal cannot be tricked by: control characters shown as `?`.
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect()
+    };
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                clean(&r.url),
+                r.address.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                r.outcome.to_owned(),
+                clean(&r.said),
+            ]
+        })
+        .collect();
+    let head = ["ORIGIN", "ADDRESS", "OUTCOME", "SAID"].map(str::to_owned);
+    let width = |i: usize| {
+        cells
+            .iter()
+            .chain([&head])
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    for c in [&head].into_iter().chain(&cells) {
+        out.push_str(&format!(
+            "  {:<w0$}  {:<w1$}  {:<w2$}  {}\n",
+            c[0], c[1], c[2], c[3]
+        ));
+    }
+}
+
+/// `activate` refused: the origins that did not accept the next certificate.
+/// JSON: see docs/json.md, "rotate activate, refused".
+#[derive(Serialize)]
+struct Refusal {
+    dir: PathBuf,
+    step: &'static str,
+    activated: bool,
+    probed: usize,
+    concurrency: usize,
+    refused: Vec<RefusedOrigin>,
+}
+
+impl Report for Refusal {
+    fn human(&self, out: &mut String) {
+        out.push_str(&format!(
+            "rotate activate: REFUSED: {} of {} origins do not accept the next certificate; nothing changed\n",
+            self.refused.len(),
+            self.probed
+        ));
+        refused_table(&self.refused, out);
+    }
 }
 
 #[derive(Serialize)]
@@ -60,6 +196,21 @@ impl Report for RotateReport {
                 ""
             };
             out.push_str(&format!("rotate {}: done{how}\n", self.step));
+        }
+        if let Some(p) = &self.probes {
+            if p.refused.is_empty() {
+                out.push_str(&format!(
+                    "  {} origins accept the next certificate\n",
+                    p.probed
+                ));
+            } else {
+                out.push_str(&format!(
+                    "  FORCED: {} of {} origins do not accept the certificate the edge now presents:\n",
+                    p.refused.len(),
+                    p.probed
+                ));
+                refused_table(&p.refused, out);
+            }
         }
         out.push_str(&format!(
             "rotation in {}: phase {:?}, last step {} at {}\n",
@@ -134,6 +285,7 @@ fn report(
     (completed, already): (bool, bool),
     m: &Manifest,
     now: OffsetDateTime,
+    probes: Option<Probes>,
 ) -> anyhow::Result<RotateReport> {
     Ok(RotateReport {
         dir: rot
@@ -156,6 +308,7 @@ fn report(
         trust: rot.trust_path(),
         next_step: m.phase.next_step(),
         reload: m.last_step.reloads(),
+        probes,
     })
 }
 
@@ -186,6 +339,7 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
         .into());
     }
     let rot = Rotation::new(dir.clone());
+    let mut probes = None;
     let done: StepReport = match &cmd {
         RotateCommand::Init(a) => rot.init(&a.ca, &a.cn, a.days, a.key.key_type, now)?,
         RotateCommand::Stage(a) => rot.stage(a.new_ca.as_deref(), now)?,
@@ -194,19 +348,56 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
             rot.activate(Ok(()), false, now)?
         }
         RotateCommand::Activate(a) => {
-            let proof = if a.probes.is_empty() {
-                Err("no --probe given: list every origin, so each is shown to accept the next certificate (or --force)".to_owned())
+            let origins = origins(a)?;
+            let proof = if origins.is_empty() {
+                Err("no --probe or --origins given: list every origin, so each is shown to accept the next certificate (or --force)".to_owned())
             } else {
                 let (cert, key) = rot.staged_files()?;
-                probe_all(a.probes.as_slice(), &a.resolve, &a.cacert, &cert, &key)?
+                let p = probe_all(&origins, a, &cert, &key)?;
+                let proof = if p.refused.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} of {} origins do not accept the next certificate (the table is on stdout)",
+                        p.refused.len(),
+                        p.probed
+                    ))
+                };
+                probes = Some(p);
+                proof
             };
-            rot.activate(proof, a.force, now)?
+            match rot.activate(proof, a.force, now) {
+                Ok(done) => done,
+                Err(e) => {
+                    // Refused: the table of the origins that did not accept, then the
+                    // error line on stderr; the step has changed nothing.
+                    if let Some(p) = probes.take()
+                        && !p.refused.is_empty()
+                    {
+                        emit(
+                            &Refusal {
+                                dir: dir.clone(),
+                                step: "activate",
+                                activated: false,
+                                probed: p.probed,
+                                concurrency: p.concurrency,
+                                refused: p.refused,
+                            },
+                            json,
+                        )?;
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         RotateCommand::Retire(_) => rot.retire(now)?,
         RotateCommand::Rollback(_) => rot.rollback()?,
         RotateCommand::Status(_) => {
             let m = rot.manifest()?;
-            emit(&report(&rot, "status", (false, false), &m, now)?, json)?;
+            emit(
+                &report(&rot, "status", (false, false), &m, now, None)?,
+                json,
+            )?;
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -217,28 +408,40 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
             (done.completed_interrupted, done.already_done),
             &done.manifest,
             now,
+            probes,
         )?,
         json,
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Probe every origin presenting the staged certificate; `Err` says which refused.
+/// Every origin `activate` must probe: the --probe URLs, then the --origins file's
+/// lines. A malformed URL or line is an error before anything is probed.
+fn origins(a: &RotateActivateArgs) -> anyhow::Result<Vec<Origin>> {
+    let mut origins = a
+        .probes
+        .iter()
+        .map(|u| Ok(Origin::new(u.parse::<Target>()?)))
+        .collect::<Result<Vec<_>, aop_edge::Error>>()?;
+    if let Some(path) = &a.origins {
+        origins.extend(aop_edge::fleet::read_origins(path)?);
+    }
+    Ok(origins)
+}
+
+/// Probe every origin presenting the staged certificate, `--concurrency` at once (fewer
+/// if the open-files limit is lower); the origins that did not accept it, in the order
+/// given.
 fn probe_all(
-    urls: &[String],
-    resolve: &[aop_edge::ResolveEntry],
-    roots: &[PathBuf],
+    origins: &[Origin],
+    a: &RotateActivateArgs,
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> anyhow::Result<Result<(), String>> {
-    if roots.is_empty() {
+) -> anyhow::Result<Probes> {
+    if a.cacert.is_empty() {
         return Err(aop_edge::Error::NoRoots.into());
     }
-    let targets = urls
-        .iter()
-        .map(|u| u.parse::<Target>())
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut spec = StoreSpec::new(roots.iter().cloned());
+    let mut spec = StoreSpec::new(a.cacert.iter().cloned());
     spec.shared = Some(IdentitySpec::new(cert, key));
     let store = IdentityStore::load(&spec)?;
     let config = store
@@ -246,26 +449,23 @@ fn probe_all(
         .expect("the shared identity")
         .client_config()
         .clone();
-    let resolve = Resolve::new(resolve.iter().cloned());
+    let resolve = Resolve::new(a.resolve.iter().cloned());
+    let mut timeouts = Timeouts::default();
+    timeouts.connect = Duration::from_secs(a.timeout);
+    timeouts.handshake = Duration::from_secs(a.timeout);
+    let limit = super::within_open_files(a.concurrency.min(origins.len()));
     let runtime = super::runtime()?;
-    let failures: Vec<String> = runtime.block_on(async {
-        let mut failures = Vec::new();
-        for t in &targets {
-            let r = aop_edge::probe(t, &resolve, config.clone(), Timeouts::default()).await;
-            if !r.observed.is_accepted() {
-                failures.push(format!(
-                    "{} does not accept the next certificate ({})",
-                    t.url,
-                    r.observed.word()
-                ));
-            }
-        }
-        failures
-    });
-    Ok(if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("; "))
+    let results = runtime.block_on(aop_edge::probe_all(
+        origins, &resolve, config, timeouts, limit,
+    ));
+    Ok(Probes {
+        probed: origins.len(),
+        concurrency: limit,
+        refused: results
+            .iter()
+            .filter(|r| !r.observed.is_accepted())
+            .map(RefusedOrigin::new)
+            .collect(),
     })
 }
 
