@@ -600,4 +600,70 @@ mod tests {
             assert!(parse_pattern(bad).is_err(), "{bad}");
         }
     }
+
+    /// The ticket binding's fingerprint: the same trust under other paths and in another
+    /// order (another machine of the fleet), other CRLs or other case in a hostname give the
+    /// same fingerprint; another anchor, pin, allowlist, mode, hostname or name another.
+    #[test]
+    fn policy_fingerprint_is_what_the_rule_trusts_not_where_its_files_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let a = crate::trust::tests::ca_named(dir.path(), "a", "CA A", 0, now).join("ca.pem");
+        let b = crate::trust::tests::ca_named(dir.path(), "b", "CA B", 0, now).join("ca.pem");
+        let (a2, b2) = (dir.path().join("copy-a.pem"), dir.path().join("copy-b.pem"));
+        std::fs::copy(&a, &a2).unwrap();
+        std::fs::copy(&b, &b2).unwrap();
+        // The trust loaded without the CRLs (the test names one that does not exist): the
+        // fingerprint reads the rest from the spec.
+        let fp = |r: &RuleSpec| {
+            let mut t = r.trust.clone();
+            t.crls.clear();
+            fingerprint(r, &Trust::load(&t).unwrap())
+        };
+        let rule = |anchors: &[&PathBuf]| {
+            RuleSpec::new(
+                "api",
+                ["api.example", "*.api.example"],
+                "c",
+                "k",
+                TrustSpec::new(anchors.iter().copied()),
+            )
+        };
+        let base = fp(&rule(&[&a, &b]));
+        let mut same = rule(&[&b2, &a2]);
+        same.trust.crls = vec![dir.path().join("any.crl")];
+        same.hostnames = vec!["*.API.example".into(), "api.example.".into()];
+        same.alpn = Some(vec![b"http/1.1".to_vec()]);
+        assert_eq!(fp(&same), base);
+        let pin: aop_pki::Sha256Fingerprint = "00".repeat(32).parse().unwrap();
+        type Change = Box<dyn Fn(&mut RuleSpec)>;
+        let changes: Vec<(&str, Change)> = vec![
+            ("an anchor fewer", Box::new(|r| r.trust.anchors.truncate(1))),
+            ("a pin", Box::new(move |r| r.trust.pins.push(pin))),
+            (
+                "an SPKI pin",
+                Box::new(move |r| r.trust.spki_pins.push(pin)),
+            ),
+            (
+                "allow_san",
+                Box::new(|r| r.trust.allow_san.push("edge.example".into())),
+            ),
+            ("max_depth", Box::new(|r| r.trust.max_depth = 2)),
+            (
+                "allow_missing_eku",
+                Box::new(|r| r.trust.allow_missing_eku = true),
+            ),
+            ("mode", Box::new(|r| r.mode = Mode::Optional)),
+            (
+                "a hostname",
+                Box::new(|r| r.hostnames.push("www.example".into())),
+            ),
+            ("the name", Box::new(|r| r.name = "www".into())),
+        ];
+        for (what, change) in changes {
+            let mut r = rule(&[&a, &b]);
+            change(&mut r);
+            assert_ne!(fp(&r), base, "{what}");
+        }
+    }
 }
