@@ -77,6 +77,17 @@ pub enum Error {
         detail: String,
     },
 
+    /// A CRL from outside (fetched over HTTP) that this trust cannot vouch for
+    /// ([`Trust::verify_crl`](crate::Trust::verify_crl)).
+    #[error("CRL refused ({problem}): {detail}")]
+    CrlRefused {
+        /// `malformed`, `unknown_issuer` (no trust anchor of the issuer's name), or
+        /// `bad_signature` (an anchor of that name, but not its signature).
+        problem: &'static str,
+        /// What the CRL says it is, and what is wrong.
+        detail: String,
+    },
+
     /// The origin's own certificate and key cannot make a TLS server configuration.
     #[error("{}: cannot serve this certificate: {detail}", path.display())]
     ServerCert {

@@ -176,5 +176,5 @@ pub use reload::PolicyHandle;
 #[cfg(feature = "hyper")]
 pub use serve::{Serve, ServeFuture, serve};
 pub use tickets::TicketKeys;
-pub use trust::{Checked, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
+pub use trust::{Checked, CrlFacts, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
 pub use verdict::{NoneCause, Outcome, Reason, Verdict};

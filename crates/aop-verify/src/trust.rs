@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use aop_pki::{CertInfo, Sha256Fingerprint, rfc3339};
 use rustls::crypto::CryptoProvider;
-use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 use webpki::VerifiedPath;
 use webpki::{
@@ -68,8 +68,18 @@ pub struct TrustSpec {
     /// - Any other entry with `:` (`https://edge.example/id`): a URI SAN, exactly.
     pub allow_san: Vec<String>,
     /// CRL files (PEM or DER). Certificates from CAs without a loaded CRL are not
-    /// considered revoked; an expired CRL fails every certificate it covers.
+    /// considered revoked; an expired CRL fails every certificate it covers (unless
+    /// `allow_stale_crls`).
     pub crls: Vec<PathBuf>,
+    /// CRLs already in memory (aop-origin's fetched ones, checked with
+    /// [`Trust::verify_crl`] first), used as those read from `crls` are.
+    pub crl_ders: Vec<CertificateRevocationListDer<'static>>,
+    /// A CRL past its nextUpdate still revokes what it lists, and no longer fails the
+    /// certificates it covers (`crl_stale = "allow"`). Off by default: fail closed.
+    pub allow_stale_crls: bool,
+    /// `Some(why)`: a CRL this rule depends on is not at hand (never fetched, nothing
+    /// cached): every chain that would pass fails `revocation_unknown` with `why`.
+    pub crl_unavailable: Option<String>,
     /// The most certificates a client may present, its own included.
     pub max_depth: usize,
     /// Accept a client certificate with no extendedKeyUsage extension at all (RFC 5280
@@ -89,6 +99,9 @@ impl TrustSpec {
             spki_pins: Vec::new(),
             allow_san: Vec::new(),
             crls: Vec::new(),
+            crl_ders: Vec::new(),
+            allow_stale_crls: false,
+            crl_unavailable: None,
             max_depth: DEFAULT_MAX_DEPTH,
             allow_missing_eku: false,
         }
@@ -215,6 +228,10 @@ pub struct Trust {
     allow_san: constraints::AllowSan,
     max_depth: usize,
     allow_missing_eku: bool,
+    /// `TrustSpec::allow_stale_crls`.
+    allow_stale_crls: bool,
+    /// `TrustSpec::crl_unavailable`.
+    crl_unavailable: Option<String>,
     earliest_expiry: Option<OffsetDateTime>,
     /// The crypto provider's signature verification algorithms: every signature in a
     /// chain, and the handshake's CertificateVerify, is checked with these.
@@ -316,8 +333,17 @@ impl Trust {
         let mut crls = Vec::new();
         let mut crl_until: Option<i64> = None;
         let mut crl_info = Vec::new();
-        for path in &spec.crls {
-            for der in aop_pki::load_crls(path)? {
+        let files = spec
+            .crls
+            .iter()
+            .map(|path| Ok((path.clone(), aop_pki::load_crls(path)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let held = spec
+            .crl_ders
+            .iter()
+            .map(|der| (PathBuf::from("(fetched CRL)"), vec![der.clone()]));
+        for (path, ders) in files.into_iter().chain(held) {
+            for der in ders {
                 if let Ok((_, parsed)) =
                     x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
                 {
@@ -363,6 +389,8 @@ impl Trust {
             allow_san: constraints::AllowSan::parse(&spec.allow_san).map_err(Error::Config)?,
             max_depth: spec.max_depth,
             allow_missing_eku: spec.allow_missing_eku,
+            allow_stale_crls: spec.allow_stale_crls,
+            crl_unavailable: spec.crl_unavailable.clone(),
             earliest_expiry,
             algs: provider.signature_verification_algorithms,
         })
@@ -412,6 +440,61 @@ impl Trust {
         &self,
     ) -> impl Iterator<Item = (&str, Sha256Fingerprint, Option<OffsetDateTime>)> {
         self.crl_info.iter().map(|(i, s, t)| (i.as_str(), *s, *t))
+    }
+
+    /// Check a CRL fetched from somewhere this trust does not vouch for (an HTTP
+    /// distribution point): it must parse as webpki reads CRLs, name one of this trust's
+    /// anchors as its issuer, and carry a valid signature by that anchor's key. Its facts
+    /// on success, for the caller to tell a newer CRL from a replayed older one
+    /// ([`CrlFacts::newer_than`]). A CRL signed by an intermediate CA (not an anchor here)
+    /// cannot be checked before a handshake, and is refused `unknown_issuer`.
+    pub fn verify_crl(&self, der: &[u8]) -> Result<CrlFacts> {
+        let refused = |problem, detail: String| Error::CrlRefused { problem, detail };
+        let crl = OwnedCertRevocationList::from_der(der)
+            .map_err(|e| refused("malformed", format!("not a CRL webpki can use: {e:?}")))?;
+        let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+            .map_err(|e| refused("malformed", format!("not a CRL: {e}")))?;
+        let issuer = CertRevocationList::Owned(crl);
+        let issuer = issuer.issuer();
+        let (tbs, alg, signature) =
+            signed_parts(der).ok_or_else(|| refused("malformed", "not a signed CRL".into()))?;
+        let mut named = false;
+        for anchor in self.anchors.iter().filter(|a| a.subject.as_ref() == issuer) {
+            named = true;
+            let Some((key_alg, key)) = spki_parts(anchor.subject_public_key_info.as_ref()) else {
+                continue;
+            };
+            let good = self
+                .algs
+                .all
+                .iter()
+                .filter(|a| {
+                    a.signature_alg_id().as_ref() == alg
+                        && a.public_key_alg_id().as_ref() == key_alg
+                })
+                .any(|a| a.verify_signature(key, tbs, signature).is_ok());
+            if good {
+                return Ok(CrlFacts {
+                    issuer: parsed.issuer().to_string(),
+                    number: parsed.crl_number().map(|n| n.to_bytes_be()),
+                    this_update: parsed.last_update().to_datetime(),
+                    next_update: parsed.next_update().map(|t| t.to_datetime()),
+                    revoked: parsed.iter_revoked_certificates().count(),
+                });
+            }
+        }
+        let issuer = parsed.issuer().to_string();
+        Err(if named {
+            refused(
+                "bad_signature",
+                format!("issued by {issuer}, but no trust anchor of that name signed it"),
+            )
+        } else {
+            refused(
+                "unknown_issuer",
+                format!("issued by {issuer}, which is not a trust anchor of this site"),
+            )
+        })
     }
 
     /// The provider's signature verification algorithms this trust checks with.
@@ -584,6 +667,9 @@ impl Trust {
         }
         if !self.allow_san.is_empty() && !self.name_allowed(info) {
             return Checked::failed(Reason::NameNotAllowed, None, client);
+        }
+        if let Some(why) = &self.crl_unavailable {
+            return Checked::failed(Reason::RevocationUnknown, why.clone(), client);
         }
         Checked {
             outcome: Outcome::Success,
@@ -776,7 +862,11 @@ impl Trust {
             RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
                 b.with_depth(RevocationCheckDepth::Chain)
                     .with_status_policy(UnknownStatusPolicy::Allow)
-                    .with_expiration_policy(ExpirationPolicy::Enforce)
+                    .with_expiration_policy(if self.allow_stale_crls {
+                        ExpirationPolicy::Ignore
+                    } else {
+                        ExpirationPolicy::Enforce
+                    })
                     .build()
             })
         };
@@ -1308,6 +1398,105 @@ fn map_webpki_error(
         ),
         other => (Reason::Other, Some(format!("{other:?}"))),
     }
+}
+
+/// What [`Trust::verify_crl`] read from a CRL it accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CrlFacts {
+    /// Its issuer (RFC 4514).
+    pub issuer: String,
+    /// Its cRLNumber, big-endian without leading zeros, if it has one.
+    pub number: Option<Vec<u8>>,
+    /// Its thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// Its nextUpdate, if it has one.
+    pub next_update: Option<OffsetDateTime>,
+    /// How many certificates it lists.
+    pub revoked: usize,
+}
+
+impl CrlFacts {
+    /// How this CRL compares with `other` from the same issuer: by cRLNumber when both
+    /// have one (RFC 5280 5.2.3: it increases with every CRL the issuer makes), then by
+    /// thisUpdate. A CRL that is not `Greater` than the one held is not newer: taking it
+    /// would let whoever replays an older CRL un-revoke what the newer one revokes.
+    pub fn newer_than(&self, other: &Self) -> std::cmp::Ordering {
+        let number = |n: &Option<Vec<u8>>| {
+            n.as_ref().map(|n| {
+                let n: Vec<u8> = n.iter().copied().skip_while(|b| *b == 0).collect();
+                (n.len(), n)
+            })
+        };
+        let by_number = match (number(&self.number), number(&other.number)) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => std::cmp::Ordering::Equal,
+        };
+        by_number.then(self.this_update.cmp(&other.this_update))
+    }
+}
+
+/// One DER element read off the front of some bytes: (tag, contents, the whole
+/// element, what follows it).
+type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// One DER element at the start of `input`.
+fn der_element(input: &[u8]) -> Option<Element<'_>> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some((tag, &rest[..len], &input[..header + len], &rest[len..]))
+}
+
+/// A signed CRL's parts: the whole tbsCertList element (what is signed), the contents
+/// of its signatureAlgorithm, and the signature's bytes.
+fn signed_parts(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (0x30, list, _, []) = der_element(der)? else {
+        return None;
+    };
+    let (0x30, _, tbs, rest) = der_element(list)? else {
+        return None;
+    };
+    let (0x30, alg, _, rest) = der_element(rest)? else {
+        return None;
+    };
+    let (0x03, bits, _, []) = der_element(rest)? else {
+        return None;
+    };
+    let (0, signature) = bits.split_first()? else {
+        return None;
+    };
+    Some((tbs, alg, signature))
+}
+
+/// A SubjectPublicKeyInfo's contents (as webpki keeps an anchor's): its algorithm's
+/// contents and the key's bytes.
+fn spki_parts(spki: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (0x30, alg, _, rest) = der_element(spki)? else {
+        return None;
+    };
+    let (0x03, bits, _, []) = der_element(rest)? else {
+        return None;
+    };
+    let (0, key) = bits.split_first()? else {
+        return None;
+    };
+    Some((alg, key))
 }
 
 /// The most chain results a [`Trust`] remembers. When full it starts over: simple,

@@ -33,6 +33,12 @@
 //! spki_pins = []                    # SPKI pins
 //! allow_san = []                    # DNS names, URIs, spiffe://td[/path[/*]]
 //! crl = []
+//! # CRLs fetched over HTTP and kept current (see the README's "CRLs over HTTP"):
+//! # crl_url = ["http://pki.example/edge.crl"]
+//! # crl_cache_dir = "crl-cache"     # required with crl_url: the last good CRLs, read at start
+//! # crl_refresh_secs = 3600         # and soon after a CRL's nextUpdate
+//! # crl_fetch_timeout_secs = 10     # the whole fetch, redirects included
+//! crl_stale = "deny"                # a CRL past its nextUpdate: "deny" (default) or "allow"
 //! allow_missing_eku = false       # true: a client certificate with no EKU at all passes
 //! mode = "require"                  # or "optional"
 //! upstream = "http://127.0.0.1:8080"
@@ -182,6 +188,21 @@ pub(crate) struct Site {
     pub(crate) allow_san: Vec<String>,
     #[serde(default)]
     pub(crate) crl: Vec<Spanned<PathBuf>>,
+    /// `crl_url = ["http://…"]`: CRLs fetched over HTTP (crate::crl).
+    #[serde(default)]
+    pub(crate) crl_url: Vec<Spanned<String>>,
+    /// Where the fetched CRLs are kept (required with `crl_url`).
+    #[serde(default)]
+    pub(crate) crl_cache_dir: Option<Spanned<PathBuf>>,
+    /// Seconds between fetches of each `crl_url`.
+    #[serde(default)]
+    pub(crate) crl_refresh_secs: Option<Spanned<u64>>,
+    /// The longest one fetch may take, redirects included.
+    #[serde(default)]
+    pub(crate) crl_fetch_timeout_secs: Option<Spanned<u64>>,
+    /// A CRL past its nextUpdate: refuse what it covers (`deny`) or serve with a warning.
+    #[serde(default)]
+    pub(crate) crl_stale: CrlStale,
     /// `allow_missing_eku = true`: accept a client certificate without any
     /// extendedKeyUsage extension (RFC 5280: any purpose). Default false: an origin-pull
     /// certificate should say clientAuth. An EKU without clientAuth is refused either way.
@@ -202,6 +223,125 @@ pub(crate) struct Site {
     /// ALPN offered to the edge, most preferred first: `h2` and `http/1.1`, or one of them.
     #[serde(default)]
     pub(crate) alpn: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `crl_stale`: what a CRL past its nextUpdate does to the certificates it covers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum CrlStale {
+    /// `deny` (the default): `revocation_unknown` until a current CRL arrives — fail
+    /// closed, as nginx and Envoy do with an expired CRL.
+    #[default]
+    Deny,
+    /// `allow`: the stale CRL still revokes what it lists; the rest pass, with a warning
+    /// at each refresh.
+    Allow,
+}
+
+/// The default `crl_refresh_secs`.
+pub(crate) const CRL_REFRESH_SECS: u64 = 3600;
+
+/// The default `crl_fetch_timeout_secs`.
+pub(crate) const CRL_FETCH_TIMEOUT_SECS: u64 = 10;
+
+/// One `crl_url` of a site, as the fetcher takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CrlSource {
+    /// The site's name.
+    pub(crate) site: String,
+    /// The URL.
+    pub(crate) url: crate::crl::HttpUrl,
+    /// The cache file for this (site, URL), in `crl_cache_dir`.
+    pub(crate) cache: PathBuf,
+    /// `crl_refresh_secs`.
+    pub(crate) refresh: std::time::Duration,
+    /// `crl_fetch_timeout_secs`.
+    pub(crate) timeout: std::time::Duration,
+    /// `crl_stale`.
+    pub(crate) stale: CrlStale,
+}
+
+/// A site's `crl_url` entries, checked, as fetch sources.
+fn crl_sources(
+    site: &Site,
+    name: &str,
+    base: &Path,
+    at: &dyn Fn(Range<usize>) -> String,
+) -> Result<Vec<CrlSource>, ConfigError> {
+    let secs = |v: &Option<Spanned<u64>>, key: &str, default: u64| match v {
+        None => Ok(default),
+        Some(v) if *v.get_ref() == 0 => Err(ConfigError(format!(
+            "{}: key `{key}`: must be at least 1",
+            at(v.span())
+        ))),
+        Some(v) => Ok(*v.get_ref()),
+    };
+    let refresh = secs(&site.crl_refresh_secs, "crl_refresh_secs", CRL_REFRESH_SECS)?;
+    let timeout = secs(
+        &site.crl_fetch_timeout_secs,
+        "crl_fetch_timeout_secs",
+        CRL_FETCH_TIMEOUT_SECS,
+    )?;
+    if site.crl_url.is_empty() {
+        let stray = [
+            (
+                "crl_cache_dir",
+                site.crl_cache_dir.as_ref().map(Spanned::span),
+            ),
+            (
+                "crl_refresh_secs",
+                site.crl_refresh_secs.as_ref().map(Spanned::span),
+            ),
+            (
+                "crl_fetch_timeout_secs",
+                site.crl_fetch_timeout_secs.as_ref().map(Spanned::span),
+            ),
+        ];
+        if let Some((key, Some(span))) = stray.into_iter().find(|(_, s)| s.is_some()) {
+            return Err(ConfigError(format!(
+                "{}: key `{key}`: is for crl_url = [...], which site {name:?} does not have",
+                at(span)
+            )));
+        }
+        return Ok(Vec::new());
+    }
+    let Some(dir) = &site.crl_cache_dir else {
+        let first = &site.crl_url[0];
+        return Err(ConfigError(format!(
+            "{}: key `crl_url`: needs crl_cache_dir = \"DIR\" (where the last good CRLs are kept, and read at start)",
+            at(first.span())
+        )));
+    };
+    let mut out: Vec<CrlSource> = Vec::new();
+    for url in &site.crl_url {
+        let parsed: crate::crl::HttpUrl = url
+            .get_ref()
+            .parse()
+            .map_err(|e| ConfigError(format!("{}: key `crl_url`: {e}", at(url.span()))))?;
+        if out.iter().any(|o| o.url == parsed) {
+            return Err(ConfigError(format!(
+                "{}: key `crl_url`: {:?} is listed twice",
+                at(url.span()),
+                url.get_ref()
+            )));
+        }
+        let key = Sha256Fingerprint::of(format!("{name}\n{parsed}").as_bytes());
+        let hex: String = key
+            .to_string()
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(16)
+            .collect();
+        out.push(CrlSource {
+            site: name.to_owned(),
+            cache: base.join(dir.get_ref()).join(format!("{hex}.crl.pem")),
+            url: parsed,
+            refresh: std::time::Duration::from_secs(refresh),
+            timeout: std::time::Duration::from_secs(timeout),
+            stale: site.crl_stale,
+        });
+    }
+    Ok(out)
 }
 
 /// A plain-HTTP upstream: `http://HOST:PORT`, and the protocol its site speaks to it.
@@ -493,6 +633,8 @@ pub struct Config {
     /// Site name → upstream, in rule order.
     pub(crate) upstreams: Vec<(String, Upstream)>,
     pub(crate) policy: PolicySpec,
+    /// Every site's `crl_url`, in site order.
+    pub(crate) crl_sources: Vec<CrlSource>,
     text: String,
 }
 
@@ -572,6 +714,7 @@ impl Config {
         let mut rules = Vec::new();
         let mut default_rule = None;
         let mut upstreams = Vec::new();
+        let mut crl_sources = Vec::new();
         for (i, table) in file.sites.iter().enumerate() {
             let site = table.get_ref();
             let hostnames: Vec<String> =
@@ -595,6 +738,8 @@ impl Config {
             trust.allow_san = site.allow_san.clone();
             trust.crls = site.crl.iter().map(|p| base.join(p.get_ref())).collect();
             trust.allow_missing_eku = site.allow_missing_eku;
+            trust.allow_stale_crls = site.crl_stale == CrlStale::Allow;
+            crl_sources.extend(self::crl_sources(site, &name, base, &at)?);
             if let Some(d) = site.max_depth {
                 trust.max_depth = d;
             }
@@ -671,6 +816,7 @@ impl Config {
             file,
             upstreams,
             policy,
+            crl_sources,
             text,
         };
         Ok(loaded)
@@ -678,8 +824,23 @@ impl Config {
 
     /// Load the policy's files (certificates, keys, trust, CRLs), each read once: an error
     /// names the file, and the config line and key that refer to it.
+    #[cfg(test)]
     pub(crate) fn load_policy(&self) -> Result<aop_verify::Policy, ConfigError> {
-        aop_verify::Policy::load(&self.policy).map_err(|e| self.placed(&e))
+        self.load_policy_with(&crate::crl::Held::default())
+    }
+
+    /// [`Config::load_policy`], each site's trust with the fetched CRLs `held` for it
+    /// (and, if a `crl_url` of a `crl_stale = "deny"` site has none, every client of that
+    /// site refused `revocation_unknown` until one arrives).
+    pub(crate) fn load_policy_with(
+        &self,
+        held: &crate::crl::Held,
+    ) -> Result<aop_verify::Policy, ConfigError> {
+        let mut spec = self.policy.clone();
+        for rule in spec.rules.iter_mut().chain(spec.default.as_mut()) {
+            held.apply(&rule.name, &self.crl_sources, &mut rule.trust);
+        }
+        aop_verify::Policy::load(&spec).map_err(|e| self.placed(&e))
     }
 
     /// `e`, with the config line and key of the value it is about.
@@ -697,7 +858,15 @@ impl Config {
     /// [`Config::load_policy`], then [`Config::lint`]: the policy and the warnings, or
     /// every error, one line each. What start-up, SIGHUP and `--check` do.
     pub(crate) fn load_checked(&self) -> Result<(aop_verify::Policy, Vec<String>), ConfigError> {
-        let policy = self.load_policy()?;
+        self.load_checked_with(&crate::crl::Held::default())
+    }
+
+    /// [`Config::load_checked`] with the fetched CRLs `held` ([`Config::load_policy_with`]).
+    pub(crate) fn load_checked_with(
+        &self,
+        held: &crate::crl::Held,
+    ) -> Result<(aop_verify::Policy, Vec<String>), ConfigError> {
+        let policy = self.load_policy_with(held)?;
         let (errors, warnings) = self.lint(&policy, time::OffsetDateTime::now_utc());
         if !errors.is_empty() {
             return Err(ConfigError(errors.join("\n")));
@@ -1410,6 +1579,54 @@ upstream = "http://127.0.0.1:8080"
             ("*", "a", false),
         ] {
             assert_eq!(covers(san, host), covered, "{san} covers {host}?");
+        }
+    }
+
+    /// `crl_url` needs `crl_cache_dir`, takes http:// only, each URL once; the CRL keys
+    /// without `crl_url` and zero seconds are errors at their line; `crl_stale` is
+    /// `deny` by default and sets the trust's stale policy.
+    #[test]
+    fn crl_fetch_keys() {
+        let with = |extra: &str| parse(&format!("listen = \"127.0.0.1:1\"\n{SITE}{extra}"));
+        let l =
+            with("crl_url = [\"http://pki.example/e.crl\"]\ncrl_cache_dir = \"cache\"\n").unwrap();
+        let s = &l.crl_sources[0];
+        assert_eq!(s.url.to_string(), "http://pki.example/e.crl");
+        assert_eq!(s.refresh.as_secs(), CRL_REFRESH_SECS);
+        assert_eq!(s.timeout.as_secs(), CRL_FETCH_TIMEOUT_SECS);
+        assert_eq!(s.stale, CrlStale::Deny);
+        assert!(s.cache.starts_with("/etc/aop/cache"), "{:?}", s.cache);
+        assert!(!l.policy.rules[0].trust.allow_stale_crls);
+        let l = with("crl_stale = \"allow\"\n").unwrap();
+        assert!(l.policy.rules[0].trust.allow_stale_crls);
+        assert!(l.crl_sources.is_empty());
+        for (extra, line, said) in [
+            ("crl_url = [\"http://a/x\"]\n", 9, "needs crl_cache_dir"),
+            (
+                "crl_cache_dir = \"c\"\ncrl_url = [\"https://a/x\"]\n",
+                10,
+                "only http:// is fetched",
+            ),
+            (
+                "crl_cache_dir = \"c\"\ncrl_url = [\"http://a/x\",\n\"http://a/x\"]\n",
+                11,
+                "listed twice",
+            ),
+            ("crl_cache_dir = \"c\"\n", 9, "is for crl_url"),
+            ("crl_refresh_secs = 5\n", 9, "is for crl_url"),
+            (
+                "crl_cache_dir = \"c\"\ncrl_url = [\"http://a/x\"]\ncrl_refresh_secs = 0\n",
+                11,
+                "must be at least 1",
+            ),
+            ("crl_stale = \"maybe\"\n", 9, "unknown variant"),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert!(
+                e.0.starts_with(&format!("/etc/aop/origin.toml:{line}: key `")),
+                "{extra}: {e}"
+            );
+            assert!(e.0.contains(said), "{extra}: {e}");
         }
     }
 

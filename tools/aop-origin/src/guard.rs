@@ -106,6 +106,11 @@ struct Shared {
     active: AtomicUsize,
     idle: Notify,
     config_path: std::path::PathBuf,
+    /// The configuration in force (the last that loaded), behind the lock every policy
+    /// swap takes: a reload and a fetched CRL's rebuild never undo each other.
+    applied: std::sync::Mutex<Arc<Config>>,
+    /// The fetched CRLs (`crl_url`), and their fetcher's schedule.
+    crls: Arc<crate::crl::Crls>,
     /// What a reload cannot change, as the guard started with it: a reload that finds
     /// it changed logs "restart required for: …" and sets `aop_restart_required`.
     fixed: Fixed,
@@ -328,6 +333,35 @@ impl Shared {
     }
 }
 
+impl crate::crl::Host for Shared {
+    fn policy(&self) -> Arc<aop_verify::Policy> {
+        self.policy.current()
+    }
+
+    /// A reload's policy swap, with the configuration in force and the CRLs held now.
+    fn apply_crls(&self) -> Result<(), String> {
+        self.logging(|| {
+            let applied = self
+                .applied
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (policy, _) = applied
+                .load_checked_with(&self.crls.held())
+                .map_err(|e| e.0.lines().next().unwrap_or_default().to_owned())?;
+            self.policy.replace(policy);
+            Ok(())
+        })
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn spawn_task(&self, task: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.spawn(task);
+    }
+}
+
 /// Spawn `task` on the current runtime; under `log` as its current subscriber, if given.
 fn spawn<F>(log: Option<&tracing::Dispatch>, task: F) -> JoinHandle<()>
 where
@@ -508,8 +542,19 @@ impl Signals {
 /// everything running as it was.
 fn reload(shared: &Shared) -> Result<(), ConfigError> {
     let config = shared.config_path.display().to_string();
+    let mut applied = shared
+        .applied
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let result = Config::read_file(&shared.config_path).and_then(|loaded| {
-        let (policy, warnings) = loaded.load_checked()?;
+        let (policy, warnings) = loaded.load_checked_with(&shared.crls.held())?;
+        // A URL the file adds starts from its cache; one whose issuer left the trust
+        // drops its CRLs: then the policy is built again with what is held.
+        let policy = if shared.crls.configure(&loaded, &policy, &shared.metrics) {
+            loaded.load_checked_with(&shared.crls.held())?.0
+        } else {
+            policy
+        };
         for warning in &warnings {
             tracing::warn!(target: "aop::origin", config = config.as_str(), warning = warning.as_str(), "configuration check");
         }
@@ -538,8 +583,10 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
         let restart = shared.fixed.changed(&loaded.file);
         shared.metrics.restart_required(&restart);
         let restart: Vec<&str> = restart.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect();
+        *applied = Arc::new(loaded);
         Ok((changed, restart))
     });
+    drop(applied);
     shared.metrics.reload(result.is_ok());
     match result {
         Ok((changed, restart)) => {
@@ -611,14 +658,22 @@ fn connections_within_fd_limit(max_connections: usize) -> (usize, Permits, Optio
 
 /// Bind the listeners and start serving `loaded`; the tasks log to `log` if given.
 async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, Error> {
-    let (policy, warnings) = loaded.load_checked()?;
+    let metrics = Metrics::default();
+    let crls = Arc::new(crate::crl::Crls::default());
+    let (policy, warnings) = loaded.load_checked_with(&crls.held())?;
+    // The fetched CRLs start from their caches, checked against the trust just loaded.
+    let policy = if crls.configure(&loaded, &policy, &metrics) {
+        loaded.load_checked_with(&crls.held())?.0
+    } else {
+        policy
+    };
     let policy = PolicyHandle::new(policy);
+    let loaded = Arc::new(loaded);
     let cfg = &loaded.file;
     let settings = Settings::of(cfg);
     let (max_connections, permits, lowered) = connections_within_fd_limit(cfg.max_connections);
     let budget = Budget::new(settings.caps(max_connections));
     let upstreams = Upstreams::new(Exec(log.clone()), permits);
-    let metrics = Metrics::default();
     metrics.restart_required(&Fixed::NAMES.map(|n| (n, false)));
     let shared = Arc::new(Shared {
         headers: HeaderCache::default(),
@@ -636,7 +691,9 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         idle: Notify::new(),
         config_path: loaded.path.clone(),
         fixed: Fixed::of(cfg),
+        crls,
         log,
+        applied: std::sync::Mutex::new(loaded.clone()),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut addrs = Vec::new();
@@ -679,6 +736,12 @@ async fn start(loaded: Config, log: Option<tracing::Dispatch>) -> Result<Guard, 
         metrics_task = Some(shared.spawn(metrics_loop(listener, shared.clone())));
         local
     });
+    // The CRL fetcher: each `crl_url` is fetched now, then on its schedule.
+    shared.spawn(crate::crl::run(
+        shared.clone(),
+        shared.crls.clone(),
+        shutdown_rx.clone(),
+    ));
     // Every listener bound, the policy loaded: /readyz says 200.
     shared.metrics.set_ready(true);
     if let Some((files, fits)) = lowered {

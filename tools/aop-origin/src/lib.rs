@@ -47,6 +47,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 mod budget;
 mod config;
+mod crl;
 mod demo;
 mod error;
 mod guard;

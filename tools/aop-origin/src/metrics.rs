@@ -88,6 +88,50 @@ struct CertificateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrlLabels {
+    site: String,
+    url: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrlIssuerLabels {
+    site: String,
+    url: String,
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrlFailureLabels {
+    site: String,
+    url: String,
+    cause: &'static str,
+}
+
+/// One `crl_url` of a site, as its fetches left it.
+#[derive(Debug, Default)]
+struct CrlSeries {
+    /// Each CRL held: issuer, thisUpdate, nextUpdate.
+    held: Vec<(String, OffsetDateTime, Option<OffsetDateTime>)>,
+    last_success: Option<OffsetDateTime>,
+    failures: BTreeMap<&'static str, u64>,
+}
+
+/// `aop_crl_fetch_failures_total`'s causes, present from the start at 0.
+pub(crate) const CRL_FAILURE_CAUSES: [&str; 11] = [
+    "connect",
+    "timeout",
+    "http",
+    "status",
+    "redirect",
+    "too_large",
+    "malformed",
+    "unknown_issuer",
+    "bad_signature",
+    "replay",
+    "apply",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -132,6 +176,8 @@ pub(crate) struct Metrics {
     /// 1 for each setting the file changed that only a restart applies (issue 15 item 2,
     /// set by the guard's reload).
     restart_required: Family<SettingLabel, Gauge>,
+    /// Each site's `crl_url`, by (site, URL) (crate::crl).
+    crls: Mutex<BTreeMap<(String, String), CrlSeries>>,
     /// Listeners bound and the policy loaded, and not draining: what `/readyz` says.
     ready: AtomicBool,
     /// Set once the guard has stopped (its drain over): the metrics listener closes.
@@ -257,6 +303,7 @@ impl Default for Metrics {
             handshake_seconds,
             connections,
             restart_required,
+            crls: Mutex::default(),
             ready: AtomicBool::new(false),
             stopped: tokio::sync::watch::channel(false).0,
         }
@@ -539,6 +586,120 @@ impl Metrics {
         }
     }
 
+    /// The (site, URL) pairs the configuration in force fetches: the others' series go.
+    pub(crate) fn crl_sources(&self, keep: &[(String, String)]) {
+        let mut crls = self
+            .crls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        crls.retain(|k, _| keep.contains(k));
+        for k in keep {
+            crls.entry(k.clone()).or_default();
+        }
+    }
+
+    /// The CRLs held for (site, URL) now, and its last good fetch.
+    pub(crate) fn crl_state(
+        &self,
+        site: &str,
+        url: &str,
+        held: Vec<(String, OffsetDateTime, Option<OffsetDateTime>)>,
+        last_success: Option<OffsetDateTime>,
+    ) {
+        let mut crls = self
+            .crls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let series = crls.entry((site.to_owned(), url.to_owned())).or_default();
+        series.held = held;
+        series.last_success = last_success;
+    }
+
+    /// A fetch of (site, URL) failed, or what it fetched was refused, for `cause`.
+    pub(crate) fn crl_failed(&self, site: &str, url: &str, cause: &'static str) {
+        let mut crls = self
+            .crls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let series = crls.entry((site.to_owned(), url.to_owned())).or_default();
+        *series.failures.entry(cause).or_default() += 1;
+    }
+
+    /// The CRL fetchers' series, at a scrape.
+    fn crl_series(&self, r: &mut Registry, now: OffsetDateTime) {
+        let this_update = Family::<CrlIssuerLabels, Gauge>::default();
+        let next_update = Family::<CrlIssuerLabels, Gauge>::default();
+        let age = Family::<CrlIssuerLabels, Gauge>::default();
+        let last_success = Family::<CrlLabels, Gauge>::default();
+        let failures = Family::<CrlFailureLabels, Counter>::default();
+        let crls = self
+            .crls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((site, url), series) in crls.iter() {
+            let (site, url) = (bounded(site), bounded(url));
+            for (issuer, this, next) in &series.held {
+                let labels = CrlIssuerLabels {
+                    site: site.clone(),
+                    url: url.clone(),
+                    issuer: bounded(issuer),
+                };
+                this_update
+                    .get_or_create(&labels)
+                    .set(this.unix_timestamp());
+                age.get_or_create(&labels)
+                    .set((now - *this).whole_seconds());
+                if let Some(next) = next {
+                    next_update
+                        .get_or_create(&labels)
+                        .set(next.unix_timestamp());
+                }
+            }
+            if let Some(t) = series.last_success {
+                last_success
+                    .get_or_create(&CrlLabels {
+                        site: site.clone(),
+                        url: url.clone(),
+                    })
+                    .set(t.unix_timestamp());
+            }
+            for cause in CRL_FAILURE_CAUSES {
+                failures
+                    .get_or_create(&CrlFailureLabels {
+                        site: site.clone(),
+                        url: url.clone(),
+                        cause,
+                    })
+                    .inc_by(series.failures.get(cause).copied().unwrap_or(0));
+            }
+        }
+        r.register(
+            "aop_crl_this_update_timestamp_seconds",
+            "Each CRL fetched from a site's crl_url and in force: its thisUpdate (Unix time), by site, url and issuer",
+            this_update,
+        );
+        r.register(
+            "aop_crl_next_update_timestamp_seconds",
+            "Each CRL fetched and in force: its nextUpdate (Unix time), by site, url and issuer; past it, crl_stale decides",
+            next_update,
+        );
+        r.register(
+            "aop_crl_age_seconds",
+            "Each CRL fetched and in force: seconds since its thisUpdate, by site, url and issuer",
+            age,
+        );
+        r.register(
+            "aop_crl_last_success_timestamp_seconds",
+            "When a fetch of a site's crl_url last succeeded (a CRL taken, or the same one again), by site and url",
+            last_success,
+        );
+        r.register(
+            "aop_crl_fetch_failures",
+            "Fetches of a site's crl_url that failed or were refused (the CRLs held stay), by site, url and cause: connect, timeout, http, status, redirect, too_large, malformed, unknown_issuer, bad_signature, replay, apply",
+            failures,
+        );
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub(crate) fn render(&self, policy: &Policy, now: OffsetDateTime) -> String {
         let mut out = String::new();
@@ -637,6 +798,7 @@ impl Metrics {
                 days,
             );
         }
+        self.crl_series(&mut r, now);
         let loaded = Gauge::<i64>::default();
         loaded.set(policy.loaded_at().unix_timestamp());
         r.register(

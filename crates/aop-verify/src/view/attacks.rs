@@ -515,3 +515,59 @@ fn a_ber_not_before_is_not_normalised_by_the_view() {
         );
     }
 }
+
+/// A CRL from outside (fetched over HTTP) counts only if an anchor of its issuer's name
+/// signed it: another CA's, a same-named CA's (another key), or bytes that are no CRL
+/// are refused with their problem; of two good ones, the higher number is newer.
+#[test]
+fn a_fetched_crl_must_be_signed_by_an_anchor_and_newer_to_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = ca("edge root", None, None);
+    let twin = ca("edge root", None, None);
+    let other = ca("other root", None, None);
+    let t = trust(dir.path(), &root, |_| {});
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("ns");
+    let crl = |by: &Ca, number: u64, at: time::OffsetDateTime| {
+        rcgen::CertificateRevocationListParams {
+            this_update: at,
+            next_update: at + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&by.issuer())
+        .expect("crl")
+        .der()
+        .to_vec()
+    };
+    let older = t.verify_crl(&crl(&root, 1, now)).expect("good");
+    assert_eq!(older.issuer, "CN=edge root");
+    assert_eq!(older.number.as_deref(), Some(&[1u8][..]));
+    assert_eq!(older.this_update, now);
+    assert_eq!(older.next_update, Some(now + time::Duration::days(1)));
+    // A higher number is newer even with an earlier thisUpdate; same number: thisUpdate.
+    let newer = t
+        .verify_crl(&crl(&root, 2, now - time::Duration::hours(1)))
+        .expect("good");
+    assert_eq!(newer.newer_than(&older), std::cmp::Ordering::Greater);
+    assert_eq!(older.newer_than(&newer), std::cmp::Ordering::Less);
+    let later = t
+        .verify_crl(&crl(&root, 1, now + time::Duration::seconds(1)))
+        .expect("good");
+    assert_eq!(later.newer_than(&older), std::cmp::Ordering::Greater);
+    assert_eq!(older.newer_than(&older), std::cmp::Ordering::Equal);
+    let problem = |der: &[u8]| match t.verify_crl(der) {
+        Err(crate::Error::CrlRefused { problem, .. }) => problem,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(problem(&crl(&twin, 3, now)), "bad_signature");
+    assert_eq!(problem(&crl(&other, 3, now)), "unknown_issuer");
+    assert_eq!(problem(b"not a crl"), "malformed");
+    let mut flipped = crl(&root, 3, now);
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert_eq!(problem(&flipped), "bad_signature");
+}
