@@ -173,6 +173,31 @@ async fn a_ticket_from_one_origin_resumes_at_another_with_the_same_key_file() {
     );
 }
 
+/// Without `session_ticket_keys`, as before: a session resumes only at the origin that
+/// made it (its stateful cache), never at another, and not after that origin's reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ticket_keys_a_session_stays_with_its_origin_until_a_reload() {
+    let c = Certs::new();
+    let echo = Echo::start().await;
+    let a = origin(&c, "A", &config(&c, echo.addr, &[], None, None));
+    let b = origin(&c, "B", &config(&c, echo.addr, &[], None, None));
+    let client = TestClient::new(&c.origin_ca.pem(), Some(&c.edge));
+    assert!(!get(&client, &a, "a.example").await.resumed);
+    assert!(
+        !get(&client, &b, "a.example").await.resumed,
+        "A's session at B"
+    );
+    assert!(
+        get(&client, &b, "a.example").await.resumed,
+        "B's own session"
+    );
+    reload(&b, &config(&c, echo.addr, &[], None, None));
+    assert!(
+        !get(&client, &b, "a.example").await.resumed,
+        "after B's reload"
+    );
+}
+
 /// TLS 1.2 session tickets (RFC 5077) cross the fleet the same way: a session from A
 /// resumes at B, not at C.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
