@@ -18,10 +18,13 @@
 //! stored chain against the policy in force), so a CRL refresh does not cost the fleet its
 //! sessions.
 //!
-//! A ticket is `key id (16) ‖ issued at (8, big-endian Unix seconds) ‖ nonce (12) ‖
-//! AES-256-GCM(state) ‖ tag (16)`, the first 24 bytes authenticated as associated data.
-//! The nonce is random. A ticket older than the lifetime, or issued more than
-//! five minutes in the future, is refused before decryption.
+//! A ticket is `key id (16) ‖ issued at (8, big-endian Unix seconds) ‖ salt (16) ‖
+//! AES-256-GCM(state) ‖ tag (16)`, the first 40 bytes authenticated as associated data.
+//! Each ticket is sealed under a key of its own, HKDF-expanded from the site key and the
+//! random salt, so no AES-GCM key is ever used twice and a fleet that shares one key file
+//! for years at any ticket rate stays far from the 2³² messages a key with random
+//! nonces allows. A ticket older than the lifetime, or issued more than five minutes in
+//! the future, is refused before decryption.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,9 +40,10 @@ pub(crate) const KEY_FILE_LENGTHS: [usize; 2] = [80, 48];
 /// How far in the future a ticket's issue time may be (the fleet's clocks differ).
 pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
-/// Key id, issue time, nonce: the ticket's header.
+/// Key id, issue time, salt: the ticket's header.
 const ID_LEN: usize = 16;
-const HEADER_LEN: usize = ID_LEN + 8;
+const SALT_LEN: usize = 16;
+const HEADER_LEN: usize = ID_LEN + 8 + SALT_LEN;
 const TAG_LEN: usize = 16;
 
 /// The ticket key files, read: each file's bytes, the encrypting one first. What a
@@ -137,10 +141,11 @@ fn read_key(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// One file key as one site uses it.
+/// One file key as one site uses it: its id in tickets, and the key each ticket's own is
+/// expanded from.
 struct SiteKey {
     id: [u8; ID_LEN],
-    key: LessSafeKey,
+    prk: hkdf::Prk,
 }
 
 /// HKDF's output length, as aws-lc-rs asks for it.
@@ -163,13 +168,26 @@ impl SiteKey {
             .and_then(|o| o.fill(&mut okm))
             .map_err(|_| failed())?;
         let (id, key) = okm.split_at(ID_LEN);
-        let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| failed())?;
         let mut out = Self {
             id: [0; ID_LEN],
-            key: LessSafeKey::new(key),
+            prk: hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, key),
         };
         out.id.copy_from_slice(id);
+        okm.fill(0);
         Ok(out)
+    }
+
+    /// The AES-256-GCM key of the ticket with this salt (used for that ticket only, so
+    /// with a fixed nonce).
+    fn ticket_key(&self, salt: &[u8]) -> Option<LessSafeKey> {
+        let mut key = [0u8; 32];
+        self.prk
+            .expand(&[b"aop ticket", salt], Len(key.len()))
+            .and_then(|o| o.fill(&mut key))
+            .ok()?;
+        let unbound = UnboundKey::new(&AES_256_GCM, &key).ok();
+        key.fill(0);
+        unbound.map(LessSafeKey::new)
     }
 }
 
@@ -197,44 +215,47 @@ fn now_secs() -> u64 {
 
 impl SiteTicketer {
     fn seal(&self, plain: &[u8], issued: u64) -> Option<Vec<u8>> {
-        let key = self.keys.first()?;
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).ok()?;
-        let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plain.len() + TAG_LEN);
-        out.extend_from_slice(&key.id);
+        let site = self.keys.first()?;
+        let mut salt = [0u8; SALT_LEN];
+        aws_lc_rs::rand::fill(&mut salt).ok()?;
+        let key = site.ticket_key(&salt)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
+        out.extend_from_slice(&site.id);
         out.extend_from_slice(&issued.to_be_bytes());
-        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&salt);
         let mut body = plain.to_vec();
-        key.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&out[..HEADER_LEN]),
-                &mut body,
-            )
-            .ok()?;
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; NONCE_LEN]),
+            Aad::from(&out[..HEADER_LEN]),
+            &mut body,
+        )
+        .ok()?;
         out.extend_from_slice(&body);
         Some(out)
     }
 
     fn open(&self, ticket: &[u8], now: u64) -> Option<Vec<u8>> {
-        if ticket.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
+        if ticket.len() < HEADER_LEN + TAG_LEN {
             return None;
         }
-        let (header, rest) = ticket.split_at(HEADER_LEN);
-        let (id, issued) = header.split_at(ID_LEN);
-        let key = self.keys.iter().find(|k| k.id == id)?;
+        let (header, sealed) = ticket.split_at(HEADER_LEN);
+        let (id, rest) = header.split_at(ID_LEN);
+        let (issued, salt) = rest.split_at(8);
+        let site = self.keys.iter().find(|k| k.id == id)?;
         let issued = u64::from_be_bytes(issued.try_into().ok()?);
         let fresh = issued <= now.saturating_add(CLOCK_SKEW.as_secs())
             && now.saturating_sub(issued) <= u64::from(self.lifetime);
         if !fresh {
             return None;
         }
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let key = site.ticket_key(salt)?;
         let mut body = sealed.to_vec();
         let plain = key
-            .key
-            .open_in_place(nonce, Aad::from(header), &mut body)
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; NONCE_LEN]),
+                Aad::from(header),
+                &mut body,
+            )
             .ok()?;
         let n = plain.len();
         body.truncate(n);
@@ -300,7 +321,7 @@ mod tests {
         assert!(site.open(&ticket, 1000 + 3601).is_none());
         assert!(site.open(&ticket, 1000 - 301).is_none());
         assert!(site.open(&ticket, 1000 - 299).is_some());
-        // Random nonces: two tickets of one state differ.
+        // Random salts: two tickets of one state differ.
         assert_ne!(site.seal(b"state", 1000), site.seal(b"state", 1000));
     }
 
