@@ -236,6 +236,17 @@ async fn a_crl_served_over_http_revokes_the_edge_and_spoofed_answers_change_noth
     let expected_next =
         (issued0.replace_nanosecond(0).unwrap() + time::Duration::days(7)).unix_timestamp();
     assert_eq!(g.metric(&next), u64::try_from(expected_next).unwrap());
+    // Every cause is a series from the start, at 0.
+    let text = g.metrics_text();
+    for cause in ["connect", "timeout", "too_large", "replay", "bad_signature"] {
+        let s = series(
+            "aop_crl_fetch_failures_total",
+            "a.example",
+            &url,
+            &format!(",cause=\"{cause}\""),
+        );
+        assert_eq!(aop_e2e::metric(&text, &s), Some(0), "{s}");
+    }
     let success = series(
         "aop_crl_last_success_timestamp_seconds",
         "a.example",
@@ -278,6 +289,12 @@ async fn a_crl_served_over_http_revokes_the_edge_and_spoofed_answers_change_noth
         g.metric("aop_handshakes_total{site=\"a.example\",verdict=\"FAILED\",reason=\"revoked\"}"),
         1
     );
+
+    // A SIGHUP rebuilds the policy from the file: the fetched CRL stays in it.
+    g.reload();
+    g.wait_log("configuration reloaded");
+    let (status, line) = handshake(&g, &w, "a.example").await;
+    assert_eq!((status, verdict_of(&line)), (0, "FAILED:revoked"), "{line}");
 
     // Attacks: each refused, counted by cause, and the edge stays revoked.
     let other = aop_e2e::pki::ca(w.path(), "other-ca");
@@ -446,4 +463,36 @@ async fn a_stale_crl_is_denied_or_allowed_per_site() {
         "{line}"
     );
     assert!(line.contains("no CRL yet from"), "{line}");
+}
+
+/// A new CRL whose rebuild fails (a file the configuration names broke since the last
+/// load) is counted `apply` and the running policy stays; once the file is good again,
+/// the next fetch puts the same CRL in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_that_cannot_be_applied_yet_is_applied_once_it_can() {
+    let w = World::new(&["a.example"]);
+    let echo = Echo::start().await;
+    let server = CrlServer::start(Answer::Body(crl(&w.edge_ca, &[], now(), 7, "clean.pem"))).await;
+    let url = server.url();
+    let g = Guard::spawn_binary(w.path(), &site("a.example", &url, echo.addr, ""));
+    g.wait_log("CRL updated");
+    let cert = w.path().join("origin-ca/origin/cert.pem");
+    let good = std::fs::read(&cert).unwrap();
+    std::fs::write(&cert, b"not a certificate").unwrap();
+    let revoking = crl(
+        &w.edge_ca,
+        &[&w.edge],
+        now() + time::Duration::seconds(1),
+        7,
+        "revoking.pem",
+    );
+    server.set(Answer::Body(revoking));
+    failures_reach(&g, "a.example", &url, "apply", 1).await;
+    let (status, line) = handshake(&g, &w, "a.example").await;
+    assert_eq!((status, verdict_of(&line)), (200, "SUCCESS"), "{line}");
+    std::fs::write(&cert, good).unwrap();
+    let updated = g.wait_log("CRL updated");
+    assert!(updated.contains("revoked=1"), "{updated}");
+    let (status, line) = handshake(&g, &w, "a.example").await;
+    assert_eq!((status, verdict_of(&line)), (0, "FAILED:revoked"), "{line}");
 }

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,6 +198,9 @@ pub(crate) struct Crls {
     inner: Mutex<Inner>,
     /// Told when the sources change or a fetch ends: the fetcher looks again.
     wake: Notify,
+    /// A CRL taken is not in force yet: its rebuild failed (a file the configuration
+    /// names is broken now). Each fetch tries again, changed or not.
+    unapplied: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -319,6 +323,16 @@ impl Crls {
         drop(inner);
         self.wake.notify_one();
         before != after || !before.is_empty() && after.is_empty()
+    }
+
+    /// What the CRLs held for `source` say.
+    fn facts(&self, source: &CrlSource) -> Vec<CrlFacts> {
+        self.lock()
+            .slots
+            .iter()
+            .filter(|s| s.source.site == source.site && s.source.url == source.url)
+            .flat_map(|s| s.held.values().map(|e| e.facts.clone()))
+            .collect()
     }
 
     /// The sources due now (marked in flight), and when the next one is due.
@@ -599,14 +613,19 @@ async fn fetch_and_take<H: Host>(host: &Arc<H>, crls: &Arc<Crls>, source: &CrlSo
         Err(f) => Err(f),
     };
     let result = match result {
-        Ok(changed) if changed.is_empty() => Ok(()),
-        Ok(changed) => {
+        Ok(changed) if changed.is_empty() && !crls.unapplied.load(Ordering::Acquire) => Ok(()),
+        Ok(mut changed) => {
+            if changed.is_empty() {
+                // Nothing new, but what is held is not in force yet: say what will be.
+                changed = crls.facts(source);
+            }
             let h = host.clone();
             let applied = match tokio::task::spawn_blocking(move || h.apply_crls()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Failure::new("apply", e)),
                 Err(e) => Err(Failure::new("apply", e.to_string())),
             };
+            crls.unapplied.store(applied.is_err(), Ordering::Release);
             if applied.is_ok() {
                 // In force from here: new handshakes, and each kept-alive connection's
                 // next request.
