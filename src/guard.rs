@@ -145,17 +145,27 @@ impl Guard {
     }
 
     /// As [`Guard::start`], but the aop-origin binary: for what only a process shows
-    /// (signals, exit codes). Returns once both listeners are up (as its log says).
+    /// (signals, exit codes). Returns once both listeners are up (as its log says). It
+    /// reloads on SIGHUP only (`reload_on_change = false`): a test that rewrites a file
+    /// and sends SIGHUP gets the one reload it asked for.
     pub fn spawn_binary(dir: &Path, rest: &str) -> Self {
+        Self::spawn_process(dir, &format!("reload_on_change = false\n{rest}"), None)
+    }
+
+    /// As [`Guard::spawn_binary`], reloading on file change too (the binary's default).
+    pub fn spawn_watching(dir: &Path, rest: &str) -> Self {
         Self::spawn_process(dir, rest, None)
     }
 
     /// As [`Guard::start`], with the open-files limit (soft, hard) set first: then the
-    /// aop-origin binary, since the limit is a process's.
+    /// aop-origin binary (as [`Guard::spawn_binary`] makes it), since the limit is a
+    /// process's.
     pub fn start_with_open_files(dir: &Path, rest: &str, nofile: Option<(u64, u64)>) -> Self {
         match nofile {
             None => Self::start(dir, rest),
-            Some(_) => Self::spawn_process(dir, rest, nofile),
+            Some(_) => {
+                Self::spawn_process(dir, &format!("reload_on_change = false\n{rest}"), nofile)
+            }
         }
     }
 

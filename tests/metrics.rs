@@ -167,10 +167,16 @@ async fn every_series_after_a_success_a_refusal_a_421_a_limit_close_and_a_reload
     // At start: every fixed series present, at 0.
     let m = scrape(&guard);
     for result in ["success", "failure"] {
-        assert_eq!(
-            value(&m, "aop_config_reloads_total", &[("result", result)]),
-            0.0
-        );
+        for source in ["signal", "file"] {
+            assert_eq!(
+                value(
+                    &m,
+                    "aop_config_reloads_total",
+                    &[("result", result), ("source", source)]
+                ),
+                0.0
+            );
+        }
     }
     for result in ["accepted", "refused"] {
         assert_eq!(
@@ -321,12 +327,23 @@ async fn every_series_after_a_success_a_refusal_a_421_a_limit_close_and_a_reload
     guard.reload();
     let m = wait_until("the reload counted", Duration::from_secs(10), || {
         let m = scrape(&guard);
-        (value(&m, "aop_config_reloads_total", &[("result", "success")]) == 1.0).then_some(m)
+        let reloads = [("result", "success"), ("source", "signal")];
+        (value(&m, "aop_config_reloads_total", &reloads) == 1.0).then_some(m)
     });
-    assert_eq!(
-        value(&m, "aop_config_reloads_total", &[("result", "failure")]),
-        0.0
-    );
+    for (result, source) in [
+        ("failure", "signal"),
+        ("success", "file"),
+        ("failure", "file"),
+    ] {
+        assert_eq!(
+            value(
+                &m,
+                "aop_config_reloads_total",
+                &[("result", result), ("source", source)]
+            ),
+            0.0
+        );
+    }
     for (labels, want) in [
         (vec![("site", "a.test"), ("status", "200")], 1.0),
         (vec![("site", "a.test"), ("status", "421")], 1.0),

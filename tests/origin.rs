@@ -563,12 +563,18 @@ async fn a_reload_in_the_middle_of_steady_traffic_fails_no_request() {
     assert_eq!(get(&next, &url, &[]).await.unwrap().0, 200);
     let metrics = g.metrics_text().await;
     assert_eq!(
-        metric(&metrics, "aop_config_reloads_total{result=\"success\"}"),
+        metric(
+            &metrics,
+            "aop_config_reloads_total{result=\"success\",source=\"signal\"}"
+        ),
         Some(2),
         "{metrics}"
     );
     assert_eq!(
-        metric(&metrics, "aop_config_reloads_total{result=\"failure\"}"),
+        metric(
+            &metrics,
+            "aop_config_reloads_total{result=\"failure\",source=\"signal\"}"
+        ),
         Some(1),
         "{metrics}"
     );

@@ -204,7 +204,7 @@ async fn a_reload_to_only_expired_anchors_keeps_the_old_policy() {
     // Only the first reload was applied.
     assert_eq!(guard.lines_with("configuration reloaded").len(), 1);
     assert_eq!(
-        guard.metric("aop_config_reloads_total{result=\"failure\"}"),
+        guard.metric("aop_config_reloads_total{result=\"failure\",source=\"signal\"}"),
         1
     );
     edge_is_served(&c, &guard).await;

@@ -15,13 +15,14 @@ use aop_e2e::pki::World;
 use aop_e2e::{bin, code, have_peer, run, stderr, stdout, tempdir, wait_within};
 
 /// A guard's configuration in `w`'s directory: `listen`, metrics on a free loopback
-/// port, one site for a.example trusting the edge's CA.
+/// port, one site for a.example trusting the edge's CA. Reloading on SIGHUP only: the
+/// tests rewrite it and count the messages of one reload.
 fn config(w: &World, listen: &str) -> PathBuf {
     let path = w.path().join("origin.toml");
     std::fs::write(
         &path,
         format!(
-            "listen = \"{listen}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n[[site]]\n\
+            "listen = \"{listen}\"\nmetrics_listen = \"127.0.0.1:0\"\nreload_on_change = false\n\n[[site]]\n\
              hostnames = [\"a.example\"]\ncert = \"origin-ca/origin/cert.pem\"\n\
              key = \"origin-ca/origin/key.pem\"\ntrust = [\"edge-ca/ca.pem\"]\n\
              upstream = \"http://127.0.0.1:9\"\n"

@@ -19,6 +19,7 @@
 //! upstream_timeout_secs = 60        # the upstream's time to answer, once it has the request
 //! grpc_body_timeout_secs = 300      # as request_body_timeout_secs, for a verified client's gRPC streams
 //! tunnel_idle_timeout_secs = 300    # a WebSocket tunnel with no byte either way is closed
+//! reload_on_change = true           # reload when this file or one it names changes (SIGHUP always)
 //! # optional: TLS session tickets shared by a fleet (nginx's ssl_session_ticket_key files,
 //! # 80 or 48 random bytes, mode 0600); the first encrypts, all decrypt:
 //! # session_ticket_keys = ["tickets/current.key", "tickets/previous.key"]
@@ -113,8 +114,16 @@ pub(crate) struct File {
     /// How long a ticket resumes.
     #[serde(default)]
     pub(crate) session_ticket_lifetime_secs: Option<Spanned<u64>>,
+    /// Reload when this file or a file it names changes (watched with inotify), as
+    /// SIGHUP does. Default on.
+    #[serde(default = "default_reload_on_change")]
+    pub(crate) reload_on_change: bool,
     #[serde(rename = "site", default)]
     pub(crate) sites: Vec<Spanned<Site>>,
+}
+
+fn default_reload_on_change() -> bool {
+    true
 }
 
 fn default_handshake_timeout() -> u64 {
@@ -673,6 +682,23 @@ impl Config {
     /// Its `log_format`.
     pub fn log_format(&self) -> LogFormat {
         self.file.log_format
+    }
+
+    /// Every file the guard reads from this configuration: the file itself, the session
+    /// ticket key files, then each site's certificate, key, trust and CRL files (as joined
+    /// to the file's directory). What `reload_on_change` watches.
+    pub(crate) fn files_in_use(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        files.extend(self.policy.session_ticket_keys.iter().cloned());
+        for rule in self.policy.rules.iter().chain(&self.policy.default) {
+            files.push(rule.cert.clone());
+            files.push(rule.key.clone());
+            files.extend(rule.trust.anchors.iter().cloned());
+            files.extend(rule.trust.crls.iter().cloned());
+        }
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// As [`Config::read`], with this module's error.

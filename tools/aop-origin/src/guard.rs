@@ -32,6 +32,7 @@ use crate::budget::{Budget, Caps, Evicted, Slot, Start};
 use crate::config::{Config, ConfigError, Upstream};
 use crate::metrics::Metrics;
 use crate::upstream::{Permits, SiteClient, Upstreams};
+use crate::watch::FileWatch;
 
 pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -463,7 +464,12 @@ impl Guard {
     /// error the running configuration stays, and the errors (each naming the file, line
     /// and key) are logged and returned. Blocking: it reads files.
     pub fn reload(&self) -> Result<(), Error> {
-        Ok(self.shared.logging(|| reload(&self.shared))?)
+        self.reload_from(SIGNAL)
+    }
+
+    /// [`Guard::reload`], counted and logged as `source` ([`SIGNAL`] or [`FILE`]).
+    pub(crate) fn reload_from(&self, source: &'static str) -> Result<(), Error> {
+        Ok(self.shared.logging(|| reload(&self.shared, source))?)
     }
 
     /// Stop accepting (once this returns, nothing listens on the guard's addresses), let
@@ -492,10 +498,16 @@ impl Guard {
         }
     }
 
-    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP; then [`Guard::shutdown`] with
-    /// 30 s of grace. What `aop-origin --config` does once started.
+    /// Serve until SIGTERM or SIGINT, reloading on SIGHUP and, with `reload_on_change`
+    /// (the default), when a file in use changes; then [`Guard::shutdown`] with 30 s of
+    /// grace. What `aop-origin --config` does once started.
     pub async fn run_until_signalled(self) -> Result<(), Error> {
-        Signals::install()?.serve(self).await
+        let signals = Signals::install()?;
+        let watch = Config::read_file(&self.shared.config_path)
+            .ok()
+            .filter(|c| c.file.reload_on_change)
+            .and_then(|c| self.shared.logging(|| start_watch(c.files_in_use())));
+        signals.serve(self, watch).await
     }
 }
 
@@ -515,18 +527,62 @@ impl Signals {
         })
     }
 
-    /// Serve `guard` until SIGTERM or SIGINT; SIGHUP reloads. The service manager is
-    /// told each step (`crate::systemd`).
-    pub(crate) async fn serve(mut self, guard: Guard) -> Result<(), Error> {
+    /// Serve `guard` until SIGTERM or SIGINT; SIGHUP reloads, and so does a change of a
+    /// file in use while `watch` is given (made before the guard loaded them:
+    /// `reload_on_change`). The service manager is told each step (`crate::systemd`).
+    pub(crate) async fn serve(
+        mut self,
+        guard: Guard,
+        mut watch: Option<FileWatch>,
+    ) -> Result<(), Error> {
         crate::systemd::ready(guard.listen_addrs());
+        let path = guard.shared.config_path.clone();
+        if let Some(w) = &watch {
+            guard.shared.logging(|| watching(w));
+        }
+        // The files of the last configuration that parsed (a broken one names none).
+        let mut files =
+            Config::read_file(&path).map_or_else(|_| vec![path.clone()], |c| c.files_in_use());
         loop {
-            tokio::select! {
-                _ = self.hup.recv() => {
-                    crate::systemd::reloading();
-                    crate::systemd::reloaded(guard.reload().err().as_ref());
+            let source = tokio::select! {
+                _ = self.hup.recv() => SIGNAL,
+                changed = async {
+                    match watch.as_mut() {
+                        Some(w) => w.changed(|| in_use(&path, &mut files)).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                    guard.shared.logging(|| tracing::info!(target: "aop::origin", files = changed.join(", ").as_str(),
+                        "a file in use changed: reloading"));
+                    FILE
                 }
                 _ = self.term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
+            };
+            crate::systemd::reloading();
+            crate::systemd::reloaded(guard.reload_from(source).err().as_ref());
+            // The configuration may name other files now, or turn watching on or off.
+            let Ok(config) = Config::read_file(&path) else {
+                continue;
+            };
+            files = config.files_in_use();
+            match (&mut watch, config.file.reload_on_change) {
+                (Some(w), true) => w.retarget(&files),
+                (None, true) => {
+                    watch = guard.shared.logging(|| start_watch(files.clone()));
+                    if let Some(w) = &watch {
+                        guard.shared.logging(|| watching(w));
+                    }
+                }
+                (Some(_), false) => {
+                    watch = None;
+                    guard.shared.logging(|| {
+                        tracing::info!(target: "aop::origin",
+                        "reload_on_change = false: no longer watching; SIGHUP reloads");
+                    });
+                }
+                (None, false) => {}
             }
         }
         crate::systemd::stopping();
@@ -535,12 +591,48 @@ impl Signals {
     }
 }
 
+/// `source="signal"`: a reload SIGHUP (or [`Guard::reload`]) asked for.
+pub(crate) const SIGNAL: &str = "signal";
+
+/// `source="file"`: a reload a change of a file in use started (`reload_on_change`).
+pub(crate) const FILE: &str = "file";
+
+/// The files `config` names now, kept in `last`; if it cannot be read, the ones it named
+/// when it last could (with the file itself).
+fn in_use(config: &std::path::Path, last: &mut Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
+    if let Ok(c) = Config::read_file(config) {
+        *last = c.files_in_use();
+    }
+    last.clone()
+}
+
+/// Watch `files`' directories for `reload_on_change`; `None` (logged) if no watch can
+/// be set up: SIGHUP still reloads. Made before the guard loads the files, said
+/// ([`watching`]) once it serves.
+pub(crate) fn start_watch(files: Vec<std::path::PathBuf>) -> Option<FileWatch> {
+    match FileWatch::new(files) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(target: "aop::origin", error = %e,
+                "cannot watch the files in use (reload_on_change): only SIGHUP reloads");
+            None
+        }
+    }
+}
+
+/// The line saying what is watched.
+fn watching(w: &FileWatch) {
+    let dirs: Vec<String> = w.dirs().map(|d| d.display().to_string()).collect();
+    tracing::info!(target: "aop::origin", dirs = dirs.join(", ").as_str(),
+        quiet_ms = crate::watch::QUIET.as_millis() as u64, "reloading on file change");
+}
+
 /// SIGHUP's work: re-read and check the file; if it passes, swap in its policy (sites,
 /// certificates, trust, CRLs, upstreams) and the settings new connections and requests
 /// take ([`Settings`]), and say which; the ones only a restart applies ([`Fixed`]) are
 /// logged "restart required for: …" and set in `aop_restart_required`. An error keeps
 /// everything running as it was.
-fn reload(shared: &Shared) -> Result<(), ConfigError> {
+fn reload(shared: &Shared, source: &'static str) -> Result<(), ConfigError> {
     let config = shared.config_path.display().to_string();
     let mut applied = shared
         .applied
@@ -587,7 +679,7 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
         Ok((changed, restart))
     });
     drop(applied);
-    shared.metrics.reload(result.is_ok());
+    shared.metrics.reload(result.is_ok(), source);
     match result {
         Ok((changed, restart)) => {
             let applied = ["sites", "certificates", "trust", "crl", "upstreams"]
@@ -600,14 +692,14 @@ fn reload(shared: &Shared) -> Result<(), ConfigError> {
                 tracing::warn!(target: "aop::origin", config = config.as_str(), restart_required = restart.as_str(),
                     "restart required for: {restart} (the running values stay until then)");
             }
-            tracing::info!(target: "aop::origin", config = config.as_str(), applied = applied.as_str(),
+            tracing::info!(target: "aop::origin", config = config.as_str(), source, applied = applied.as_str(),
                 restart_required = restart.as_str(), "configuration reloaded");
             Ok(())
         }
         Err(e) => {
             // One line a problem.
             for problem in e.0.lines() {
-                tracing::error!(target: "aop::origin", config = config.as_str(), error = problem,
+                tracing::error!(target: "aop::origin", config = config.as_str(), source, error = problem,
                     "reload refused; the running configuration stays");
             }
             Err(e)

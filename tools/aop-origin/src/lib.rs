@@ -57,6 +57,8 @@ mod proxy_protocol;
 #[cfg(unix)] // the service manager's socket is a Unix one
 mod systemd;
 mod upstream;
+#[path = "../../watch.rs"] // reload on file change: the same in aop-edge-proxy
+mod watch;
 mod websocket;
 
 pub use config::{Config, LogFormat};
@@ -73,7 +75,8 @@ pub fn demo() -> Result<bool, Error> {
 }
 
 /// `aop-origin --config FILE`: read the configuration, log to stderr in its
-/// `log_format`, start the guard, reload on SIGHUP, drain and return on SIGTERM or
+/// `log_format`, start the guard, reload on SIGHUP and (`reload_on_change`, on by
+/// default) when the file or one it names changes, drain and return on SIGTERM or
 /// SIGINT.
 pub fn serve(path: &Path) -> Result<(), Error> {
     let config = Config::read(path)?;
@@ -85,7 +88,13 @@ pub fn serve(path: &Path) -> Result<(), Error> {
     runtime.block_on(async {
         // Before the listeners: a SIGHUP sent once they are up must not end the process.
         let signals = guard::Signals::install()?;
-        signals.serve(Guard::start(config).await?).await
+        // Before the files are loaded: a change made while they load is seen.
+        let watch = config
+            .file
+            .reload_on_change
+            .then(|| guard::start_watch(config.files_in_use()))
+            .flatten();
+        signals.serve(Guard::start(config).await?, watch).await
     })
 }
 

@@ -24,7 +24,8 @@ A ready origin guard for authenticated origin pulls. It terminates mutual TLS wi
 client-certificate policy (aop-verify), refuses everyone but the edge, and forwards to a \
 plain-HTTP upstream with the verdict attached (X-Client-Verify, X-Client-Cert-*, \
 x-forwarded-client-cert; any copy a client sent is removed). SIGHUP reloads the \
-configuration, certificates and trust; SIGTERM drains and exits.
+configuration, certificates and trust, and so does a change of any of those files \
+(reload_on_change = true, the default; debounced); SIGTERM drains and exits.
 
 Example:
   aop-origin --config /etc/aop/origin.toml

@@ -69,6 +69,13 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// `result="success"|"failure"`, `source="signal"|"file"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+    source: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SettingLabel {
     setting: &'static str,
@@ -170,7 +177,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     families: Families,
     sites: Mutex<BTreeMap<String, Arc<SiteMetrics>>>,
-    reloads: Family<ResultLabel, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
     handshake_seconds: Family<ResultLabel, Histogram, fn() -> Histogram>,
     connections: Family<StateLabel, Gauge>,
     /// 1 for each setting the file changed that only a restart applies (issue 15 item 2,
@@ -187,7 +194,7 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let families = Families::default();
-        let reloads = Family::<ResultLabel, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
         let handshake_seconds =
             Family::new_with_constructor(handshake_histogram as fn() -> Histogram);
         let connections = Family::<StateLabel, Gauge>::default();
@@ -200,7 +207,9 @@ impl Default for Metrics {
             .set(1);
         // Present from the start, at 0: a rate() needs the series before its first event.
         for result in ["success", "failure"] {
-            let _ = reloads.get_or_create(&ResultLabel { result });
+            for source in ["signal", "file"] {
+                let _ = reloads.get_or_create(&ReloadLabels { result, source });
+            }
         }
         for result in ["accepted", "refused"] {
             let _ = handshake_seconds.get_or_create(&ResultLabel { result });
@@ -272,7 +281,7 @@ impl Default for Metrics {
         );
         r.register(
             "aop_config_reloads",
-            "Configuration reloads (SIGHUP), by result",
+            "Configuration reloads, by result and source: signal (SIGHUP), file (a file in use changed, reload_on_change)",
             reloads.clone(),
         );
         r.register(
@@ -535,9 +544,12 @@ impl Metrics {
         }
     }
 
-    pub(crate) fn reload(&self, ok: bool) {
+    /// A reload, by `source` (`signal` or `file`).
+    pub(crate) fn reload(&self, ok: bool, source: &'static str) {
         let result = if ok { "success" } else { "failure" };
-        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        self.reloads
+            .get_or_create(&ReloadLabels { result, source })
+            .inc();
     }
 
     /// A connection accepted: `handshaking` until [`ConnectionState::active`].
