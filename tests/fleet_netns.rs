@@ -315,6 +315,9 @@ fn a_full_rotation_across_three_origin_hosts_under_traffic_fails_no_request() {
                 edge,
                 &bin("aop-edge-proxy"),
                 &[
+                    // The rotation's reload step is SIGHUP (what certtool prints), and
+                    // its line is asserted: not a reload on file change before it.
+                    "--no-reload-on-change",
                     "--listen",
                     "127.0.0.1:0",
                     "--origin",

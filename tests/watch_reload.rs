@@ -1,6 +1,8 @@
 //! Reload on file change (issue 16 item 2), through the real binaries: aop-origin
 //! reloads when its configuration or a certificate, key or trust file it names changes,
-//! aop-edge-proxy when one of its identities' or roots' files does, with no SIGHUP.
+//! aop-edge-proxy when one of its identities' or roots' files does, with no SIGHUP
+//! (aop-edge-proxy's requests go through aop-origin's guard, which shows the
+//! fingerprint it verified).
 //! Each way a file is replaced — Kubernetes' atomic writer (a `..data` link renamed to a
 //! new timestamped directory), a rename over the file, a write in place in two steps —
 //! is done 20 times, alternating between two valid certificate sets, while requests
@@ -433,4 +435,239 @@ fn origin_follows_a_link_swapped_to_a_file_outside_its_directory() {
     o.wait_served(&a, "a write to the outside file served");
     let (_, failures) = traffic.finish();
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// aop-edge-proxy: its client certificate and key.
+
+/// aop-edge-proxy (the binary, reloading on file change) presenting the identity in
+/// `live/`, to aop-origin's guard (in this process) trusting the edge's CA, in front of
+/// an echo upstream that shows the fingerprint the guard verified.
+struct Edge {
+    w: World,
+    _rt: tokio::runtime::Runtime,
+    _echo: Echo,
+    _guard: Guard,
+    live: PathBuf,
+    /// The second identity (the first is `w.edge`).
+    other: Leaf,
+    child: std::process::Child,
+    port: u16,
+    metrics: u16,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn edge(layout: Layout) -> Edge {
+    let w = World::new(&[HOST]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let echo = rt.block_on(Echo::start());
+    let guard = Guard::start(
+        w.path(),
+        &format!(
+            "\n[[site]]\nhostnames = [\"{HOST}\"]\ncert = \"origin-ca/origin/cert.pem\"\n\
+             key = \"origin-ca/origin/key.pem\"\ntrust = [\"edge-ca/ca.pem\"]\nupstream = \"http://{}\"\n",
+            echo.addr
+        ),
+    );
+    let live = w.path().join("live");
+    put(layout, &live, &w.edge, 0);
+    let other = w.edge_ca.client("edge-b");
+    let (resolve, origin, ca) = (
+        format!("{HOST}:{}:127.0.0.1", guard.port),
+        format!("https://{HOST}:{}", guard.port),
+        w.origin_ca.pem(),
+    );
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--origin",
+        &origin,
+        "--resolve",
+        &resolve,
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let (child, port, log) = aop_e2e::spawn_listening(&aop_e2e::bin("aop-edge-proxy"), &args);
+    let mut e = Edge {
+        w,
+        _rt: rt,
+        _echo: echo,
+        _guard: guard,
+        live,
+        other,
+        child,
+        port,
+        metrics: 0,
+        log,
+    };
+    let line = e.wait_log("metrics listening");
+    let addr = line.split("metrics=").nth(1).unwrap();
+    let addr = addr.split_whitespace().next().unwrap();
+    e.metrics = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let watching = e.wait_log("reloading on file change");
+    assert!(watching.contains("/live"), "{watching}");
+    e
+}
+
+/// One GET over a connection of its own to `port`: status and body.
+fn get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: edge.local\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let (head, body) = out.split_once("\r\n\r\n").ok_or("no head")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    Ok((status, body.to_owned()))
+}
+
+/// A request through the proxy: the fingerprint the guard verified, if 200.
+fn presented(port: u16) -> Result<String, String> {
+    match get(port, "/")? {
+        (200, body) => aop_e2e::upstream::header(&body, "x-client-cert-fingerprint")
+            .ok_or_else(|| "no fingerprint".to_owned()),
+        (status, body) => Err(format!("{status}: {body}")),
+    }
+}
+
+impl Edge {
+    /// The next log line containing `needle` (up to 20 s).
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn traffic(&self) -> Traffic {
+        let port = self.port;
+        Traffic::start(2, 100_000, move || presented(port))
+    }
+
+    fn wait_presented(&self, sha: &str, what: &str) {
+        wait_until(what, Duration::from_secs(30), || {
+            (presented(self.port).as_deref() == Ok(sha)).then_some(())
+        });
+    }
+
+    fn reloads(&self, result: &str, source: &str) -> u64 {
+        let (status, text) = get(self.metrics, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        aop_e2e::metric(
+            &text,
+            &format!("aop_edge_reloads_total{{result=\"{result}\",source=\"{source}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {result} {source} series: {text}"))
+    }
+}
+
+/// 20 swaps between the two identities in `layout`, under traffic through the proxy.
+fn edge_swaps(layout: Layout) {
+    let e = edge(layout);
+    let (a, b) = (sha256(&e.w.edge.cert), sha256(&e.other.cert));
+    assert_eq!(presented(e.port).as_deref(), Ok(a.as_str()));
+    for source in ["signal", "file"] {
+        for result in ["ok", "error"] {
+            assert_eq!(e.reloads(result, source), 0, "{result} {source} from 0");
+        }
+    }
+    let traffic = e.traffic();
+    for n in 1..=20 {
+        let (leaf, sha) = if n % 2 == 1 {
+            (&e.other, &b)
+        } else {
+            (&e.w.edge, &a)
+        };
+        put(layout, &e.live, leaf, n);
+        e.wait_presented(sha, &format!("{layout:?} swap {n} presented"));
+    }
+    let (passed, failures) = traffic.finish();
+    assert!(failures.is_empty(), "{layout:?}: {failures:?}");
+    assert!(passed > 20, "{passed} requests");
+    let reloaded = e.reloads("ok", "file");
+    assert!(reloaded >= 20, "{layout:?}: {reloaded} reloads");
+    assert_eq!(e.reloads("ok", "signal"), 0);
+    let line = e.wait_log("identities reloaded");
+    assert!(line.contains("source=file"), "{line}");
+    #[allow(clippy::print_stderr)] // the figures, for the one who runs it with --nocapture
+    {
+        eprintln!(
+            "edge {layout:?}: 20 swaps, {passed} requests, {reloaded} reloads, {} refused",
+            e.reloads("error", "file")
+        );
+    }
+}
+
+#[test]
+fn edge_kubernetes_secret_swaps_under_traffic() {
+    edge_swaps(Layout::Kubernetes);
+}
+
+#[test]
+fn edge_renames_over_the_files_under_traffic() {
+    edge_swaps(Layout::RenameOver);
+}
+
+#[test]
+fn edge_writes_in_place_under_traffic() {
+    edge_swaps(Layout::InPlace);
+}
+
+#[test]
+fn edge_a_truncated_key_keeps_the_running_identity_until_a_good_write() {
+    let e = edge(Layout::InPlace);
+    let (a, b) = (sha256(&e.w.edge.cert), sha256(&e.other.cert));
+    let traffic = e.traffic();
+    let key = e.live.join("key.pem");
+    let good = std::fs::read_to_string(&key).unwrap();
+    std::fs::write(&key, &good[..good.len() / 2]).unwrap();
+    let line = e.wait_log("reload refused");
+    assert!(line.contains("source=file"), "{line}");
+    assert!(
+        line.contains(&key.display().to_string()),
+        "names the key: {line}"
+    );
+    wait_until("the refusal counted", Duration::from_secs(10), || {
+        (e.reloads("error", "file") == 1).then_some(())
+    });
+    assert_eq!(
+        presented(e.port).as_deref(),
+        Ok(a.as_str()),
+        "still presented"
+    );
+    put(Layout::InPlace, &e.live, &e.other, 1);
+    e.wait_presented(&b, "the good write presented");
+    let (passed, failures) = traffic.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(passed > 0);
+    assert_eq!(e.reloads("error", "file"), 1);
 }

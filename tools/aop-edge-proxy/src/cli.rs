@@ -26,7 +26,9 @@ proxy answers 502 with the reason in the body and the log.
 
 SIGHUP re-reads every certificate, key and --cacert file: all of them or none (a broken \
 file keeps the running set, logged and counted in aop_edge_reloads_total{result=\"error\"}); \
-new requests present the new certificates over new connections. SIGTERM or SIGINT stops \
+new requests present the new certificates over new connections. A change of any of those \
+files does the same by itself (their directories are watched; 300 ms after the last \
+change; source=\"file\" in the line and the count) unless --no-reload-on-change. SIGTERM or SIGINT stops \
 accepting, lets requests in flight finish (up to --drain-grace) and exits 0.
 
 Example:
@@ -80,6 +82,11 @@ pub(crate) struct Args {
     /// Serve `/metrics` (Prometheus) and `/healthz` on ADDR. Off by default.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Do not reload when a certificate, key or --cacert file changes (SIGHUP still
+    /// reloads). By default the directory of each is watched, and a change reloads
+    /// once the files have been quiet for 300 ms.
+    #[arg(long)]
+    pub(crate) no_reload_on_change: bool,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub(crate) log_format: String,

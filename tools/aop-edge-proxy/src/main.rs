@@ -11,6 +11,9 @@ mod metrics;
 mod proxy;
 mod signals;
 mod tunnel;
+#[cfg(unix)]
+#[path = "../../watch.rs"] // reload on file change: the same in aop-origin
+mod watch;
 
 fn main() -> ExitCode {
     let args = generate::try_parse::<cli::Args>().unwrap_or_else(|e| e.exit());

@@ -19,10 +19,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// `result="ok"|"error"`.
+/// `result="ok"|"error"`, `source="signal"|"file"`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
+    source: &'static str,
 }
 
 /// `status="200"`.
@@ -64,7 +65,7 @@ impl Metrics {
         let expiry = Family::<IdentityLabels, Gauge>::default();
         registry.register(
             "aop_edge_reloads",
-            "Identity reloads (SIGHUP), by result: error keeps the running identities",
+            "Identity reloads, by result (error keeps the running identities) and source: signal (SIGHUP), file (a file in use changed)",
             reloads.clone(),
         );
         registry.register(
@@ -80,7 +81,9 @@ impl Metrics {
         // Present from the start at 0, so an alert on `increase(…{result="error"}[…])` has a
         // series before the first reload.
         for result in ["ok", "error"] {
-            let _ = reloads.get_or_create(&ReloadLabels { result });
+            for source in ["signal", "file"] {
+                let _ = reloads.get_or_create(&ReloadLabels { result, source });
+            }
         }
         Self {
             registry,
@@ -91,10 +94,12 @@ impl Metrics {
         }
     }
 
-    /// Count a reload.
-    pub(crate) fn reloaded(&self, ok: bool) {
+    /// Count a reload, by `source` (`signal` or `file`).
+    pub(crate) fn reloaded(&self, ok: bool, source: &'static str) {
         let result = if ok { "ok" } else { "error" };
-        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.reloads
+            .get_or_create(&ReloadLabels { result, source })
+            .inc();
     }
 
     /// Count an answered request.
@@ -221,19 +226,23 @@ mod tests {
     fn the_reload_counter_is_there_from_the_start_and_counts_each_result() {
         let m = Metrics::new();
         let text = m.render(0);
-        assert!(
-            text.contains("aop_edge_reloads_total{result=\"ok\"} 0\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("aop_edge_reloads_total{result=\"error\"} 0\n"),
-            "{text}"
-        );
-        m.reloaded(false);
+        for result in ["ok", "error"] {
+            for source in ["signal", "file"] {
+                let series = format!(
+                    "aop_edge_reloads_total{{result=\"{result}\",source=\"{source}\"}} 0\n"
+                );
+                assert!(text.contains(&series), "{series}: {text}");
+            }
+        }
+        m.reloaded(false, "file");
         m.answered(StatusCode::BAD_GATEWAY);
         let text = m.render(0);
         assert!(
-            text.contains("aop_edge_reloads_total{result=\"error\"} 1\n"),
+            text.contains("aop_edge_reloads_total{result=\"error\",source=\"file\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aop_edge_reloads_total{result=\"error\",source=\"signal\"} 0\n"),
             "{text}"
         );
         assert!(

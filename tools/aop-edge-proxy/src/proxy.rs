@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::body::VisitorBody;
 use crate::cli::Args;
 use crate::metrics::{IdentityLabels, Metrics};
-use crate::signals::{Asked, Drain, Signals};
+use crate::signals::{Asked, Changes, Drain, FILE, SIGNAL, Signals};
 use crate::tunnel::{self, Tunnels};
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -44,6 +44,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let origin: Target = args.origin.parse().context("--origin")?;
     let spec = store_spec(&args);
+    // Before the files are loaded: a change made while they load is seen.
+    let mut changes = Changes::start(spec_files(&spec), !args.no_reload_on_change);
     let store = load(&spec, &origin.host)?;
     let metrics = Arc::new(Metrics::new());
     metrics.set_identities(&store);
@@ -84,10 +86,22 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     let (stop, stopped) = watch::channel(false);
     let accepting = tokio::spawn(accept_loop(listener, proxy.clone(), stopped));
+    changes.announce();
     let signal = loop {
-        match signals.next().await {
-            Asked::Reload => reload(&proxy, &spec).await,
-            Asked::Stop(signal) => break signal,
+        let source = tokio::select! {
+            asked = signals.next() => match asked {
+                Asked::Reload => SIGNAL,
+                Asked::Stop(signal) => break signal,
+            },
+            changed = changes.next() => {
+                let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                tracing::info!(target: "aop::edge", files = changed.join(", ").as_str(), "a file in use changed: reloading");
+                FILE
+            }
+        };
+        reload(&proxy, &spec, source).await;
+        if source == SIGNAL {
+            changes.retarget();
         }
     };
     let grace = std::time::Duration::from_secs(args.drain_grace);
@@ -121,6 +135,23 @@ fn store_spec(args: &Args) -> StoreSpec {
     spec
 }
 
+/// Every file `spec` names: the roots, then each identity's certificate and key.
+fn spec_files(spec: &StoreSpec) -> Vec<std::path::PathBuf> {
+    let mut files = spec.roots.clone();
+    let identities = spec
+        .shared
+        .iter()
+        .chain(spec.zones.iter().map(|(_, i)| i))
+        .chain(spec.hostnames.iter().map(|(_, i)| i));
+    for identity in identities {
+        files.push(identity.cert.clone());
+        files.push(identity.key.clone());
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
 /// Read every file of `spec`, and check an identity applies to the origin `host`.
 fn load(spec: &StoreSpec, host: &str) -> anyhow::Result<IdentityStore> {
     let store = IdentityStore::load(spec)?;
@@ -132,11 +163,12 @@ fn load(spec: &StoreSpec, host: &str) -> anyhow::Result<IdentityStore> {
     Ok(store)
 }
 
-/// SIGHUP: read every certificate, key and root again, and swap the whole set in only if
-/// all of it loads (else the running set stays, and the error, naming the file, is
-/// logged and counted). New requests present the new identities over new connections:
-/// the old identities' pools are dropped, their requests in flight finish.
-async fn reload(proxy: &Proxy, spec: &StoreSpec) {
+/// SIGHUP, or a file changed (`source`): read every certificate, key and root again, and
+/// swap the whole set in only if all of it loads (else the running set stays, and the
+/// error, naming the file, is logged and counted). New requests present the new
+/// identities over new connections: the old identities' pools are dropped, their
+/// requests in flight finish.
+async fn reload(proxy: &Proxy, spec: &StoreSpec, source: &'static str) {
     let (spec, host) = (spec.clone(), proxy.origin.host.clone());
     let loaded = tokio::task::spawn_blocking(move || load(&spec, &host))
         .await
@@ -147,12 +179,12 @@ async fn reload(proxy: &Proxy, spec: &StoreSpec) {
             let changed = changes(&old, &store);
             proxy.client.reload(store);
             // Logged before it is counted: whoever sees the count can find the line.
-            tracing::info!(target: "aop::edge", changed = %changed, "identities reloaded");
-            proxy.metrics.reloaded(true);
+            tracing::info!(target: "aop::edge", changed = %changed, source, "identities reloaded");
+            proxy.metrics.reloaded(true, source);
         }
         Err(e) => {
-            tracing::error!(target: "aop::edge", error = %format!("{e:#}"), "reload refused; the running identities stay");
-            proxy.metrics.reloaded(false);
+            tracing::error!(target: "aop::edge", error = %format!("{e:#}"), source, "reload refused; the running identities stay");
+            proxy.metrics.reloaded(false, source);
         }
     }
 }

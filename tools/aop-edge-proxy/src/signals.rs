@@ -1,7 +1,8 @@
 //! What the process answers to signals (SIGHUP reloads, SIGTERM and SIGINT drain; where
-//! there are no Unix signals, ctrl-c drains and nothing reloads), and the count of work a
-//! drain waits for.
+//! there are no Unix signals, ctrl-c drains and nothing reloads) and to a change of the
+//! files in use (a reload, on Unix), and the count of work a drain waits for.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[cfg(unix)]
@@ -65,6 +66,77 @@ impl Signals {
             Ok(()) => Asked::Stop("ctrl-c"),
             Err(_) => std::future::pending().await,
         }
+    }
+}
+
+/// `source="signal"`: a reload SIGHUP asked for.
+pub(crate) const SIGNAL: &str = "signal";
+
+/// `source="file"`: a reload a change of a file in use started.
+pub(crate) const FILE: &str = "file";
+
+/// Reload on file change: the watch on the directories of every certificate, key and root
+/// file (`tools/watch.rs`), unless `--no-reload-on-change`, off Unix, or the watch could
+/// not be set up (logged).
+pub(crate) struct Changes {
+    #[cfg(unix)]
+    watch: Option<crate::watch::FileWatch>,
+    #[cfg_attr(not(unix), allow(dead_code))] // only a watch reads them
+    files: Vec<PathBuf>,
+}
+
+impl Changes {
+    /// Watch `files` if `on`. Made before the files are loaded, so a change made while
+    /// they load is seen.
+    pub(crate) fn start(files: Vec<PathBuf>, on: bool) -> Self {
+        #[cfg(unix)]
+        {
+            let watch = match on.then(|| crate::watch::FileWatch::new(files.clone())) {
+                Some(Ok(w)) => Some(w),
+                Some(Err(e)) => {
+                    tracing::warn!(target: "aop::edge", error = %e,
+                        "cannot watch the certificate files: only SIGHUP reloads");
+                    None
+                }
+                None => None,
+            };
+            Self { watch, files }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = on;
+            Self { files }
+        }
+    }
+
+    /// Say what is watched (once the proxy listens).
+    pub(crate) fn announce(&self) {
+        #[cfg(unix)]
+        if let Some(w) = &self.watch {
+            let dirs: Vec<String> = w.dirs().map(|d| d.display().to_string()).collect();
+            tracing::info!(target: "aop::edge", dirs = dirs.join(", ").as_str(),
+                quiet_ms = crate::watch::QUIET.as_millis() as u64, files = self.files.len(),
+                "reloading on file change");
+        }
+    }
+
+    /// Watch the directories the files' links lead to now (after a reload by SIGHUP: a
+    /// link may lead elsewhere since the last look).
+    pub(crate) fn retarget(&mut self) {
+        #[cfg(unix)]
+        if let Some(w) = self.watch.as_mut() {
+            w.retarget(&self.files);
+        }
+    }
+
+    /// The files whose bytes changed, once some did (debounced); never without a watch.
+    pub(crate) async fn next(&mut self) -> Vec<PathBuf> {
+        #[cfg(unix)]
+        if let Some(w) = self.watch.as_mut() {
+            let files = self.files.clone();
+            return w.changed(|| files.clone()).await;
+        }
+        std::future::pending().await
     }
 }
 
