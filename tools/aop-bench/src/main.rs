@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod activate;
 mod floor;
 mod load;
 mod procfs;
@@ -49,6 +50,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// `certtool rotate activate --origins FILE` across a fleet of slow mTLS origins on
+    /// loopback, against the same probes one at a time.
+    #[command(long_about = "\
+Start --origins real mTLS origins on loopback (127.1.x.y, one process, rustls requiring a \
+client certificate from the rotation's trust.pem), each waiting --delay-ms after accept \
+before its handshake, then time the real certtool's `rotate activate --origins FILE`: the \
+whole fleet (activated, then rolled back), the fleet plus one origin that trusts only the \
+current CA (refused: exit 1 and its table), and --jobs 1 over the first --baseline origins, \
+scaled to the fleet. Medians of --rounds. Prints a table, then a last line of ratios.
+
+Example:
+  cargo run --release -p aop-bench -- activate
+  cargo run --release -p aop-bench -- activate --origins 200 --delay-ms 25 --rounds 1")]
+    Activate(activate::Options),
+    /// (internal) the fleet of origins `activate` measures against.
+    #[command(hide = true)]
+    ServeOrigins(activate::ServeArgs),
     /// (internal) the bare tokio-rustls server the bench compares against.
     #[command(hide = true)]
     ServeRustls(servers::RustlsArgs),
@@ -63,6 +81,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::ServeRustls(a)) => servers::serve_rustls(a),
         Some(Command::ServeUpstream(a)) => servers::serve_upstream(a),
+        Some(Command::Activate(o)) => activate::run(o),
+        Some(Command::ServeOrigins(a)) => activate::serve(a),
         None => run::run(cli.run),
     };
     match result {

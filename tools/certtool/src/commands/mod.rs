@@ -82,11 +82,14 @@ pub(crate) fn hint_for(e: &anyhow::Error) -> &'static str {
     }
 }
 
-/// A single-threaded runtime for the commands that talk to the network (probe,
-/// inventory --probe, rotate activate).
+/// The runtime for the commands that talk to the network (probe, inventory --probe,
+/// rotate activate): one worker per CPU (at most 4), so a fleet's handshakes use every
+/// core.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context as _;
-    tokio::runtime::Builder::new_current_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus.min(4))
         .enable_all()
         .build()
         .context("cannot start the runtime")
