@@ -67,7 +67,7 @@ pub struct Limits {
     /// turns any 2xx answer to a CONNECT into a tunnel, and an origin is not a forward
     /// proxy. Extended CONNECT (HTTP/2 with `:protocol`, RFC 8441) is governed by
     /// [`Http2Limits::connect_protocol`] instead. A tunnel holds its connection and
-    /// stops with it ([`crate::hyper::InFlight`]).
+    /// stops with it (`aop_verify::hyper::InFlight`, feature `hyper`).
     pub plain_connect: bool,
 }
 
@@ -126,7 +126,7 @@ pub struct Http2Limits {
     /// (`hyper::ext::Protocol` in its extensions) whose `200` turns the stream into a
     /// tunnel (`hyper::upgrade::on`). Default false: a server that does not tunnel
     /// should not say it does, and a tunnel must hold its connection
-    /// ([`crate::hyper::InFlight`]) and bound its own idle time.
+    /// (`aop_verify::hyper::InFlight`, feature `hyper`) and bound its own idle time.
     pub connect_protocol: bool,
 }
 
