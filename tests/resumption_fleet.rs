@@ -341,10 +341,11 @@ async fn the_previous_key_decrypts_after_rotation_and_a_removed_one_does_not() {
     assert!(get(&late, &b, "a.example").await.resumed, "new key");
 }
 
-/// Bad key files: wrong length, empty, a directory, missing, open to group — each refused
-/// by `--check` and at start (exit 2, one line naming the config line and the file), and
-/// at a reload (the running keys stay: a ticket made before still resumes). Nothing of
-/// the key is printed.
+/// Bad key files: wrong length (79, 81, 0 bytes, 1 MiB), a directory, a FIFO, missing,
+/// readable by others (0644, 0604, a symbolic link to a 0644 file), the same file listed twice, the same key in another file — each refused by
+/// `--check` and at start (exit 2, one line naming the config line and the file), and at
+/// a reload (the running keys stay: a ticket made before still resumes). Nothing of the
+/// key is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_key_files_are_refused_at_start_and_at_reload() {
     let c = Certs::new();
@@ -355,11 +356,20 @@ async fn bad_key_files_are_refused_at_start_and_at_reload() {
     let short = write_key(dir, "short.key", &[7u8; 79], 0o600);
     let empty = write_key(dir, "empty.key", &[], 0o600);
     let open = write_key(dir, "open.key", &secret, 0o644);
-    let group = write_key(dir, "group.key", &secret, 0o640);
+    let others = write_key(dir, "others.key", &secret, 0o604);
+    let copy = write_key(dir, "copy.key", &secret, 0o600);
+    let long = write_key(dir, "long.key", &[7u8; 81], 0o600);
+    let huge = write_key(dir, "huge.key", &vec![7u8; 1 << 20], 0o600);
+    let to_open = dir.join("to_open.key");
+    std::os::unix::fs::symlink(&open, &to_open).unwrap();
+    let fifo = dir.join("fifo.key");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
     let folder = dir.join("folder.key");
     std::fs::create_dir(&folder).unwrap();
     let missing = dir.join("missing.key");
-    let cases: [(&Path, &str); 6] = [
+    let twice = format!("the same key as {} (listed before it)", good.display());
+    let cases: [(&Path, &str); 12] = [
         (
             &short,
             "79 bytes; a session ticket key file holds exactly 80 (or 48)",
@@ -368,8 +378,17 @@ async fn bad_key_files_are_refused_at_start_and_at_reload() {
             &empty,
             "0 bytes; a session ticket key file holds exactly 80 (or 48)",
         ),
-        (&open, "open to group or others (mode 0644)"),
-        (&group, "open to group or others (mode 0640)"),
+        (
+            &long,
+            "81 bytes; a session ticket key file holds exactly 80 (or 48)",
+        ),
+        (&huge, "too large: over"),
+        (&fifo, "not a regular file"),
+        (&to_open, "readable by others (mode 0644)"),
+        (&open, "readable by others (mode 0644)"),
+        (&others, "readable by others (mode 0604)"),
+        (&good, &twice),
+        (&copy, &twice),
         (&folder, "not a regular file"),
         (&missing, "No such file or directory"),
     ];
@@ -476,7 +495,7 @@ async fn bad_key_files_are_refused_at_start_and_at_reload() {
             &a.config,
             format!(
                 "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{}",
-                config(&c, echo.addr, &[bad], None, None)
+                config(&c, echo.addr, &[&good, bad], None, None)
             ),
         )
         .unwrap();
@@ -488,6 +507,96 @@ async fn bad_key_files_are_refused_at_start_and_at_reload() {
         );
         assert!(get(&client, &a, "a.example").await.resumed, "after {bad:?}");
     }
+}
+
+/// Kubernetes mounts a secret 0440 under `fsGroup` whatever `defaultMode` says: a ticket
+/// key readable by its group (not others) is a warning naming the line and the fix, as a
+/// group-readable TLS private key is, not a refusal: `--check` exits 0, and the origin
+/// starts and resumes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_readable_key_is_a_warning_not_a_refusal() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let c = Certs::new();
+    let echo = Echo::start().await;
+    let dir = c.dir.path();
+    let good = key_file(dir, "good.key");
+    let group = key_file(dir, "group.key");
+    std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let link = dir.join("link.key");
+    std::os::unix::fs::symlink(&group, &link).unwrap();
+    let check_dir = dir.join("check");
+    std::fs::create_dir_all(&check_dir).unwrap();
+    let toml = check_dir.join("origin.toml");
+    for key in [&group, &link] {
+        std::fs::write(
+            &toml,
+            format!(
+                "listen = \"127.0.0.1:0\"\n{}",
+                config(&c, echo.addr, &[&good, key], None, None)
+            ),
+        )
+        .unwrap();
+        let o = aop_e2e::run(
+            Command::new(aop_e2e::bin("aop-origin"))
+                .arg("--config")
+                .arg(&toml)
+                .arg("--check"),
+        );
+        let out = aop_e2e::stdout(&o);
+        assert_eq!(aop_e2e::code(&o), 0, "{}{out}", aop_e2e::stderr(&o));
+        let warning = format!(
+            "{}:2: key `session_ticket_keys`: {} is readable by its group (mode 0440): whoever is in that group can decrypt every session it protects; run chmod 600 {} (Kubernetes: fsGroup makes secret files 0440 whatever defaultMode says; ",
+            toml.display(),
+            key.display(),
+            key.display()
+        );
+        assert!(out.contains(&warning), "{out}");
+        assert!(
+            !out.contains(&format!(
+                "{}:2: key `session_ticket_keys`: {} ",
+                toml.display(),
+                good.display()
+            )),
+            "{out}"
+        );
+    }
+    // It serves: a ticket from an origin whose first key is the group-readable one
+    // resumes at another with the same files.
+    let keys: [&Path; 2] = [&group, &good];
+    let a = origin(&c, "A", &config(&c, echo.addr, &keys, None, None));
+    let b = origin(&c, "B", &config(&c, echo.addr, &keys, None, None));
+    let client = TestClient::new(&c.origin_ca.pem(), Some(&c.edge));
+    assert!(!get(&client, &a, "a.example").await.resumed);
+    assert!(get(&client, &b, "a.example").await.resumed);
+}
+
+/// The site's name is in the ticket key, not only the SNI rustls compares: origin B serves
+/// the same SNI (a.example) under another site name (`z`), same certificate, same trust,
+/// same key file. A's ticket must not resume there (a full handshake, served). The other
+/// tests change the SNI too, which rustls's own check refuses whatever the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_sni_under_another_site_name_does_not_resume() {
+    let c = Certs::new();
+    let echo = Echo::start().await;
+    let shared = key_file(c.dir.path(), "shared.key");
+    let a_conf = config(&c, echo.addr, &[&shared], None, None);
+    // B: site `a` renamed `z`, still serving a.example; site b as it was.
+    let z_conf = a_conf.replacen("name = \"a\"", "name = \"z\"", 1);
+    assert_ne!(a_conf, z_conf);
+    let a = origin(&c, "A", &a_conf);
+    let b = origin(&c, "B", &z_conf);
+    let client = TestClient::new(&c.origin_ca.pem(), Some(&c.edge));
+    assert!(!get(&client, &a, "a.example").await.resumed);
+    // Control: the same configuration as A resumes (a third origin).
+    let a2 = origin(&c, "A2", &a_conf);
+    let control = TestClient::new(&c.origin_ca.pem(), Some(&c.edge));
+    assert!(!get(&control, &a, "a.example").await.resumed);
+    assert!(get(&control, &a2, "a.example").await.resumed, "control");
+    assert!(
+        !get(&client, &b, "a.example").await.resumed,
+        "a's ticket resumed under site z"
+    );
+    assert_eq!(verdict(&b, "z"), (false, "SUCCESS".to_owned()));
 }
 
 /// `openssl s_client` as the outside peer: its session from A is "Reused" at B (same key

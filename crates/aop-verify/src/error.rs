@@ -98,7 +98,8 @@ pub enum Error {
     },
 
     /// A session ticket key file is unusable: unreadable, not a regular file, not 80 or
-    /// 48 bytes, or (Unix) open to group or others. See [`crate::TicketKeys::load`].
+    /// 48 bytes, (Unix) readable by others, or the same key as one listed before it. See
+    /// [`crate::TicketKeys::load`].
     #[error("{}: session ticket key: {detail}", path.display())]
     TicketKey {
         /// The key file.
@@ -106,6 +107,14 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+
+    /// [`crate::PolicySpec::session_ticket_lifetime`] is not a whole number of seconds
+    /// from 1 to [`crate::MAX_TICKET_LIFETIME`] (a week: RFC 8446 §4.6.1 caps a ticket's
+    /// lifetime there).
+    #[error(
+        "session ticket lifetime {0:?} is out of range: a whole number of seconds from 1 to 604800 (a week, TLS 1.3's limit)"
+    )]
+    TicketLifetime(std::time::Duration),
 
     /// A hostname pattern is not an exact DNS name or `*.zone`.
     #[error("invalid hostname pattern {pattern:?}: {reason}")]

@@ -175,6 +175,6 @@ pub use policy::{DEFAULT_TICKET_LIFETIME, Mode, Policy, PolicySpec, Rule, RuleSp
 pub use reload::PolicyHandle;
 #[cfg(feature = "hyper")]
 pub use serve::{Serve, ServeFuture, serve};
-pub use tickets::TicketKeys;
+pub use tickets::{MAX_TICKET_LIFETIME, TicketKeys};
 pub use trust::{Checked, CrlFacts, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
 pub use verdict::{NoneCause, Outcome, Reason, Verdict};

@@ -134,7 +134,9 @@ pub struct PolicySpec {
     /// [`crate::TicketKeys`].
     pub session_ticket_keys: Vec<PathBuf>,
     /// How long a ticket made with [`PolicySpec::session_ticket_keys`] resumes (the
-    /// lifetime the client is told, and checked when a ticket comes back). Default 1 hour.
+    /// lifetime the client is told, and checked when a ticket comes back): whole seconds,
+    /// 1 s to [`crate::MAX_TICKET_LIFETIME`] (a week), else [`Policy::load`] fails with
+    /// [`crate::Error::TicketLifetime`]. Default 1 hour.
     pub session_ticket_lifetime: std::time::Duration,
 }
 
@@ -307,6 +309,7 @@ impl Policy {
         let tickets = if spec.session_ticket_keys.is_empty() {
             None
         } else {
+            crate::tickets::check_lifetime(spec.session_ticket_lifetime)?;
             Some(crate::TicketKeys::load(&spec.session_ticket_keys)?)
         };
         let mut rules = Vec::with_capacity(specs.len());

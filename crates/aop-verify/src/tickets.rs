@@ -31,11 +31,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
+use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
 /// The lengths of a ticket key file nginx accepts, and so do we.
 pub(crate) const KEY_FILE_LENGTHS: [usize; 2] = [80, 48];
+
+/// The longest ticket lifetime: a week, RFC 8446 §4.6.1's cap on `ticket_lifetime`.
+pub const MAX_TICKET_LIFETIME: Duration = Duration::from_secs(604_800);
 
 /// How far in the future a ticket's issue time may be (the fleet's clocks differ).
 pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -49,8 +53,12 @@ const TAG_LEN: usize = 16;
 /// The ticket key files, read: each file's bytes, the encrypting one first. What a
 /// [`crate::PolicySpec`] names in `session_ticket_keys`; [`crate::Policy::load`] reads
 /// them with [`TicketKeys::load`].
+///
+/// The file bytes, and the per-site and per-ticket keys derived from them in this crate's
+/// own buffers, are overwritten with zeros when dropped (`zeroize`). The HKDF and AES
+/// states inside aws-lc-rs (`hkdf::Prk`, `LessSafeKey`) are that library's to wipe.
 pub struct TicketKeys {
-    secrets: Vec<Vec<u8>>,
+    secrets: Vec<Zeroizing<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for TicketKeys {
@@ -64,15 +72,28 @@ impl std::fmt::Debug for TicketKeys {
 
 impl TicketKeys {
     /// Read `paths`, the first to encrypt. Each must be a regular file (a symbolic link
-    /// to one is followed) of exactly 80 or 48 bytes, and (Unix) open to its owner only:
-    /// a ticket key readable by group or others is refused as a private key would be,
-    /// since whoever reads it can decrypt every recorded session it protected.
+    /// to one is followed) of exactly 80 or 48 bytes, (Unix) not readable by others —
+    /// whoever reads it can decrypt every recorded session it protected — and not the
+    /// same key as one before it (a rotation gone wrong: the "previous" slot holding the
+    /// current key, so the tickets of the real previous key no longer resume). A key
+    /// readable by its group is accepted, as Kubernetes mounts secrets with `fsGroup`
+    /// (0440); a caller should warn about it, as aop-origin's `--check` does.
     /// Errors: [`Error::TicketKey`], naming the file.
     pub fn load(paths: &[PathBuf]) -> Result<Self> {
-        let secrets = paths
-            .iter()
-            .map(|p| read_key(p))
-            .collect::<Result<Vec<_>>>()?;
+        let mut secrets: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(paths.len());
+        for path in paths {
+            let key = read_key(path)?;
+            if let Some(j) = secrets.iter().position(|s| **s == *key) {
+                return Err(Error::TicketKey {
+                    path: path.clone(),
+                    detail: format!(
+                        "the same key as {} (listed before it): each file must hold a different key — the first the current one, the others the ones before it; a duplicate usually means a rotation step went wrong (make a new key with `openssl rand 80`, move the current one to the second place)",
+                        paths[j].display()
+                    ),
+                });
+            }
+            secrets.push(key);
+        }
         Ok(Self { secrets })
     }
 
@@ -87,36 +108,44 @@ impl TicketKeys {
     }
 
     /// The ticketer of one site: keys derived from each file's for `site` and its
-    /// policy `fingerprint`; tickets live `lifetime`.
+    /// policy `fingerprint`; tickets live `lifetime`, a whole number of seconds from 1 to
+    /// [`MAX_TICKET_LIFETIME`] ([`Error::TicketLifetime`] otherwise).
     pub(crate) fn for_site(
         &self,
         site: &str,
         fingerprint: &[u8; 32],
         lifetime: Duration,
     ) -> Result<SiteTicketer> {
+        let lifetime = check_lifetime(lifetime)?;
         let keys = self
             .secrets
             .iter()
             .map(|s| SiteKey::derive(s, site, fingerprint))
             .collect::<Result<Vec<_>>>()?;
-        Ok(SiteTicketer {
-            keys,
-            lifetime: u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
-        })
+        Ok(SiteTicketer { keys, lifetime })
     }
 }
 
-fn read_key(path: &Path) -> Result<Vec<u8>> {
+/// `lifetime` in whole seconds, if 1 s to [`MAX_TICKET_LIFETIME`].
+pub(crate) fn check_lifetime(lifetime: Duration) -> Result<u32> {
+    let secs = lifetime.as_secs();
+    if lifetime.subsec_nanos() != 0 || secs == 0 || lifetime > MAX_TICKET_LIFETIME {
+        return Err(Error::TicketLifetime(lifetime));
+    }
+    u32::try_from(secs).map_err(|_| Error::TicketLifetime(lifetime))
+}
+
+fn read_key(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     let bad = |detail: String| Error::TicketKey {
         path: path.to_owned(),
         detail,
     };
-    let bytes = aop_pki::read_file_limited(path, 4096).map_err(|e| {
+    let bytes = Zeroizing::new(aop_pki::read_file_limited(path, 4096).map_err(|e| {
         // The error names the file first; say the rest.
         let text = e.to_string();
         let prefix = format!("{}: ", path.display());
         bad(text.strip_prefix(&prefix).unwrap_or(&text).to_owned())
-    })?;
+    })?);
     if !KEY_FILE_LENGTHS.contains(&bytes.len()) {
         return Err(bad(format!(
             "{} bytes; a session ticket key file holds exactly 80 (or 48) random bytes, as nginx's ssl_session_ticket_key: make one with `openssl rand 80 > FILE` and chmod 600 it",
@@ -130,9 +159,10 @@ fn read_key(path: &Path) -> Result<Vec<u8>> {
             .map_err(|e| bad(e.to_string()))?
             .permissions()
             .mode();
-        if mode & 0o077 != 0 {
+        // Group read is Kubernetes's fsGroup (0440): the caller warns. Others: refused.
+        if mode & 0o007 != 0 {
             return Err(bad(format!(
-                "open to group or others (mode {:04o}): whoever reads it can decrypt every session it protected; run chmod 600 {} (Kubernetes: defaultMode 0400)",
+                "readable by others (mode {:04o}): whoever reads it can decrypt every session it protected; run chmod 600 {} (Kubernetes: a secret volume with defaultMode 0400)",
                 mode & 0o7777,
                 path.display()
             )));
@@ -163,9 +193,9 @@ impl SiteKey {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"aop session ticket key v1").extract(secret);
         let site_len = u64::try_from(site.len()).unwrap_or(u64::MAX).to_be_bytes();
         let info: [&[u8]; 4] = [b"aop site", &site_len, site.as_bytes(), fingerprint];
-        let mut okm = [0u8; ID_LEN + 32];
+        let mut okm = Zeroizing::new([0u8; ID_LEN + 32]);
         prk.expand(&info, Len(okm.len()))
-            .and_then(|o| o.fill(&mut okm))
+            .and_then(|o| o.fill(&mut okm[..]))
             .map_err(|_| failed())?;
         let (id, key) = okm.split_at(ID_LEN);
         let mut out = Self {
@@ -173,21 +203,20 @@ impl SiteKey {
             prk: hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, key),
         };
         out.id.copy_from_slice(id);
-        okm.fill(0);
         Ok(out)
     }
 
     /// The AES-256-GCM key of the ticket with this salt (used for that ticket only, so
     /// with a fixed nonce).
     fn ticket_key(&self, salt: &[u8]) -> Option<LessSafeKey> {
-        let mut key = [0u8; 32];
+        let mut key = Zeroizing::new([0u8; 32]);
         self.prk
             .expand(&[b"aop ticket", salt], Len(key.len()))
-            .and_then(|o| o.fill(&mut key))
+            .and_then(|o| o.fill(&mut key[..]))
             .ok()?;
-        let unbound = UnboundKey::new(&AES_256_GCM, &key).ok();
-        key.fill(0);
-        unbound.map(LessSafeKey::new)
+        UnboundKey::new(&AES_256_GCM, &key[..])
+            .ok()
+            .map(LessSafeKey::new)
     }
 }
 
@@ -287,7 +316,7 @@ mod tests {
 
     fn keys(secrets: &[&[u8]]) -> TicketKeys {
         TicketKeys {
-            secrets: secrets.iter().map(|s| s.to_vec()).collect(),
+            secrets: secrets.iter().map(|s| Zeroizing::new(s.to_vec())).collect(),
         }
     }
 
@@ -323,6 +352,74 @@ mod tests {
         assert!(site.open(&ticket, 1000 - 299).is_some());
         // Random salts: two tickets of one state differ.
         assert_ne!(site.seal(b"state", 1000), site.seal(b"state", 1000));
+    }
+
+    #[test]
+    fn lifetime_is_one_second_to_a_week() {
+        let k = keys(&[&[4u8; 80]]);
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(1500),
+            MAX_TICKET_LIFETIME + Duration::from_secs(1),
+            Duration::from_secs(u64::from(u32::MAX) + 1),
+        ] {
+            let e = k.for_site("api", &[0; 32], bad).unwrap_err();
+            assert!(
+                matches!(e, Error::TicketLifetime(d) if d == bad),
+                "{bad:?}: {e}"
+            );
+        }
+        for good in [Duration::from_secs(1), HOUR, MAX_TICKET_LIFETIME] {
+            let t = k.for_site("api", &[0; 32], good).unwrap();
+            assert_eq!(
+                u64::from(rustls::server::ProducesTickets::lifetime(&t)),
+                good.as_secs()
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn load_refuses_others_and_duplicates_and_takes_group_read() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, byte: u8, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, [byte; 80]).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let (cur, prev) = (file("cur", 1, 0o600), file("prev", 2, 0o600));
+        let group = file("group", 3, 0o440);
+        let copy = file("copy", 1, 0o600);
+        assert_eq!(
+            TicketKeys::load(&[cur.clone(), prev.clone()])
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(TicketKeys::load(std::slice::from_ref(&group)).unwrap().len(), 1);
+        for mode in [0o644, 0o604, 0o404] {
+            let p = file("open", 5, mode);
+            let e = TicketKeys::load(&[cur.clone(), p.clone()]).unwrap_err();
+            assert!(
+                matches!(&e, Error::TicketKey { path, detail } if *path == p && detail.starts_with("readable by others")),
+                "{mode:o}: {e}"
+            );
+        }
+        // The same file twice, or the same bytes in another file: the later one named.
+        for (twice, named) in [
+            (vec![cur.clone(), cur.clone()], &cur),
+            (vec![cur.clone(), prev.clone(), copy.clone()], &copy),
+        ] {
+            let e = TicketKeys::load(&twice).unwrap_err();
+            let want = format!("the same key as {} (listed before it)", cur.display());
+            assert!(
+                matches!(&e, Error::TicketKey { path, detail } if path == named && detail.starts_with(&want)),
+                "{e}"
+            );
+        }
     }
 
     #[test]

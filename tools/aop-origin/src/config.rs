@@ -54,8 +54,9 @@
 //! Beyond parsing, `--check`, start-up and every reload run `Config::lint`: a leaf in a
 //! trust file, a CA anchor that can verify no client, a site whose every anchor expired,
 //! a hostname its certificate does not name are errors; an expired anchor among current
-//! ones and a key open to group or others are warnings. (A session ticket key file of the
-//! wrong length, or open to group or others, is refused earlier, when the policy loads.)
+//! ones, a key open to group or others and a session ticket key readable by its group are
+//! warnings. (A session ticket key file of the wrong length, readable by others, or the
+//! same key as one listed before it, is refused earlier, when the policy loads.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -921,6 +922,9 @@ impl Config {
     /// - (Unix) a key file open to group or others (`mode & 0o077`, the symlink's
     ///   target): a warning with the `chmod 600` that fixes it — not an error, so an
     ///   upgrade does not take down an origin that ran this way.
+    /// - (Unix) a session ticket key file readable by its group (`mode & 0o070`;
+    ///   Kubernetes mounts secrets 0440 under `fsGroup` whatever `defaultMode` says): a
+    ///   warning. Readable by others is an error, from the policy's load.
     pub(crate) fn lint(
         &self,
         policy: &aop_verify::Policy,
@@ -1035,6 +1039,28 @@ impl Config {
                 }
             }
         }
+        // Session ticket keys readable by their group (others: refused at load).
+        #[cfg(unix)]
+        for file in self
+            .file
+            .session_ticket_keys
+            .iter()
+            .flat_map(|k| k.get_ref())
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let key = base.join(file.get_ref());
+            if let Ok(meta) = std::fs::metadata(&key)
+                && meta.permissions().mode() & 0o070 != 0
+            {
+                warnings.push(format!(
+                    "{}: key `session_ticket_keys`: {} is readable by its group (mode {:04o}): whoever is in that group can decrypt every session it protects; run chmod 600 {} (Kubernetes: fsGroup makes secret files 0440 whatever defaultMode says; give the pod no fsGroup, or one only the origin runs in)",
+                    at(file.span()),
+                    key.display(),
+                    meta.permissions().mode() & 0o7777,
+                    key.display()
+                ));
+            }
+        }
         (errors, warnings)
     }
 
@@ -1053,15 +1079,21 @@ impl Config {
                     .rfind(|h| h.get_ref() == pattern)
                     .map(|h| ("hostnames", h.span()));
             }
-            aop_verify::Error::TicketKey { path, .. } => {
+            aop_verify::Error::TicketKey { path, detail } => {
                 let base = self.path.parent().unwrap_or(Path::new("."));
-                return self
+                let mut files = self
                     .file
                     .session_ticket_keys
                     .iter()
                     .flat_map(|k| k.get_ref())
-                    .find(|k| base.join(k.get_ref()) == *path)
-                    .map(|k| ("session_ticket_keys", k.span()));
+                    .filter(|k| base.join(k.get_ref()) == *path);
+                // A duplicate is the later of the two places.
+                let file = if detail.starts_with("the same key as ") {
+                    files.next_back()
+                } else {
+                    files.next()
+                };
+                return file.map(|k| ("session_ticket_keys", k.span()));
             }
             aop_verify::Error::NoAnchors => {
                 return sites
