@@ -399,7 +399,12 @@ mod tests {
                 .len(),
             2
         );
-        assert_eq!(TicketKeys::load(std::slice::from_ref(&group)).unwrap().len(), 1);
+        assert_eq!(
+            TicketKeys::load(std::slice::from_ref(&group))
+                .unwrap()
+                .len(),
+            1
+        );
         for mode in [0o644, 0o604, 0o404] {
             let p = file("open", 5, mode);
             let e = TicketKeys::load(&[cur.clone(), p.clone()]).unwrap_err();
