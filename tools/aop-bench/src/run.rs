@@ -135,6 +135,46 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Wait until nothing listens on `port` any more (a server stopped: its port free for the
+/// next one), with a deadline.
+fn wait_closed(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "127.0.0.1:{port} still listens after its server stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The sum of an aop-origin's `aop_handshakes_resumed_total` over its sites, from its
+/// `/metrics` on `port`: the server's own count of resumed handshakes.
+fn resumed_total(port: u16) -> anyhow::Result<u64> {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    anyhow::ensure!(
+        text.starts_with("HTTP/1.1 200"),
+        "127.0.0.1:{port}/metrics: {}",
+        text.lines().next().unwrap_or("no answer")
+    );
+    let mut total = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("aop_handshakes_resumed_total") {
+            let value = rest.rsplit(' ').next().unwrap_or_default();
+            total += value
+                .parse::<u64>()
+                .with_context(|| format!("127.0.0.1:{port}/metrics: {line:?}"))?;
+        }
+    }
+    Ok(total)
+}
+
 fn wait_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -427,12 +467,19 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                     &opts,
                 )?;
                 println!(
-                    "  fleet {:<13} done: {} handshakes ({} errors), {} resumed",
+                    "  fleet {:<13} done: {} handshakes ({} errors), {} resumed ({} by the origins' aop_handshakes_resumed_total)",
                     mode.name(),
                     row.stats.ops,
                     row.stats.errors,
-                    row.stats.resumed
+                    row.stats.resumed,
+                    row.origin_resumed
                 );
+                if row.origin_resumed != row.stats.resumed {
+                    println!(
+                        "  WARNING: the clients counted {} resumed handshakes, the origins {}",
+                        row.stats.resumed, row.origin_resumed
+                    );
+                }
                 match fleet.iter_mut().find(|(m, _)| *m == mode) {
                     Some((_, v)) => v.push(row),
                     None => fleet.push((mode, vec![row])),
@@ -536,8 +583,9 @@ pub(crate) fn run(opts: Options) -> anyhow::Result<()> {
                 Some((_, v)) => v.push(row),
                 None => all.push((name, vec![row])),
             }
+            let port = server.port;
             drop(server);
-            std::thread::sleep(Duration::from_millis(300));
+            wait_closed(port)?;
         }
     }
     let rows: Vec<Row> = all.into_iter().map(|(_, v)| median(v)).collect();
@@ -574,7 +622,11 @@ impl Fleet {
 }
 
 struct FleetRow {
+    /// What the clients saw (`resumed`: their handshakes of kind Resumed).
     stats: Stats,
+    /// Resumed handshakes by the origins' own count (`aop_handshakes_resumed_total`,
+    /// both origins, over the measured phase): a cross-check of `stats.resumed`.
+    origin_resumed: u64,
     /// Both origins' CPU per handshake, µs.
     cpu_us: f64,
 }
@@ -622,6 +674,7 @@ fn measure_fleet(
         let od = d.join(name);
         std::fs::create_dir_all(&od)?;
         let port = free_port()?;
+        let metrics = free_port()?;
         let config = od.join("origin.toml");
         let tickets = key.map_or(String::new(), |k| {
             format!("session_ticket_keys = [{:?}]\n", k.display().to_string())
@@ -629,7 +682,7 @@ fn measure_fleet(
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nlog_format = \"json\"\n{tickets}\n[[site]]\nhostnames = [\"{}\"]\ncert = \"{}\"\nkey = \"{}\"\ntrust = [\"{}\"]\nupstream = \"http://127.0.0.1:{upstream}\"\n",
+                "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\nlog_format = \"json\"\n{tickets}\n[[site]]\nhostnames = [\"{}\"]\ncert = \"{}\"\nkey = \"{}\"\ntrust = [\"{}\"]\nupstream = \"http://127.0.0.1:{upstream}\"\n",
                 load::SNI,
                 certs.origin.0.display(),
                 certs.origin.1.display(),
@@ -647,29 +700,44 @@ fn measure_fleet(
             port,
         };
         wait_port(port).with_context(|| format!("fleet origin {name} did not start"))?;
-        origins.push(server);
+        wait_port(metrics).with_context(|| format!("fleet origin {name}'s metrics"))?;
+        origins.push((server, metrics));
     }
     let addrs: [SocketAddr; 2] = [
-        ([127, 0, 0, 1], origins[0].port).into(),
-        ([127, 0, 0, 1], origins[1].port).into(),
+        ([127, 0, 0, 1], origins[0].0.port).into(),
+        ([127, 0, 0, 1], origins[1].0.port).into(),
     ];
+    let resumed =
+        || -> anyhow::Result<u64> { origins.iter().map(|(_, m)| resumed_total(*m)).sum() };
     let run = |time, max| load::alternating(client.clone(), addrs, opts.concurrency, time, max);
     rt.block_on(run(Duration::from_secs(1), 500));
-    let before: f64 = origins.iter().map(|o| procfs::cpu_seconds(o.pid())).sum();
+    let resumed_before = resumed()?;
+    let before: f64 = origins
+        .iter()
+        .map(|(o, _)| procfs::cpu_seconds(o.pid()))
+        .sum();
     let stats = rt.block_on(run(Duration::from_secs(opts.seconds), opts.max_ops));
     let cpu: f64 = origins
         .iter()
-        .map(|o| procfs::cpu_seconds(o.pid()))
+        .map(|(o, _)| procfs::cpu_seconds(o.pid()))
         .sum::<f64>()
         - before;
+    let origin_resumed = resumed()?.saturating_sub(resumed_before);
     let cpu_us = if stats.ops == 0 {
         0.0
     } else {
         cpu * 1e6 / stats.ops as f64
     };
+    let ports: Vec<u16> = origins.iter().map(|(o, _)| o.port).collect();
     drop(origins);
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(FleetRow { stats, cpu_us })
+    for port in ports {
+        wait_closed(port)?;
+    }
+    Ok(FleetRow {
+        stats,
+        origin_resumed,
+        cpu_us,
+    })
 }
 
 /// The fleet table (the median round of each mode, by CPU per handshake) and its ratios
