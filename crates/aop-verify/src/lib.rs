@@ -176,5 +176,5 @@ pub use reload::PolicyHandle;
 #[cfg(feature = "hyper")]
 pub use serve::{Serve, ServeFuture, serve};
 pub use tickets::{MAX_TICKET_LIFETIME, TicketKeys};
-pub use trust::{Checked, CrlFacts, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
+pub use trust::{CRL_CLOCK_SKEW, Checked, CrlFacts, DEFAULT_MAX_DEPTH, Trust, TrustSpec};
 pub use verdict::{NoneCause, Outcome, Reason, Verdict};

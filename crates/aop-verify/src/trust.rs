@@ -69,7 +69,10 @@ pub struct TrustSpec {
     pub allow_san: Vec<String>,
     /// CRL files (PEM or DER). Certificates from CAs without a loaded CRL are not
     /// considered revoked; an expired CRL fails every certificate it covers (unless
-    /// `allow_stale_crls`).
+    /// `allow_stale_crls`). Of several CRLs (here and in `crl_ders`) with the same
+    /// issuer, authorityKeyIdentifier and issuingDistributionPoint, only the newest
+    /// (cRLNumber, then thisUpdate; [`CrlFacts::newer_than`]) is used: an older one would
+    /// otherwise hide what the newer one revokes.
     pub crls: Vec<PathBuf>,
     /// CRLs already in memory (aop-origin's fetched ones, checked with
     /// [`Trust::verify_crl`] first), used as those read from `crls` are.
@@ -333,6 +336,9 @@ impl Trust {
         let mut crls = Vec::new();
         let mut crl_until: Option<i64> = None;
         let mut crl_info = Vec::new();
+        // Every CRL read: what ranks it among its issuer's (for those x509-parser reads),
+        // its SHA-256, and webpki's form of it.
+        let mut read: Vec<(Option<CrlRank>, Sha256Fingerprint, _)> = Vec::new();
         let files = spec
             .crls
             .iter()
@@ -344,23 +350,57 @@ impl Trust {
             .map(|der| (PathBuf::from("(fetched CRL)"), vec![der.clone()]));
         for (path, ders) in files.into_iter().chain(held) {
             for der in ders {
-                if let Ok((_, parsed)) =
-                    x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
-                {
-                    let next = parsed.next_update().map_or(i64::MIN, |t| t.timestamp());
-                    crl_until = Some(crl_until.map_or(next, |u| u.min(next)));
-                    crl_info.push((
-                        parsed.issuer().to_string(),
-                        Sha256Fingerprint::of(&der),
-                        parsed.next_update().map(|t| t.to_datetime()),
-                    ));
-                }
                 let crl = OwnedCertRevocationList::from_der(&der).map_err(|e| Error::BadCrl {
                     path: path.clone(),
                     detail: format!("{e:?}"),
                 })?;
-                crls.push(CertRevocationList::Owned(crl));
+                let rank = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+                    .ok()
+                    .map(|(_, parsed)| {
+                        let facts = CrlFacts {
+                            issuer: parsed.issuer().to_string(),
+                            number: parsed.crl_number().map(|n| n.to_bytes_be()),
+                            this_update: parsed.last_update().to_datetime(),
+                            next_update: parsed.next_update().map(|t| t.to_datetime()),
+                            revoked: parsed.iter_revoked_certificates().count(),
+                        };
+                        (crl_rank_key(&parsed), facts)
+                    });
+                read.push((rank, Sha256Fingerprint::of(&der), crl));
             }
+        }
+        // Of several CRLs of one issuer, key and scope (a local file and a fetched one,
+        // two mirrors), only the newest is kept: webpki uses the first CRL that covers a
+        // certificate, so an older one listed first would hide a newer revocation.
+        let superseded = |i: usize| {
+            let Some((key, facts)) = &read[i].0 else {
+                return false;
+            };
+            read.iter().enumerate().any(|(j, (other, _, _))| {
+                other.as_ref().is_some_and(|(k, f)| {
+                    j != i
+                        && k == key
+                        && match f.newer_than(facts) {
+                            std::cmp::Ordering::Greater => true,
+                            std::cmp::Ordering::Equal => j < i,
+                            std::cmp::Ordering::Less => false,
+                        }
+                })
+            })
+        };
+        let keep: Vec<bool> = (0..read.len()).map(|i| !superseded(i)).collect();
+        for ((rank, fingerprint, crl), keep) in read.into_iter().zip(keep) {
+            if !keep {
+                continue;
+            }
+            if let Some((_, facts)) = rank {
+                let next = facts
+                    .next_update
+                    .map_or(i64::MIN, OffsetDateTime::unix_timestamp);
+                crl_until = Some(crl_until.map_or(next, |u| u.min(next)));
+                crl_info.push((facts.issuer, fingerprint, facts.next_update));
+            }
+            crls.push(CertRevocationList::Owned(crl));
         }
         if spec.max_depth == 0 || spec.max_depth > MAX_DEPTH_LIMIT {
             return Err(Error::Config(format!(
@@ -448,6 +488,12 @@ impl Trust {
     /// on success, for the caller to tell a newer CRL from a replayed older one
     /// ([`CrlFacts::newer_than`]). A CRL signed by an intermediate CA (not an anchor here)
     /// cannot be checked before a handshake, and is refused `unknown_issuer`.
+    ///
+    /// A signed CRL is refused still if it carries an issuingDistributionPoint
+    /// (`scoped`): such a CRL covers part of its CA's certificates (CA certificates
+    /// only, one distribution point, some reasons), and taken in place of the one that
+    /// covers the edges it would leave a revoked edge with no CRL at all. Refused also
+    /// (`future`) if its thisUpdate is more than [`CRL_CLOCK_SKEW`] ahead of this clock.
     pub fn verify_crl(&self, der: &[u8]) -> Result<CrlFacts> {
         let refused = |problem, detail: String| Error::CrlRefused { problem, detail };
         let crl = OwnedCertRevocationList::from_der(der)
@@ -474,6 +520,31 @@ impl Trust {
                 })
                 .any(|a| a.verify_signature(key, tbs, signature).is_ok());
             if good {
+                if parsed.extensions().iter().any(|e| {
+                    e.oid == x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT
+                }) {
+                    return Err(refused(
+                        "scoped",
+                        format!(
+                            "issued by {}, but it has an issuingDistributionPoint: a CRL of part \
+                             of the CA's certificates (CA certificates only, one distribution \
+                             point, some reasons) would replace the one that covers the edges",
+                            parsed.issuer()
+                        ),
+                    ));
+                }
+                let this_update = parsed.last_update().to_datetime();
+                if this_update > OffsetDateTime::now_utc() + CRL_CLOCK_SKEW {
+                    return Err(refused(
+                        "future",
+                        format!(
+                            "issued by {}, with a thisUpdate of {this_update} (more than {} \
+                             ahead of this clock)",
+                            parsed.issuer(),
+                            CRL_CLOCK_SKEW
+                        ),
+                    ));
+                }
                 return Ok(CrlFacts {
                     issuer: parsed.issuer().to_string(),
                     number: parsed.crl_number().map(|n| n.to_bytes_be()),
@@ -1399,6 +1470,34 @@ fn map_webpki_error(
         other => (Reason::Other, Some(format!("{other:?}"))),
     }
 }
+
+/// A CRL's [`crl_rank_key`] and facts: what ranks it among its issuer's CRLs.
+type CrlRank = (Vec<u8>, CrlFacts);
+
+/// What a CRL is ranked against others by: its issuer's name, its
+/// authorityKeyIdentifier and its issuingDistributionPoint (raw DER, each
+/// length-prefixed). CRLs of one key share a key only if they cover the same certificates.
+fn crl_rank_key(crl: &x509_parser::revocation_list::CertificateRevocationList<'_>) -> Vec<u8> {
+    let mut key = Vec::new();
+    let mut put = |bytes: &[u8]| {
+        key.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        key.extend_from_slice(bytes);
+    };
+    put(crl.tbs_cert_list.issuer.as_raw());
+    for oid in [
+        x509_parser::oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER,
+        x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT,
+    ] {
+        match crl.extensions().iter().find(|e| e.oid == oid) {
+            Some(e) => put(e.value),
+            None => put(b"-"),
+        }
+    }
+    key
+}
+
+/// How far ahead of this clock a CRL's thisUpdate may be for [`Trust::verify_crl`].
+pub const CRL_CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
 
 /// What [`Trust::verify_crl`] read from a CRL it accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,10 +6,14 @@
 //! on the path to it) is not trusted:
 //! - it parses (as webpki reads CRLs; one response holds at most [`MAX_CRLS`]), within
 //!   [`MAX_CRL_BYTES`] and the site's `crl_fetch_timeout_secs`, through at most
-//!   [`MAX_REDIRECTS`] redirects, each to another `http://` URL;
+//!   [`MAX_REDIRECTS`] redirects, each to the same host and port (a redirect elsewhere
+//!   is refused `redirect`);
 //! - its issuer is one of the site's trust anchors and that anchor's key signed it
 //!   ([`aop_verify::Trust::verify_crl`]): a CRL from another CA is refused, and cannot
-//!   revoke or un-revoke anything;
+//!   revoke or un-revoke anything; it has no issuingDistributionPoint (a CRL of part of
+//!   the CA's certificates would take the place of the one covering the edges: refused
+//!   `scoped`), and its thisUpdate is at most [`aop_verify::CRL_CLOCK_SKEW`] ahead
+//!   (`future`);
 //! - it is newer than the CRL held from the same issuer for that URL (a higher cRLNumber,
 //!   else a later thisUpdate): a replayed older CRL is refused, and the newer one stays.
 //!
@@ -46,7 +50,7 @@ use crate::metrics::Metrics;
 /// `too_large`). A CA's CRL of 100,000 serials is about 4 MiB.
 pub(crate) const MAX_CRL_BYTES: usize = 10 << 20;
 
-/// Redirects followed for one fetch, each to an `http://` URL.
+/// Redirects followed for one fetch, each to the same host and port.
 pub(crate) const MAX_REDIRECTS: usize = 3;
 
 /// CRLs one response may hold (a PEM file of several CAs' CRLs).
@@ -125,9 +129,11 @@ impl std::str::FromStr for HttpUrl {
 }
 
 impl HttpUrl {
-    /// A redirect's `Location`, read against this URL: another `http://` URL, or a path
-    /// on this one's host. Anything else (https, file, a scheme-relative `//host`) is
-    /// refused.
+    /// A redirect's `Location`, read against this URL: a path on this URL's host, or an
+    /// `http://` URL of the same host and port. Anything else (another host or port,
+    /// https, file, a scheme-relative `//host`) is refused: whoever answers a plain-HTTP
+    /// URL must not be able to send the guard to an address the configuration never
+    /// named (a metadata service, a loopback admin port).
     fn follow(&self, location: &str) -> Result<Self, String> {
         if location.starts_with('/') && !location.starts_with("//") {
             return Ok(Self {
@@ -135,9 +141,16 @@ impl HttpUrl {
                 ..self.clone()
             });
         }
-        location
+        let next: Self = location
             .parse()
-            .map_err(|e| format!("redirect refused: {e}"))
+            .map_err(|e| format!("redirect refused: {e}"))?;
+        if next.authority != self.authority {
+            return Err(format!(
+                "redirect refused: {location:?} leaves {} (only redirects to the same host and port are followed)",
+                self.authority
+            ));
+        }
+        Ok(next)
     }
 }
 
@@ -230,9 +243,10 @@ impl Failure {
 pub(crate) trait Host: Send + Sync + 'static {
     /// The policy in force (a fetched CRL is checked against its site's trust).
     fn policy(&self) -> Arc<Policy>;
-    /// Rebuild the policy with the CRLs held now, as a reload does, and swap it in.
+    /// Rebuild the policy with the CRLs held now, as a reload does, and swap it in:
+    /// what else changed on disk and went in force with it (`trust (SITE)`, …).
     /// Blocking: it reads files.
-    fn apply_crls(&self) -> Result<(), String>;
+    fn apply_crls(&self) -> Result<Vec<String>, String>;
     /// The counters.
     fn metrics(&self) -> &Metrics;
     /// Spawn a task under the guard's log.
@@ -621,23 +635,33 @@ async fn fetch_and_take<H: Host>(host: &Arc<H>, crls: &Arc<Crls>, source: &CrlSo
             }
             let h = host.clone();
             let applied = match tokio::task::spawn_blocking(move || h.apply_crls()).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(others)) => Ok(others),
                 Ok(Err(e)) => Err(Failure::new("apply", e)),
                 Err(e) => Err(Failure::new("apply", e.to_string())),
             };
             crls.unapplied.store(applied.is_err(), Ordering::Release);
-            if applied.is_ok() {
+            if let Ok(others) = &applied {
                 // In force from here: new handshakes, and each kept-alive connection's
-                // next request.
+                // next request. The policy was built from the files on disk now: what
+                // else changed there since the last load went in force too, and says so.
+                let applied: String = std::iter::once("crl")
+                    .chain(others.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 for f in &changed {
                     tracing::info!(target: "aop::origin", site = source.site.as_str(), url = %source.url,
                         issuer = f.issuer.as_str(), crl_number = number(f).as_str(),
                         this_update = %aop_pki::rfc3339(f.this_update),
                         next_update = %f.next_update.map(aop_pki::rfc3339).unwrap_or_default(),
-                        revoked = f.revoked, "CRL updated");
+                        revoked = f.revoked, applied = applied.as_str(), "CRL updated");
+                }
+                if !others.is_empty() {
+                    tracing::warn!(target: "aop::origin", site = source.site.as_str(), url = %source.url,
+                        applied = applied.as_str(),
+                        "CRL update read every file again: files changed on disk since the last reload went in force with it");
                 }
             }
-            applied
+            applied.map(|_| ())
         }
         Err(f) => Err(f),
     };
@@ -648,7 +672,7 @@ async fn fetch_and_take<H: Host>(host: &Arc<H>, crls: &Arc<Crls>, source: &CrlSo
     crls.ended(source, result.as_ref().map(|_| ()), host.metrics());
 }
 
-/// GET `url` (following up to [`MAX_REDIRECTS`] redirects to `http://` URLs): the body
+/// GET `url` (following up to [`MAX_REDIRECTS`] redirects on its host and port): the body
 /// of a 200, at most [`MAX_CRL_BYTES`]. The caller bounds the time.
 async fn get(url: &HttpUrl) -> Result<Vec<u8>, Failure> {
     let mut url = url.clone();
@@ -778,10 +802,14 @@ mod tests {
             "http://a.example:81/y"
         );
         assert_eq!(
-            base.follow("http://b.example/z").unwrap().to_string(),
-            "http://b.example/z"
+            base.follow("http://A.example:81/z").unwrap().to_string(),
+            "http://a.example:81/z"
         );
         for bad in [
+            "http://b.example/z",
+            "http://a.example/z",
+            "http://a.example:82/z",
+            "http://169.254.169.254/latest/meta-data/",
             "https://b.example/z",
             "file:///etc/passwd",
             "//b.example/z",

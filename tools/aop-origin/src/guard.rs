@@ -340,7 +340,10 @@ impl crate::crl::Host for Shared {
     }
 
     /// A reload's policy swap, with the configuration in force and the CRLs held now.
-    fn apply_crls(&self) -> Result<(), String> {
+    /// Its files are read again: what else changed on disk since the policy in force
+    /// was loaded (a site's certificate, its trust anchors) goes in force with it, and
+    /// is returned for the caller to log.
+    fn apply_crls(&self) -> Result<Vec<String>, String> {
         self.logging(|| {
             let applied = self
                 .applied
@@ -349,8 +352,9 @@ impl crate::crl::Host for Shared {
             let (policy, _) = applied
                 .load_checked_with(&self.crls.held())
                 .map_err(|e| e.0.lines().next().unwrap_or_default().to_owned())?;
+            let others = files_changed(&self.policy.current(), &policy);
             self.policy.replace(policy);
-            Ok(())
+            Ok(others)
         })
     }
 
@@ -361,6 +365,30 @@ impl crate::crl::Host for Shared {
     fn spawn_task(&self, task: Pin<Box<dyn Future<Output = ()> + Send>>) {
         self.spawn(task);
     }
+}
+
+/// What `new` loaded from files that differs from `old`, other than CRLs: each site's
+/// certificate and trust anchors (`certificate (SITE)`, `trust (SITE)`).
+fn files_changed(old: &aop_verify::Policy, new: &aop_verify::Policy) -> Vec<String> {
+    let anchors = |r: &aop_verify::Rule| -> Vec<_> {
+        r.trust()
+            .anchor_expiries()
+            .map(|(_, fingerprint, _)| fingerprint)
+            .collect()
+    };
+    let mut changed = Vec::new();
+    for rule in new.rules() {
+        let Some(was) = old.rules().find(|o| o.name() == rule.name()) else {
+            continue;
+        };
+        if was.server_certificate().sha256 != rule.server_certificate().sha256 {
+            changed.push(format!("certificate ({})", rule.name()));
+        }
+        if anchors(was) != anchors(rule) {
+            changed.push(format!("trust ({})", rule.name()));
+        }
+    }
+    changed
 }
 
 /// Spawn `task` on the current runtime; under `log` as its current subscriber, if given.

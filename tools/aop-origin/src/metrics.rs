@@ -124,7 +124,7 @@ struct CrlSeries {
 }
 
 /// `aop_crl_fetch_failures_total`'s causes, present from the start at 0.
-pub(crate) const CRL_FAILURE_CAUSES: [&str; 11] = [
+pub(crate) const CRL_FAILURE_CAUSES: [&str; 13] = [
     "connect",
     "timeout",
     "http",
@@ -134,6 +134,8 @@ pub(crate) const CRL_FAILURE_CAUSES: [&str; 11] = [
     "malformed",
     "unknown_issuer",
     "bad_signature",
+    "scoped",
+    "future",
     "replay",
     "apply",
 ];
@@ -707,7 +709,7 @@ impl Metrics {
         );
         r.register(
             "aop_crl_fetch_failures",
-            "Fetches of a site's crl_url that failed or were refused (the CRLs held stay), by site, url and cause: connect, timeout, http, status, redirect, too_large, malformed, unknown_issuer, bad_signature, replay, apply",
+            "Fetches of a site's crl_url that failed or were refused (the CRLs held stay), by site, url and cause: connect, timeout, http, status, redirect, too_large, malformed, unknown_issuer, bad_signature, scoped, future, replay, apply",
             failures,
         );
     }

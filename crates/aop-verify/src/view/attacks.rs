@@ -570,4 +570,95 @@ fn a_fetched_crl_must_be_signed_by_an_anchor_and_newer_to_count() {
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     assert_eq!(problem(&flipped), "bad_signature");
+    // Signed by the anchor, but of another scope (an ARL), or from the future.
+    let arl = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + time::Duration::days(1),
+        crl_number: rcgen::SerialNumber::from(9u64),
+        issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+            distribution_point: rcgen::CrlDistributionPoint {
+                uris: vec!["http://pki.example/arl.crl".into()],
+            },
+            scope: Some(rcgen::CrlScope::CaCertsOnly),
+        }),
+        revoked_certs: Vec::new(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&root.issuer())
+    .expect("arl");
+    assert_eq!(problem(arl.der()), "scoped");
+    assert_eq!(
+        problem(&crl(&root, 10, now + time::Duration::minutes(6))),
+        "future"
+    );
+    t.verify_crl(&crl(&root, 10, now + time::Duration::minutes(4)))
+        .expect("within the skew");
+}
+
+/// Of two CRLs of one issuer (an old local file and a newer fetched one, two mirrors),
+/// only the newest counts, in either order: webpki uses the first that covers a
+/// certificate, so the older clean one would otherwise hide the newer revocation. A CRL
+/// of another scope (an IDP) is ranked apart and does not displace the full one.
+#[test]
+fn the_newest_crl_of_an_issuer_wins_whatever_the_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = ca("edge root", None, None);
+    let leaf = client("spiffe://edge.example/1", &root, |_| {});
+    let (_, lp) = x509_parser::parse_x509_certificate(leaf.der()).expect("parse");
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("ns");
+    let crl = |number: u64, at: time::OffsetDateTime, revoke: bool, arl: bool| {
+        rcgen::CertificateRevocationListParams {
+            this_update: at,
+            next_update: at + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: arl.then(|| rcgen::CrlIssuingDistributionPoint {
+                distribution_point: rcgen::CrlDistributionPoint {
+                    uris: vec!["http://pki.example/arl.crl".into()],
+                },
+                scope: Some(rcgen::CrlScope::CaCertsOnly),
+            }),
+            revoked_certs: if revoke {
+                vec![rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(lp.raw_serial()),
+                    revocation_time: at,
+                    reason_code: None,
+                    invalidity_date: None,
+                }]
+            } else {
+                Vec::new()
+            },
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&root.issuer())
+        .expect("crl")
+        .der()
+        .to_vec()
+    };
+    let hour = time::Duration::hours(1);
+    let old_clean = crl(1, now - 2 * hour, false, false);
+    let new_revoking = crl(2, now - hour, true, false);
+    let newest_arl = crl(3, now, false, true);
+    let file = dir.path().join("old.crl");
+    std::fs::write(&file, &old_clean).expect("write");
+    let der = |d: &Vec<u8>| rustls_pki_types::CertificateRevocationListDer::from(d.clone());
+    // The old one as a file (read first), the newer as a fetched CRL.
+    let t = trust(dir.path(), &root, |s| {
+        s.crls = vec![file.clone()];
+        s.crl_ders = vec![der(&new_revoking)];
+    });
+    let v = verdict(&t, leaf.der(), &[]);
+    assert!(v.starts_with("FAILED:revoked"), "file then fetched: {v}");
+    // Both fetched, the old one first (two mirrors); and an ARL beside them.
+    let t = trust(dir.path(), &root, |s| {
+        s.crl_ders = vec![der(&old_clean), der(&newest_arl), der(&new_revoking)];
+    });
+    let v = verdict(&t, leaf.der(), &[]);
+    assert!(v.starts_with("FAILED:revoked"), "mirrors: {v}");
+    assert_eq!(t.crl_expiries().count(), 2, "the old CRL is not kept");
+    // Control: the old one alone serves the leaf.
+    let t = trust(dir.path(), &root, |s| s.crl_ders = vec![der(&old_clean)]);
+    let v = verdict(&t, leaf.der(), &[]);
+    assert!(v.starts_with("SUCCESS"), "control: {v}");
 }
