@@ -816,7 +816,8 @@ fn long_rotation_histories_stay_readable_and_stale_intents_are_ignored() {
     // 50 full rotations: 150 steps. The manifest keeps a bounded history.
     for _ in 0..50 {
         rot.stage(None, now).unwrap();
-        rot.activate(Ok(()), false, now).unwrap();
+        let staged = rot.manifest().unwrap().next.unwrap().sha256;
+        rot.activate(Ok(staged), false, now).unwrap();
         rot.retire(now).unwrap();
     }
     let size = std::fs::metadata(root.path().join("rot/manifest.json"))
@@ -842,7 +843,8 @@ fn long_rotation_histories_stay_readable_and_stale_intents_are_ignored() {
         format!("{} {}\n", g, g + 1),
     )
     .unwrap();
-    rot2.activate(Ok(()), false, now).unwrap();
+    let staged = rot2.manifest().unwrap().next.unwrap().sha256;
+    rot2.activate(Ok(staged), false, now).unwrap();
     assert_eq!(rot2.manifest().unwrap().phase, Phase::Activated);
     let r = rot2.rollback().unwrap();
     assert_eq!(

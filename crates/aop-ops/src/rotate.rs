@@ -804,7 +804,8 @@ impl Rotation {
         self.advance(m, next, Step::Stage, now)
     }
 
-    /// The staged certificate's files (cert.pem, key.pem), for probing before `activate`.
+    /// The staged certificate's files (cert.pem, key.pem), for probing before `activate`
+    /// (which takes the SHA-256 of the certificate probed: see [`Rotation::activate`]).
     pub fn staged_files(&self) -> Result<(PathBuf, PathBuf)> {
         let m = self.manifest()?;
         let rec = m
@@ -816,11 +817,14 @@ impl Rotation {
     }
 
     /// Switch the edge to the staged certificate. `origins_accept` is the caller's proof
-    /// that every origin accepts it (certtool probes them); without it (and without
-    /// `force`) nothing changes.
+    /// that every origin accepts it: `Ok(sha256)` names the certificate the caller probed
+    /// (certtool probes with the staged files, before taking the lock). Under the lock,
+    /// a proof about any certificate but the one staged now is refused, `force` or not:
+    /// a `rollback` and a `stage` while the probes ran must not get an unprobed
+    /// certificate activated. Without a proof (and without `force`) nothing changes.
     pub fn activate(
         &self,
-        origins_accept: std::result::Result<(), String>,
+        origins_accept: std::result::Result<Sha256Fingerprint, String>,
         force: bool,
         now: OffsetDateTime,
     ) -> Result<StepReport> {
@@ -828,18 +832,30 @@ impl Rotation {
             Begun::Done(r) => return Ok(r),
             Begun::Go(lock, m) => (lock, m),
         };
-        if let Err(why) = origins_accept
-            && !force
-        {
-            return Err(Error::Rotation {
-                dir: self.dir.clone(),
-                reason: format!("not activating: {why}; nothing changed"),
-            });
+        let staged = m.next.clone().expect("staged");
+        match origins_accept {
+            Ok(probed) if probed != staged.sha256 => {
+                return Err(Error::Rotation {
+                    dir: self.dir.clone(),
+                    reason: format!(
+                        "not activating: the staged certificate changed while probing (probed sha256 {probed}, staged now {}); nothing changed; run activate again",
+                        staged.sha256
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(why) if !force => {
+                return Err(Error::Rotation {
+                    dir: self.dir.clone(),
+                    reason: format!("not activating: {why}; nothing changed"),
+                });
+            }
+            Err(_) => {}
         }
         let mut next = m.clone();
         next.phase = Phase::Activated;
         next.previous = Some(m.active.clone());
-        next.active = m.next.clone().expect("staged");
+        next.active = staged;
         next.next = None;
         self.advance(m, next, Step::Activate, now)
     }
@@ -1037,5 +1053,52 @@ mod tests {
             .unwrap();
         assert!(r.completed_interrupted);
         assert!(again.files_in_step(&r.manifest).unwrap());
+    }
+
+    #[test]
+    fn a_proof_about_another_certificate_than_the_one_staged_is_refused_and_writes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let ca = root.path().join("ca");
+        aop_pki::CaRequest::new("ca").create_in(&ca, now).unwrap();
+        let rot = Rotation::new(root.path().join("rot"));
+        rot.init(&ca, "edge", 30, KeyType::EcdsaP256, now).unwrap();
+        // The probes ran with X staged; meanwhile a rollback and a stage put Y there.
+        let x = rot.stage(None, now).unwrap().manifest.next.unwrap().sha256;
+        rot.rollback().unwrap();
+        let y = rot.stage(None, now).unwrap().manifest.next.unwrap().sha256;
+        assert_ne!(x, y);
+        let manifest = std::fs::read(root.path().join("rot/manifest.json")).unwrap();
+        let edge = std::fs::read(rot.edge_dir().join("cert.pem")).unwrap();
+        for force in [false, true] {
+            let e = rot.activate(Ok(x), force, now).unwrap_err();
+            assert!(matches!(e, Error::Rotation { .. }), "{e}");
+            assert!(
+                e.to_string().ends_with(&format!(
+                    "not activating: the staged certificate changed while probing (probed sha256 {x}, staged now {y}); nothing changed; run activate again"
+                )),
+                "{e}"
+            );
+            assert_eq!(
+                std::fs::read(root.path().join("rot/manifest.json")).unwrap(),
+                manifest
+            );
+            assert_eq!(
+                std::fs::read(rot.edge_dir().join("cert.pem")).unwrap(),
+                edge
+            );
+        }
+        // No proof, no force: refused too; the proof about Y activates Y.
+        let e = rot
+            .activate(Err("no probes".into()), false, now)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("not activating: no probes; nothing changed"),
+            "{e}"
+        );
+        let r = rot.activate(Ok(y), false, now).unwrap();
+        assert_eq!(r.manifest.active.sha256, y);
+        assert_eq!(r.manifest.phase, Phase::Activated);
     }
 }

@@ -343,19 +343,28 @@ pub(crate) fn run(cmd: RotateCommand, now: OffsetDateTime) -> anyhow::Result<Exi
     let done: StepReport = match &cmd {
         RotateCommand::Init(a) => rot.init(&a.ca, &a.cn, a.days, a.key.key_type, now)?,
         RotateCommand::Stage(a) => rot.stage(a.new_ca.as_deref(), now)?,
-        // An activate killed after its commit: finish it (nothing left to probe).
-        RotateCommand::Activate(_) if rot.manifest()?.last_step == Step::Activate => {
-            rot.activate(Ok(()), false, now)?
-        }
+        // An activate killed after its commit: finish it (nothing left to probe; should
+        // another step land first, this is no proof and activate refuses).
+        RotateCommand::Activate(_) if rot.manifest()?.last_step == Step::Activate => rot.activate(
+            Err("the rotation moved on; run activate again".to_owned()),
+            false,
+            now,
+        )?,
         RotateCommand::Activate(a) => {
             let origins = origins(a)?;
             let proof = if origins.is_empty() {
                 Err("no --probe or --origins given: list every origin, so each is shown to accept the next certificate (or --force)".to_owned())
             } else {
                 let (cert, key) = rot.staged_files()?;
+                // The proof names the certificate probed: activate refuses it, under the
+                // rotation lock, if another one was staged meanwhile.
+                let probed = aop_pki::load_certificates(&cert)?
+                    .first()
+                    .map(|der| aop_pki::Sha256Fingerprint::of(der))
+                    .ok_or_else(|| anyhow::anyhow!("{}: no certificate", cert.display()))?;
                 let p = probe_all(&origins, a, &cert, &key)?;
                 let proof = if p.refused.is_empty() {
-                    Ok(())
+                    Ok(probed)
                 } else {
                     Err(format!(
                         "{} of {} origins do not accept the next certificate (the table is on stdout)",
