@@ -214,10 +214,14 @@ impl Observed {
         )
     }
 
-    /// Whether the origin served content to a client that presented a certificate and
-    /// did not say the certificate failed (no `X-Client-Verify`, or `SUCCESS`).
+    /// Whether this proves the origin accepts the certificate presented (what `rotate
+    /// activate` requires of every origin): the handshake completed, the status is 2xx,
+    /// and the origin did not say the certificate failed (no `X-Client-Verify`, or
+    /// `SUCCESS`). A 3xx does not: nginx with `ssl_verify_client optional_no_ca` can
+    /// redirect every client without a valid certificate to a login page. Nor does any
+    /// other status (a 404 could be such a server's answer to the unverified too).
     pub fn is_accepted(&self) -> bool {
-        matches!(self, Self::Accepted { verdict, .. } if verdict.as_deref().is_none_or(|v| v == "SUCCESS"))
+        matches!(self, Self::Accepted { status: 200..=299, verdict } if verdict.as_deref().is_none_or(|v| v == "SUCCESS"))
     }
 
     /// A short machine word: `accepted`, `refused_http`, `answered`, `not_http`,
@@ -1000,8 +1004,34 @@ mod tests {
         let page = b"HTTP/1.1 200 OK\r\n\r\nNo required SSL certificate was sent";
         assert_eq!(classify_reply(page).word(), "accepted");
         assert!(!classify_reply(page).is_refusal());
+        // A redirect serves nothing: optional_no_ca + `return 302 /login` for the
+        // unverified must not prove acceptance.
         let moved = b"HTTP/1.0 302 Found\nLocation: /login\n\n";
-        assert!(classify_reply(moved).is_accepted());
+        assert_eq!(classify_reply(moved).word(), "accepted");
+        assert!(!classify_reply(moved).is_accepted());
+        for s in [301, 303, 307, 308, 399] {
+            let r = format!("HTTP/1.1 {s} x\r\nLocation: /login\r\n\r\n");
+            assert!(!classify_reply(r.as_bytes()).is_accepted(), "{s}");
+        }
+        for s in [200, 204, 299] {
+            let r = format!("HTTP/1.1 {s} x\r\n\r\n");
+            assert!(classify_reply(r.as_bytes()).is_accepted(), "{s}");
+            let r = format!("HTTP/1.1 {s} x\r\nX-Client-Verify: SUCCESS\r\n\r\n");
+            assert!(classify_reply(r.as_bytes()).is_accepted(), "{s}");
+            let r = format!("HTTP/1.1 {s} x\r\nX-Client-Verify: FAILED:x\r\n\r\n");
+            assert!(!classify_reply(r.as_bytes()).is_accepted(), "{s}");
+        }
+        // Refusals and inconclusive answers prove nothing either; nor does silence.
+        for r in [
+            &b"HTTP/1.1 403 Forbidden\r\n\r\n"[..],
+            b"HTTP/1.1 401 x\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\n\r\n",
+            b"HTTP/1.1 500 x\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\n\r\n",
+            b"",
+        ] {
+            assert!(!classify_reply(r).is_accepted(), "{r:?}");
+        }
         // Refusing statuses, with or without a body; a plain 400 proves nothing.
         for s in [401, 403, 421, 495, 496] {
             let r = format!("HTTP/1.1 {s} \r\n\r\n");

@@ -85,6 +85,10 @@ impl RefusedOrigin {
                 },
             ),
             Observed::Answered { status } => (None, format!("HTTP {status}")),
+            Observed::Accepted { status, .. } if !(200..=299).contains(status) => (
+                None,
+                format!("HTTP {status}: a redirect does not show the certificate was accepted"),
+            ),
             Observed::Accepted { status, verdict } => (
                 None,
                 format!(
