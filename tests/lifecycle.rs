@@ -1091,6 +1091,31 @@ async fn activate_probes_an_origins_file_and_names_exactly_the_origins_that_refu
     assert_eq!(rotation_bytes(&rot), before, "nothing changed");
     assert_eq!(accepted(&origins), vec![2; N]);
 
+    // A --resolve no URL uses (a port typo) is a usage error naming it; nothing probed.
+    let typo = format!("{}:1:127.0.0.1", names[0]);
+    let o = activate_with(&rot.dir, args(&["--resolve", &typo])).await;
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "certtool: --resolve {typo}: no --probe or --origins URL is for {}:1; nothing probed",
+            names[0]
+        )
+    );
+    assert_eq!(accepted(&origins), vec![2; N], "nothing probed");
+    // Origin 5 given again as --probe (same URL and address): probed once, counted once.
+    let pin5 = origins[5].resolve(&names[5]);
+    let o = activate_with(
+        &rot.dir,
+        args(&["--probe", &url(5), "--resolve", &pin5, "--json"]),
+    )
+    .await;
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["probed"], Value::from(N));
+    assert_eq!(accepted(&origins), vec![3; N], "every origin probed once");
+    assert_eq!(rotation_bytes(&rot), before, "nothing changed");
+
     // The two reload the new trust.pem: all 20 accept, and the edge switches.
     for &i in &lagging {
         origins[i].policy.reload(&spec(i, rot.trust())).unwrap();
@@ -1103,7 +1128,7 @@ async fn activate_probes_an_origins_file_and_names_exactly_the_origins_that_refu
         stdout(&o)
     );
     assert_eq!(rot.status()["phase"], "activated");
-    assert_eq!(accepted(&origins), vec![3; N]);
+    assert_eq!(accepted(&origins), vec![4; N]);
     assert_ne!(rotation_bytes(&rot), before);
 }
 

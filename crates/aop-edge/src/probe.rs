@@ -70,6 +70,23 @@ pub struct Target {
     pub path: String,
 }
 
+/// Unicode's invisible formatting characters (general category Cf and the like): bidi
+/// embeddings, overrides and isolates, zero-width characters, the soft hyphen, the BOM.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
 impl FromStr for Target {
     type Err = Error;
 
@@ -81,6 +98,15 @@ impl FromStr for Target {
         let rest = url
             .strip_prefix("https://")
             .ok_or_else(|| bad("only https:// URLs can be probed"))?;
+        // Shown in tables and logs: nothing that can reorder or hide text on a terminal.
+        if url.chars().any(|c| c.is_control() || is_format(c)) {
+            return Err(bad(
+                "a control or formatting character (bidi override, zero width, ...)",
+            ));
+        }
+        if url.contains('#') {
+            return Err(bad("a #fragment is never sent to the origin; remove it"));
+        }
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -114,6 +140,9 @@ impl FromStr for Target {
         };
         if host.is_empty() {
             return Err(bad("no host"));
+        }
+        if port == 0 {
+            return Err(bad("port 0"));
         }
         Ok(Self {
             url: url.to_owned(),
@@ -950,6 +979,23 @@ mod tests {
             "example.com",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+        // Port 0, a fragment (never sent), characters that hide or reorder text.
+        for (bad, why) in [
+            ("https://example.com:0/", "port 0"),
+            ("https://[::1]:0/", "port 0"),
+            ("https://example.com/#top", "a #fragment is never sent"),
+            ("https://example.com#top", "a #fragment is never sent"),
+            (
+                "https://example.com/\u{202E}gnp.exe",
+                "a control or formatting",
+            ),
+            ("https://exa\u{200B}mple.com/", "a control or formatting"),
+            ("https://example.com/\u{2066}x", "a control or formatting"),
+            ("https://example.com/\u{7}", "a control or formatting"),
+        ] {
+            let e = bad.parse::<Target>().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
         }
     }
 

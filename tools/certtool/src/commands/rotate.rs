@@ -439,6 +439,34 @@ fn origins(a: &RotateActivateArgs) -> anyhow::Result<Vec<Origin>> {
     if let Some(path) = &a.origins {
         origins.extend(aop_edge::fleet::read_origins(path)?);
     }
+    // The same origin twice (a --probe URL also in the file: the same host, port, path
+    // and address connected to) is probed once.
+    let mut seen = std::collections::HashSet::new();
+    origins.retain(|o| {
+        let t = &o.target;
+        let addr = o.pin.as_ref().map(|p| p.addr).or_else(|| {
+            // A later --resolve for the same HOST:PORT wins, as in aop_edge::Resolve.
+            a.resolve
+                .iter()
+                .rev()
+                .find(|e| e.host == t.host && e.port == t.port)
+                .map(|e| e.addr)
+        });
+        seen.insert((t.host.clone(), t.port, t.path.clone(), addr))
+    });
+    // A --resolve that no URL uses would send nothing where it says (a port typo, and the
+    // probe goes to DNS's address instead): a usage error, as a pin in the file is.
+    if let Some(e) = a.resolve.iter().find(|e| {
+        !origins
+            .iter()
+            .any(|o| o.target.host == e.host && o.target.port == e.port)
+    }) {
+        return Err(crate::commands::UsageError(format!(
+            "--resolve {}:{}:{}: no --probe or --origins URL is for {}:{}; nothing probed",
+            e.host, e.port, e.addr, e.host, e.port
+        ))
+        .into());
+    }
     Ok(origins)
 }
 
