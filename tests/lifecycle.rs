@@ -1280,3 +1280,64 @@ async fn a_bad_origins_file_is_refused_at_its_line_and_nothing_is_probed() {
     .await;
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// Out of file descriptors on the edge host is no answer from the origins: with 90 of
+/// 128 descriptors taken (inherited), 64 probes at once against a silent origin run out;
+/// activate says so on one line (exit 2), prints no refusal table, changes nothing.
+#[test]
+fn running_out_of_file_descriptors_is_a_local_error_not_refusing_origins() {
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    let ca1 = pki::ca(dir.path(), "edge-ca-1");
+    let rot = Rot {
+        dir: dir.path().join("rot"),
+    };
+    assert_eq!(code(&rotate_init(&rot.dir, &ca1.dir)), 0);
+    rot.ok(&["stage"]);
+    // Connections complete into the backlog and never get an answer: each probe holds
+    // its socket until --timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let list: String = (0..64)
+        .map(|i| format!("https://localhost:{port}/p{i} localhost:{port}:127.0.0.1\n"))
+        .collect();
+    let file = dir.path().join("origins.txt");
+    std::fs::write(&file, list).unwrap();
+    let before = rotation_bytes(&rot);
+    let script = format!(
+        "ulimit -n 128 && for i in $(seq 10 99); do eval \"exec $i</dev/null\"; done; exec \"$0\" rotate activate --dir '{}' --origins '{}' --cacert '{}' --concurrency 64 --timeout 1",
+        rot.dir.display(),
+        file.display(),
+        origin_ca.pem().display()
+    );
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(aop_e2e::bin("certtool"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "", "no refusal table");
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| !l.starts_with("certtool: note:"))
+        .unwrap();
+    assert!(
+        line.starts_with("certtool: ")
+            && line.contains(
+                " of 64 origins could not be probed: this host ran out of file descriptors ("
+            )
+            && line.ends_with("; lower --concurrency or raise `ulimit -n`; nothing changed"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().count(),
+        1 + err
+            .lines()
+            .filter(|l| l.starts_with("certtool: note:"))
+            .count()
+    );
+    assert_eq!(rotation_bytes(&rot), before, "nothing changed");
+    drop(silent);
+}

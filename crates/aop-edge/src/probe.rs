@@ -228,6 +228,12 @@ pub enum Observed {
         /// What happened.
         detail: String,
     },
+    /// This host, not the origin, failed: it ran out of file descriptors (EMFILE,
+    /// ENFILE) opening the probe's socket. Says nothing about the origin.
+    LocalError {
+        /// What happened.
+        detail: String,
+    },
 }
 
 impl Observed {
@@ -255,7 +261,7 @@ impl Observed {
 
     /// A short machine word: `accepted`, `refused_http`, `answered`, `not_http`,
     /// `refused_tls`, `alert_before_certificate`, `closed_in_handshake`, `closed`, `no_reply`,
-    /// `server_untrusted`, `unreachable`, `error`.
+    /// `server_untrusted`, `unreachable`, `error`, `local_error`.
     pub fn word(&self) -> &'static str {
         match self {
             Self::Accepted { .. } => "accepted",
@@ -270,6 +276,7 @@ impl Observed {
             Self::ServerUntrusted { .. } => "server_untrusted",
             Self::Unreachable { .. } => "unreachable",
             Self::Error { .. } => "error",
+            Self::LocalError { .. } => "local_error",
         }
     }
 }
@@ -457,6 +464,9 @@ impl ProbeResult {
                 inconclusive(format!("the origin is unreachable: {detail}"))
             }
             Observed::Error { detail } => inconclusive(detail.clone()),
+            Observed::LocalError { detail } => {
+                inconclusive(format!("this host could not probe: {detail}"))
+            }
         }
     }
 }
@@ -524,6 +534,14 @@ pub async fn probe(
     result.certificate_sent = watch.sent.load(Ordering::Relaxed);
     let mut tls = match connected {
         Ok(t) => t,
+        // Out of descriptors (EMFILE 24, ENFILE 23 on Linux and the BSDs): our failure.
+        Err(e @ Error::Connect { .. }) if matches!(&e, Error::Connect { error, .. } if matches!(error.raw_os_error(), Some(23 | 24))) =>
+        {
+            result.observed = Observed::LocalError {
+                detail: e.to_string(),
+            };
+            return result;
+        }
         Err(e @ (Error::Connect { .. } | Error::Timeout { .. })) => {
             result.observed = Observed::Unreachable {
                 detail: e.to_string(),

@@ -43,7 +43,7 @@ pub(crate) fn exit_code_for(e: &anyhow::Error) -> ExitCode {
         Some(_) => return ExitCode::from(1),
         None => {}
     }
-    if e.downcast_ref::<UsageError>().is_some() {
+    if e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<HostError>().is_some() {
         return ExitCode::from(2);
     }
     match e.downcast_ref::<aop_pki::Error>() {
@@ -67,6 +67,19 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// This host could not do the work (out of file descriptors while probing): exit 2, one
+/// line; it says nothing about the peers.
+#[derive(Debug)]
+pub(crate) struct HostError(pub(crate) String);
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HostError {}
 
 /// A short hint appended to the error line, where there is an obvious next step.
 pub(crate) fn hint_for(e: &anyhow::Error) -> &'static str {

@@ -499,6 +499,22 @@ fn probe_all(
     let results = runtime.block_on(aop_edge::probe_all(
         origins, &resolve, config, timeouts, limit,
     ));
+    // Out of file descriptors here is no answer from the origins: not a refusal table.
+    let local: Vec<&ProbeResult> = results
+        .iter()
+        .filter(|r| matches!(r.observed, Observed::LocalError { .. }))
+        .collect();
+    if let Some(first) = local.first() {
+        let Observed::LocalError { detail } = &first.observed else {
+            unreachable!("filtered")
+        };
+        return Err(super::HostError(format!(
+            "{} of {} origins could not be probed: this host ran out of file descriptors ({detail}); lower --concurrency or raise `ulimit -n`; nothing changed",
+            local.len(),
+            origins.len()
+        ))
+        .into());
+    }
     Ok(Probes {
         probed: origins.len(),
         concurrency: limit,
