@@ -1341,3 +1341,98 @@ fn running_out_of_file_descriptors_is_a_local_error_not_refusing_origins() {
     assert_eq!(rotation_bytes(&rot), before, "nothing changed");
     drop(silent);
 }
+
+/// A real nginx with `ssl_verify_client optional_no_ca` that sends every client whose
+/// certificate did not verify to a login page (302): activate must not take the redirect
+/// for acceptance. Once nginx trusts the staged certificate's CA (200), it activates.
+#[test]
+fn activate_refuses_an_nginx_that_redirects_the_unverified_to_a_login_page() {
+    if !aop_e2e::have_peer("nginx", "activate_refuses_an_nginx_that_redirects") {
+        return;
+    }
+    let dir = tempdir().unwrap();
+    let origin_ca = pki::ca(dir.path(), "origin-ca");
+    let server = origin_ca.origin("origin", &["localhost"]);
+    let ca1 = pki::ca(dir.path(), "edge-ca-1");
+    let ca2 = pki::ca(dir.path(), "edge-ca-2");
+    let rot = Rot {
+        dir: dir.path().join("rot"),
+    };
+    assert_eq!(code(&rotate_init(&rot.dir, &ca1.dir)), 0);
+    rot.ok(&["stage", "--new-ca", s(&ca2.dir)]);
+    let nginx_trusting = |trust: &Path, sub: &str| {
+        aop_e2e::nginx::Nginx::start_with(
+            &dir.path().join(sub),
+            &server.cert,
+            &server.key,
+            &format!(
+                r#"ssl_verify_client optional_no_ca;
+        ssl_client_certificate {};
+        location / {{
+            if ($ssl_client_verify != SUCCESS) {{ return 302 /login; }}
+            return 200 "welcome\n";
+        }}"#,
+                trust.display()
+            ),
+        )
+    };
+    let before = rotation_bytes(&rot);
+    // Trusts the current CA only: the staged certificate gets the redirect.
+    let nginx = nginx_trusting(&ca1.pem(), "nginx-old");
+    let url = format!("https://localhost:{}/", nginx.port);
+    let pin = format!("localhost:{}:127.0.0.1", nginx.port);
+    let args = |url: &str, pin: &str| {
+        vec![
+            "rotate",
+            "activate",
+            "--dir",
+            s(&rot.dir),
+            "--probe",
+            url,
+            "--resolve",
+            pin,
+            "--cacert",
+            s(&origin_ca.pem()),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    let o = certtool(args(&url, &pin));
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "rotate activate: REFUSED: 1 of 1 origins do not accept the next certificate; nothing changed"
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        [
+            url.as_str(),
+            &format!("127.0.0.1:{}", nginx.port),
+            "redirected",
+            "HTTP",
+            "302:",
+            "a",
+            "redirect",
+            "does",
+            "not",
+            "show",
+            "the",
+            "certificate",
+            "was",
+            "accepted"
+        ]
+    );
+    assert_eq!(rotation_bytes(&rot), before, "nothing changed");
+    drop(nginx);
+
+    // Reloaded with the new trust.pem (current + next): 200, and the edge switches.
+    let nginx = nginx_trusting(&rot.trust(), "nginx-new");
+    let url = format!("https://localhost:{}/", nginx.port);
+    let pin = format!("localhost:{}:127.0.0.1", nginx.port);
+    let o = certtool(args(&url, &pin));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(rot.status()["phase"], "activated");
+}

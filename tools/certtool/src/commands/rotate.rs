@@ -61,7 +61,8 @@ struct RefusedOrigin {
     url: String,
     /// The address connected to (null: it did not resolve).
     address: Option<SocketAddr>,
-    /// What the origin did: aop_edge::Observed::word (`refused_tls`, `unreachable`, …).
+    /// What the origin did: aop_edge::Observed::word (`refused_tls`, `unreachable`, …),
+    /// or `redirected` for a 3xx.
     outcome: &'static str,
     /// The TLS alert it sent, if any (`unknown_ca`, `certificate_required`, …).
     alert: Option<String>,
@@ -108,10 +109,15 @@ impl RefusedOrigin {
             Observed::Unreachable { detail } | Observed::Error { detail } => (None, detail.clone()),
             other => (None, other.word().to_owned()),
         };
+        // A 3xx is the probe's `accepted` (content served), but no proof for activate.
+        let outcome = match &r.observed {
+            Observed::Accepted { status, .. } if !(200..=299).contains(status) => "redirected",
+            o => o.word(),
+        };
         Self {
             url: r.target.url.clone(),
             address: r.addr,
-            outcome: r.observed.word(),
+            outcome,
             alert,
             said,
         }
