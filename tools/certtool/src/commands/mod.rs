@@ -110,11 +110,19 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Descriptors kept free for everything but the probes' sockets (the runtime, files,
 /// stdio).
+#[cfg(unix)]
 const FD_RESERVE: u64 = 64;
+
+/// `wanted` probes at once: elsewhere than Unix there is no open-files limit to fit.
+#[cfg(not(unix))]
+pub(crate) fn within_open_files(wanted: usize) -> usize {
+    wanted
+}
 
 /// `wanted` probes at once, or as many as the open-files limit allows: the soft limit is
 /// first raised to the hard one (each probe holds one socket). Lowering says so on
 /// stderr.
+#[cfg(unix)]
 pub(crate) fn within_open_files(wanted: usize) -> usize {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
