@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aop_pki::{CertInfo, Sha256Fingerprint, rfc3339};
+
+use crate::view::tlv;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
@@ -1535,46 +1537,20 @@ impl CrlFacts {
     }
 }
 
-/// One DER element read off the front of some bytes: (tag, contents, the whole
-/// element, what follows it).
-type Element<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
-
-/// One DER element at the start of `input`.
-fn der_element(input: &[u8]) -> Option<Element<'_>> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let header = input.len() - rest.len();
-    Some((tag, &rest[..len], &input[..header + len], &rest[len..]))
-}
-
 /// A signed CRL's parts: the whole tbsCertList element (what is signed), the contents
 /// of its signatureAlgorithm, and the signature's bytes.
 fn signed_parts(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (0x30, list, _, []) = der_element(der)? else {
+    let (0x30, list, []) = tlv(der)? else {
         return None;
     };
-    let (0x30, _, tbs, rest) = der_element(list)? else {
+    let (0x30, _, rest) = tlv(list)? else {
         return None;
     };
-    let (0x30, alg, _, rest) = der_element(rest)? else {
+    let tbs = &list[..list.len() - rest.len()];
+    let (0x30, alg, rest) = tlv(rest)? else {
         return None;
     };
-    let (0x03, bits, _, []) = der_element(rest)? else {
+    let (0x03, bits, []) = tlv(rest)? else {
         return None;
     };
     let (0, signature) = bits.split_first()? else {
@@ -1586,10 +1562,10 @@ fn signed_parts(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 /// A SubjectPublicKeyInfo's contents (as webpki keeps an anchor's): its algorithm's
 /// contents and the key's bytes.
 fn spki_parts(spki: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (0x30, alg, _, rest) = der_element(spki)? else {
+    let (0x30, alg, rest) = tlv(spki)? else {
         return None;
     };
-    let (0x03, bits, _, []) = der_element(rest)? else {
+    let (0x03, bits, []) = tlv(rest)? else {
         return None;
     };
     let (0, key) = bits.split_first()? else {

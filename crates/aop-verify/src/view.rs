@@ -129,8 +129,9 @@ type DropExt<'a> = dyn Fn(&[u8], bool, &[u8]) -> bool + 'a;
 
 /// One DER element: (tag, contents, what follows). Single-byte tags, definite lengths in
 /// at most four bytes, minimal encodings not required (x509-parser already read this
-/// certificate; here we only need to find the element again).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+/// certificate; here we only need to find the element again). Also reads a CRL's and a
+/// key's outer structure for `trust`'s signature check, which webpki parses again.
+pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     if tag & 0x1f == 0x1f {
         return None;
